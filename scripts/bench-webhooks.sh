@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Webhook receiver benchmark: how many signed workflow_job deliveries per second the real
+# `serve` accepts (journal on, its default), against the ceiling of an HMAC-only receiver
+# (examples/hmac_ceiling.rs), with the same never-repeated deliveries.
+#
+# usage: scripts/bench-webhooks.sh
+#
+# environment:
+#   BENCH_DELIVERIES=60000   deliveries in total (a third each queued / in_progress / completed)
+#   BENCH_CONNECTIONS=32     wrk connections (shared between the threads)
+#   BENCH_THREADS=2          wrk threads
+#   BENCH_TARGET_ONLY=       "server" or "ceiling" to run only one of the two
+#   BENCH_SERVER_PORT=18080  BENCH_CEILING_PORT=18090
+#   BENCH_TIMEOUT=300        seconds before a run that has not finished is cut off
+#   BENCH_NO_BUILD=1         use the binaries already in target/release
+#   BENCH_KEEP=1             keep the work directory (requests, logs, server data) afterwards
+#
+# Each delivery is sent exactly once (scripts/bench/replay.lua), so the server's dedupe never
+# short-circuits. Exits 1 if any delivery was refused, lost or answered non-2xx.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DELIVERIES=${BENCH_DELIVERIES:-60000}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-2}
+ONLY=${BENCH_TARGET_ONLY:-}
+SERVER_PORT=${BENCH_SERVER_PORT:-18080}
+CEILING_PORT=${BENCH_CEILING_PORT:-18090}
+TIMEOUT=${BENCH_TIMEOUT:-300}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+FIXTURE=fixtures/webhooks/workflow_job.queued.json
+MANIFESTS=fixtures/manifests/demo
+
+case "$ONLY" in
+  "") TARGETS=(server ceiling) ;;
+  server | ceiling) TARGETS=("$ONLY") ;;
+  *) echo "bench: BENCH_TARGET_ONLY must be server or ceiling" >&2; exit 2 ;;
+esac
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gaa-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ -n "${BENCH_KEEP:-}" ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools --------------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+  log "installing wrk (Debian package)"
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+for tool in curl python3 wrk; do
+  command -v "$tool" >/dev/null || { log "needs $tool"; exit 2; }
+done
+
+# --- build --------------------------------------------------------------------------------------
+if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
+  if [[ "$ONLY" == ceiling ]]; then
+    cargo build --release --example hmac_ceiling
+  else
+    cargo build --release --bin github-action-autoscaler --example hmac_ceiling
+  fi
+fi
+SERVER_BIN=$TARGET_DIR/release/github-action-autoscaler
+CEILING_BIN=$TARGET_DIR/release/examples/hmac_ceiling
+
+# --- requests -----------------------------------------------------------------------------------
+python3 scripts/bench/gen-requests.py --fixture "$FIXTURE" --deliveries "$DELIVERIES" \
+  --secret demo-webhook-secret -o "$WORK/requests.txt"
+
+# --- one run ------------------------------------------------------------------------------------
+wait_ready() { # url, want ("200" or "any"), pid, name
+  local url=$1 want=$2 pid=$3 name=$4 code
+  for _ in $(seq 1 600); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited before it was ready; its log:"
+      cat "$WORK/$name.log" >&2
+      exit 1
+    fi
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
+    if [[ "$want" == any && "$code" != 000 ]] || [[ "$code" == "$want" ]]; then return 0; fi
+    sleep 0.1
+  done
+  log "$name not ready at $url after 60 s; its log:"
+  cat "$WORK/$name.log" >&2
+  exit 1
+}
+
+port_free() {
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$1/" || true)
+  [[ "$code" == 000 ]] || { log "port $1 is already in use"; exit 2; }
+}
+
+declare -A RESULT
+run() { # name
+  local name=$1 port pid ready want
+  case "$name" in
+    server)
+      port=$SERVER_PORT
+      mkdir -p "$WORK/server-data"
+      port_free "$port"
+      RUST_LOG=warn "$SERVER_BIN" serve --manifests "$MANIFESTS" --data-dir "$WORK/server-data" \
+        --listen "127.0.0.1:$port" >"$WORK/server.log" 2>&1 &
+      ready="http://127.0.0.1:$port/healthz" want=200
+      ;;
+    ceiling)
+      port=$CEILING_PORT
+      port_free "$port"
+      RUST_LOG=warn "$CEILING_BIN" --listen "127.0.0.1:$port" >"$WORK/ceiling.log" 2>&1 &
+      ready="http://127.0.0.1:$port/webhook" want=any # it serves nothing but POST /webhook
+      ;;
+  esac
+  pid=$!
+  PIDS+=("$pid")
+  wait_ready "$ready" "$want" "$pid" "$name"
+
+  log "$name: replaying $DELIVERIES deliveries with $THREADS threads, $CONNECTIONS connections"
+  mkdir -p "$WORK/$name.done"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${TIMEOUT}s" --timeout 10s --latency \
+    -s scripts/bench/replay.lua "http://127.0.0.1:$port/webhook" -- \
+    file="$WORK/requests.txt" threads="$THREADS" donedir="$WORK/$name.done" | tee "$WORK/$name.wrk.txt"
+
+  if [[ "$name" == server ]]; then
+    # Every job was completed, so every runner's demand should be back to zero.
+    log "server: GET /api/v1/scaledactionrunners after the run:"
+    curl -s --max-time 5 "http://127.0.0.1:$port/api/v1/scaledactionrunners" | python3 -c '
+import json, sys
+raw = sys.stdin.read()
+try:
+    doc = json.loads(raw)
+    items = doc.get("items", doc) if isinstance(doc, dict) else doc
+    for r in items:
+        meta = r.get("metadata", r)
+        print("  %s/%s demand=%s queued=%s inProgress=%s desiredRunners=%s" % (
+            meta.get("namespace"), meta.get("name"), r.get("demand"), r.get("queued"),
+            r.get("inProgress"), r.get("desiredRunners")))
+except Exception:
+    print("  " + raw[:400])
+' >&2 || true
+    du -sh "$WORK/server-data" | sed 's/^/  journal: /' >&2 || true
+  fi
+
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  RESULT[$name]=$(grep '^GAA-BENCH ' "$WORK/$name.wrk.txt" || echo "GAA-BENCH missing=1")
+}
+
+for target in "${TARGETS[@]}"; do run "$target"; done
+
+# --- summary ------------------------------------------------------------------------------------
+field() { # "GAA-BENCH k=v ...", key
+  sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<" ${1#GAA-BENCH}"
+}
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+
+status=0
+echo
+echo "Webhook benchmark: $DELIVERIES deliveries ($FIXTURE, ~$(($(wc -c <"$FIXTURE") / 1024)) KB each), wrk $THREADS threads / $CONNECTIONS connections, $(nproc) CPUs, data dir on $(stat -f -c %T "$WORK")"
+printf '%-9s %11s %9s %8s %9s %13s %10s %10s\n' target deliveries answered non-2xx seconds deliveries/s p50 p99
+for target in "${TARGETS[@]}"; do
+  r=${RESULT[$target]}
+  printf '%-9s %11s %9s %8s %9s %13s %10s %10s\n' "$target" "$(field "$r" expected)" "$(field "$r" answered)" \
+    "$(field "$r" non2xx)" "$(field "$r" seconds)" "$(field "$r" rate)" \
+    "$(ms "$(field "$r" p50_us)")" "$(ms "$(field "$r" p99_us)")"
+  if [[ "$(field "$r" answered)" != "$(field "$r" expected)" || "$(field "$r" non2xx)" != 0 ]]; then
+    log "$target: not every delivery was answered 2xx (see $WORK/$target.wrk.txt and $target.log)"
+    status=1
+  fi
+done
+if [[ ${#TARGETS[@]} -eq 2 ]]; then
+  s=${RESULT[server]} c=${RESULT[ceiling]}
+  awk -v sr="$(field "$s" rate)" -v cr="$(field "$c" rate)" -v s50="$(field "$s" p50_us)" -v c50="$(field "$c" p50_us)" \
+    -v s99="$(field "$s" p99_us)" -v c99="$(field "$c" p99_us)" 'BEGIN {
+      printf "server/ceiling: throughput %.2f, p50 %.2fx, p99 %.2fx\n",
+        (cr > 0 ? sr / cr : 0), (c50 > 0 ? s50 / c50 : 0), (c99 > 0 ? s99 / c99 : 0) }'
+fi
+[[ $status -eq 0 && -n "${BENCH_KEEP:-}" ]] || true
+[[ $status -ne 0 ]] && BENCH_KEEP=1
+exit $status

@@ -1,0 +1,86 @@
+//! The read API and operational endpoints.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::demand::RunnerKey;
+use crate::serve::AppState;
+
+/// An API error: a status and a short message, as JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.message, "code": self.status.as_u16()})),
+        )
+            .into_response()
+    }
+}
+
+/// `GET /api/v1/namespaces/{ns}/scaledactionrunners/{name}`
+pub async fn get_runner(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let key = RunnerKey::new(namespace, name);
+    let view = state
+        .store
+        .board()
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(format!("scaledactionrunner {key} not found")))?;
+    Ok(Json(view).into_response())
+}
+
+/// `GET /api/v1/scaledactionrunners`
+pub async fn list_runners(State(state): State<Arc<AppState>>) -> Response {
+    Json(json!({"items": state.store.board().list()})).into_response()
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: the journal is open and replayed, runners are loaded.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let runners = state.store.board().len();
+    let problems = state.manifest_problems;
+    let body = json!({"status": "ready", "store": "sled", "runners": runners, "manifestProblems": problems});
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+pub async fn fallback() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}

@@ -1,0 +1,179 @@
+//! From ScaledActionRunner and Secret objects to what the server needs: the runner index that
+//! demand is assigned by, and the webhook secrets that may sign each repository's deliveries.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
+use crate::crd::ScaledActionRunner;
+use crate::demand::{Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use crate::webhook::{SecretBytes, WebhookSecrets};
+
+/// The Secret key that holds a repository webhook's secret.
+pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
+
+/// The namespace of objects that do not name one, as with `kubectl apply`.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub runners: RunnerIndex,
+    pub secrets: WebhookSecrets,
+}
+
+/// Why a runner cannot be used, or can be used only in part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunnerProblem {
+    #[error("spec.owner and spec.repo must not be empty")]
+    NoRepository,
+    #[error("spec.maxRunners must not be negative (is {0})")]
+    NegativeMax(i32),
+    #[error("spec.minRunners must not be negative (is {0})")]
+    NegativeMin(i32),
+    #[error("{0}")]
+    ScaleFactor(String),
+    #[error(
+        "webhook Secret {namespace}/{name} not found; deliveries for {repo} are verified only with the organisation-wide secret"
+    )]
+    SecretMissing {
+        namespace: String,
+        name: String,
+        repo: String,
+    },
+    #[error("webhook Secret {namespace}/{name} has no non-empty key {key:?}")]
+    SecretKeyMissing {
+        namespace: String,
+        name: String,
+        key: &'static str,
+    },
+}
+
+impl RunnerProblem {
+    /// Whether the runner is still served despite the problem.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            Self::SecretMissing { .. } | Self::SecretKeyMissing { .. }
+        )
+    }
+}
+
+/// The demand view of one ScaledActionRunner.
+pub fn runner_from_crd(object: &ScaledActionRunner) -> Result<Runner, RunnerProblem> {
+    let spec = &object.spec;
+    if spec.owner.trim().is_empty() || spec.repo.trim().is_empty() {
+        return Err(RunnerProblem::NoRepository);
+    }
+    let max = u32::try_from(spec.max_runners)
+        .map_err(|_| RunnerProblem::NegativeMax(spec.max_runners))?;
+    let min = u32::try_from(spec.min_runners())
+        .map_err(|_| RunnerProblem::NegativeMin(spec.min_runners()))?;
+    let scale_factor: ScaleFactor =
+        spec.scale_factor()
+            .parse()
+            .map_err(|e: crate::demand::scaling::ScaleFactorError| {
+                RunnerProblem::ScaleFactor(e.to_string())
+            })?;
+    let key = RunnerKey::new(
+        object
+            .namespace()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
+        object.name_any(),
+    );
+    Ok(Runner::new(
+        key,
+        spec.owner.trim(),
+        spec.repo.trim(),
+        spec.runner_labels(),
+        min,
+        max,
+        scale_factor,
+    ))
+}
+
+/// Bytes of `key` in a Secret, from `data` or `stringData` (which wins, as the API server merges it).
+pub fn secret_value(secret: &Secret, key: &str) -> Option<SecretBytes> {
+    if let Some(text) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Some(SecretBytes::new(text.as_bytes()));
+    }
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|bytes| SecretBytes::new(bytes.0.clone()))
+}
+
+impl Catalog {
+    /// Builds the catalog; each problem is returned with the index of the runner it concerns.
+    /// Runners with errors are left out; runners with warnings are kept.
+    pub fn build<'a>(
+        runners: impl IntoIterator<Item = &'a ScaledActionRunner>,
+        secrets: impl IntoIterator<Item = &'a Secret>,
+        organisation: Option<SecretBytes>,
+    ) -> (Self, Vec<(usize, RunnerProblem)>) {
+        let secrets: HashMap<(String, String), &Secret> = secrets
+            .into_iter()
+            .map(|s| {
+                (
+                    (
+                        s.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
+                        s.name_any(),
+                    ),
+                    s,
+                )
+            })
+            .collect();
+        let mut webhook_secrets = WebhookSecrets::new(organisation);
+        let mut problems = Vec::new();
+        let mut index = Vec::new();
+        for (position, object) in runners.into_iter().enumerate() {
+            let runner = match runner_from_crd(object) {
+                Ok(runner) => runner,
+                Err(problem) => {
+                    problems.push((position, problem));
+                    continue;
+                }
+            };
+            if let Some(name) = object
+                .spec
+                .webhook_secret
+                .as_deref()
+                .filter(|n| !n.is_empty())
+            {
+                let namespace = runner.key.namespace.clone();
+                match secrets.get(&(namespace.clone(), name.to_string())) {
+                    None => problems.push((
+                        position,
+                        RunnerProblem::SecretMissing {
+                            namespace,
+                            name: name.into(),
+                            repo: runner.repo.clone(),
+                        },
+                    )),
+                    Some(secret) => {
+                        match secret_value(secret, WEBHOOK_SECRET_KEY).filter(|v| !v.is_empty()) {
+                            Some(value) => webhook_secrets.add(&runner.repo, value),
+                            None => problems.push((
+                                position,
+                                RunnerProblem::SecretKeyMissing {
+                                    namespace,
+                                    name: name.into(),
+                                    key: WEBHOOK_SECRET_KEY,
+                                },
+                            )),
+                        }
+                    }
+                }
+            }
+            index.push(runner);
+        }
+        (
+            Self {
+                runners: RunnerIndex::new(index),
+                secrets: webhook_secrets,
+            },
+            problems,
+        )
+    }
+}

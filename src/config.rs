@@ -1,0 +1,80 @@
+//! Command line and environment. Every flag has a `GAA_…` environment twin.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "github-action-autoscaler",
+    version,
+    about = "Scales self-hosted GitHub Actions runners per repository, from zero, on workflow_job webhooks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(
+        long,
+        env = "GAA_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Log filter in RUST_LOG syntax, e.g. `info` or `gaa=debug,info`.
+    #[arg(long, env = "GAA_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive webhooks, keep per-runner demand and serve it.
+    Serve(ServeArgs),
+    /// Print the CustomResourceDefinitions (what crds/ holds).
+    Crds,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for the webhook receiver, read API, health and metrics.
+    #[arg(long, env = "GAA_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory of the journal (created if missing).
+    #[arg(long, env = "GAA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Standalone mode: a directory of ScaledActionRunner and Secret YAML, as for `kubectl apply`.
+    #[arg(long, env = "GAA_MANIFESTS")]
+    pub manifests: Option<PathBuf>,
+    /// File holding an organisation-wide webhook secret that may sign deliveries for any repository.
+    #[arg(long, env = "GAA_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// How long finished jobs and delivery ids are remembered; keep it above GitHub's 3-day
+    /// redelivery window (e.g. `96h`, `4d`).
+    #[arg(long, env = "GAA_JOURNAL_RETENTION", default_value = "4d", value_parser = parse_duration)]
+    pub journal_retention: std::time::Duration,
+    /// How often job states are checkpointed and the journal compacted (e.g. `10s`).
+    #[arg(long, env = "GAA_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub checkpoint_interval: std::time::Duration,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::crd::parse_duration(text).map_err(|e| e.to_string())
+}
+
+impl ServeArgs {
+    /// Settings for a server on `listen` with its journal in `data_dir` and nothing else.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            manifests: None,
+            webhook_secret_file: None,
+            journal_retention: std::time::Duration::from_secs(4 * 24 * 3600),
+            checkpoint_interval: std::time::Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! A `workflow_job` as a forward-only state machine.
+//!
+//! A job's state is the join (maximum) of every observation made of it, so the end state does not
+//! depend on the order in which deliveries arrive or how often each arrives.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a job is in its life. The order of the variants is the order of progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Held by a deployment protection rule; no runner can take it yet, so it is not demand.
+    /// Ranked below `Queued`: GitHub may send `queued, waiting, queued`, and a job that ends up
+    /// queued must never be hidden behind a late `waiting`.
+    Waiting,
+    Queued,
+    InProgress,
+    /// Final: nothing moves a job out of it.
+    Completed,
+}
+
+impl JobStatus {
+    /// The status a `workflow_job` action or `status` field names, if it is one we track.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "waiting" | "pending" | "requested" => Some(Self::Waiting),
+            "queued" => Some(Self::Queued),
+            "in_progress" => Some(Self::InProgress),
+            "completed" => Some(Self::Completed),
+            _ => None,
+        }
+    }
+
+    /// Whether a job in this status needs a runner now.
+    pub fn is_demand(self) -> bool {
+        matches!(self, Self::Queued | Self::InProgress)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Queued => "queued",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+/// The repository a job belongs to: GitHub's numeric id and the lower-cased `owner/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RepoRef {
+    pub id: u64,
+    pub full_name: String,
+}
+
+impl RepoRef {
+    pub fn new(id: u64, full_name: &str) -> Self {
+        Self {
+            id,
+            full_name: full_name.to_ascii_lowercase(),
+        }
+    }
+}
+
+/// One observation of a job, as a delivery (or, later, the GitHub API) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job_id: u64,
+    pub run_id: u64,
+    pub run_attempt: u32,
+    pub repo: RepoRef,
+    pub status: JobStatus,
+    /// Lower-cased, sorted and de-duplicated.
+    pub labels: Vec<String>,
+    /// GitHub's time (unix seconds) for this status: `started_at` once in progress, else
+    /// `created_at`. Lets jobs whose final delivery never came expire as GitHub would end them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+}
+
+impl JobEvent {
+    pub fn new(
+        job_id: u64,
+        run_id: u64,
+        run_attempt: u32,
+        repo: RepoRef,
+        status: JobStatus,
+        labels: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Self {
+        Self {
+            job_id,
+            run_id,
+            run_attempt,
+            repo,
+            status,
+            labels: normalize_labels(labels),
+            since: None,
+        }
+    }
+
+    pub fn since(mut self, unix_seconds: Option<i64>) -> Self {
+        self.since = unix_seconds;
+        self
+    }
+}
+
+/// Labels compare case-insensitively; keep one canonical spelling, sorted.
+pub fn normalize_labels(labels: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {
+    let mut out: Vec<String> = labels
+        .into_iter()
+        .map(|l| l.as_ref().trim().to_ascii_lowercase())
+        .filter(|l| !l.is_empty())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// What is known of a job: the greatest observation under (status, repo, labels, run) order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: u64,
+    pub run_id: u64,
+    pub run_attempt: u32,
+    pub repo: RepoRef,
+    pub status: JobStatus,
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    /// Our clock (unix seconds) when the state last changed; not part of the join, only used to
+    /// decide when a finished job may be forgotten.
+    pub changed_at: i64,
+}
+
+impl Job {
+    pub fn from_event(event: &JobEvent, now: i64) -> Self {
+        Self {
+            id: event.job_id,
+            run_id: event.run_id,
+            run_attempt: event.run_attempt,
+            repo: event.repo.clone(),
+            status: event.status,
+            labels: event.labels.clone(),
+            since: event.since,
+            changed_at: now,
+        }
+    }
+
+    fn rank(&self) -> (JobStatus, &RepoRef, &[String], u64, u32, Option<i64>) {
+        (
+            self.status,
+            &self.repo,
+            &self.labels,
+            self.run_id,
+            self.run_attempt,
+            self.since,
+        )
+    }
+
+    /// Merges an observation of this job. Returns whether anything changed.
+    ///
+    /// Merging is a join: commutative, associative and idempotent, hence order-independent.
+    /// A status never moves backwards and `completed` is final.
+    pub fn merge(&mut self, event: &JobEvent, now: i64) -> bool {
+        debug_assert_eq!(self.id, event.job_id);
+        let candidate = (
+            event.status,
+            &event.repo,
+            &event.labels[..],
+            event.run_id,
+            event.run_attempt,
+            event.since,
+        );
+        if candidate <= self.rank() {
+            return false;
+        }
+        self.status = event.status;
+        self.repo = event.repo.clone();
+        self.labels = event.labels.clone();
+        self.run_id = event.run_id;
+        self.run_attempt = event.run_attempt;
+        self.since = event.since;
+        self.changed_at = now;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(status: JobStatus) -> JobEvent {
+        JobEvent::new(
+            7,
+            1,
+            1,
+            RepoRef::new(1, "Acme/API"),
+            status,
+            ["self-hosted", "Linux"],
+        )
+    }
+
+    #[test]
+    fn status_moves_forward_and_never_back() {
+        let mut job = Job::from_event(&event(JobStatus::Queued), 0);
+        assert!(job.merge(&event(JobStatus::InProgress), 1));
+        assert!(!job.merge(&event(JobStatus::Queued), 1));
+        assert!(!job.merge(&event(JobStatus::Waiting), 1));
+        assert_eq!(job.status, JobStatus::InProgress);
+    }
+
+    #[test]
+    fn completed_is_final() {
+        let mut job = Job::from_event(&event(JobStatus::Completed), 0);
+        for status in [JobStatus::Waiting, JobStatus::Queued, JobStatus::InProgress] {
+            assert!(!job.merge(&event(status), 1));
+        }
+        assert_eq!(job.status, JobStatus::Completed);
+    }
+
+    #[test]
+    fn a_late_waiting_does_not_hide_a_queued_job() {
+        let mut job = Job::from_event(&event(JobStatus::Queued), 0);
+        job.merge(&event(JobStatus::Waiting), 1);
+        assert!(job.status.is_demand());
+    }
+
+    #[test]
+    fn waiting_is_not_demand() {
+        assert!(!JobStatus::Waiting.is_demand());
+        assert!(JobStatus::Queued.is_demand());
+        assert!(JobStatus::InProgress.is_demand());
+        assert!(!JobStatus::Completed.is_demand());
+    }
+
+    #[test]
+    fn labels_and_repository_are_case_insensitive() {
+        let e = event(JobStatus::Queued);
+        assert_eq!(
+            e.labels,
+            vec!["linux".to_string(), "self-hosted".to_string()]
+        );
+        assert_eq!(e.repo.full_name, "acme/api");
+    }
+
+    #[test]
+    fn a_duplicate_observation_changes_nothing() {
+        let mut job = Job::from_event(&event(JobStatus::Queued), 0);
+        assert!(!job.merge(&event(JobStatus::Queued), 1));
+    }
+}

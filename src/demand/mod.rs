@@ -1,0 +1,12 @@
+//! The pure heart: job states, runner matching, per-runner demand and the scaling curve.
+//! Nothing here performs I/O; the edges feed it events and read its answers.
+
+pub mod job;
+pub mod runners;
+pub mod scaling;
+pub mod state;
+
+pub use job::{Job, JobEvent, JobStatus, RepoRef};
+pub use runners::{Runner, RunnerIndex, RunnerKey};
+pub use scaling::ScaleFactor;
+pub use state::{Counts, DemandState};

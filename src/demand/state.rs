@@ -1,0 +1,357 @@
+//! Per-runner demand derived from job states and the runner index.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::job::{Job, JobEvent, JobStatus};
+use super::runners::{RunnerIndex, RunnerKey};
+
+/// GitHub cancels a job that has waited for a runner for 24 hours; one more hour of grace.
+pub const QUEUED_LIFETIME_SECS: i64 = 25 * 3600;
+/// A self-hosted job may run for at most 5 days; one more hour of grace.
+pub const IN_PROGRESS_LIFETIME_SECS: i64 = 5 * 24 * 3600 + 3600;
+
+/// Jobs a runner has to serve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub queued: u64,
+    pub in_progress: u64,
+}
+
+impl Counts {
+    pub fn demand(&self) -> u64 {
+        self.queued + self.in_progress
+    }
+
+    fn add(&mut self, status: JobStatus) {
+        match status {
+            JobStatus::Queued => self.queued += 1,
+            JobStatus::InProgress => self.in_progress += 1,
+            JobStatus::Waiting | JobStatus::Completed => {}
+        }
+    }
+
+    fn remove(&mut self, status: JobStatus) {
+        match status {
+            JobStatus::Queued => self.queued = self.queued.saturating_sub(1),
+            JobStatus::InProgress => self.in_progress = self.in_progress.saturating_sub(1),
+            JobStatus::Waiting | JobStatus::Completed => {}
+        }
+    }
+}
+
+/// The outcome of applying one observation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Whether the job's state moved.
+    pub changed: bool,
+    /// Runners whose counts changed (at most two: the job may move between runners).
+    pub runners: Vec<RunnerKey>,
+}
+
+/// Every known job and the demand it makes of each runner.
+#[derive(Debug, Default)]
+pub struct DemandState {
+    index: RunnerIndex,
+    jobs: HashMap<u64, Job>,
+    counts: HashMap<RunnerKey, Counts>,
+}
+
+impl DemandState {
+    pub fn new(index: RunnerIndex) -> Self {
+        Self {
+            index,
+            ..Self::default()
+        }
+    }
+
+    pub fn index(&self) -> &RunnerIndex {
+        &self.index
+    }
+
+    pub fn job(&self, id: u64) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Counts of one runner (zero for runners with no demand or unknown runners).
+    pub fn counts(&self, runner: &RunnerKey) -> Counts {
+        self.counts.get(runner).copied().unwrap_or_default()
+    }
+
+    /// Counts of every runner in the index, in namespace/name order.
+    pub fn all_counts(&self) -> BTreeMap<RunnerKey, Counts> {
+        self.index
+            .iter()
+            .map(|r| (r.key.clone(), self.counts(&r.key)))
+            .collect()
+    }
+
+    /// The runner a job in `job`'s state counts toward, if it is demand at all.
+    fn contribution(&self, job: &Job) -> Option<(RunnerKey, JobStatus)> {
+        if !job.status.is_demand() {
+            return None;
+        }
+        self.index
+            .assign(&job.repo.full_name, &job.labels)
+            .map(|key| (key.clone(), job.status))
+    }
+
+    /// Merges an observation; `now` is our clock in unix seconds.
+    pub fn apply(&mut self, event: &JobEvent, now: i64) -> Applied {
+        let before = self
+            .jobs
+            .get(&event.job_id)
+            .and_then(|job| self.contribution(job));
+        let changed = match self.jobs.get_mut(&event.job_id) {
+            Some(job) => job.merge(event, now),
+            None => {
+                self.jobs.insert(event.job_id, Job::from_event(event, now));
+                true
+            }
+        };
+        if !changed {
+            return Applied::default();
+        }
+        let after = self
+            .jobs
+            .get(&event.job_id)
+            .and_then(|job| self.contribution(job));
+        Applied {
+            changed,
+            runners: self.move_contribution(before, after),
+        }
+    }
+
+    /// Restores a job from a snapshot (start-up); later events still merge into it.
+    pub fn restore(&mut self, job: Job) {
+        let before = self
+            .jobs
+            .get(&job.id)
+            .and_then(|old| self.contribution(old));
+        let after = self.contribution(&job);
+        self.jobs.insert(job.id, job);
+        self.move_contribution(before, after);
+    }
+
+    fn move_contribution(
+        &mut self,
+        before: Option<(RunnerKey, JobStatus)>,
+        after: Option<(RunnerKey, JobStatus)>,
+    ) -> Vec<RunnerKey> {
+        if before == after {
+            return Vec::new();
+        }
+        let mut touched = Vec::with_capacity(2);
+        if let Some((key, status)) = before {
+            self.counts.entry(key.clone()).or_default().remove(status);
+            touched.push(key);
+        }
+        if let Some((key, status)) = after {
+            self.counts.entry(key.clone()).or_default().add(status);
+            if !touched.contains(&key) {
+                touched.push(key);
+            }
+        }
+        touched
+    }
+
+    /// Replaces the runner set and reassigns every open job. Returns the runners whose counts
+    /// changed, including runners that were removed.
+    pub fn set_runners(&mut self, index: RunnerIndex) -> Vec<RunnerKey> {
+        self.index = index;
+        let mut fresh: HashMap<RunnerKey, Counts> = HashMap::new();
+        for job in self.jobs.values() {
+            if let Some((key, status)) = self.contribution(job) {
+                fresh.entry(key).or_default().add(status);
+            }
+        }
+        let mut touched: Vec<RunnerKey> = fresh
+            .iter()
+            .filter(|(key, counts)| self.counts.get(*key) != Some(counts))
+            .map(|(key, _)| key.clone())
+            .collect();
+        touched.extend(
+            self.counts
+                .iter()
+                .filter(|(key, counts)| counts.demand() > 0 && !fresh.contains_key(*key))
+                .map(|(key, _)| key.clone()),
+        );
+        touched.sort();
+        self.counts = fresh;
+        touched
+    }
+
+    /// Completes jobs GitHub itself would have ended by now (queued for over a day, running for
+    /// over five), so a lost `completed` delivery cannot hold a runner up forever.
+    /// Returns the expired jobs as completion events to journal.
+    pub fn expired(&self, now: i64) -> Vec<JobEvent> {
+        self.jobs
+            .values()
+            .filter(|job| {
+                let lifetime = match job.status {
+                    JobStatus::Waiting | JobStatus::Queued => QUEUED_LIFETIME_SECS,
+                    JobStatus::InProgress => IN_PROGRESS_LIFETIME_SECS,
+                    JobStatus::Completed => return false,
+                };
+                now - job.since.unwrap_or(job.changed_at) > lifetime
+            })
+            .map(|job| JobEvent {
+                job_id: job.id,
+                run_id: job.run_id,
+                run_attempt: job.run_attempt,
+                repo: job.repo.clone(),
+                status: JobStatus::Completed,
+                labels: job.labels.clone(),
+                since: job.since,
+            })
+            .collect()
+    }
+
+    /// Forgets completed jobs that finished before `cutoff` (our clock). Their ids are returned
+    /// so the snapshot can drop them too.
+    pub fn forget_completed_before(&mut self, cutoff: i64) -> Vec<u64> {
+        let gone: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|job| job.status == JobStatus::Completed && job.changed_at < cutoff)
+            .map(|job| job.id)
+            .collect();
+        for id in &gone {
+            self.jobs.remove(id);
+        }
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demand::job::RepoRef;
+    use crate::demand::runners::Runner;
+    use crate::demand::scaling::ScaleFactor;
+
+    fn index() -> RunnerIndex {
+        RunnerIndex::new([
+            Runner::new(
+                RunnerKey::new("ci", "linux"),
+                "acme",
+                "api",
+                ["linux"],
+                0,
+                5,
+                ScaleFactor::Linear,
+            ),
+            Runner::new(
+                RunnerKey::new("ci", "gpu"),
+                "acme",
+                "api",
+                ["linux", "gpu"],
+                0,
+                5,
+                ScaleFactor::Linear,
+            ),
+        ])
+    }
+
+    fn ev(job: u64, status: JobStatus, labels: &[&str]) -> JobEvent {
+        JobEvent::new(job, 1, 1, RepoRef::new(9, "acme/api"), status, labels)
+    }
+
+    #[test]
+    fn queued_then_in_progress_then_completed_counts_then_releases() {
+        let mut state = DemandState::new(index());
+        let linux = RunnerKey::new("ci", "linux");
+        state.apply(&ev(1, JobStatus::Queued, &["linux"]), 0);
+        assert_eq!(
+            state.counts(&linux),
+            Counts {
+                queued: 1,
+                in_progress: 0
+            }
+        );
+        state.apply(&ev(1, JobStatus::InProgress, &["linux"]), 0);
+        assert_eq!(
+            state.counts(&linux),
+            Counts {
+                queued: 0,
+                in_progress: 1
+            }
+        );
+        let applied = state.apply(&ev(1, JobStatus::Completed, &["linux"]), 0);
+        assert_eq!(applied.runners, vec![linux.clone()]);
+        assert_eq!(state.counts(&linux).demand(), 0);
+    }
+
+    #[test]
+    fn completed_before_queued_never_counts() {
+        let mut state = DemandState::new(index());
+        state.apply(&ev(1, JobStatus::Completed, &["linux"]), 0);
+        let applied = state.apply(&ev(1, JobStatus::Queued, &["linux"]), 0);
+        assert!(!applied.changed);
+        assert_eq!(state.counts(&RunnerKey::new("ci", "linux")).demand(), 0);
+    }
+
+    #[test]
+    fn waiting_jobs_are_not_demand_until_queued() {
+        let mut state = DemandState::new(index());
+        state.apply(&ev(1, JobStatus::Waiting, &["linux"]), 0);
+        assert_eq!(state.counts(&RunnerKey::new("ci", "linux")).demand(), 0);
+        state.apply(&ev(1, JobStatus::Queued, &["linux"]), 0);
+        assert_eq!(state.counts(&RunnerKey::new("ci", "linux")).demand(), 1);
+    }
+
+    #[test]
+    fn jobs_seen_before_their_runner_exists_count_once_it_does() {
+        let mut state = DemandState::new(RunnerIndex::default());
+        state.apply(&ev(1, JobStatus::Queued, &["gpu"]), 0);
+        let touched = state.set_runners(index());
+        assert_eq!(touched, vec![RunnerKey::new("ci", "gpu")]);
+        assert_eq!(state.counts(&RunnerKey::new("ci", "gpu")).demand(), 1);
+        let touched = state.set_runners(RunnerIndex::default());
+        assert_eq!(touched, vec![RunnerKey::new("ci", "gpu")]);
+        assert_eq!(state.counts(&RunnerKey::new("ci", "gpu")).demand(), 0);
+    }
+
+    #[test]
+    fn jobs_past_githubs_own_limits_expire() {
+        let mut state = DemandState::new(index());
+        state.apply(&ev(1, JobStatus::Queued, &["linux"]).since(Some(0)), 0);
+        state.apply(&ev(2, JobStatus::InProgress, &["linux"]).since(Some(0)), 0);
+        assert!(state.expired(QUEUED_LIFETIME_SECS).is_empty());
+        let expired = state.expired(QUEUED_LIFETIME_SECS + 1);
+        assert_eq!(
+            expired.iter().map(|e| e.job_id).collect::<Vec<_>>(),
+            vec![1]
+        );
+        for event in expired {
+            state.apply(&event, QUEUED_LIFETIME_SECS + 1);
+        }
+        assert_eq!(
+            state.counts(&RunnerKey::new("ci", "linux")),
+            Counts {
+                queued: 0,
+                in_progress: 1
+            }
+        );
+    }
+
+    #[test]
+    fn old_completed_jobs_are_forgotten_and_open_ones_kept() {
+        let mut state = DemandState::new(index());
+        state.apply(&ev(1, JobStatus::Completed, &["linux"]), 10);
+        state.apply(&ev(2, JobStatus::Queued, &["linux"]), 10);
+        state.apply(&ev(3, JobStatus::Completed, &["linux"]), 30);
+        assert_eq!(state.forget_completed_before(20), vec![1]);
+        assert!(state.job(2).is_some() && state.job(3).is_some());
+    }
+}

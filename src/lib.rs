@@ -1,0 +1,14 @@
+//! github-action-autoscaler: per-repository GitHub Actions runner autoscaling driven by
+//! `workflow_job` webhooks.
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod crd;
+pub mod demand;
+pub mod manifests;
+pub mod metrics;
+pub mod serve;
+pub mod store;
+pub mod telemetry;
+pub mod webhook;

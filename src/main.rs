@@ -1,0 +1,25 @@
+use anyhow::Context;
+use clap::Parser;
+
+use gaa::config::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    gaa::telemetry::init(cli.log_format, &cli.log);
+    match cli.command {
+        Command::Crds => {
+            print!("{}", gaa::crd::crds_yaml().context("rendering the CRDs")?);
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting tokio")?;
+            runtime.block_on(async move {
+                gaa::serve::run(args, gaa::serve::shutdown_signal()).await
+            })?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Prometheus metrics, served as text on `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::RunnerDemand;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub event: &'static str,
+    pub action: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunnerLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    pub demand: Family<RunnerLabels, Gauge>,
+    pub desired: Family<RunnerLabels, Gauge>,
+    pub journal_bytes: Gauge,
+    pub journal_batch: Histogram,
+    pub jobs_tracked: Gauge,
+    pub jobs_expired: Counter,
+    pub manifest_problems: Gauge,
+    pub last_checkpoint: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gaa");
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by event, action and outcome",
+            deliveries.clone(),
+        );
+        let demand = Family::<RunnerLabels, Gauge>::default();
+        registry.register(
+            "runner_demand",
+            "Queued plus in-progress jobs assigned to a runner",
+            demand.clone(),
+        );
+        let desired = Family::<RunnerLabels, Gauge>::default();
+        registry.register(
+            "runner_desired",
+            "Desired runner count after scaleFactor and min/max",
+            desired.clone(),
+        );
+        let journal_bytes = Gauge::default();
+        registry.register(
+            "journal_size_bytes",
+            "Size of the sled journal on disk",
+            journal_bytes.clone(),
+        );
+        let journal_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "journal_batch_deliveries",
+            "Deliveries per group commit",
+            journal_batch.clone(),
+        );
+        let jobs_tracked = Gauge::default();
+        registry.register(
+            "jobs_tracked",
+            "Jobs held in the journal checkpoint, finished ones included",
+            jobs_tracked.clone(),
+        );
+        let jobs_expired = Counter::default();
+        registry.register(
+            "jobs_expired",
+            "Jobs completed by us because GitHub would have ended them and no completed delivery came",
+            jobs_expired.clone(),
+        );
+        let manifest_problems = Gauge::default();
+        registry.register(
+            "manifest_problems",
+            "Invalid documents found when loading runners",
+            manifest_problems.clone(),
+        );
+        let last_checkpoint = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "journal_last_checkpoint_timestamp_seconds",
+            "Unix time of the last journal checkpoint",
+            last_checkpoint.clone(),
+        );
+        Self {
+            registry,
+            deliveries,
+            demand,
+            desired,
+            journal_bytes,
+            journal_batch,
+            jobs_tracked,
+            jobs_expired,
+            manifest_problems,
+            last_checkpoint,
+        }
+    }
+
+    pub fn delivery(&self, event: &'static str, action: &'static str, outcome: &'static str) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                event,
+                action,
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn runner(&self, view: &RunnerDemand) {
+        let labels = RunnerLabels {
+            namespace: view.namespace.clone(),
+            name: view.name.clone(),
+        };
+        self.demand
+            .get_or_create(&labels)
+            .set(i64::try_from(view.demand).unwrap_or(i64::MAX));
+        self.desired
+            .get_or_create(&labels)
+            .set(i64::from(view.desired_runners));
+    }
+
+    pub fn forget_runner(&self, namespace: &str, name: &str) {
+        let labels = RunnerLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.demand.remove(&labels);
+        self.desired.remove(&labels);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,10 @@
+//! Durable state: the sled journal, the single writer that owns it, and the board the read API
+//! serves from.
+
+pub mod board;
+pub mod journal;
+pub mod writer;
+
+pub use board::{Board, RunnerDemand};
+pub use journal::{Journal, JournalError};
+pub use writer::{Recorded, StoreError, StoreHandle, WriterConfig};

@@ -1,0 +1,399 @@
+//! The single writer: owns the journal and the demand state, commits deliveries in groups.
+//!
+//! Handlers send a delivery and wait; the writer takes everything queued, journals it with one
+//! flush, answers every handler, then applies the accepted events and republishes the runners
+//! they touched. Throughput comes from the batch; durability from answering after the flush.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::board::Board;
+use super::journal::{Appended, Entry, Journal, JournalError};
+use crate::demand::{DemandState, JobEvent, RunnerIndex, RunnerKey};
+use crate::metrics::Metrics;
+
+/// Most deliveries journaled by one flush.
+const MAX_BATCH: usize = 2048;
+/// Deliveries that may wait for the writer before handlers are told to retry.
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+/// The clock, in unix seconds; passed in so tests control time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    })
+}
+
+#[derive(Clone)]
+pub struct WriterConfig {
+    /// How often job states are checkpointed and covered events dropped.
+    pub checkpoint_every: Duration,
+    /// How long finished jobs and delivery ids are remembered (must exceed GitHub's 3-day
+    /// redelivery window, or a late redelivery could bring a finished job back).
+    pub retention: Duration,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for WriterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterConfig")
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: Duration::from_secs(10),
+            retention: Duration::from_secs(4 * 24 * 3600),
+            clock: system_clock(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the journal could not be written")]
+    Journal,
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("too many deliveries are waiting to be journaled")]
+    Busy,
+}
+
+/// What became of a recorded delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Accepted,
+    Duplicate,
+}
+
+enum Command {
+    Record {
+        entry: Entry,
+        reply: oneshot::Sender<Result<Recorded, StoreError>>,
+    },
+    SetRunners(RunnerIndex),
+    Checkpoint,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The cloneable front of the writer.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Command>,
+    board: Arc<Board>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle").finish_non_exhaustive()
+    }
+}
+
+impl StoreHandle {
+    /// Opens the journal in `data_dir`, rebuilds the state from it and starts the writer thread.
+    /// Must be called inside a tokio runtime (the checkpoint timer is a task).
+    pub fn start(
+        data_dir: &Path,
+        runners: RunnerIndex,
+        config: WriterConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, JournalError> {
+        let mut journal = Journal::open(&data_dir.join("journal"))?;
+        let recovered = journal.recover()?;
+        let now = (config.clock)();
+        let mut state = DemandState::new(runners);
+        for job in recovered.jobs {
+            state.restore(job);
+        }
+        let mut applied = recovered.next_seq.saturating_sub(1);
+        let mut dirty = HashSet::new();
+        for (seq, event) in &recovered.tail {
+            if state.apply(event, now).changed {
+                dirty.insert(event.job_id);
+            }
+            applied = applied.max(*seq);
+        }
+        tracing::info!(
+            jobs = state.job_count(),
+            replayed = recovered.tail.len(),
+            runners = state.index().len(),
+            "journal recovered"
+        );
+        let board = Arc::new(Board::default());
+        board.publish_all(&state);
+        for view in board.list() {
+            metrics.runner(&view);
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let handle = Self {
+            tx: tx.clone(),
+            board: board.clone(),
+            clock: config.clock.clone(),
+        };
+        let every = config.checkpoint_every;
+        let mut writer = Writer {
+            journal,
+            state,
+            board,
+            metrics,
+            config,
+            dirty,
+            applied,
+            last_forget: now,
+        };
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| JournalError::Corrupt {
+                key: "writer thread".into(),
+                reason: e.to_string(),
+            })?;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                if tx.send(Command::Checkpoint).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(handle)
+    }
+
+    pub fn board(&self) -> &Arc<Board> {
+        &self.board
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Journals a delivery; resolves once it is on disk (or known to be a duplicate).
+    pub async fn record(&self, delivery: String, event: JobEvent) -> Result<Recorded, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let entry = Entry {
+            delivery,
+            received_at: self.now(),
+            event,
+        };
+        self.tx
+            .try_send(Command::Record { entry, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Replaces the runner set; open jobs are reassigned.
+    pub async fn set_runners(&self, index: RunnerIndex) -> Result<(), StoreError> {
+        self.tx
+            .send(Command::SetRunners(index))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Asks for a checkpoint now (tests; the writer also checkpoints on its own timer).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.tx
+            .send(Command::Checkpoint)
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Journals everything queued, checkpoints, flushes and stops the writer.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Command::Shutdown(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+struct Writer {
+    journal: Journal,
+    state: DemandState,
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+    config: WriterConfig,
+    /// Jobs changed since the last checkpoint.
+    dirty: HashSet<u64>,
+    /// Highest sequence number reflected in `state`.
+    applied: u64,
+    last_forget: i64,
+}
+
+impl Writer {
+    fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut records = Vec::with_capacity(MAX_BATCH);
+        while let Some(command) = rx.blocking_recv() {
+            let mut next = Some(command);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Record { entry, reply } => {
+                        records.push((entry, reply));
+                        if records.len() < MAX_BATCH {
+                            next = rx.try_recv().ok();
+                        }
+                        if next
+                            .as_ref()
+                            .is_none_or(|c| !matches!(c, Command::Record { .. }))
+                        {
+                            self.commit(std::mem::take(&mut records));
+                        }
+                    }
+                    Command::SetRunners(index) => self.set_runners(index),
+                    Command::Checkpoint => self.checkpoint(),
+                    Command::Shutdown(done) => {
+                        rx.close();
+                        while let Ok(command) = rx.try_recv() {
+                            if let Command::Record { entry, reply } = command {
+                                records.push((entry, reply));
+                            }
+                        }
+                        self.commit(std::mem::take(&mut records));
+                        self.checkpoint();
+                        tracing::info!("journal flushed and closed");
+                        let _ = done.send(());
+                        return;
+                    }
+                }
+            }
+        }
+        self.checkpoint();
+    }
+
+    fn commit(&mut self, records: Vec<(Entry, oneshot::Sender<Result<Recorded, StoreError>>)>) {
+        if records.is_empty() {
+            return;
+        }
+        let (entries, replies): (Vec<Entry>, Vec<_>) = records.into_iter().unzip();
+        self.metrics.journal_batch.observe(entries.len() as f64);
+        let outcomes = match self.journal.append(&entries) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                tracing::error!(%error, deliveries = entries.len(), "journal write failed; deliveries refused");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Journal));
+                }
+                return;
+            }
+        };
+        let now = (self.config.clock)();
+        let mut touched: Vec<RunnerKey> = Vec::new();
+        for ((entry, reply), outcome) in entries.iter().zip(replies).zip(&outcomes) {
+            let recorded = match outcome {
+                Appended::Accepted { .. } => Recorded::Accepted,
+                Appended::Duplicate => Recorded::Duplicate,
+            };
+            let _ = reply.send(Ok(recorded));
+            if let Appended::Accepted { seq } = outcome {
+                let applied = self.state.apply(&entry.event, now);
+                if applied.changed {
+                    self.dirty.insert(entry.event.job_id);
+                }
+                for key in applied.runners {
+                    if !touched.contains(&key) {
+                        touched.push(key);
+                    }
+                }
+                self.applied = self.applied.max(*seq);
+            }
+        }
+        self.publish(&touched);
+    }
+
+    fn publish(&self, touched: &[RunnerKey]) {
+        for view in self.board.publish(&self.state, touched) {
+            self.metrics.runner(&view);
+        }
+    }
+
+    fn set_runners(&mut self, index: RunnerIndex) {
+        let before: HashSet<RunnerKey> = self.state.index().iter().map(|r| r.key.clone()).collect();
+        self.state.set_runners(index);
+        for key in before {
+            if self.state.index().get(&key).is_none() {
+                self.metrics.forget_runner(&key.namespace, &key.name);
+            }
+        }
+        self.board.publish_all(&self.state);
+        for view in self.board.list() {
+            self.metrics.runner(&view);
+        }
+    }
+
+    /// Expires jobs GitHub has ended, forgets old finished jobs and delivery ids, writes the
+    /// checkpoint and drops the events it covers.
+    fn checkpoint(&mut self) {
+        let now = (self.config.clock)();
+        let expired = self.state.expired(now);
+        if !expired.is_empty() {
+            let mut touched = Vec::new();
+            for event in &expired {
+                let applied = self.state.apply(event, now);
+                self.dirty.insert(event.job_id);
+                touched.extend(applied.runners);
+            }
+            self.metrics.jobs_expired.inc_by(expired.len() as u64);
+            tracing::warn!(
+                jobs = expired.len(),
+                "expired jobs GitHub would have ended; no completed delivery came"
+            );
+            touched.sort();
+            touched.dedup();
+            self.publish(&touched);
+        }
+        let retention = i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_sub(retention);
+        let forget_due = now - self.last_forget >= 60;
+        let forgotten = if forget_due {
+            self.state.forget_completed_before(cutoff)
+        } else {
+            Vec::new()
+        };
+        for id in &forgotten {
+            self.dirty.remove(id);
+        }
+        let changed: Vec<_> = self
+            .dirty
+            .iter()
+            .filter_map(|id| self.state.job(*id))
+            .collect();
+        if let Err(error) = self.journal.checkpoint(changed, &forgotten, self.applied) {
+            tracing::error!(%error, "journal checkpoint failed; will retry");
+            return;
+        }
+        self.dirty.clear();
+        if forget_due {
+            self.last_forget = now;
+            match self.journal.forget_deliveries_before(cutoff) {
+                Ok(dropped) if dropped > 0 => tracing::debug!(dropped, "forgot old delivery ids"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "forgetting old delivery ids failed"),
+            }
+        }
+        self.metrics
+            .jobs_tracked
+            .set(i64::try_from(self.state.job_count()).unwrap_or(i64::MAX));
+        self.metrics
+            .journal_bytes
+            .set(i64::try_from(self.journal.size_on_disk()).unwrap_or(i64::MAX));
+        self.metrics.last_checkpoint.set(now as f64);
+    }
+}

@@ -1,0 +1,238 @@
+//! `POST /webhook`: cap, verify, parse, journal, answer. Nothing slow happens before the answer
+//! except the journal flush the answer promises.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::payload::{EventKind, JobDelivery, Payload, RepositoryProbe, action_label};
+use super::signature::{self, SignatureError};
+use crate::serve::AppState;
+use crate::store::{Recorded, StoreError};
+
+/// GitHub caps payloads at 25 MB; anything larger is not from GitHub.
+pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+const EVENT_HEADER: &str = "x-github-event";
+const DELIVERY_HEADER: &str = "x-github-delivery";
+
+/// The answer to a delivery. Reasons are short and never echo secrets or internals.
+#[derive(Debug)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Pong,
+    Ignored(&'static str),
+    Unauthorized(&'static str),
+    BadRequest(String),
+    TooLarge,
+    Unavailable(StoreError),
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Pong => "pong",
+            Self::Ignored(_) => "ignored",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::BadRequest(_) => "bad_request",
+            Self::TooLarge => "too_large",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for Outcome {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            Self::Accepted => (StatusCode::ACCEPTED, json!({"outcome": "accepted"})),
+            Self::Duplicate => (StatusCode::OK, json!({"outcome": "duplicate"})),
+            Self::Pong => (StatusCode::OK, json!({"outcome": "pong"})),
+            Self::Ignored(why) => (
+                StatusCode::ACCEPTED,
+                json!({"outcome": "ignored", "reason": why}),
+            ),
+            Self::Unauthorized(why) => (StatusCode::UNAUTHORIZED, json!({"error": why})),
+            Self::BadRequest(why) => (StatusCode::BAD_REQUEST, json!({"error": why})),
+            Self::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "payload larger than 25 MiB"}),
+            ),
+            Self::Unavailable(e) => {
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(json!({"error": e.to_string()})),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return response;
+            }
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The JSON document inside the body: the body itself, or the `payload` field of a form.
+fn json_document<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, &'static str> {
+    let is_form = header_str(headers, header::CONTENT_TYPE.as_str()).is_some_and(|ct| {
+        ct.trim_start()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    if !is_form {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    form_urlencoded::parse(body)
+        .find(|(name, _)| name == "payload")
+        .map(|(_, value)| std::borrow::Cow::Owned(value.into_owned().into_bytes()))
+        .ok_or("form body has no payload field")
+}
+
+pub async fn webhook(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let event = header_str(&headers, EVENT_HEADER).map(EventKind::parse);
+    let (outcome, action) = receive(&state, &headers, event, body).await;
+    let event_label = event.map_or("none", EventKind::as_str);
+    state.metrics.delivery(event_label, action, outcome.label());
+    match &outcome {
+        Outcome::Unauthorized(why) | Outcome::Ignored(why) => {
+            tracing::debug!(event = event_label, reason = why, "delivery not used")
+        }
+        Outcome::BadRequest(why) => {
+            tracing::info!(event = event_label, reason = %why, "delivery refused")
+        }
+        Outcome::Unavailable(e) => {
+            tracing::warn!(error = %e, "delivery refused: store unavailable")
+        }
+        _ => {}
+    }
+    outcome.into_response()
+}
+
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    event: Option<EventKind>,
+    body: Result<Bytes, BytesRejection>,
+) -> (Outcome, &'static str) {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return (Outcome::TooLarge, "none");
+        }
+        Err(rejection) => return (Outcome::BadRequest(rejection.body_text()), "none"),
+    };
+    let signature = match signature::Signature::parse(header_str(headers, SIGNATURE_HEADER)) {
+        Ok(signature) => signature,
+        Err(e) => return (Outcome::Unauthorized(reason(e)), "none"),
+    };
+    let document = match json_document(headers, &body) {
+        Ok(document) => document,
+        Err(why) => {
+            let outcome = match verify(state, &signature, &body, None) {
+                Ok(()) => Outcome::BadRequest(why.into()),
+                Err(unauthorized) => Outcome::Unauthorized(unauthorized),
+            };
+            return (outcome, "none");
+        }
+    };
+    let payload: Result<Payload, _> = serde_json::from_slice(&document);
+    let repo = match &payload {
+        Ok(payload) => payload.repository_name(),
+        Err(_) => serde_json::from_slice::<RepositoryProbe>(&document)
+            .ok()
+            .and_then(|p| p.repository_name()),
+    };
+    if let Err(why) = verify(state, &signature, &body, repo.as_deref()) {
+        return (Outcome::Unauthorized(why), "none");
+    }
+    let payload = match payload {
+        Ok(payload) => payload,
+        Err(e) => {
+            return (
+                Outcome::BadRequest(format!("payload is not valid JSON for this event: {e}")),
+                "none",
+            );
+        }
+    };
+    let action = action_label(payload.action.as_deref());
+    let Some(event) = event else {
+        return (
+            Outcome::BadRequest("missing X-GitHub-Event header".into()),
+            action,
+        );
+    };
+    match event {
+        EventKind::Ping => (Outcome::Pong, action),
+        EventKind::Other => (Outcome::Ignored("event is not workflow_job"), action),
+        EventKind::WorkflowJob => {
+            let delivery = match JobDelivery::from_payload(&payload) {
+                Ok(JobDelivery::Event(job)) => job,
+                Ok(JobDelivery::UnknownAction) => {
+                    return (Outcome::Ignored("action is not tracked"), action);
+                }
+                Err(e) => return (Outcome::BadRequest(e.to_string()), action),
+            };
+            let Some(delivery_id) = header_str(headers, DELIVERY_HEADER)
+                .map(str::trim)
+                .filter(|d| !d.is_empty())
+            else {
+                return (
+                    Outcome::BadRequest("missing X-GitHub-Delivery header".into()),
+                    action,
+                );
+            };
+            match state.store.record(delivery_id.to_string(), delivery).await {
+                Ok(Recorded::Accepted) => (Outcome::Accepted, action),
+                Ok(Recorded::Duplicate) => (Outcome::Duplicate, action),
+                Err(e) => (Outcome::Unavailable(e), action),
+            }
+        }
+    }
+}
+
+/// Whether the body is signed with a secret that covers a payload naming `repo`.
+fn verify(
+    state: &AppState,
+    signature: &signature::Signature,
+    body: &[u8],
+    repo: Option<&str>,
+) -> Result<(), &'static str> {
+    let secrets = state.secrets();
+    let mut candidates = secrets.for_repo(repo).peekable();
+    if candidates.peek().is_none() {
+        return Err("no webhook secret is configured for this repository");
+    }
+    if candidates.any(|secret| signature.matches(secret, body)) {
+        Ok(())
+    } else {
+        Err(reason(SignatureError::Mismatch))
+    }
+}
+
+fn reason(error: SignatureError) -> &'static str {
+    match error {
+        SignatureError::Missing => "missing X-Hub-Signature-256 header",
+        SignatureError::Malformed => "malformed X-Hub-Signature-256 header",
+        SignatureError::Mismatch => "signature does not match",
+    }
+}

@@ -1,0 +1,246 @@
+//! The parts of GitHub webhook payloads we read. Every field is optional in the types because
+//! real payloads omit fields their schema calls required; `JobDelivery::from_payload` decides
+//! what is truly needed.
+
+use serde::Deserialize;
+
+use crate::demand::{JobEvent, JobStatus, RepoRef};
+
+/// The event named by `X-GitHub-Event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    WorkflowJob,
+    Ping,
+    Other,
+}
+
+impl EventKind {
+    pub fn parse(header: &str) -> Self {
+        match header {
+            "workflow_job" => Self::WorkflowJob,
+            "ping" => Self::Ping,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WorkflowJob => "workflow_job",
+            Self::Ping => "ping",
+            Self::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Payload {
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub workflow_job: Option<WorkflowJob>,
+    #[serde(default)]
+    pub repository: Option<Repository>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct WorkflowJob {
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub run_id: Option<u64>,
+    #[serde(default)]
+    pub run_attempt: Option<u32>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Repository {
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub full_name: Option<String>,
+}
+
+/// Only the repository name, for payloads whose other fields do not fit `Payload`: enough to
+/// find the secret that must have signed them.
+#[derive(Debug, Default, Deserialize)]
+pub struct RepositoryProbe {
+    #[serde(default)]
+    pub repository: Option<RepositoryNameProbe>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RepositoryNameProbe {
+    #[serde(default)]
+    pub full_name: Option<serde_json::Value>,
+}
+
+impl Payload {
+    /// The lower-cased `owner/name` the payload names, if any.
+    pub fn repository_name(&self) -> Option<String> {
+        self.repository
+            .as_ref()?
+            .full_name
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+    }
+}
+
+impl RepositoryProbe {
+    pub fn repository_name(&self) -> Option<String> {
+        self.repository
+            .as_ref()?
+            .full_name
+            .as_ref()?
+            .as_str()
+            .map(str::to_ascii_lowercase)
+    }
+}
+
+/// Why a verified `workflow_job` payload cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("workflow_job payload has no workflow_job object")]
+    MissingJob,
+    #[error("workflow_job payload has no workflow_job.id")]
+    MissingJobId,
+    #[error("workflow_job payload has no repository.id and full_name")]
+    MissingRepository,
+}
+
+/// What a `workflow_job` delivery says, or that its action is one we do not track.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobDelivery {
+    Event(JobEvent),
+    UnknownAction,
+}
+
+impl JobDelivery {
+    pub fn from_payload(payload: &Payload) -> Result<Self, PayloadError> {
+        let job = payload
+            .workflow_job
+            .as_ref()
+            .ok_or(PayloadError::MissingJob)?;
+        let job_id = job.id.ok_or(PayloadError::MissingJobId)?;
+        let repository = payload
+            .repository
+            .as_ref()
+            .ok_or(PayloadError::MissingRepository)?;
+        let (Some(repo_id), Some(full_name)) = (repository.id, repository.full_name.as_deref())
+        else {
+            return Err(PayloadError::MissingRepository);
+        };
+        // Real payloads are not always consistent (action `queued` with status `waiting`): the
+        // furthest state either names wins, so a job is never held back by a stale field.
+        let from_action = payload.action.as_deref().and_then(JobStatus::parse);
+        let from_status = job.status.as_deref().and_then(JobStatus::parse);
+        let Some(status) = from_action.max(from_status) else {
+            return Ok(Self::UnknownAction);
+        };
+        let since = match status {
+            JobStatus::InProgress | JobStatus::Completed => {
+                job.started_at.as_deref().or(job.created_at.as_deref())
+            }
+            JobStatus::Waiting | JobStatus::Queued => job.created_at.as_deref(),
+        }
+        .and_then(parse_timestamp);
+        Ok(Self::Event(
+            JobEvent::new(
+                job_id,
+                job.run_id.unwrap_or(0),
+                job.run_attempt.unwrap_or(1),
+                RepoRef::new(repo_id, full_name),
+                status,
+                job.labels.iter().flatten(),
+            )
+            .since(since),
+        ))
+    }
+}
+
+/// Unix seconds of an RFC 3339 timestamp; `None` when it does not parse.
+fn parse_timestamp(text: &str) -> Option<i64> {
+    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
+}
+
+/// The metric label for an action: only known values, so payloads cannot explode cardinality.
+pub fn action_label(action: Option<&str>) -> &'static str {
+    match action {
+        None => "none",
+        Some(text) => JobStatus::parse(text).map_or("other", JobStatus::as_str),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<JobDelivery, PayloadError> {
+        JobDelivery::from_payload(&serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn a_queued_job_becomes_a_queued_event() {
+        let d = parse(
+            r#"{"action":"queued","workflow_job":{"id":5,"run_id":2,"run_attempt":3,"status":"queued",
+            "labels":["self-hosted","Linux"],"created_at":"2026-01-01T00:00:10Z"},"repository":{"id":9,"full_name":"Acme/API"}}"#,
+        );
+        let JobDelivery::Event(e) = d.unwrap() else {
+            panic!("expected an event")
+        };
+        assert_eq!(
+            (e.job_id, e.run_id, e.run_attempt, e.status),
+            (5, 2, 3, JobStatus::Queued)
+        );
+        assert_eq!(e.repo, RepoRef::new(9, "acme/api"));
+        assert_eq!(e.labels, vec!["linux", "self-hosted"]);
+        assert_eq!(e.since, Some(1_767_225_610));
+    }
+
+    #[test]
+    fn the_furthest_of_action_and_status_wins() {
+        let d = parse(
+            r#"{"action":"queued","workflow_job":{"id":5,"status":"waiting"},"repository":{"id":9,"full_name":"a/b"}}"#,
+        );
+        assert!(matches!(
+            d,
+            Ok(JobDelivery::Event(JobEvent {
+                status: JobStatus::Queued,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn unknown_actions_are_reported_as_such() {
+        let d = parse(
+            r#"{"action":"requeued_by_magic","workflow_job":{"id":5,"status":"weird"},"repository":{"id":9,"full_name":"a/b"}}"#,
+        );
+        assert_eq!(d, Ok(JobDelivery::UnknownAction));
+    }
+
+    #[test]
+    fn missing_job_id_or_repository_is_an_error() {
+        assert_eq!(
+            parse(
+                r#"{"action":"queued","workflow_job":{},"repository":{"id":1,"full_name":"a/b"}}"#
+            ),
+            Err(PayloadError::MissingJobId)
+        );
+        assert_eq!(
+            parse(r#"{"action":"queued","workflow_job":{"id":1}}"#),
+            Err(PayloadError::MissingRepository)
+        );
+        assert_eq!(
+            parse(r#"{"action":"queued","repository":{"id":1,"full_name":"a/b"}}"#),
+            Err(PayloadError::MissingJob)
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Which secrets may sign a delivery for which repository.
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// Secret bytes that never show in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    /// Trailing newlines (from `echo secret > file`) are not part of the secret.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        let mut bytes = bytes.into();
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        Self(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBytes(<redacted>)")
+    }
+}
+
+/// Per-repository webhook secrets (any runner of the repository may name one) and an optional
+/// organisation-wide secret that covers every repository.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSecrets {
+    by_repo: HashMap<String, Vec<SecretBytes>>,
+    organisation: Option<SecretBytes>,
+}
+
+impl WebhookSecrets {
+    pub fn new(organisation: Option<SecretBytes>) -> Self {
+        Self {
+            by_repo: HashMap::new(),
+            organisation: organisation.filter(|s| !s.is_empty()),
+        }
+    }
+
+    /// Adds a secret for `repo` (`owner/name`, any case).
+    pub fn add(&mut self, repo: &str, secret: SecretBytes) {
+        if secret.is_empty() {
+            return;
+        }
+        let secrets = self.by_repo.entry(repo.to_ascii_lowercase()).or_default();
+        if !secrets.contains(&secret) {
+            secrets.push(secret);
+        }
+    }
+
+    /// The secrets that may sign a delivery naming `repo` (lower-cased), or only the
+    /// organisation-wide one when the payload names no repository.
+    pub fn for_repo<'a>(&'a self, repo: Option<&str>) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let repo_secrets = repo.and_then(|r| self.by_repo.get(r)).into_iter().flatten();
+        repo_secrets
+            .chain(self.organisation.iter())
+            .map(SecretBytes::expose)
+    }
+
+    pub fn has_organisation_secret(&self) -> bool {
+        self.organisation.is_some()
+    }
+
+    pub fn repositories(&self) -> usize {
+        self.by_repo.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let mut secrets = WebhookSecrets::new(Some(SecretBytes::new("org-secret")));
+        secrets.add("acme/api", SecretBytes::new("repo-secret\n"));
+        let shown = format!("{secrets:?}");
+        assert!(
+            !shown.contains("org-secret") && !shown.contains("repo-secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_repository_is_signed_by_its_own_secrets_or_the_organisations() {
+        let mut secrets = WebhookSecrets::new(Some(SecretBytes::new("org")));
+        secrets.add("Acme/API", SecretBytes::new("a"));
+        secrets.add("acme/web", SecretBytes::new("b"));
+        let for_api: Vec<&[u8]> = secrets.for_repo(Some("acme/api")).collect();
+        assert_eq!(for_api, vec![b"a".as_slice(), b"org".as_slice()]);
+        let for_unknown: Vec<&[u8]> = secrets.for_repo(Some("acme/other")).collect();
+        assert_eq!(for_unknown, vec![b"org".as_slice()]);
+    }
+
+    #[test]
+    fn trailing_newlines_from_secret_files_are_trimmed() {
+        assert_eq!(SecretBytes::new("s3cret\r\n").expose(), b"s3cret");
+    }
+}
