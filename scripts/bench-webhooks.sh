@@ -78,8 +78,11 @@ SERVER_BIN=$TARGET_DIR/release/github-action-autoscaler
 CEILING_BIN=$TARGET_DIR/release/examples/hmac_ceiling
 
 # --- requests -----------------------------------------------------------------------------------
-python3 scripts/bench/gen-requests.py --fixture "$FIXTURE" --deliveries "$DELIVERIES" \
-  --secret demo-webhook-secret -o "$WORK/requests.txt"
+GEN=$(python3 scripts/bench/gen-requests.py --fixture "$FIXTURE" --deliveries "$DELIVERIES" \
+  --secret demo-webhook-secret -o "$WORK/requests.txt" 2>&1)
+log "${GEN#gen-requests: }"
+MEAN_BYTES=$(sed -n 's/.*mean \([0-9]*\).*/\1/p' <<<"$GEN")
+DELIVERIES=$(sed -n 's/^gen-requests: \([0-9]*\) deliveries.*/\1/p' <<<"$GEN") # rounded to whole jobs
 
 # --- one run ------------------------------------------------------------------------------------
 wait_ready() { # url, want ("200" or "any"), pid, name
@@ -169,7 +172,7 @@ ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 
 status=0
 echo
-echo "Webhook benchmark: $DELIVERIES deliveries ($FIXTURE, ~$(($(wc -c <"$FIXTURE") / 1024)) KB each), wrk $THREADS threads / $CONNECTIONS connections, $(nproc) CPUs, data dir on $(stat -f -c %T "$WORK")"
+echo "Webhook benchmark: $DELIVERIES deliveries (from $FIXTURE, mean body $MEAN_BYTES bytes), wrk $THREADS threads / $CONNECTIONS connections, $(nproc) CPUs, data dir on $(stat -f -c %T "$WORK")"
 printf '%-9s %11s %9s %8s %9s %13s %10s %10s\n' target deliveries answered non-2xx seconds deliveries/s p50 p99
 for target in "${TARGETS[@]}"; do
   r=${RESULT[$target]}
@@ -188,6 +191,5 @@ if [[ ${#TARGETS[@]} -eq 2 ]]; then
       printf "server/ceiling: throughput %.2f, p50 %.2fx, p99 %.2fx\n",
         (cr > 0 ? sr / cr : 0), (c50 > 0 ? s50 / c50 : 0), (c99 > 0 ? s99 / c99 : 0) }'
 fi
-[[ $status -eq 0 && -n "${BENCH_KEEP:-}" ]] || true
-[[ $status -ne 0 ]] && BENCH_KEEP=1
+if [[ $status -ne 0 ]]; then BENCH_KEEP=1; fi # the messages above point into $WORK
 exit $status

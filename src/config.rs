@@ -25,9 +25,9 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
-    /// Log filter in RUST_LOG syntax, e.g. `info` or `gaa=debug,info`.
-    #[arg(long, env = "GAA_LOG", default_value = "info", global = true)]
-    pub log: String,
+    /// Log filter in RUST_LOG syntax, e.g. `info` or `gaa=debug,info` (default: `RUST_LOG`, else `info`).
+    #[arg(long, env = "GAA_LOG", global = true)]
+    pub log: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,12 @@ use gaa::config::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    gaa::telemetry::init(cli.log_format, &cli.log);
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    gaa::telemetry::init(cli.log_format, &filter);
     match cli.command {
         Command::Crds => {
             print!("{}", gaa::crd::crds_yaml().context("rendering the CRDs")?);
