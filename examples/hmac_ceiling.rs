@@ -31,9 +31,7 @@ struct Args {
 }
 
 async fn webhook(headers: HeaderMap, body: Bytes) -> StatusCode {
-    let header = headers
-        .get("x-hub-signature-256")
-        .and_then(|value| value.to_str().ok());
+    let header = headers.get("x-hub-signature-256").and_then(|value| value.to_str().ok());
     match signature::verify(header, &body, [SECRET]) {
         Ok(()) => StatusCode::OK,
         Err(_) => StatusCode::UNAUTHORIZED,
@@ -43,9 +41,7 @@ async fn webhook(headers: HeaderMap, body: Bytes) -> StatusCode {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let app = Router::new()
-        .route("/webhook", post(webhook))
-        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let app = Router::new().route("/webhook", post(webhook)).layer(DefaultBodyLimit::max(MAX_BODY));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!("hmac_ceiling listening on {}", listener.local_addr()?);
     axum::serve(listener, app).await

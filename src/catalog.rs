@@ -36,26 +36,15 @@ pub enum RunnerProblem {
     #[error(
         "webhook Secret {namespace}/{name} not found; deliveries for {repo} are verified only with the organisation-wide secret"
     )]
-    SecretMissing {
-        namespace: String,
-        name: String,
-        repo: String,
-    },
+    SecretMissing { namespace: String, name: String, repo: String },
     #[error("webhook Secret {namespace}/{name} has no non-empty key {key:?}")]
-    SecretKeyMissing {
-        namespace: String,
-        name: String,
-        key: &'static str,
-    },
+    SecretKeyMissing { namespace: String, name: String, key: &'static str },
 }
 
 impl RunnerProblem {
     /// Whether the runner is still served despite the problem.
     pub fn is_warning(&self) -> bool {
-        matches!(
-            self,
-            Self::SecretMissing { .. } | Self::SecretKeyMissing { .. }
-        )
+        matches!(self, Self::SecretMissing { .. } | Self::SecretKeyMissing { .. })
     }
 }
 
@@ -65,31 +54,14 @@ pub fn runner_from_crd(object: &ScaledActionRunner) -> Result<Runner, RunnerProb
     if spec.owner.trim().is_empty() || spec.repo.trim().is_empty() {
         return Err(RunnerProblem::NoRepository);
     }
-    let max = u32::try_from(spec.max_runners)
-        .map_err(|_| RunnerProblem::NegativeMax(spec.max_runners))?;
-    let min = u32::try_from(spec.min_runners())
-        .map_err(|_| RunnerProblem::NegativeMin(spec.min_runners()))?;
-    let scale_factor: ScaleFactor =
-        spec.scale_factor()
-            .parse()
-            .map_err(|e: crate::demand::scaling::ScaleFactorError| {
-                RunnerProblem::ScaleFactor(e.to_string())
-            })?;
-    let key = RunnerKey::new(
-        object
-            .namespace()
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
-        object.name_any(),
-    );
-    Ok(Runner::new(
-        key,
-        spec.owner.trim(),
-        spec.repo.trim(),
-        spec.runner_labels(),
-        min,
-        max,
-        scale_factor,
-    ))
+    let max = u32::try_from(spec.max_runners).map_err(|_| RunnerProblem::NegativeMax(spec.max_runners))?;
+    let min = u32::try_from(spec.min_runners()).map_err(|_| RunnerProblem::NegativeMin(spec.min_runners()))?;
+    let scale_factor: ScaleFactor = spec
+        .scale_factor()
+        .parse()
+        .map_err(|e: crate::demand::scaling::ScaleFactorError| RunnerProblem::ScaleFactor(e.to_string()))?;
+    let key = RunnerKey::new(object.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.into()), object.name_any());
+    Ok(Runner::new(key, spec.owner.trim(), spec.repo.trim(), spec.runner_labels(), min, max, scale_factor))
 }
 
 /// Bytes of `key` in a Secret, from `data` or `stringData` (which wins, as the API server merges it).
@@ -97,11 +69,7 @@ pub fn secret_value(secret: &Secret, key: &str) -> Option<SecretBytes> {
     if let Some(text) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
         return Some(SecretBytes::new(text.as_bytes()));
     }
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|bytes| SecretBytes::new(bytes.0.clone()))
+    secret.data.as_ref().and_then(|d| d.get(key)).map(|bytes| SecretBytes::new(bytes.0.clone()))
 }
 
 impl Catalog {
@@ -114,15 +82,7 @@ impl Catalog {
     ) -> (Self, Vec<(usize, RunnerProblem)>) {
         let secrets: HashMap<(String, String), &Secret> = secrets
             .into_iter()
-            .map(|s| {
-                (
-                    (
-                        s.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
-                        s.name_any(),
-                    ),
-                    s,
-                )
-            })
+            .map(|s| ((s.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.into()), s.name_any()), s))
             .collect();
         let mut webhook_secrets = WebhookSecrets::new(organisation);
         let mut problems = Vec::new();
@@ -135,45 +95,24 @@ impl Catalog {
                     continue;
                 }
             };
-            if let Some(name) = object
-                .spec
-                .webhook_secret
-                .as_deref()
-                .filter(|n| !n.is_empty())
-            {
+            if let Some(name) = object.spec.webhook_secret.as_deref().filter(|n| !n.is_empty()) {
                 let namespace = runner.key.namespace.clone();
                 match secrets.get(&(namespace.clone(), name.to_string())) {
                     None => problems.push((
                         position,
-                        RunnerProblem::SecretMissing {
-                            namespace,
-                            name: name.into(),
-                            repo: runner.repo.clone(),
-                        },
+                        RunnerProblem::SecretMissing { namespace, name: name.into(), repo: runner.repo.clone() },
                     )),
-                    Some(secret) => {
-                        match secret_value(secret, WEBHOOK_SECRET_KEY).filter(|v| !v.is_empty()) {
-                            Some(value) => webhook_secrets.add(&runner.repo, value),
-                            None => problems.push((
-                                position,
-                                RunnerProblem::SecretKeyMissing {
-                                    namespace,
-                                    name: name.into(),
-                                    key: WEBHOOK_SECRET_KEY,
-                                },
-                            )),
-                        }
-                    }
+                    Some(secret) => match secret_value(secret, WEBHOOK_SECRET_KEY).filter(|v| !v.is_empty()) {
+                        Some(value) => webhook_secrets.add(&runner.repo, value),
+                        None => problems.push((
+                            position,
+                            RunnerProblem::SecretKeyMissing { namespace, name: name.into(), key: WEBHOOK_SECRET_KEY },
+                        )),
+                    },
                 }
             }
             index.push(runner);
         }
-        (
-            Self {
-                runners: RunnerIndex::new(index),
-                secrets: webhook_secrets,
-            },
-            problems,
-        )
+        (Self { runners: RunnerIndex::new(index), secrets: webhook_secrets }, problems)
     }
 }

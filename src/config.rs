@@ -17,13 +17,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format.
-    #[arg(
-        long,
-        env = "GAA_LOG_FORMAT",
-        value_enum,
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, env = "GAA_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
     /// Log filter in RUST_LOG syntax, e.g. `info` or `gaa=debug,info` (default: `RUST_LOG`, else `info`).
     #[arg(long, env = "GAA_LOG", global = true)]

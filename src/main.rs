@@ -5,11 +5,7 @@ use gaa::config::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = cli
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".into());
+    let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
     gaa::telemetry::init(cli.log_format, &filter);
     match cli.command {
         Command::Crds => {
@@ -17,13 +13,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting tokio")?;
-            runtime.block_on(async move {
-                gaa::serve::run(args, gaa::serve::shutdown_signal()).await
-            })?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            runtime.block_on(async move { gaa::serve::run(args, gaa::serve::shutdown_signal()).await })?;
             Ok(())
         }
     }

@@ -54,28 +54,17 @@ pub struct Manifests {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestsError {
     #[error("reading manifests directory {path}: {source}")]
-    ReadDir {
-        path: String,
-        source: std::io::Error,
-    },
+    ReadDir { path: String, source: std::io::Error },
 }
 
 /// Loads every `*.yaml`/`*.yml` file directly in `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestsError> {
-    let read_dir_error = |source| ManifestsError::ReadDir {
-        path: dir.display().to_string(),
-        source,
-    };
+    let read_dir_error = |source| ManifestsError::ReadDir { path: dir.display().to_string(), source };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read_dir_error)?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| {
-            path.is_file()
-                && path
-                    .extension()
-                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        })
+        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
         .collect();
     files.sort();
     let mut manifests = Manifests::default();
@@ -83,10 +72,7 @@ pub fn load_dir(dir: &Path) -> Result<Manifests, ManifestsError> {
         match std::fs::read_to_string(&file) {
             Ok(text) => manifests.add_file(&file, &text),
             Err(e) => manifests.problems.push(Problem {
-                source: Source {
-                    file: file.clone(),
-                    document: 0,
-                },
+                source: Source { file: file.clone(), document: 0 },
                 reason: format!("cannot read file: {e}"),
             }),
         }
@@ -118,14 +104,8 @@ impl Manifests {
     /// Parses one file's documents into this set.
     pub fn add_file(&mut self, file: &Path, text: &str) {
         for (index, doc) in documents(text).into_iter().enumerate() {
-            let source = Source {
-                file: file.to_path_buf(),
-                document: index + 1,
-            };
-            if doc
-                .lines()
-                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-            {
+            let source = Source { file: file.to_path_buf(), document: index + 1 };
+            if doc.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
                 continue;
             }
             if let Err(reason) = self.add_document(&doc, &source) {
@@ -135,35 +115,21 @@ impl Manifests {
     }
 
     fn add_document(&mut self, doc: &str, source: &Source) -> Result<(), String> {
-        let value: Value =
-            serde_saphyr::from_str(doc).map_err(|e| format!("not valid YAML: {e}"))?;
+        let value: Value = serde_saphyr::from_str(doc).map_err(|e| format!("not valid YAML: {e}"))?;
         if value.is_null() {
             return Ok(());
         }
-        let kind = value
-            .get("kind")
-            .and_then(Value::as_str)
-            .ok_or("document has no kind")?;
-        let api_version = value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let kind = value.get("kind").and_then(Value::as_str).ok_or("document has no kind")?;
+        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
         match (api_version, kind) {
             (RUNNER_API_VERSION, "ScaledActionRunner") => {
-                let runner: ScaledActionRunner = serde_json::from_value(value)
-                    .map_err(|e| format!("invalid ScaledActionRunner: {e}"))?;
-                self.runners.push(Loaded {
-                    object: runner,
-                    source: source.clone(),
-                });
+                let runner: ScaledActionRunner =
+                    serde_json::from_value(value).map_err(|e| format!("invalid ScaledActionRunner: {e}"))?;
+                self.runners.push(Loaded { object: runner, source: source.clone() });
             }
             ("v1", "Secret") => {
-                let secret: Secret =
-                    serde_json::from_value(value).map_err(|e| format!("invalid Secret: {e}"))?;
-                self.secrets.push(Loaded {
-                    object: secret,
-                    source: source.clone(),
-                });
+                let secret: Secret = serde_json::from_value(value).map_err(|e| format!("invalid Secret: {e}"))?;
+                self.secrets.push(Loaded { object: secret, source: source.clone() });
             }
             (_, "ScaledActionRunner") => {
                 return Err(format!(
@@ -188,19 +154,16 @@ mod tests {
         assert_eq!(m.secrets.len(), 2);
         assert_eq!(m.problems.len(), 1);
         assert_eq!(m.problems[0].source.document, 2);
-        assert!(
-            m.problems[0]
-                .to_string()
-                .starts_with("s.yaml (document 2): not valid YAML"),
-            "{}",
-            m.problems[0]
-        );
+        assert!(m.problems[0].to_string().starts_with("s.yaml (document 2): not valid YAML"), "{}", m.problems[0]);
     }
 
     #[test]
     fn documents_of_other_kinds_are_skipped_quietly_and_kindless_ones_reported() {
         let mut m = Manifests::default();
-        m.add_file(Path::new("x.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata: {name: ci}\n---\nfoo: bar\n---\n# only a comment\n");
+        m.add_file(
+            Path::new("x.yaml"),
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: ci}\n---\nfoo: bar\n---\n# only a comment\n",
+        );
         assert!(m.runners.is_empty() && m.secrets.is_empty());
         assert_eq!(m.problems.len(), 1);
         assert_eq!(m.problems[0].reason, "document has no kind");

@@ -49,35 +49,15 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("gaa");
         let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register(
-            "webhook_deliveries",
-            "Webhook deliveries by event, action and outcome",
-            deliveries.clone(),
-        );
+        registry.register("webhook_deliveries", "Webhook deliveries by event, action and outcome", deliveries.clone());
         let demand = Family::<RunnerLabels, Gauge>::default();
-        registry.register(
-            "runner_demand",
-            "Queued plus in-progress jobs assigned to a runner",
-            demand.clone(),
-        );
+        registry.register("runner_demand", "Queued plus in-progress jobs assigned to a runner", demand.clone());
         let desired = Family::<RunnerLabels, Gauge>::default();
-        registry.register(
-            "runner_desired",
-            "Desired runner count after scaleFactor and min/max",
-            desired.clone(),
-        );
+        registry.register("runner_desired", "Desired runner count after scaleFactor and min/max", desired.clone());
         let journal_bytes = Gauge::default();
-        registry.register(
-            "journal_size_bytes",
-            "Size of the sled journal on disk",
-            journal_bytes.clone(),
-        );
+        registry.register("journal_size_bytes", "Size of the sled journal on disk", journal_bytes.clone());
         let journal_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
-        registry.register(
-            "journal_batch_deliveries",
-            "Deliveries per group commit",
-            journal_batch.clone(),
-        );
+        registry.register("journal_batch_deliveries", "Deliveries per group commit", journal_batch.clone());
         let jobs_tracked = Gauge::default();
         registry.register(
             "jobs_tracked",
@@ -117,33 +97,17 @@ impl Metrics {
     }
 
     pub fn delivery(&self, event: &'static str, action: &'static str, outcome: &'static str) {
-        self.deliveries
-            .get_or_create(&DeliveryLabels {
-                event,
-                action,
-                outcome,
-            })
-            .inc();
+        self.deliveries.get_or_create(&DeliveryLabels { event, action, outcome }).inc();
     }
 
     pub fn runner(&self, view: &RunnerDemand) {
-        let labels = RunnerLabels {
-            namespace: view.namespace.clone(),
-            name: view.name.clone(),
-        };
-        self.demand
-            .get_or_create(&labels)
-            .set(i64::try_from(view.demand).unwrap_or(i64::MAX));
-        self.desired
-            .get_or_create(&labels)
-            .set(i64::from(view.desired_runners));
+        let labels = RunnerLabels { namespace: view.namespace.clone(), name: view.name.clone() };
+        self.demand.get_or_create(&labels).set(i64::try_from(view.demand).unwrap_or(i64::MAX));
+        self.desired.get_or_create(&labels).set(i64::from(view.desired_runners));
     }
 
     pub fn forget_runner(&self, namespace: &str, name: &str) {
-        let labels = RunnerLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-        };
+        let labels = RunnerLabels { namespace: namespace.to_string(), name: name.to_string() };
         self.demand.remove(&labels);
         self.desired.remove(&labels);
     }

@@ -25,26 +25,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        store: StoreHandle,
-        metrics: Arc<Metrics>,
-        secrets: WebhookSecrets,
-        manifest_problems: usize,
-    ) -> Self {
-        Self {
-            store,
-            metrics,
-            secrets: RwLock::new(Arc::new(secrets)),
-            manifest_problems,
-        }
+    pub fn new(store: StoreHandle, metrics: Arc<Metrics>, secrets: WebhookSecrets, manifest_problems: usize) -> Self {
+        Self { store, metrics, secrets: RwLock::new(Arc::new(secrets)), manifest_problems }
     }
 
     /// The secrets in force now.
     pub fn secrets(&self) -> Arc<WebhookSecrets> {
-        self.secrets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.secrets.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set_secrets(&self, secrets: WebhookSecrets) {
@@ -56,10 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhook", post(webhook::webhook))
         .route("/api/v1/scaledactionrunners", get(api::list_runners))
-        .route(
-            "/api/v1/namespaces/{namespace}/scaledactionrunners/{name}",
-            get(api::get_runner),
-        )
+        .route("/api/v1/namespaces/{namespace}/scaledactionrunners/{name}", get(api::get_runner))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
@@ -73,24 +57,15 @@ pub enum ServeError {
     #[error(transparent)]
     Manifests(#[from] manifests::ManifestsError),
     #[error("reading the webhook secret file {path}: {source}")]
-    SecretFile {
-        path: String,
-        source: std::io::Error,
-    },
+    SecretFile { path: String, source: std::io::Error },
     #[error("the webhook secret file {0} is empty")]
     EmptySecretFile(String),
     #[error("creating the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("listening on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("serving HTTP: {0}")]
     Http(std::io::Error),
 }
@@ -100,10 +75,8 @@ fn load_catalog(args: &ServeArgs, metrics: &Metrics) -> Result<(Catalog, usize),
     let organisation = match &args.webhook_secret_file {
         None => None,
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|source| ServeError::SecretFile {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let bytes = std::fs::read(path)
+                .map_err(|source| ServeError::SecretFile { path: path.display().to_string(), source })?;
             let secret = SecretBytes::new(bytes);
             if secret.is_empty() {
                 return Err(ServeError::EmptySecretFile(path.display().to_string()));
@@ -136,9 +109,7 @@ fn load_catalog(args: &ServeArgs, metrics: &Metrics) -> Result<(Catalog, usize),
             tracing::error!(%source, %problem, "runner skipped");
         }
     }
-    metrics
-        .manifest_problems
-        .set(i64::try_from(problems).unwrap_or(i64::MAX));
+    metrics.manifest_problems.set(i64::try_from(problems).unwrap_or(i64::MAX));
     tracing::info!(
         dir = %dir.display(),
         runners = catalog.runners.len(),
@@ -152,39 +123,24 @@ fn load_catalog(args: &ServeArgs, metrics: &Metrics) -> Result<(Catalog, usize),
 
 /// Runs the server until `shutdown` resolves; then stops taking requests, finishes those in
 /// flight, and flushes the journal.
-pub async fn run(
-    args: ServeArgs,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let (catalog, problems) = load_catalog(&args, &metrics)?;
-    std::fs::create_dir_all(&args.data_dir).map_err(|source| ServeError::DataDir {
-        path: args.data_dir.display().to_string(),
-        source,
-    })?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|source| ServeError::DataDir { path: args.data_dir.display().to_string(), source })?;
     let config = WriterConfig {
         checkpoint_every: args.checkpoint_interval,
         retention: args.journal_retention,
         ..WriterConfig::default()
     };
     let store = StoreHandle::start(&args.data_dir, catalog.runners, config, metrics.clone())?;
-    let state = Arc::new(AppState::new(
-        store.clone(),
-        metrics,
-        catalog.secrets,
-        problems,
-    ));
+    let state = Arc::new(AppState::new(store.clone(), metrics, catalog.secrets, problems));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|source| ServeError::Bind {
-            addr: args.listen.to_string(),
-            source,
-        })?;
+        .map_err(|source| ServeError::Bind { addr: args.listen.to_string(), source })?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(listen = %local, data_dir = %args.data_dir.display(), "serving");
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
     tracing::info!("shutting down: flushing the journal");
     store.shutdown().await;
     served.map_err(ServeError::Http)

@@ -1,36 +1,16 @@
 //! Order and duplicates do not matter: any permutation of a trace, with any deliveries repeated,
 //! ends in the same demand as the trace in order.
 
-use gaa::demand::{
-    DemandState, JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor,
-};
+use gaa::demand::{DemandState, JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor};
 use proptest::prelude::*;
 
-const STATUSES: [JobStatus; 4] = [
-    JobStatus::Waiting,
-    JobStatus::Queued,
-    JobStatus::InProgress,
-    JobStatus::Completed,
-];
-const LABEL_SETS: [&[&str]; 4] = [
-    &["self-hosted", "linux"],
-    &["linux", "gpu"],
-    &["self-hosted"],
-    &["windows"],
-];
+const STATUSES: [JobStatus; 4] = [JobStatus::Waiting, JobStatus::Queued, JobStatus::InProgress, JobStatus::Completed];
+const LABEL_SETS: [&[&str]; 4] = [&["self-hosted", "linux"], &["linux", "gpu"], &["self-hosted"], &["windows"]];
 const REPOS: [&str; 2] = ["acme/api", "acme/web"];
 
 fn index() -> RunnerIndex {
     let runner = |ns: &str, name: &str, repo: &str, labels: &[&str]| {
-        Runner::new(
-            RunnerKey::new(ns, name),
-            "acme",
-            repo,
-            labels.iter().copied(),
-            0,
-            50,
-            ScaleFactor::Linear,
-        )
+        Runner::new(RunnerKey::new(ns, name), "acme", repo, labels.iter().copied(), 0, 50, ScaleFactor::Linear)
     };
     RunnerIndex::new([
         runner("ci", "api-linux", "api", &["linux"]),
@@ -42,31 +22,17 @@ fn index() -> RunnerIndex {
 
 /// One job's life as GitHub would send it: a forward path through the statuses.
 fn job_trace() -> impl Strategy<Value = Vec<JobEvent>> {
-    (
-        any::<u64>(),
-        0..REPOS.len(),
-        0..LABEL_SETS.len(),
-        proptest::collection::vec(any::<bool>(), 4),
-        1u32..3,
-    )
-        .prop_map(|(id, repo, labels, keep, attempt)| {
+    (any::<u64>(), 0..REPOS.len(), 0..LABEL_SETS.len(), proptest::collection::vec(any::<bool>(), 4), 1u32..3).prop_map(
+        |(id, repo, labels, keep, attempt)| {
             let repo_ref = RepoRef::new(if repo == 0 { 1 } else { 2 }, REPOS[repo]);
             STATUSES
                 .iter()
                 .zip(keep)
                 .filter(|(_, keep)| *keep)
-                .map(|(status, _)| {
-                    JobEvent::new(
-                        id,
-                        7,
-                        attempt,
-                        repo_ref.clone(),
-                        *status,
-                        LABEL_SETS[labels].iter(),
-                    )
-                })
+                .map(|(status, _)| JobEvent::new(id, 7, attempt, repo_ref.clone(), *status, LABEL_SETS[labels].iter()))
                 .collect()
-        })
+        },
+    )
 }
 
 fn final_counts(events: &[JobEvent]) -> Vec<(RunnerKey, u64, u64)> {
@@ -74,11 +40,7 @@ fn final_counts(events: &[JobEvent]) -> Vec<(RunnerKey, u64, u64)> {
     for event in events {
         state.apply(event, 0);
     }
-    state
-        .all_counts()
-        .into_iter()
-        .map(|(k, c)| (k, c.queued, c.in_progress))
-        .collect()
+    state.all_counts().into_iter().map(|(k, c)| (k, c.queued, c.in_progress)).collect()
 }
 
 proptest! {
@@ -120,8 +82,5 @@ fn the_ordered_trace_itself_counts_only_unfinished_queued_and_running_jobs() {
         JobEvent::new(4, 1, 1, repo, JobStatus::Waiting, ["linux"]),
     ];
     let counts = final_counts(&events);
-    assert!(
-        counts.contains(&(RunnerKey::new("ci", "api-linux"), 1, 1)),
-        "{counts:?}"
-    );
+    assert!(counts.contains(&(RunnerKey::new("ci", "api-linux"), 1, 1)), "{counts:?}");
 }

@@ -20,10 +20,7 @@ struct Server {
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 impl Server {
@@ -40,11 +37,7 @@ impl Server {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("the binary starts");
-        let server = Self {
-            child,
-            addr,
-            stderr,
-        };
+        let server = Self { child, addr, stderr };
         server.wait_healthy().await;
         server
     }
@@ -52,10 +45,10 @@ impl Server {
     async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(format!("http://{}/healthz", self.addr)).await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = reqwest::get(format!("http://{}/healthz", self.addr)).await
+                && r.status().is_success()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -66,21 +59,9 @@ impl Server {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    async fn deliver(
-        &self,
-        client: &reqwest::Client,
-        delivery: &str,
-        repo: &str,
-        job: u64,
-        action: &str,
-    ) -> u16 {
-        let body =
-            serde_json::to_vec(&job_payload(repo, job, action, &["self-hosted", "linux"])).unwrap();
-        let secret = if repo == "acme/api" {
-            API_SECRET
-        } else {
-            WEB_SECRET
-        };
+    async fn deliver(&self, client: &reqwest::Client, delivery: &str, repo: &str, job: u64, action: &str) -> u16 {
+        let body = serde_json::to_vec(&job_payload(repo, job, action, &["self-hosted", "linux"])).unwrap();
+        let secret = if repo == "acme/api" { API_SECRET } else { WEB_SECRET };
         client
             .post(format!("http://{}/webhook", self.addr))
             .header("content-type", "application/json")
@@ -96,15 +77,12 @@ impl Server {
     }
 
     async fn runner(&self, ns: &str, name: &str) -> Value {
-        reqwest::get(format!(
-            "http://{}/api/v1/namespaces/{ns}/scaledactionrunners/{name}",
-            self.addr
-        ))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        reqwest::get(format!("http://{}/api/v1/namespaces/{ns}/scaledactionrunners/{name}", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 }
 
@@ -141,9 +119,7 @@ async fn every_acknowledged_delivery_survives_kill_9() {
     plan.extend((1..=20).map(|j| (format!("c-{j}"), j, "completed")));
     let mut acknowledged = 0;
     for chunk in plan.chunks(32) {
-        let sends = chunk
-            .iter()
-            .map(|(d, j, a)| server.deliver(&client, d, "acme/api", *j, a));
+        let sends = chunk.iter().map(|(d, j, a)| server.deliver(&client, d, "acme/api", *j, a));
         for status in futures_join(sends).await {
             assert!((200..300).contains(&status), "status {status}");
             acknowledged += 1;
@@ -161,19 +137,12 @@ async fn every_acknowledged_delivery_survives_kill_9() {
     assert_eq!(view["inProgress"], 30, "{view}");
     assert_eq!(view["demand"], 130, "{view}");
     // Delivery ids survived too: a redelivery is still a duplicate.
-    assert_eq!(
-        server
-            .deliver(&client, "q-1", "acme/api", 1, "queued")
-            .await,
-        200
-    );
+    assert_eq!(server.deliver(&client, "q-1", "acme/api", 1, "queued").await, 200);
     assert_eq!(server.runner("ci", "api-linux").await["demand"], 130);
 }
 
 /// Joins futures concurrently without pulling in the futures crate.
-async fn futures_join<F: std::future::Future<Output = u16>>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<u16> {
+async fn futures_join<F: std::future::Future<Output = u16>>(futures: impl IntoIterator<Item = F>) -> Vec<u16> {
     let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
     let mut out = Vec::with_capacity(handles.len());
     let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
@@ -190,11 +159,7 @@ async fn futures_join<F: std::future::Future<Output = u16>>(
                 }
             }
         }
-        if done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
     })
     .await;
     out
@@ -208,32 +173,13 @@ async fn sigterm_flushes_and_exits_cleanly_and_state_is_rebuilt_on_start() {
     let mut server = Server::start(&data, &manifests).await;
     let client = reqwest::Client::new();
     for job in 1..=5 {
-        assert_eq!(
-            server
-                .deliver(&client, &format!("w-{job}"), "acme/web", job, "queued")
-                .await,
-            202
-        );
+        assert_eq!(server.deliver(&client, &format!("w-{job}"), "acme/web", job, "queued").await, 202);
     }
     let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = server.child.wait().unwrap();
-    assert!(
-        status.success(),
-        "exit status {status}; log:\n{}",
-        server.log()
-    );
-    assert!(
-        server.log().contains("journal flushed and closed"),
-        "{}",
-        server.log()
-    );
+    assert!(status.success(), "exit status {status}; log:\n{}", server.log());
+    assert!(server.log().contains("journal flushed and closed"), "{}", server.log());
     drop(server);
 
     let server = Server::start(&data, &manifests).await;
@@ -249,19 +195,9 @@ async fn invalid_manifest_documents_are_reported_with_file_and_reason_and_the_re
     let manifests = manifests_dir(root.path(), broken);
     let server = Server::start(&root.path().join("data"), &manifests).await;
     let log = server.log();
-    assert!(
-        log.contains("broken.yml (document 1)") && log.contains("missing field `repo`"),
-        "{log}"
-    );
-    assert!(
-        log.contains("broken.yml (document 2)") && log.contains("scaleFactor \"fast\""),
-        "{log}"
-    );
-    let list: Value = reqwest::get(format!("http://{}/api/v1/scaledactionrunners", server.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert!(log.contains("broken.yml (document 1)") && log.contains("missing field `repo`"), "{log}");
+    assert!(log.contains("broken.yml (document 2)") && log.contains("scaleFactor \"fast\""), "{log}");
+    let list: Value =
+        reqwest::get(format!("http://{}/api/v1/scaledactionrunners", server.addr)).await.unwrap().json().await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
 }

@@ -22,14 +22,7 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn job(
-        secret: &str,
-        delivery: &str,
-        repo: &str,
-        job: u64,
-        action: &str,
-        labels: &[&str],
-    ) -> Self {
+    fn job(secret: &str, delivery: &str, repo: &str, job: u64, action: &str, labels: &[&str]) -> Self {
         let body = serde_json::to_vec(&job_payload(repo, job, action, labels)).unwrap();
         Self::signed(secret, "workflow_job", delivery, body)
     }
@@ -63,8 +56,7 @@ async fn send(state: &Arc<AppState>, request: Request<Body>) -> (StatusCode, Val
     let response = router(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, body)
 }
 
@@ -87,18 +79,8 @@ async fn demand(state: &Arc<AppState>, ns: &str, name: &str) -> u64 {
 async fn a_signed_queued_job_is_accepted_and_becomes_demand() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
-    let (status, body) = deliver(
-        &state,
-        &Delivery::job(
-            API_SECRET,
-            "d1",
-            "acme/api",
-            11,
-            "queued",
-            &["self-hosted", "linux"],
-        ),
-    )
-    .await;
+    let (status, body) =
+        deliver(&state, &Delivery::job(API_SECRET, "d1", "acme/api", 11, "queued", &["self-hosted", "linux"])).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let (status, view) = runner(&state, "ci", "api-linux").await;
     assert_eq!(status, StatusCode::OK);
@@ -113,14 +95,7 @@ async fn a_signed_queued_job_is_accepted_and_becomes_demand() {
 async fn a_redelivery_is_acknowledged_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
-    let queued = Delivery::job(
-        API_SECRET,
-        "same-guid",
-        "acme/api",
-        11,
-        "queued",
-        &["linux"],
-    );
+    let queued = Delivery::job(API_SECRET, "same-guid", "acme/api", 11, "queued", &["linux"]);
     assert_eq!(deliver(&state, &queued).await.0, StatusCode::ACCEPTED);
     let (status, body) = deliver(&state, &queued).await;
     assert_eq!(status, StatusCode::OK);
@@ -133,9 +108,7 @@ async fn the_form_encoded_body_github_can_send_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
     let json = serde_json::to_string(&job_payload("acme/api", 12, "queued", &["linux"])).unwrap();
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("payload", &json)
-        .finish();
+    let body: String = form_urlencoded::Serializer::new(String::new()).append_pair("payload", &json).finish();
     let mut delivery = Delivery::signed(API_SECRET, "workflow_job", "f1", body.into_bytes());
     delivery.content_type = "application/x-www-form-urlencoded";
     assert_eq!(deliver(&state, &delivery).await.0, StatusCode::ACCEPTED);
@@ -163,10 +136,7 @@ async fn a_malformed_signature_is_refused() {
         delivery.signature = Some(bad.to_string());
         let (status, body) = deliver(&state, &delivery).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
-        assert_eq!(
-            body["error"], "malformed X-Hub-Signature-256 header",
-            "{bad}"
-        );
+        assert_eq!(body["error"], "malformed X-Hub-Signature-256 header", "{bad}");
     }
 }
 
@@ -186,25 +156,13 @@ async fn payload_signed_for_another_repository_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
     // acme/web's payload signed with acme/api's secret, and the reverse.
-    let (status, _) = deliver(
-        &state,
-        &Delivery::job(API_SECRET, "d1", "acme/web", 11, "queued", &["linux"]),
-    )
-    .await;
+    let (status, _) = deliver(&state, &Delivery::job(API_SECRET, "d1", "acme/web", 11, "queued", &["linux"])).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = deliver(
-        &state,
-        &Delivery::job(WEB_SECRET, "d2", "acme/api", 12, "queued", &["linux"]),
-    )
-    .await;
+    let (status, _) = deliver(&state, &Delivery::job(WEB_SECRET, "d2", "acme/api", 12, "queued", &["linux"])).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(demand(&state, "frontend", "web").await, 0);
     assert_eq!(demand(&state, "ci", "api-linux").await, 0);
-    let (status, _) = deliver(
-        &state,
-        &Delivery::job(WEB_SECRET, "d3", "acme/web", 13, "queued", &["linux"]),
-    )
-    .await;
+    let (status, _) = deliver(&state, &Delivery::job(WEB_SECRET, "d3", "acme/web", 13, "queued", &["linux"])).await;
     assert_eq!(status, StatusCode::ACCEPTED);
 }
 
@@ -212,35 +170,17 @@ async fn payload_signed_for_another_repository_is_rejected() {
 async fn a_repository_without_a_secret_is_refused_unless_the_organisation_secret_signs_it() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
-    let (status, body) = deliver(
-        &state,
-        &Delivery::job(ORG_SECRET, "d1", "acme/other", 11, "queued", &["linux"]),
-    )
-    .await;
+    let (status, body) =
+        deliver(&state, &Delivery::job(ORG_SECRET, "d1", "acme/other", 11, "queued", &["linux"])).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        body["error"],
-        "no webhook secret is configured for this repository"
-    );
+    assert_eq!(body["error"], "no webhook secret is configured for this repository");
 
     let dir = tempfile::tempdir().unwrap();
     let state = common::state(dir.path(), Some(ORG_SECRET)).await;
-    let (status, _) = deliver(
-        &state,
-        &Delivery::job(ORG_SECRET, "d1", "acme/other", 11, "queued", &["linux"]),
-    )
-    .await;
+    let (status, _) = deliver(&state, &Delivery::job(ORG_SECRET, "d1", "acme/other", 11, "queued", &["linux"])).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, _) = deliver(
-        &state,
-        &Delivery::job(ORG_SECRET, "d2", "acme/api", 12, "queued", &["linux"]),
-    )
-    .await;
-    assert_eq!(
-        status,
-        StatusCode::ACCEPTED,
-        "the organisation secret covers every repository"
-    );
+    let (status, _) = deliver(&state, &Delivery::job(ORG_SECRET, "d2", "acme/api", 12, "queued", &["linux"])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the organisation secret covers every repository");
     assert_eq!(demand(&state, "ci", "api-linux").await, 1);
 }
 
@@ -262,11 +202,7 @@ async fn a_payload_whose_fields_have_the_wrong_types_is_a_bad_request_once_verif
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
     let body = br#"{"action":"queued","workflow_job":{"id":"eleven"},"repository":{"id":1001,"full_name":"acme/api"}}"#;
-    let (status, body) = deliver(
-        &state,
-        &Delivery::signed(API_SECRET, "workflow_job", "d1", body.to_vec()),
-    )
-    .await;
+    let (status, body) = deliver(&state, &Delivery::signed(API_SECRET, "workflow_job", "d1", body.to_vec())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
@@ -276,35 +212,17 @@ async fn a_workflow_job_without_id_or_repository_is_a_bad_request() {
     let state = state(dir.path(), Some(ORG_SECRET)).await;
     let mut no_id = job_payload("acme/api", 1, "queued", &["linux"]);
     no_id["workflow_job"].as_object_mut().unwrap().remove("id");
-    let (status, body) = deliver(
-        &state,
-        &Delivery::signed(
-            API_SECRET,
-            "workflow_job",
-            "d1",
-            serde_json::to_vec(&no_id).unwrap(),
-        ),
-    )
-    .await;
+    let (status, body) =
+        deliver(&state, &Delivery::signed(API_SECRET, "workflow_job", "d1", serde_json::to_vec(&no_id).unwrap())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "workflow_job payload has no workflow_job.id");
     let mut no_repo = job_payload("acme/api", 1, "queued", &["linux"]);
     no_repo.as_object_mut().unwrap().remove("repository");
-    let (status, body) = deliver(
-        &state,
-        &Delivery::signed(
-            ORG_SECRET,
-            "workflow_job",
-            "d2",
-            serde_json::to_vec(&no_repo).unwrap(),
-        ),
-    )
-    .await;
+    let (status, body) =
+        deliver(&state, &Delivery::signed(ORG_SECRET, "workflow_job", "d2", serde_json::to_vec(&no_repo).unwrap()))
+            .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        body["error"],
-        "workflow_job payload has no repository.id and full_name"
-    );
+    assert_eq!(body["error"], "workflow_job payload has no repository.id and full_name");
 }
 
 #[tokio::test]
@@ -340,11 +258,7 @@ async fn a_ping_is_answered_with_200() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
     let body = br#"{"zen":"Keep it logically awesome.","hook_id":1,"hook":{"type":"Repository"},"repository":{"id":1001,"full_name":"acme/api"}}"#;
-    let (status, body) = deliver(
-        &state,
-        &Delivery::signed(API_SECRET, "ping", "p1", body.to_vec()),
-    )
-    .await;
+    let (status, body) = deliver(&state, &Delivery::signed(API_SECRET, "ping", "p1", body.to_vec())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["outcome"], "pong");
 }
@@ -353,73 +267,37 @@ async fn a_ping_is_answered_with_200() {
 async fn other_events_and_unknown_actions_are_ignored_with_2xx_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
-    let push = serde_json::to_vec(&serde_json::json!({"ref":"refs/heads/main","repository":{"id":1001,"full_name":"acme/api"}})).unwrap();
+    let push = serde_json::to_vec(
+        &serde_json::json!({"ref":"refs/heads/main","repository":{"id":1001,"full_name":"acme/api"}}),
+    )
+    .unwrap();
     let (status, body) = deliver(&state, &Delivery::signed(API_SECRET, "push", "e1", push)).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(body["outcome"], "ignored");
-    let (status, body) = deliver(
-        &state,
-        &Delivery::job(API_SECRET, "e2", "acme/api", 11, "teleported", &["linux"]),
-    )
-    .await;
+    let (status, body) =
+        deliver(&state, &Delivery::job(API_SECRET, "e2", "acme/api", 11, "teleported", &["linux"])).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(body["outcome"], "ignored");
     assert_eq!(demand(&state, "ci", "api-linux").await, 0);
-    let (_, metrics) = send(
-        &state,
-        Request::get("/metrics").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (_, metrics) = send(&state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     let text = metrics.as_str().unwrap();
     assert!(
-        text.contains(
-            r#"gaa_webhook_deliveries_total{event="other",action="none",outcome="ignored"} 1"#
-        ),
+        text.contains(r#"gaa_webhook_deliveries_total{event="other",action="none",outcome="ignored"} 1"#),
         "{text}"
     );
-    assert!(text.contains(r#"gaa_webhook_deliveries_total{event="workflow_job",action="other",outcome="ignored"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"gaa_webhook_deliveries_total{event="workflow_job",action="other",outcome="ignored"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn a_job_goes_to_the_most_specific_runner_that_carries_all_its_labels() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
-    deliver(
-        &state,
-        &Delivery::job(
-            API_SECRET,
-            "d1",
-            "acme/api",
-            1,
-            "queued",
-            &["self-hosted", "linux", "gpu"],
-        ),
-    )
-    .await;
-    deliver(
-        &state,
-        &Delivery::job(
-            API_SECRET,
-            "d2",
-            "acme/api",
-            2,
-            "queued",
-            &["self-hosted", "linux"],
-        ),
-    )
-    .await;
-    deliver(
-        &state,
-        &Delivery::job(
-            API_SECRET,
-            "d3",
-            "acme/api",
-            3,
-            "queued",
-            &["self-hosted", "windows"],
-        ),
-    )
-    .await;
+    deliver(&state, &Delivery::job(API_SECRET, "d1", "acme/api", 1, "queued", &["self-hosted", "linux", "gpu"])).await;
+    deliver(&state, &Delivery::job(API_SECRET, "d2", "acme/api", 2, "queued", &["self-hosted", "linux"])).await;
+    deliver(&state, &Delivery::job(API_SECRET, "d3", "acme/api", 3, "queued", &["self-hosted", "windows"])).await;
     assert_eq!(demand(&state, "ci", "api-gpu").await, 1);
     assert_eq!(demand(&state, "ci", "api-linux").await, 1);
 }
@@ -428,27 +306,11 @@ async fn a_job_goes_to_the_most_specific_runner_that_carries_all_its_labels() {
 async fn waiting_is_not_demand_and_completed_is_final() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
-    deliver(
-        &state,
-        &Delivery::job(API_SECRET, "w", "acme/api", 5, "waiting", &["linux"]),
-    )
-    .await;
+    deliver(&state, &Delivery::job(API_SECRET, "w", "acme/api", 5, "waiting", &["linux"])).await;
     assert_eq!(demand(&state, "ci", "api-linux").await, 0);
-    deliver(
-        &state,
-        &Delivery::job(API_SECRET, "c", "acme/api", 5, "completed", &["linux"]),
-    )
-    .await;
-    deliver(
-        &state,
-        &Delivery::job(API_SECRET, "q", "acme/api", 5, "queued", &["linux"]),
-    )
-    .await;
-    deliver(
-        &state,
-        &Delivery::job(API_SECRET, "i", "acme/api", 5, "in_progress", &["linux"]),
-    )
-    .await;
+    deliver(&state, &Delivery::job(API_SECRET, "c", "acme/api", 5, "completed", &["linux"])).await;
+    deliver(&state, &Delivery::job(API_SECRET, "q", "acme/api", 5, "queued", &["linux"])).await;
+    deliver(&state, &Delivery::job(API_SECRET, "i", "acme/api", 5, "in_progress", &["linux"])).await;
     assert_eq!(demand(&state, "ci", "api-linux").await, 0);
 }
 
@@ -460,74 +322,39 @@ async fn the_read_api_answers_404_for_unknown_runners_and_lists_all() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "scaledactionrunner ci/nope not found");
     // Same name, other namespace: runners are namespaced.
-    assert_eq!(
-        runner(&state, "frontend", "api-linux").await.0,
-        StatusCode::NOT_FOUND
-    );
-    let (status, list) = send(
-        &state,
-        Request::get("/api/v1/scaledactionrunners")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    assert_eq!(runner(&state, "frontend", "api-linux").await.0, StatusCode::NOT_FOUND);
+    let (status, list) = send(&state, Request::get("/api/v1/scaledactionrunners").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<String> = list["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| {
-            format!(
-                "{}/{}",
-                i["namespace"].as_str().unwrap(),
-                i["name"].as_str().unwrap()
-            )
-        })
+        .map(|i| format!("{}/{}", i["namespace"].as_str().unwrap(), i["name"].as_str().unwrap()))
         .collect();
     assert_eq!(names, vec!["ci/api-gpu", "ci/api-linux", "frontend/web"]);
     // minRunners 1 holds the desired count up with no demand.
     let (_, web) = runner(&state, "frontend", "web").await;
-    assert_eq!(
-        (web["demand"].as_u64(), web["desiredRunners"].as_u64()),
-        (Some(0), Some(1))
-    );
+    assert_eq!((web["demand"].as_u64(), web["desiredRunners"].as_u64()), (Some(0), Some(1)));
 }
 
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
-    deliver(
-        &state,
-        &Delivery::job(API_SECRET, "d1", "acme/api", 1, "queued", &["linux"]),
-    )
-    .await;
-    let (status, _) = send(
-        &state,
-        Request::get("/healthz").body(Body::empty()).unwrap(),
-    )
-    .await;
+    deliver(&state, &Delivery::job(API_SECRET, "d1", "acme/api", 1, "queued", &["linux"])).await;
+    let (status, _) = send(&state, Request::get("/healthz").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let (status, ready) = send(&state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ready["runners"], 3);
-    let (status, metrics) = send(
-        &state,
-        Request::get("/metrics").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (status, metrics) = send(&state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let text = metrics.as_str().unwrap();
+    assert!(text.contains(r#"gaa_runner_demand{namespace="ci",name="api-linux"} 1"#), "{text}");
     assert!(
-        text.contains(r#"gaa_runner_demand{namespace="ci",name="api-linux"} 1"#),
+        text.contains(r#"gaa_webhook_deliveries_total{event="workflow_job",action="queued",outcome="accepted"} 1"#),
         "{text}"
     );
-    assert!(text.contains(r#"gaa_webhook_deliveries_total{event="workflow_job",action="queued",outcome="accepted"} 1"#), "{text}");
     assert!(text.contains("gaa_journal_size_bytes"), "{text}");
-    assert_eq!(
-        send(&state, Request::get("/nope").body(Body::empty()).unwrap())
-            .await
-            .0,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(send(&state, Request::get("/nope").body(Body::empty()).unwrap()).await.0, StatusCode::NOT_FOUND);
 }

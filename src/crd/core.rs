@@ -8,8 +8,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::conditions_schema;
 use super::duration::{DurationError, GoDuration};
+use super::{conditions_schema, reflow_descriptions};
 
 /// The only name a `ScaledActionRunnerCore` is acted on under; any other is ignored, because
 /// the cluster can hold only one `v1beta1.custom.metrics.k8s.io` APIService.
@@ -29,6 +29,7 @@ pub const DEFAULT_KEDA_NAMESPACE: &str = "keda";
 /// Cluster-wide configuration of the autoscaler: where its API server runs, how it caches
 /// GitHub's answers and which namespaces it watches. Only the object named `core` is used.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+// Printer columns as JSON: clippy reads repeated `type_ = ..` keys as duplicated attributes.
 #[kube(
     group = "runner.devjoes.com",
     version = "v1alpha1",
@@ -39,25 +40,12 @@ pub const DEFAULT_KEDA_NAMESPACE: &str = "keda";
     derive = "PartialEq",
     doc = "ScaledActionRunnerCore configures the autoscaler cluster-wide. Only the object named \
            `core` is acted on.",
-    printcolumn(
-        name = "API Server Namespace",
-        type_ = "string",
-        json_path = ".spec.apiServerNamespace",
-        description = "Namespace the API server runs in"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
-        description = "Whether the API server and its dependencies are ready"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "API Server Namespace", "type": "string", "jsonPath": ".spec.apiServerNamespace", "description": "Namespace the API server runs in"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "Whether the API server and its dependencies are ready"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = reflow_descriptions)]
 pub struct ScaledActionRunnerCoreSpec {
     /// Namespace the API server (and its cache) is deployed to.
     pub api_server_namespace: String,
@@ -122,11 +110,7 @@ pub struct ScaledActionRunnerCoreSpec {
     pub memcached_auth: Option<bool>,
 
     /// README spelling of `memcachedAuth` (capital M). Used only when `memcachedAuth` is unset.
-    #[serde(
-        rename = "MemcachedAuth",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "MemcachedAuth", default, skip_serializing_if = "Option::is_none")]
     pub memcached_auth_capitalised: Option<bool>,
 
     /// Name of the Secret holding the password of an existing memcached. Only used when
@@ -171,6 +155,7 @@ pub struct ScaledActionRunnerCoreSpec {
 /// Observed state of the `ScaledActionRunnerCore`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(transform = reflow_descriptions)]
 pub struct ScaledActionRunnerCoreStatus {
     /// Latest observations of the core's state, one per `type` (for example `Ready`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -193,17 +178,13 @@ fn duration_or(value: Option<&GoDuration>, default: Duration) -> Result<Duration
 impl ScaledActionRunnerCoreSpec {
     /// The memcached user, from `memcacheUser` or else its README spelling `memcachedUser`.
     pub fn memcache_user(&self) -> Option<&str> {
-        self.memcache_user
-            .as_deref()
-            .or(self.memcached_user.as_deref())
+        self.memcache_user.as_deref().or(self.memcached_user.as_deref())
     }
 
     /// Whether to use SASL with memcached, from `memcachedAuth` or else its README spelling
     /// `MemcachedAuth`; false when neither is set.
     pub fn memcached_auth(&self) -> bool {
-        self.memcached_auth
-            .or(self.memcached_auth_capitalised)
-            .unwrap_or(false)
+        self.memcached_auth.or(self.memcached_auth_capitalised).unwrap_or(false)
     }
 
     /// Whether to deploy the API server (default true).
@@ -233,10 +214,7 @@ impl ScaledActionRunnerCoreSpec {
 
     /// KEDA's namespace; [`DEFAULT_KEDA_NAMESPACE`] when unset or empty.
     pub fn keda_namespace(&self) -> &str {
-        self.keda_namespace
-            .as_deref()
-            .filter(|namespace| !namespace.is_empty())
-            .unwrap_or(DEFAULT_KEDA_NAMESPACE)
+        self.keda_namespace.as_deref().filter(|namespace| !namespace.is_empty()).unwrap_or(DEFAULT_KEDA_NAMESPACE)
     }
 
     /// `cacheWindow`, or [`DEFAULT_CACHE_WINDOW`] when unset or zero.
@@ -246,10 +224,7 @@ impl ScaledActionRunnerCoreSpec {
 
     /// `cacheWindowWhenEmpty`, or [`DEFAULT_CACHE_WINDOW_WHEN_EMPTY`] when unset or zero.
     pub fn cache_window_when_empty(&self) -> Result<Duration, DurationError> {
-        duration_or(
-            self.cache_window_when_empty.as_ref(),
-            DEFAULT_CACHE_WINDOW_WHEN_EMPTY,
-        )
+        duration_or(self.cache_window_when_empty.as_ref(), DEFAULT_CACHE_WINDOW_WHEN_EMPTY)
     }
 
     /// `resyncInterval`, or [`DEFAULT_RESYNC_INTERVAL`] when unset or zero.
@@ -259,7 +234,5 @@ impl ScaledActionRunnerCoreSpec {
 }
 
 fn positive_or_default(value: Option<i32>) -> i32 {
-    value
-        .filter(|replicas| *replicas > 0)
-        .unwrap_or(DEFAULT_REPLICAS)
+    value.filter(|replicas| *replicas > 0).unwrap_or(DEFAULT_REPLICAS)
 }

@@ -68,9 +68,7 @@ impl GoDuration {
         match self {
             GoDuration::Nanoseconds(nanos) => u64::try_from(*nanos)
                 .map(Duration::from_nanos)
-                .map_err(|_| DurationError::Negative {
-                    input: nanos.to_string(),
-                }),
+                .map_err(|_| DurationError::Negative { input: nanos.to_string() }),
             GoDuration::Text(text) => parse_duration(text),
         }
     }
@@ -184,12 +182,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if body == "0" {
         return Ok(Duration::ZERO);
     }
-    let invalid = || DurationError::InvalidNumber {
-        input: input.to_owned(),
-    };
-    let overflow = || DurationError::Overflow {
-        input: input.to_owned(),
-    };
+    let invalid = || DurationError::InvalidNumber { input: input.to_owned() };
+    let overflow = || DurationError::Overflow { input: input.to_owned() };
 
     let mut total: u128 = 0;
     let mut rest = body.trim_start();
@@ -197,15 +191,11 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         return Err(invalid());
     }
     while !rest.is_empty() {
-        let int_len = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let int_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         let (int_digits, after_int) = rest.split_at(int_len);
         let (frac_digits, after_number) = match after_int.strip_prefix('.') {
             Some(after_dot) => {
-                let frac_len = after_dot
-                    .find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(after_dot.len());
+                let frac_len = after_dot.find(|c: char| !c.is_ascii_digit()).unwrap_or(after_dot.len());
                 after_dot.split_at(frac_len)
             }
             None => ("", after_int),
@@ -220,18 +210,13 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             .unwrap_or(after_space.len());
         let (unit, after_unit) = after_space.split_at(unit_len);
         if unit.is_empty() {
-            return Err(DurationError::MissingUnit {
-                input: input.to_owned(),
-            });
+            return Err(DurationError::MissingUnit { input: input.to_owned() });
         }
-        let scale = unit_nanos(unit).ok_or_else(|| DurationError::UnknownUnit {
-            unit: unit.to_owned(),
-            input: input.to_owned(),
-        })?;
+        let scale = unit_nanos(unit)
+            .ok_or_else(|| DurationError::UnknownUnit { unit: unit.to_owned(), input: input.to_owned() })?;
 
-        let whole = int_digits.bytes().try_fold(0u128, |acc, digit| {
-            acc.checked_mul(10)?.checked_add(u128::from(digit - b'0'))
-        });
+        let whole =
+            int_digits.bytes().try_fold(0u128, |acc, digit| acc.checked_mul(10)?.checked_add(u128::from(digit - b'0')));
         let whole = whole.ok_or_else(overflow)?;
         let mut fraction: u128 = 0;
         let mut fraction_scale: u128 = 1;
@@ -248,11 +233,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     }
 
     if negative && total > 0 {
-        return Err(DurationError::Negative {
-            input: input.to_owned(),
-        });
+        return Err(DurationError::Negative { input: input.to_owned() });
     }
-    u64::try_from(total)
-        .map(Duration::from_nanos)
-        .map_err(|_| overflow())
+    u64::try_from(total).map(Duration::from_nanos).map_err(|_| overflow())
 }

@@ -13,8 +13,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::conditions_schema;
 use super::duration::{DurationError, parse_duration};
+use super::{conditions_schema, reflow_descriptions};
 
 /// Key, in the Secret named by `webhookSecret`, holding the repository webhook's secret.
 pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
@@ -31,6 +31,7 @@ pub const DEFAULT_FORCE_SCALE_UP_FREQUENCY: Duration = Duration::from_secs(20 * 
 /// Self-hosted GitHub Actions runners for one repository, scaled from zero to `maxRunners` on
 /// the repository's queued and running jobs.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+// Printer columns as JSON: clippy reads repeated `type_ = ..` keys as duplicated attributes.
 #[kube(
     group = "runner.devjoes.com",
     version = "v1alpha1",
@@ -42,38 +43,16 @@ pub const DEFAULT_FORCE_SCALE_UP_FREQUENCY: Duration = Duration::from_secs(20 * 
     derive = "PartialEq",
     doc = "ScaledActionRunner runs self-hosted GitHub Actions runners for one repository and \
            scales them on the repository's job queue.",
-    printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner"),
-    printcolumn(name = "Repo", type_ = "string", json_path = ".spec.repo"),
-    printcolumn(
-        name = "Demand",
-        type_ = "integer",
-        json_path = ".status.demand",
-        description = "Jobs waiting for or running on these runners"
-    ),
-    printcolumn(
-        name = "Desired",
-        type_ = "integer",
-        json_path = ".status.desiredRunners",
-        description = "Runners the scaling function asks for"
-    ),
-    printcolumn(
-        name = "Replicas",
-        type_ = "integer",
-        json_path = ".status.replicas",
-        description = "Runner pods currently requested"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Owner", "type": "string", "jsonPath": ".spec.owner"}"#,
+    printcolumn = r#"{"name": "Repo", "type": "string", "jsonPath": ".spec.repo"}"#,
+    printcolumn = r#"{"name": "Demand", "type": "integer", "jsonPath": ".status.demand", "description": "Jobs waiting for or running on these runners"}"#,
+    printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".status.desiredRunners", "description": "Runners the scaling function asks for"}"#,
+    printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas", "description": "Runner pods currently requested"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = reflow_descriptions)]
 pub struct ScaledActionRunnerSpec {
     /// GitHub user or organisation owning the repository.
     pub owner: String,
@@ -115,7 +94,7 @@ pub struct ScaledActionRunnerSpec {
     pub scale_factor: Option<String>,
 
     /// Which jobs count as demand, as comma-separated labels over the job's metadata, e.g.
-    /// `wf_name=main` or `wf_runs_on_deploy`. Unset counts every job.
+    /// `wf_name=main` or `wf_runs_on_deploy`. Unset (or `*`) counts every job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_selector: Option<String>,
 
@@ -142,6 +121,7 @@ pub struct ScaledActionRunnerSpec {
 /// Settings of the KEDA ScaledObject that scales the runners.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = reflow_descriptions)]
 pub struct Scaling {
     /// Scale-up and scale-down policies of the HorizontalPodAutoscaler KEDA creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +139,7 @@ pub struct Scaling {
 /// How the runner pods are built.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = reflow_descriptions)]
 pub struct RunnerTemplate {
     /// Container image of the runner. Defaults to the operator's runner image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,10 +237,7 @@ impl LooseNodeSelectors {
     }
 }
 
-fn insert_scalar_entries(
-    pairs: &mut BTreeMap<String, String>,
-    map: &serde_json::Map<String, Value>,
-) {
+fn insert_scalar_entries(pairs: &mut BTreeMap<String, String>, map: &serde_json::Map<String, Value>) {
     for (key, value) in map {
         let text = match value {
             Value::String(text) => text.clone(),
@@ -284,9 +262,10 @@ impl JsonSchema for LooseNodeSelectors {
     }
 }
 
-/// Observed state of a `ScaledActionRunner`. Every field is optional so an empty status parses.
+/// Observed state of a `ScaledActionRunner`, written by the operator.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
+#[schemars(transform = reflow_descriptions)]
 pub struct ScaledActionRunnerStatus {
     /// Latest observations of the runner's state, one per `type` (for example `Ready`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -333,15 +312,11 @@ pub struct ScaledActionRunnerStatus {
 
 /// Splits a comma-separated label list, trimming each label and dropping empty ones.
 fn split_labels(list: &str) -> impl Iterator<Item = &str> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|label| !label.is_empty())
+    list.split(',').map(str::trim).filter(|label| !label.is_empty())
 }
 
 fn non_empty(value: Option<&String>) -> Option<&str> {
-    value
-        .map(|text| text.trim())
-        .filter(|text| !text.is_empty())
+    value.map(|text| text.trim()).filter(|text| !text.is_empty())
 }
 
 impl RunnerTemplate {
@@ -361,16 +336,8 @@ impl RunnerTemplate {
     /// Node selector of the runner pods: the README's `nodeSelectors` overlaid by
     /// `nodeSelector`.
     pub fn node_selector(&self) -> BTreeMap<String, String> {
-        let mut selector = self
-            .node_selectors
-            .as_ref()
-            .map(LooseNodeSelectors::pairs)
-            .unwrap_or_default();
-        selector.extend(
-            self.node_selector
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone())),
-        );
+        let mut selector = self.node_selectors.as_ref().map(LooseNodeSelectors::pairs).unwrap_or_default();
+        selector.extend(self.node_selector.iter().map(|(key, value)| (key.clone(), value.clone())));
         selector
     }
 
@@ -383,16 +350,14 @@ impl RunnerTemplate {
 impl ScaledActionRunnerSpec {
     /// Labels the runners register with; see [`RunnerTemplate::runner_labels`].
     pub fn runner_labels(&self) -> Vec<String> {
-        self.runner
-            .as_ref()
-            .map(RunnerTemplate::runner_labels)
-            .unwrap_or_default()
+        self.runner.as_ref().map(RunnerTemplate::runner_labels).unwrap_or_default()
     }
 
-    /// The metrics selector, from `metricsSelector` or else its README spelling `selector`;
-    /// blank values count as unset.
+    /// The metrics selector, from `metricsSelector` or else its README spelling `selector`.
+    /// `None` selects every job: blank values and the README's default `*` count as unset.
     pub fn metrics_selector(&self) -> Option<&str> {
-        non_empty(self.metrics_selector.as_ref()).or(non_empty(self.selector.as_ref()))
+        let selects_some = |selector: &&str| *selector != "*";
+        non_empty(self.metrics_selector.as_ref()).or(non_empty(self.selector.as_ref())).filter(selects_some)
     }
 
     /// Fewest runners (default 0).
@@ -408,13 +373,11 @@ impl ScaledActionRunnerSpec {
     /// `forceScaleUpWindow`, or [`DEFAULT_FORCE_SCALE_UP_WINDOW`] when unset or blank; zero
     /// disables forced scale-ups.
     pub fn force_scale_up_window(&self) -> Result<Duration, DurationError> {
-        non_empty(self.force_scale_up_window.as_ref())
-            .map_or(Ok(DEFAULT_FORCE_SCALE_UP_WINDOW), parse_duration)
+        non_empty(self.force_scale_up_window.as_ref()).map_or(Ok(DEFAULT_FORCE_SCALE_UP_WINDOW), parse_duration)
     }
 
     /// `forceScaleUpFrequency`, or [`DEFAULT_FORCE_SCALE_UP_FREQUENCY`] when unset or blank.
     pub fn force_scale_up_frequency(&self) -> Result<Duration, DurationError> {
-        non_empty(self.force_scale_up_frequency.as_ref())
-            .map_or(Ok(DEFAULT_FORCE_SCALE_UP_FREQUENCY), parse_duration)
+        non_empty(self.force_scale_up_frequency.as_ref()).map_or(Ok(DEFAULT_FORCE_SCALE_UP_FREQUENCY), parse_duration)
     }
 }

@@ -55,10 +55,7 @@ pub struct RepoRef {
 
 impl RepoRef {
     pub fn new(id: u64, full_name: &str) -> Self {
-        Self {
-            id,
-            full_name: full_name.to_ascii_lowercase(),
-        }
+        Self { id, full_name: full_name.to_ascii_lowercase() }
     }
 }
 
@@ -87,15 +84,7 @@ impl JobEvent {
         status: JobStatus,
         labels: impl IntoIterator<Item = impl AsRef<str>>,
     ) -> Self {
-        Self {
-            job_id,
-            run_id,
-            run_attempt,
-            repo,
-            status,
-            labels: normalize_labels(labels),
-            since: None,
-        }
+        Self { job_id, run_id, run_attempt, repo, status, labels: normalize_labels(labels), since: None }
     }
 
     pub fn since(mut self, unix_seconds: Option<i64>) -> Self {
@@ -106,11 +95,8 @@ impl JobEvent {
 
 /// Labels compare case-insensitively; keep one canonical spelling, sorted.
 pub fn normalize_labels(labels: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {
-    let mut out: Vec<String> = labels
-        .into_iter()
-        .map(|l| l.as_ref().trim().to_ascii_lowercase())
-        .filter(|l| !l.is_empty())
-        .collect();
+    let mut out: Vec<String> =
+        labels.into_iter().map(|l| l.as_ref().trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -147,14 +133,7 @@ impl Job {
     }
 
     fn rank(&self) -> (JobStatus, &RepoRef, &[String], u64, u32, Option<i64>) {
-        (
-            self.status,
-            &self.repo,
-            &self.labels,
-            self.run_id,
-            self.run_attempt,
-            self.since,
-        )
+        (self.status, &self.repo, &self.labels, self.run_id, self.run_attempt, self.since)
     }
 
     /// Merges an observation of this job. Returns whether anything changed.
@@ -163,14 +142,7 @@ impl Job {
     /// A status never moves backwards and `completed` is final.
     pub fn merge(&mut self, event: &JobEvent, now: i64) -> bool {
         debug_assert_eq!(self.id, event.job_id);
-        let candidate = (
-            event.status,
-            &event.repo,
-            &event.labels[..],
-            event.run_id,
-            event.run_attempt,
-            event.since,
-        );
+        let candidate = (event.status, &event.repo, &event.labels[..], event.run_id, event.run_attempt, event.since);
         if candidate <= self.rank() {
             return false;
         }
@@ -190,14 +162,7 @@ mod tests {
     use super::*;
 
     fn event(status: JobStatus) -> JobEvent {
-        JobEvent::new(
-            7,
-            1,
-            1,
-            RepoRef::new(1, "Acme/API"),
-            status,
-            ["self-hosted", "Linux"],
-        )
+        JobEvent::new(7, 1, 1, RepoRef::new(1, "Acme/API"), status, ["self-hosted", "Linux"])
     }
 
     #[test]
@@ -236,10 +201,7 @@ mod tests {
     #[test]
     fn labels_and_repository_are_case_insensitive() {
         let e = event(JobStatus::Queued);
-        assert_eq!(
-            e.labels,
-            vec!["linux".to_string(), "self-hosted".to_string()]
-        );
+        assert_eq!(e.labels, vec!["linux".to_string(), "self-hosted".to_string()]);
         assert_eq!(e.repo.full_name, "acme/api");
     }
 

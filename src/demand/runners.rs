@@ -20,10 +20,7 @@ pub struct RunnerKey {
 
 impl RunnerKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
+        Self { namespace: namespace.into(), name: name.into() }
     }
 }
 
@@ -92,14 +89,10 @@ pub struct RunnerIndex {
 impl RunnerIndex {
     /// Builds the index; of two runners with the same key the last one wins.
     pub fn new(runners: impl IntoIterator<Item = Runner>) -> Self {
-        let runners: BTreeMap<RunnerKey, Runner> =
-            runners.into_iter().map(|r| (r.key.clone(), r)).collect();
+        let runners: BTreeMap<RunnerKey, Runner> = runners.into_iter().map(|r| (r.key.clone(), r)).collect();
         let mut by_repo: HashMap<String, Vec<RunnerKey>> = HashMap::new();
         for runner in runners.values() {
-            by_repo
-                .entry(runner.repo.clone())
-                .or_default()
-                .push(runner.key.clone());
+            by_repo.entry(runner.repo.clone()).or_default().push(runner.key.clone());
         }
         Self { runners, by_repo }
     }
@@ -123,22 +116,14 @@ impl RunnerIndex {
 
     /// The runners of one repository (lower-cased `owner/repo`), in namespace/name order.
     pub fn for_repo<'a>(&'a self, repo_full_name: &str) -> impl Iterator<Item = &'a Runner> + 'a {
-        self.by_repo
-            .get(repo_full_name)
-            .into_iter()
-            .flatten()
-            .filter_map(|key| self.runners.get(key))
+        self.by_repo.get(repo_full_name).into_iter().flatten().filter_map(|key| self.runners.get(key))
     }
 
     /// The runner a job counts toward: among the repository's runners that carry every job label,
     /// the one with the fewest labels beyond the job's; ties go to the first by namespace/name.
     pub fn assign(&self, repo_full_name: &str, job_labels: &[String]) -> Option<&RunnerKey> {
         self.for_repo(repo_full_name)
-            .filter_map(|runner| {
-                runner
-                    .surplus(job_labels)
-                    .map(|surplus| (surplus, &runner.key))
-            })
+            .filter_map(|runner| runner.surplus(job_labels).map(|surplus| (surplus, &runner.key)))
             .min()
             .map(|(_, key)| key)
     }
@@ -149,15 +134,7 @@ mod tests {
     use super::*;
 
     fn runner(ns: &str, name: &str, labels: &str) -> Runner {
-        Runner::new(
-            RunnerKey::new(ns, name),
-            "acme",
-            "api",
-            labels.split(','),
-            0,
-            10,
-            ScaleFactor::Linear,
-        )
+        Runner::new(RunnerKey::new(ns, name), "acme", "api", labels.split(','), 0, 10, ScaleFactor::Linear)
     }
 
     fn labels(l: &[&str]) -> Vec<String> {
@@ -166,63 +143,36 @@ mod tests {
 
     #[test]
     fn a_gpu_job_goes_to_the_gpu_runner_not_the_plain_one() {
-        let index = RunnerIndex::new([
-            runner("ci", "linux", "linux"),
-            runner("ci", "gpu", "linux,gpu"),
-        ]);
+        let index = RunnerIndex::new([runner("ci", "linux", "linux"), runner("ci", "gpu", "linux,gpu")]);
         let job = labels(&["self-hosted", "linux", "gpu"]);
-        assert_eq!(
-            index.assign("acme/api", &job),
-            Some(&RunnerKey::new("ci", "gpu"))
-        );
+        assert_eq!(index.assign("acme/api", &job), Some(&RunnerKey::new("ci", "gpu")));
     }
 
     #[test]
     fn a_plain_job_goes_to_the_most_specific_runner_that_can_run_it() {
-        let index = RunnerIndex::new([
-            runner("ci", "gpu", "linux,gpu"),
-            runner("ci", "linux", "linux"),
-        ]);
-        assert_eq!(
-            index.assign("acme/api", &labels(&["self-hosted", "linux"])),
-            Some(&RunnerKey::new("ci", "linux"))
-        );
+        let index = RunnerIndex::new([runner("ci", "gpu", "linux,gpu"), runner("ci", "linux", "linux")]);
+        assert_eq!(index.assign("acme/api", &labels(&["self-hosted", "linux"])), Some(&RunnerKey::new("ci", "linux")));
     }
 
     #[test]
     fn equally_specific_runners_tie_break_by_namespace_then_name() {
-        let index = RunnerIndex::new([
-            runner("ci", "b", "linux"),
-            runner("ci", "a", "LINUX"),
-            runner("alpha", "z", "linux"),
-        ]);
-        assert_eq!(
-            index.assign("acme/api", &labels(&["linux"])),
-            Some(&RunnerKey::new("alpha", "z"))
-        );
+        let index =
+            RunnerIndex::new([runner("ci", "b", "linux"), runner("ci", "a", "LINUX"), runner("alpha", "z", "linux")]);
+        assert_eq!(index.assign("acme/api", &labels(&["linux"])), Some(&RunnerKey::new("alpha", "z")));
     }
 
     #[test]
     fn a_job_with_a_label_no_runner_has_is_unassigned() {
         let index = RunnerIndex::new([runner("ci", "linux", "linux")]);
-        assert_eq!(
-            index.assign("acme/api", &labels(&["self-hosted", "windows"])),
-            None
-        );
+        assert_eq!(index.assign("acme/api", &labels(&["self-hosted", "windows"])), None);
         assert_eq!(index.assign("acme/api", &labels(&["ubuntu-latest"])), None);
     }
 
     #[test]
     fn self_hosted_is_implied_and_matching_ignores_case() {
         let index = RunnerIndex::new([runner("ci", "linux", "Linux")]);
-        assert_eq!(
-            index.assign("acme/api", &labels(&["Self-Hosted", "LINUX"])),
-            Some(&RunnerKey::new("ci", "linux"))
-        );
-        assert_eq!(
-            index.assign("acme/api", &labels(&["self-hosted"])),
-            Some(&RunnerKey::new("ci", "linux"))
-        );
+        assert_eq!(index.assign("acme/api", &labels(&["Self-Hosted", "LINUX"])), Some(&RunnerKey::new("ci", "linux")));
+        assert_eq!(index.assign("acme/api", &labels(&["self-hosted"])), Some(&RunnerKey::new("ci", "linux")));
     }
 
     #[test]

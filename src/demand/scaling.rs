@@ -21,18 +21,11 @@ impl FromStr for ScaleFactor {
     type Err = ScaleFactorError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let k: f64 = text
-            .trim()
-            .parse()
-            .map_err(|_| ScaleFactorError(text.to_string()))?;
+        let k: f64 = text.trim().parse().map_err(|_| ScaleFactorError(text.to_string()))?;
         if !k.is_finite() || k < 0.0 {
             return Err(ScaleFactorError(text.to_string()));
         }
-        Ok(if k == 0.0 {
-            Self::Linear
-        } else {
-            Self::Logistic(k)
-        })
+        Ok(if k == 0.0 { Self::Linear } else { Self::Logistic(k) })
     }
 }
 
@@ -114,10 +107,7 @@ mod tests {
     fn scale_factors_parse_like_the_original() {
         assert_eq!("0".parse::<ScaleFactor>(), Ok(ScaleFactor::Linear));
         assert_eq!("0.0".parse::<ScaleFactor>(), Ok(ScaleFactor::Linear));
-        assert_eq!(
-            " 1.5 ".parse::<ScaleFactor>(),
-            Ok(ScaleFactor::Logistic(1.5))
-        );
+        assert_eq!(" 1.5 ".parse::<ScaleFactor>(), Ok(ScaleFactor::Logistic(1.5)));
         assert!("fast".parse::<ScaleFactor>().is_err());
         assert!("-1".parse::<ScaleFactor>().is_err());
         assert!("NaN".parse::<ScaleFactor>().is_err());

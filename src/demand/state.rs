@@ -61,10 +61,7 @@ pub struct DemandState {
 
 impl DemandState {
     pub fn new(index: RunnerIndex) -> Self {
-        Self {
-            index,
-            ..Self::default()
-        }
+        Self { index, ..Self::default() }
     }
 
     pub fn index(&self) -> &RunnerIndex {
@@ -90,10 +87,7 @@ impl DemandState {
 
     /// Counts of every runner in the index, in namespace/name order.
     pub fn all_counts(&self) -> BTreeMap<RunnerKey, Counts> {
-        self.index
-            .iter()
-            .map(|r| (r.key.clone(), self.counts(&r.key)))
-            .collect()
+        self.index.iter().map(|r| (r.key.clone(), self.counts(&r.key))).collect()
     }
 
     /// The runner a job in `job`'s state counts toward, if it is demand at all.
@@ -101,17 +95,12 @@ impl DemandState {
         if !job.status.is_demand() {
             return None;
         }
-        self.index
-            .assign(&job.repo.full_name, &job.labels)
-            .map(|key| (key.clone(), job.status))
+        self.index.assign(&job.repo.full_name, &job.labels).map(|key| (key.clone(), job.status))
     }
 
     /// Merges an observation; `now` is our clock in unix seconds.
     pub fn apply(&mut self, event: &JobEvent, now: i64) -> Applied {
-        let before = self
-            .jobs
-            .get(&event.job_id)
-            .and_then(|job| self.contribution(job));
+        let before = self.jobs.get(&event.job_id).and_then(|job| self.contribution(job));
         let changed = match self.jobs.get_mut(&event.job_id) {
             Some(job) => job.merge(event, now),
             None => {
@@ -122,22 +111,13 @@ impl DemandState {
         if !changed {
             return Applied::default();
         }
-        let after = self
-            .jobs
-            .get(&event.job_id)
-            .and_then(|job| self.contribution(job));
-        Applied {
-            changed,
-            runners: self.move_contribution(before, after),
-        }
+        let after = self.jobs.get(&event.job_id).and_then(|job| self.contribution(job));
+        Applied { changed, runners: self.move_contribution(before, after) }
     }
 
     /// Restores a job from a snapshot (start-up); later events still merge into it.
     pub fn restore(&mut self, job: Job) {
-        let before = self
-            .jobs
-            .get(&job.id)
-            .and_then(|old| self.contribution(old));
+        let before = self.jobs.get(&job.id).and_then(|old| self.contribution(old));
         let after = self.contribution(&job);
         self.jobs.insert(job.id, job);
         self.move_contribution(before, after);
@@ -242,24 +222,8 @@ mod tests {
 
     fn index() -> RunnerIndex {
         RunnerIndex::new([
-            Runner::new(
-                RunnerKey::new("ci", "linux"),
-                "acme",
-                "api",
-                ["linux"],
-                0,
-                5,
-                ScaleFactor::Linear,
-            ),
-            Runner::new(
-                RunnerKey::new("ci", "gpu"),
-                "acme",
-                "api",
-                ["linux", "gpu"],
-                0,
-                5,
-                ScaleFactor::Linear,
-            ),
+            Runner::new(RunnerKey::new("ci", "linux"), "acme", "api", ["linux"], 0, 5, ScaleFactor::Linear),
+            Runner::new(RunnerKey::new("ci", "gpu"), "acme", "api", ["linux", "gpu"], 0, 5, ScaleFactor::Linear),
         ])
     }
 
@@ -272,21 +236,9 @@ mod tests {
         let mut state = DemandState::new(index());
         let linux = RunnerKey::new("ci", "linux");
         state.apply(&ev(1, JobStatus::Queued, &["linux"]), 0);
-        assert_eq!(
-            state.counts(&linux),
-            Counts {
-                queued: 1,
-                in_progress: 0
-            }
-        );
+        assert_eq!(state.counts(&linux), Counts { queued: 1, in_progress: 0 });
         state.apply(&ev(1, JobStatus::InProgress, &["linux"]), 0);
-        assert_eq!(
-            state.counts(&linux),
-            Counts {
-                queued: 0,
-                in_progress: 1
-            }
-        );
+        assert_eq!(state.counts(&linux), Counts { queued: 0, in_progress: 1 });
         let applied = state.apply(&ev(1, JobStatus::Completed, &["linux"]), 0);
         assert_eq!(applied.runners, vec![linux.clone()]);
         assert_eq!(state.counts(&linux).demand(), 0);
@@ -329,20 +281,11 @@ mod tests {
         state.apply(&ev(2, JobStatus::InProgress, &["linux"]).since(Some(0)), 0);
         assert!(state.expired(QUEUED_LIFETIME_SECS).is_empty());
         let expired = state.expired(QUEUED_LIFETIME_SECS + 1);
-        assert_eq!(
-            expired.iter().map(|e| e.job_id).collect::<Vec<_>>(),
-            vec![1]
-        );
+        assert_eq!(expired.iter().map(|e| e.job_id).collect::<Vec<_>>(), vec![1]);
         for event in expired {
             state.apply(&event, QUEUED_LIFETIME_SECS + 1);
         }
-        assert_eq!(
-            state.counts(&RunnerKey::new("ci", "linux")),
-            Counts {
-                queued: 0,
-                in_progress: 1
-            }
-        );
+        assert_eq!(state.counts(&RunnerKey::new("ci", "linux")), Counts { queued: 0, in_progress: 1 });
     }
 
     #[test]

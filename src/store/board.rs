@@ -32,12 +32,7 @@ pub struct RunnerDemand {
 
 impl RunnerDemand {
     pub fn new(runner: &Runner, counts: Counts) -> Self {
-        let desired = desired_runners(
-            counts.demand(),
-            runner.min_runners,
-            runner.max_runners,
-            runner.scale_factor,
-        );
+        let desired = desired_runners(counts.demand(), runner.min_runners, runner.max_runners, runner.scale_factor);
         Self {
             namespace: runner.key.namespace.clone(),
             name: runner.key.name.clone(),
@@ -64,10 +59,7 @@ pub struct Board {
 
 impl Default for Board {
     fn default() -> Self {
-        Self {
-            runners: RwLock::new(BTreeMap::new()),
-            version: watch::channel(0).0,
-        }
+        Self { runners: RwLock::new(BTreeMap::new()), version: watch::channel(0).0 }
     }
 }
 
@@ -95,15 +87,11 @@ impl Board {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<RunnerKey, RunnerDemand>> {
         // A writer that panicked mid-update left a map that is still whole; keep serving it.
-        self.runners
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.runners.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<RunnerKey, RunnerDemand>> {
-        self.runners
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.runners.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Republishes every runner (start-up, runner set changed).
@@ -111,12 +99,7 @@ impl Board {
         let fresh: BTreeMap<RunnerKey, RunnerDemand> = state
             .index()
             .iter()
-            .map(|runner| {
-                (
-                    runner.key.clone(),
-                    RunnerDemand::new(runner, state.counts(&runner.key)),
-                )
-            })
+            .map(|runner| (runner.key.clone(), RunnerDemand::new(runner, state.counts(&runner.key))))
             .collect();
         *self.write() = fresh;
         self.version.send_modify(|v| *v += 1);

@@ -61,9 +61,7 @@ pub struct Journal {
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal")
-            .field("next_seq", &self.next_seq)
-            .finish_non_exhaustive()
+        f.debug_struct("Journal").field("next_seq", &self.next_seq).finish_non_exhaustive()
     }
 }
 
@@ -75,39 +73,21 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
 }
 
 fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> JournalError {
-    JournalError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason: reason.to_string(),
-    }
+    JournalError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: reason.to_string() }
 }
 
 fn read_u64(key: &[u8], bytes: &[u8]) -> Result<u64, JournalError> {
-    let array: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt(key, "short value"))?;
+    let array: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt(key, "short value"))?;
     Ok(u64::from_be_bytes(array))
 }
 
 impl Journal {
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        let open_error = |source| JournalError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(open_error)?;
+        let open_error = |source| JournalError::Open { path: path.display().to_string(), source };
+        let db = sled::Config::new().path(path).flush_every_ms(Some(1000)).open().map_err(open_error)?;
         let log = db.open_tree("log").map_err(open_error)?;
         let jobs = db.open_tree("jobs").map_err(open_error)?;
-        Ok(Self {
-            db,
-            log,
-            jobs,
-            next_seq: 1,
-        })
+        Ok(Self { db, log, jobs, next_seq: 1 })
     }
 
     /// Reads the checkpoint and the events after it; must be called once before `append`.
@@ -123,10 +103,7 @@ impl Journal {
         }
         let mut tail = Vec::new();
         let mut last = applied;
-        for item in self
-            .log
-            .range(key(EVENT, &(applied + 1).to_be_bytes())..key(EVENT, &u64::MAX.to_be_bytes()))
-        {
+        for item in self.log.range(key(EVENT, &(applied + 1).to_be_bytes())..key(EVENT, &u64::MAX.to_be_bytes())) {
             let (k, v) = item?;
             let seq = read_u64(&k, &k[1..])?;
             let entry: Entry = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
@@ -134,11 +111,7 @@ impl Journal {
             last = last.max(seq);
         }
         self.next_seq = last + 1;
-        Ok(Recovered {
-            jobs,
-            tail,
-            next_seq: self.next_seq,
-        })
+        Ok(Recovered { jobs, tail, next_seq: self.next_seq })
     }
 
     /// Journals a batch and flushes it to disk (group commit): when this returns `Ok`, every
@@ -158,8 +131,7 @@ impl Journal {
             dval.extend_from_slice(&seq.to_be_bytes());
             dval.extend_from_slice(&entry.received_at.to_be_bytes());
             batch.insert(dkey, dval);
-            let body =
-                serde_json::to_vec(entry).map_err(|e| corrupt(entry.delivery.as_bytes(), e))?;
+            let body = serde_json::to_vec(entry).map_err(|e| corrupt(entry.delivery.as_bytes(), e))?;
             batch.insert(key(EVENT, &seq.to_be_bytes()), body);
             outcomes.push(Appended::Accepted { seq });
             seq += 1;
@@ -192,10 +164,7 @@ impl Journal {
         self.jobs.apply_batch(batch)?;
         self.db.flush()?;
         let mut covered = sled::Batch::default();
-        for item in self
-            .log
-            .range(key(EVENT, &0u64.to_be_bytes())..=key(EVENT, &applied.to_be_bytes()))
-        {
+        for item in self.log.range(key(EVENT, &0u64.to_be_bytes())..=key(EVENT, &applied.to_be_bytes())) {
             covered.remove(item?.0);
         }
         self.log.apply_batch(covered)?;
@@ -209,10 +178,7 @@ impl Journal {
         let mut dropped = 0;
         for item in self.log.scan_prefix([DELIVERY]) {
             let (k, v) = item?;
-            let received = v
-                .get(8..16)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(i64::from_be_bytes);
+            let received = v.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes);
             if received.is_some_and(|t| t < cutoff) {
                 batch.remove(k);
                 dropped += 1;
@@ -254,26 +220,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::open(dir.path()).unwrap();
         journal.recover().unwrap();
-        let out = journal
-            .append(&[
-                entry("a", 1, JobStatus::Queued),
-                entry("a", 1, JobStatus::Queued),
-            ])
-            .unwrap();
-        assert_eq!(
-            out,
-            vec![Appended::Accepted { seq: 1 }, Appended::Duplicate]
-        );
-        let out = journal
-            .append(&[
-                entry("a", 1, JobStatus::Queued),
-                entry("b", 1, JobStatus::Completed),
-            ])
-            .unwrap();
-        assert_eq!(
-            out,
-            vec![Appended::Duplicate, Appended::Accepted { seq: 2 }]
-        );
+        let out = journal.append(&[entry("a", 1, JobStatus::Queued), entry("a", 1, JobStatus::Queued)]).unwrap();
+        assert_eq!(out, vec![Appended::Accepted { seq: 1 }, Appended::Duplicate]);
+        let out = journal.append(&[entry("a", 1, JobStatus::Queued), entry("b", 1, JobStatus::Completed)]).unwrap();
+        assert_eq!(out, vec![Appended::Duplicate, Appended::Accepted { seq: 2 }]);
     }
 
     #[test]
@@ -282,12 +232,7 @@ mod tests {
         {
             let mut journal = Journal::open(dir.path()).unwrap();
             journal.recover().unwrap();
-            journal
-                .append(&[
-                    entry("a", 1, JobStatus::Queued),
-                    entry("b", 2, JobStatus::Queued),
-                ])
-                .unwrap();
+            journal.append(&[entry("a", 1, JobStatus::Queued), entry("b", 2, JobStatus::Queued)]).unwrap();
             let job = Job::from_event(&entry("a", 1, JobStatus::Queued).event, 100);
             journal.checkpoint([&job], &[], 1).unwrap();
             journal.append(&[entry("c", 3, JobStatus::Queued)]).unwrap();
@@ -295,21 +240,10 @@ mod tests {
         let mut journal = Journal::open(dir.path()).unwrap();
         let recovered = journal.recover().unwrap();
         assert_eq!(recovered.jobs.len(), 1);
-        assert_eq!(
-            recovered
-                .tail
-                .iter()
-                .map(|(s, e)| (*s, e.job_id))
-                .collect::<Vec<_>>(),
-            vec![(2, 2), (3, 3)]
-        );
+        assert_eq!(recovered.tail.iter().map(|(s, e)| (*s, e.job_id)).collect::<Vec<_>>(), vec![(2, 2), (3, 3)]);
         assert_eq!(recovered.next_seq, 4);
         let out = journal.append(&[entry("c", 3, JobStatus::Queued)]).unwrap();
-        assert_eq!(
-            out,
-            vec![Appended::Duplicate],
-            "delivery ids survive a reopen"
-        );
+        assert_eq!(out, vec![Appended::Duplicate], "delivery ids survive a reopen");
     }
 
     #[test]
@@ -320,9 +254,6 @@ mod tests {
         journal.append(&[entry("a", 1, JobStatus::Queued)]).unwrap();
         assert_eq!(journal.forget_deliveries_before(100).unwrap(), 0);
         assert_eq!(journal.forget_deliveries_before(101).unwrap(), 1);
-        assert_eq!(
-            journal.append(&[entry("a", 1, JobStatus::Queued)]).unwrap(),
-            vec![Appended::Accepted { seq: 2 }]
-        );
+        assert_eq!(journal.append(&[entry("a", 1, JobStatus::Queued)]).unwrap(), vec![Appended::Accepted { seq: 2 }]);
     }
 }

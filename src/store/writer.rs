@@ -80,10 +80,7 @@ pub enum Recorded {
 }
 
 enum Command {
-    Record {
-        entry: Entry,
-        reply: oneshot::Sender<Result<Recorded, StoreError>>,
-    },
+    Record { entry: Entry, reply: oneshot::Sender<Result<Recorded, StoreError>> },
     SetRunners(RunnerIndex),
     Checkpoint,
     Shutdown(oneshot::Sender<()>),
@@ -133,35 +130,29 @@ impl StoreHandle {
             runners = state.index().len(),
             "journal recovered"
         );
+        metrics.journal_bytes.set(i64::try_from(journal.size_on_disk()).unwrap_or(i64::MAX));
+        metrics.jobs_tracked.set(i64::try_from(state.job_count()).unwrap_or(i64::MAX));
         let board = Arc::new(Board::default());
         board.publish_all(&state);
         for view in board.list() {
             metrics.runner(&view);
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = Self {
-            tx: tx.clone(),
-            board: board.clone(),
-            clock: config.clock.clone(),
-        };
+        let handle = Self { tx: tx.clone(), board: board.clone(), clock: config.clock.clone() };
         let every = config.checkpoint_every;
-        let mut writer = Writer {
-            journal,
-            state,
-            board,
-            metrics,
-            config,
-            dirty,
-            applied,
-            last_forget: now,
-        };
+        let mut writer = Writer { journal, state, board, metrics, config, dirty, applied, last_forget: now };
         std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| JournalError::Corrupt {
-                key: "writer thread".into(),
-                reason: e.to_string(),
-            })?;
+            .spawn(move || {
+                let done = writer.run(rx);
+                // Close the journal (and its file lock) before telling anyone it is closed.
+                drop(writer);
+                tracing::info!("journal flushed and closed");
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            })
+            .map_err(|e| JournalError::Corrupt { key: "writer thread".into(), reason: e.to_string() })?;
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
             ticker.tick().await;
@@ -186,34 +177,22 @@ impl StoreHandle {
     /// Journals a delivery; resolves once it is on disk (or known to be a duplicate).
     pub async fn record(&self, delivery: String, event: JobEvent) -> Result<Recorded, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let entry = Entry {
-            delivery,
-            received_at: self.now(),
-            event,
-        };
-        self.tx
-            .try_send(Command::Record { entry, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
+        let entry = Entry { delivery, received_at: self.now(), event };
+        self.tx.try_send(Command::Record { entry, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Replaces the runner set; open jobs are reassigned.
     pub async fn set_runners(&self, index: RunnerIndex) -> Result<(), StoreError> {
-        self.tx
-            .send(Command::SetRunners(index))
-            .await
-            .map_err(|_| StoreError::Closed)
+        self.tx.send(Command::SetRunners(index)).await.map_err(|_| StoreError::Closed)
     }
 
     /// Asks for a checkpoint now (tests; the writer also checkpoints on its own timer).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
-        self.tx
-            .send(Command::Checkpoint)
-            .await
-            .map_err(|_| StoreError::Closed)
+        self.tx.send(Command::Checkpoint).await.map_err(|_| StoreError::Closed)
     }
 
     /// Journals everything queued, checkpoints, flushes and stops the writer.
@@ -239,7 +218,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, mut rx: mpsc::Receiver<Command>) {
+    /// Serves commands until shutdown; returns whom to tell once the journal is closed.
+    fn run(&mut self, mut rx: mpsc::Receiver<Command>) -> Option<oneshot::Sender<()>> {
         let mut records = Vec::with_capacity(MAX_BATCH);
         while let Some(command) = rx.blocking_recv() {
             let mut next = Some(command);
@@ -250,10 +230,7 @@ impl Writer {
                         if records.len() < MAX_BATCH {
                             next = rx.try_recv().ok();
                         }
-                        if next
-                            .as_ref()
-                            .is_none_or(|c| !matches!(c, Command::Record { .. }))
-                        {
+                        if next.as_ref().is_none_or(|c| !matches!(c, Command::Record { .. })) {
                             self.commit(std::mem::take(&mut records));
                         }
                     }
@@ -268,14 +245,13 @@ impl Writer {
                         }
                         self.commit(std::mem::take(&mut records));
                         self.checkpoint();
-                        tracing::info!("journal flushed and closed");
-                        let _ = done.send(());
-                        return;
+                        return Some(done);
                     }
                 }
             }
         }
         self.checkpoint();
+        None
     }
 
     fn commit(&mut self, records: Vec<(Entry, oneshot::Sender<Result<Recorded, StoreError>>)>) {
@@ -296,12 +272,7 @@ impl Writer {
         };
         let now = (self.config.clock)();
         let mut touched: Vec<RunnerKey> = Vec::new();
-        for ((entry, reply), outcome) in entries.iter().zip(replies).zip(&outcomes) {
-            let recorded = match outcome {
-                Appended::Accepted { .. } => Recorded::Accepted,
-                Appended::Duplicate => Recorded::Duplicate,
-            };
-            let _ = reply.send(Ok(recorded));
+        for (entry, outcome) in entries.iter().zip(&outcomes) {
             if let Appended::Accepted { seq } = outcome {
                 let applied = self.state.apply(&entry.event, now);
                 if applied.changed {
@@ -315,7 +286,15 @@ impl Writer {
                 self.applied = self.applied.max(*seq);
             }
         }
+        // Publish before answering: a caller that reads after its 2xx sees its own delivery.
         self.publish(&touched);
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let recorded = match outcome {
+                Appended::Accepted { .. } => Recorded::Accepted,
+                Appended::Duplicate => Recorded::Duplicate,
+            };
+            let _ = reply.send(Ok(recorded));
+        }
     }
 
     fn publish(&self, touched: &[RunnerKey]) {
@@ -351,10 +330,7 @@ impl Writer {
                 touched.extend(applied.runners);
             }
             self.metrics.jobs_expired.inc_by(expired.len() as u64);
-            tracing::warn!(
-                jobs = expired.len(),
-                "expired jobs GitHub would have ended; no completed delivery came"
-            );
+            tracing::warn!(jobs = expired.len(), "expired jobs GitHub would have ended; no completed delivery came");
             touched.sort();
             touched.dedup();
             self.publish(&touched);
@@ -362,19 +338,11 @@ impl Writer {
         let retention = i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_sub(retention);
         let forget_due = now - self.last_forget >= 60;
-        let forgotten = if forget_due {
-            self.state.forget_completed_before(cutoff)
-        } else {
-            Vec::new()
-        };
+        let forgotten = if forget_due { self.state.forget_completed_before(cutoff) } else { Vec::new() };
         for id in &forgotten {
             self.dirty.remove(id);
         }
-        let changed: Vec<_> = self
-            .dirty
-            .iter()
-            .filter_map(|id| self.state.job(*id))
-            .collect();
+        let changed: Vec<_> = self.dirty.iter().filter_map(|id| self.state.job(*id)).collect();
         if let Err(error) = self.journal.checkpoint(changed, &forgotten, self.applied) {
             tracing::error!(%error, "journal checkpoint failed; will retry");
             return;
@@ -388,12 +356,8 @@ impl Writer {
                 Err(error) => tracing::error!(%error, "forgetting old delivery ids failed"),
             }
         }
-        self.metrics
-            .jobs_tracked
-            .set(i64::try_from(self.state.job_count()).unwrap_or(i64::MAX));
-        self.metrics
-            .journal_bytes
-            .set(i64::try_from(self.journal.size_on_disk()).unwrap_or(i64::MAX));
+        self.metrics.jobs_tracked.set(i64::try_from(self.state.job_count()).unwrap_or(i64::MAX));
+        self.metrics.journal_bytes.set(i64::try_from(self.journal.size_on_disk()).unwrap_or(i64::MAX));
         self.metrics.last_checkpoint.set(now as f64);
     }
 }

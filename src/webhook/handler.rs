@@ -56,25 +56,14 @@ impl IntoResponse for Outcome {
             Self::Accepted => (StatusCode::ACCEPTED, json!({"outcome": "accepted"})),
             Self::Duplicate => (StatusCode::OK, json!({"outcome": "duplicate"})),
             Self::Pong => (StatusCode::OK, json!({"outcome": "pong"})),
-            Self::Ignored(why) => (
-                StatusCode::ACCEPTED,
-                json!({"outcome": "ignored", "reason": why}),
-            ),
+            Self::Ignored(why) => (StatusCode::ACCEPTED, json!({"outcome": "ignored", "reason": why})),
             Self::Unauthorized(why) => (StatusCode::UNAUTHORIZED, json!({"error": why})),
             Self::BadRequest(why) => (StatusCode::BAD_REQUEST, json!({"error": why})),
-            Self::TooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"error": "payload larger than 25 MiB"}),
-            ),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "payload larger than 25 MiB"})),
             Self::Unavailable(e) => {
-                let mut response = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(json!({"error": e.to_string()})),
-                )
-                    .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                let mut response =
+                    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": e.to_string()}))).into_response();
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
                 return response;
             }
         };
@@ -87,14 +76,9 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The JSON document inside the body: the body itself, or the `payload` field of a form.
-fn json_document<'a>(
-    headers: &HeaderMap,
-    body: &'a [u8],
-) -> Result<std::borrow::Cow<'a, [u8]>, &'static str> {
-    let is_form = header_str(headers, header::CONTENT_TYPE.as_str()).is_some_and(|ct| {
-        ct.trim_start()
-            .starts_with("application/x-www-form-urlencoded")
-    });
+fn json_document<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, &'static str> {
+    let is_form = header_str(headers, header::CONTENT_TYPE.as_str())
+        .is_some_and(|ct| ct.trim_start().starts_with("application/x-www-form-urlencoded"));
     if !is_form {
         return Ok(std::borrow::Cow::Borrowed(body));
     }
@@ -158,9 +142,7 @@ async fn receive(
     let payload: Result<Payload, _> = serde_json::from_slice(&document);
     let repo = match &payload {
         Ok(payload) => payload.repository_name(),
-        Err(_) => serde_json::from_slice::<RepositoryProbe>(&document)
-            .ok()
-            .and_then(|p| p.repository_name()),
+        Err(_) => serde_json::from_slice::<RepositoryProbe>(&document).ok().and_then(|p| p.repository_name()),
     };
     if let Err(why) = verify(state, &signature, &body, repo.as_deref()) {
         return (Outcome::Unauthorized(why), "none");
@@ -168,18 +150,12 @@ async fn receive(
     let payload = match payload {
         Ok(payload) => payload,
         Err(e) => {
-            return (
-                Outcome::BadRequest(format!("payload is not valid JSON for this event: {e}")),
-                "none",
-            );
+            return (Outcome::BadRequest(format!("payload is not valid JSON for this event: {e}")), "none");
         }
     };
     let action = action_label(payload.action.as_deref());
     let Some(event) = event else {
-        return (
-            Outcome::BadRequest("missing X-GitHub-Event header".into()),
-            action,
-        );
+        return (Outcome::BadRequest("missing X-GitHub-Event header".into()), action);
     };
     match event {
         EventKind::Ping => (Outcome::Pong, action),
@@ -192,14 +168,9 @@ async fn receive(
                 }
                 Err(e) => return (Outcome::BadRequest(e.to_string()), action),
             };
-            let Some(delivery_id) = header_str(headers, DELIVERY_HEADER)
-                .map(str::trim)
-                .filter(|d| !d.is_empty())
+            let Some(delivery_id) = header_str(headers, DELIVERY_HEADER).map(str::trim).filter(|d| !d.is_empty())
             else {
-                return (
-                    Outcome::BadRequest("missing X-GitHub-Delivery header".into()),
-                    action,
-                );
+                return (Outcome::BadRequest("missing X-GitHub-Delivery header".into()), action);
             };
             match state.store.record(delivery_id.to_string(), delivery).await {
                 Ok(Recorded::Accepted) => (Outcome::Accepted, action),

@@ -85,22 +85,13 @@ pub struct RepositoryNameProbe {
 impl Payload {
     /// The lower-cased `owner/name` the payload names, if any.
     pub fn repository_name(&self) -> Option<String> {
-        self.repository
-            .as_ref()?
-            .full_name
-            .as_deref()
-            .map(str::to_ascii_lowercase)
+        self.repository.as_ref()?.full_name.as_deref().map(str::to_ascii_lowercase)
     }
 }
 
 impl RepositoryProbe {
     pub fn repository_name(&self) -> Option<String> {
-        self.repository
-            .as_ref()?
-            .full_name
-            .as_ref()?
-            .as_str()
-            .map(str::to_ascii_lowercase)
+        self.repository.as_ref()?.full_name.as_ref()?.as_str().map(str::to_ascii_lowercase)
     }
 }
 
@@ -124,17 +115,10 @@ pub enum JobDelivery {
 
 impl JobDelivery {
     pub fn from_payload(payload: &Payload) -> Result<Self, PayloadError> {
-        let job = payload
-            .workflow_job
-            .as_ref()
-            .ok_or(PayloadError::MissingJob)?;
+        let job = payload.workflow_job.as_ref().ok_or(PayloadError::MissingJob)?;
         let job_id = job.id.ok_or(PayloadError::MissingJobId)?;
-        let repository = payload
-            .repository
-            .as_ref()
-            .ok_or(PayloadError::MissingRepository)?;
-        let (Some(repo_id), Some(full_name)) = (repository.id, repository.full_name.as_deref())
-        else {
+        let repository = payload.repository.as_ref().ok_or(PayloadError::MissingRepository)?;
+        let (Some(repo_id), Some(full_name)) = (repository.id, repository.full_name.as_deref()) else {
             return Err(PayloadError::MissingRepository);
         };
         // Real payloads are not always consistent (action `queued` with status `waiting`): the
@@ -145,9 +129,7 @@ impl JobDelivery {
             return Ok(Self::UnknownAction);
         };
         let since = match status {
-            JobStatus::InProgress | JobStatus::Completed => {
-                job.started_at.as_deref().or(job.created_at.as_deref())
-            }
+            JobStatus::InProgress | JobStatus::Completed => job.started_at.as_deref().or(job.created_at.as_deref()),
             JobStatus::Waiting | JobStatus::Queued => job.created_at.as_deref(),
         }
         .and_then(parse_timestamp);
@@ -192,13 +174,8 @@ mod tests {
             r#"{"action":"queued","workflow_job":{"id":5,"run_id":2,"run_attempt":3,"status":"queued",
             "labels":["self-hosted","Linux"],"created_at":"2026-01-01T00:00:10Z"},"repository":{"id":9,"full_name":"Acme/API"}}"#,
         );
-        let JobDelivery::Event(e) = d.unwrap() else {
-            panic!("expected an event")
-        };
-        assert_eq!(
-            (e.job_id, e.run_id, e.run_attempt, e.status),
-            (5, 2, 3, JobStatus::Queued)
-        );
+        let JobDelivery::Event(e) = d.unwrap() else { panic!("expected an event") };
+        assert_eq!((e.job_id, e.run_id, e.run_attempt, e.status), (5, 2, 3, JobStatus::Queued));
         assert_eq!(e.repo, RepoRef::new(9, "acme/api"));
         assert_eq!(e.labels, vec!["linux", "self-hosted"]);
         assert_eq!(e.since, Some(1_767_225_610));
@@ -209,13 +186,7 @@ mod tests {
         let d = parse(
             r#"{"action":"queued","workflow_job":{"id":5,"status":"waiting"},"repository":{"id":9,"full_name":"a/b"}}"#,
         );
-        assert!(matches!(
-            d,
-            Ok(JobDelivery::Event(JobEvent {
-                status: JobStatus::Queued,
-                ..
-            }))
-        ));
+        assert!(matches!(d, Ok(JobDelivery::Event(JobEvent { status: JobStatus::Queued, .. }))));
     }
 
     #[test]
@@ -229,15 +200,10 @@ mod tests {
     #[test]
     fn missing_job_id_or_repository_is_an_error() {
         assert_eq!(
-            parse(
-                r#"{"action":"queued","workflow_job":{},"repository":{"id":1,"full_name":"a/b"}}"#
-            ),
+            parse(r#"{"action":"queued","workflow_job":{},"repository":{"id":1,"full_name":"a/b"}}"#),
             Err(PayloadError::MissingJobId)
         );
-        assert_eq!(
-            parse(r#"{"action":"queued","workflow_job":{"id":1}}"#),
-            Err(PayloadError::MissingRepository)
-        );
+        assert_eq!(parse(r#"{"action":"queued","workflow_job":{"id":1}}"#), Err(PayloadError::MissingRepository));
         assert_eq!(
             parse(r#"{"action":"queued","repository":{"id":1,"full_name":"a/b"}}"#),
             Err(PayloadError::MissingJob)

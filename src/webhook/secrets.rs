@@ -42,10 +42,7 @@ pub struct WebhookSecrets {
 
 impl WebhookSecrets {
     pub fn new(organisation: Option<SecretBytes>) -> Self {
-        Self {
-            by_repo: HashMap::new(),
-            organisation: organisation.filter(|s| !s.is_empty()),
-        }
+        Self { by_repo: HashMap::new(), organisation: organisation.filter(|s| !s.is_empty()) }
     }
 
     /// Adds a secret for `repo` (`owner/name`, any case).
@@ -63,9 +60,7 @@ impl WebhookSecrets {
     /// organisation-wide one when the payload names no repository.
     pub fn for_repo<'a>(&'a self, repo: Option<&str>) -> impl Iterator<Item = &'a [u8]> + 'a {
         let repo_secrets = repo.and_then(|r| self.by_repo.get(r)).into_iter().flatten();
-        repo_secrets
-            .chain(self.organisation.iter())
-            .map(SecretBytes::expose)
+        repo_secrets.chain(self.organisation.iter()).map(SecretBytes::expose)
     }
 
     pub fn has_organisation_secret(&self) -> bool {
@@ -86,10 +81,7 @@ mod tests {
         let mut secrets = WebhookSecrets::new(Some(SecretBytes::new("org-secret")));
         secrets.add("acme/api", SecretBytes::new("repo-secret\n"));
         let shown = format!("{secrets:?}");
-        assert!(
-            !shown.contains("org-secret") && !shown.contains("repo-secret"),
-            "{shown}"
-        );
+        assert!(!shown.contains("org-secret") && !shown.contains("repo-secret"), "{shown}");
     }
 
     #[test]

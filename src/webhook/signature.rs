@@ -25,9 +25,7 @@ pub struct Signature([u8; 32]);
 impl Signature {
     pub fn parse(header: Option<&str>) -> Result<Self, SignatureError> {
         let value = header.ok_or(SignatureError::Missing)?.trim();
-        let hex_digest = value
-            .strip_prefix(PREFIX)
-            .ok_or(SignatureError::Malformed)?;
+        let hex_digest = value.strip_prefix(PREFIX).ok_or(SignatureError::Malformed)?;
         let mut digest = [0u8; 32];
         hex::decode_to_slice(hex_digest, &mut digest).map_err(|_| SignatureError::Malformed)?;
         Ok(Self(digest))
@@ -58,10 +56,7 @@ pub fn verify<'a>(
     secrets: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<(), SignatureError> {
     let signature = Signature::parse(header)?;
-    if secrets
-        .into_iter()
-        .any(|secret| signature.matches(secret, body))
-    {
+    if secrets.into_iter().any(|secret| signature.matches(secret, body)) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)
@@ -74,16 +69,12 @@ mod tests {
 
     const GITHUB_SECRET: &[u8] = b"It's a Secret to Everybody";
     const GITHUB_BODY: &[u8] = b"Hello, World!";
-    const GITHUB_SIGNATURE: &str =
-        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    const GITHUB_SIGNATURE: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
 
     #[test]
     fn githubs_documented_test_vector_is_reproduced() {
         assert_eq!(sign(GITHUB_SECRET, GITHUB_BODY), GITHUB_SIGNATURE);
-        assert_eq!(
-            verify(Some(GITHUB_SIGNATURE), GITHUB_BODY, [GITHUB_SECRET]),
-            Ok(())
-        );
+        assert_eq!(verify(Some(GITHUB_SIGNATURE), GITHUB_BODY, [GITHUB_SECRET]), Ok(()));
     }
 
     #[test]
@@ -94,33 +85,15 @@ mod tests {
 
     #[test]
     fn wrong_missing_and_malformed_signatures_are_refused() {
-        assert_eq!(
-            verify(Some(GITHUB_SIGNATURE), b"Hello, World?", [GITHUB_SECRET]),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify(None, GITHUB_BODY, [GITHUB_SECRET]),
-            Err(SignatureError::Missing)
-        );
-        assert_eq!(
-            verify(Some("sha1=abcd"), GITHUB_BODY, [GITHUB_SECRET]),
-            Err(SignatureError::Malformed)
-        );
-        assert_eq!(
-            verify(Some("sha256=zz"), GITHUB_BODY, [GITHUB_SECRET]),
-            Err(SignatureError::Malformed)
-        );
-        assert_eq!(
-            verify(Some(&GITHUB_SIGNATURE[..40]), GITHUB_BODY, [GITHUB_SECRET]),
-            Err(SignatureError::Malformed)
-        );
+        assert_eq!(verify(Some(GITHUB_SIGNATURE), b"Hello, World?", [GITHUB_SECRET]), Err(SignatureError::Mismatch));
+        assert_eq!(verify(None, GITHUB_BODY, [GITHUB_SECRET]), Err(SignatureError::Missing));
+        assert_eq!(verify(Some("sha1=abcd"), GITHUB_BODY, [GITHUB_SECRET]), Err(SignatureError::Malformed));
+        assert_eq!(verify(Some("sha256=zz"), GITHUB_BODY, [GITHUB_SECRET]), Err(SignatureError::Malformed));
+        assert_eq!(verify(Some(&GITHUB_SIGNATURE[..40]), GITHUB_BODY, [GITHUB_SECRET]), Err(SignatureError::Malformed));
     }
 
     #[test]
     fn no_secret_means_no_match() {
-        assert_eq!(
-            verify(Some(GITHUB_SIGNATURE), GITHUB_BODY, []),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify(Some(GITHUB_SIGNATURE), GITHUB_BODY, []), Err(SignatureError::Mismatch));
     }
 }

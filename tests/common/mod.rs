@@ -81,13 +81,7 @@ pub fn catalog(organisation: Option<&str>) -> Catalog {
 pub async fn state(dir: &Path, organisation: Option<&str>) -> Arc<AppState> {
     let catalog = catalog(organisation);
     let metrics = Arc::new(Metrics::new());
-    let store = StoreHandle::start(
-        dir,
-        catalog.runners,
-        WriterConfig::default(),
-        metrics.clone(),
-    )
-    .unwrap();
+    let store = StoreHandle::start(dir, catalog.runners, WriterConfig::default(), metrics.clone()).unwrap();
     Arc::new(AppState::new(store, metrics, catalog.secrets, 0))
 }
 

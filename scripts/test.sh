@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of github-action-autoscaler on a Debian/Ubuntu machine with Rust:
+# formatting, lints, unit, router, property and process tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Debug info doubles the target folder and is not needed to run tests.
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --locked --all-targets -- -D warnings
+
+step "CRDs are current"
+cargo run --locked --quiet -- crds | diff -u crds/runner.devjoes.com.yaml - \
+  || { echo "crds/ is stale: run 'cargo run -- crds > crds/runner.devjoes.com.yaml'" >&2; exit 1; }
+
+step "cargo test"
+cargo test --locked --all-targets
