@@ -14,6 +14,7 @@
 #   BENCH_TIMEOUT=300        seconds before a run that has not finished is cut off
 #   BENCH_NO_BUILD=1         use the binaries already in target/release
 #   BENCH_KEEP=1             keep the work directory (requests, logs, server data) afterwards
+#   BENCH_SERVER_WRAP=       command prefix for the server, e.g. "perf record -g -o /tmp/perf.data"
 #
 # Each delivery is sent exactly once (scripts/bench/replay.lua), so the server's dedupe never
 # short-circuits. Exits 1 if any delivery was refused, lost or answered non-2xx.
@@ -116,7 +117,8 @@ run() { # name
       port=$SERVER_PORT
       mkdir -p "$WORK/server-data"
       port_free "$port"
-      RUST_LOG=warn "$SERVER_BIN" serve --manifests "$MANIFESTS" --data-dir "$WORK/server-data" \
+      # shellcheck disable=SC2086 # BENCH_SERVER_WRAP is a command prefix, e.g. "perf record -g -o F"
+      RUST_LOG=warn ${BENCH_SERVER_WRAP:-} "$SERVER_BIN" serve --manifests "$MANIFESTS" --data-dir "$WORK/server-data" \
         --listen "127.0.0.1:$port" >"$WORK/server.log" 2>&1 &
       ready="http://127.0.0.1:$port/healthz" want=200
       ;;

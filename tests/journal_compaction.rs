@@ -31,9 +31,9 @@ async fn finished_jobs_and_their_delivery_ids_are_forgotten_after_the_retention_
     let config =
         WriterConfig { checkpoint_every: Duration::from_secs(3600), retention: Duration::from_secs(RETENTION), clock };
     let store = StoreHandle::start(dir.path(), catalog(None).runners, config, Arc::new(Metrics::new())).unwrap();
-    assert_eq!(store.record("q1".into(), event(1, JobStatus::Queued)).await.unwrap(), Recorded::Accepted);
-    assert_eq!(store.record("c1".into(), event(1, JobStatus::Completed)).await.unwrap(), Recorded::Accepted);
-    assert_eq!(store.record("q2".into(), event(2, JobStatus::Queued)).await.unwrap(), Recorded::Accepted);
+    assert_eq!(store.record("q1", event(1, JobStatus::Queued)).await.unwrap(), Recorded::Accepted);
+    assert_eq!(store.record("c1", event(1, JobStatus::Completed)).await.unwrap(), Recorded::Accepted);
+    assert_eq!(store.record("q2", event(2, JobStatus::Queued)).await.unwrap(), Recorded::Accepted);
 
     // Well past the retention (and the minute between sweeps): job 1 and its deliveries go.
     now.fetch_add(RETENTION as i64 + 120, Ordering::SeqCst);
@@ -52,11 +52,11 @@ async fn finished_jobs_and_their_delivery_ids_are_forgotten_after_the_retention_
             .unwrap();
     let api_linux = gaa::demand::RunnerKey::new("ci", "api-linux");
     assert_eq!(store.board().get(&api_linux).unwrap().demand, 1, "the open job still counts after restart");
-    // Delivery ids past the retention are forgotten; the job state still makes a very late
-    // redelivery harmless.
-    assert_eq!(store.record("q2".into(), event(2, JobStatus::Queued)).await.unwrap(), Recorded::Accepted);
-    assert_eq!(store.board().get(&api_linux).unwrap().demand, 1, "not counted twice");
-    assert_eq!(store.record("c1".into(), event(1, JobStatus::Completed)).await.unwrap(), Recorded::Accepted);
+    // Delivery ids live as long as their job: the open job still knows its delivery, the
+    // forgotten one does not (and its redelivery cannot bring it back: completed is final).
+    assert_eq!(store.record("q2", event(2, JobStatus::Queued)).await.unwrap(), Recorded::Duplicate);
+    assert_eq!(store.record("c1", event(1, JobStatus::Completed)).await.unwrap(), Recorded::Accepted);
+    assert_eq!(store.board().get(&api_linux).unwrap().demand, 1);
     store.shutdown().await;
 }
 
@@ -66,13 +66,13 @@ async fn finished_jobs_within_the_retention_still_block_a_late_redelivered_queue
     let store =
         StoreHandle::start(dir.path(), catalog(None).runners, WriterConfig::default(), Arc::new(Metrics::new()))
             .unwrap();
-    store.record("c1".into(), event(1, JobStatus::Completed)).await.unwrap();
+    store.record("c1", event(1, JobStatus::Completed)).await.unwrap();
     store.checkpoint().await.unwrap();
     store.shutdown().await;
     let store =
         StoreHandle::start(dir.path(), catalog(None).runners, WriterConfig::default(), Arc::new(Metrics::new()))
             .unwrap();
-    store.record("q1-other-guid".into(), event(1, JobStatus::Queued)).await.unwrap();
+    store.record("q1-other-guid", event(1, JobStatus::Queued)).await.unwrap();
     let api_linux = gaa::demand::RunnerKey::new("ci", "api-linux");
     assert_eq!(store.board().get(&api_linux).unwrap().demand, 0);
     store.shutdown().await;

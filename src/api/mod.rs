@@ -58,6 +58,10 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let runners = state.store.board().len();
     let problems = state.manifest_problems;
+    if !state.store.is_healthy() {
+        let body = json!({"status": "journal write failed; restart to rebuild from the journal", "store": "sled"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let body = json!({"status": "ready", "store": "sled", "runners": runners, "manifestProblems": problems});
     (StatusCode::OK, Json(body)).into_response()
 }

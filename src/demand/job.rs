@@ -4,6 +4,19 @@
 //! depend on the order in which deliveries arrive or how often each arrives.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Delivery ids remembered per job; a job sees about four deliveries, re-runs a few more.
+pub const DELIVERIES_PER_JOB: usize = 32;
+
+/// A stable 64-bit key for an `X-GitHub-Delivery` id. Only compared among one job's deliveries,
+/// so 64 bits leave no practical room for a collision; stable across builds because it is stored.
+pub fn delivery_key(delivery: &str) -> u64 {
+    let digest = Sha256::digest(delivery.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
 
 /// Where a job is in its life. The order of the variants is the order of progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -116,6 +129,9 @@ pub struct Job {
     /// Our clock (unix seconds) when the state last changed; not part of the join, only used to
     /// decide when a finished job may be forgotten.
     pub changed_at: i64,
+    /// Keys of the deliveries seen for this job (newest last), so a redelivery is recognised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<u64>,
 }
 
 impl Job {
@@ -129,7 +145,21 @@ impl Job {
             labels: event.labels.clone(),
             since: event.since,
             changed_at: now,
+            deliveries: Vec::new(),
         }
+    }
+
+    /// Whether the delivery with this key was already seen for this job.
+    pub fn has_delivery(&self, key: u64) -> bool {
+        self.deliveries.contains(&key)
+    }
+
+    /// Remembers a delivery key, forgetting the oldest beyond `DELIVERIES_PER_JOB`.
+    pub fn remember_delivery(&mut self, key: u64) {
+        if self.deliveries.len() >= DELIVERIES_PER_JOB {
+            self.deliveries.remove(0);
+        }
+        self.deliveries.push(key);
     }
 
     fn rank(&self) -> (JobStatus, &RepoRef, &[String], u64, u32, Option<i64>) {
@@ -203,6 +233,24 @@ mod tests {
         let e = event(JobStatus::Queued);
         assert_eq!(e.labels, vec!["linux".to_string(), "self-hosted".to_string()]);
         assert_eq!(e.repo.full_name, "acme/api");
+    }
+
+    #[test]
+    fn delivery_keys_are_stable_and_distinct() {
+        // The first 8 bytes of SHA-256 of the id: a changed key would make stored jobs forget
+        // their deliveries.
+        assert_eq!(delivery_key("72d3162e-cc78-11e3-81ab-4c9367dc0958"), 0x9514_e675_1b79_3abb);
+        assert_ne!(delivery_key("a"), delivery_key("b"));
+    }
+
+    #[test]
+    fn a_job_remembers_its_newest_deliveries() {
+        let mut job = Job::from_event(&event(JobStatus::Queued), 0);
+        for key in 0..(DELIVERIES_PER_JOB as u64 + 1) {
+            job.remember_delivery(key);
+        }
+        assert!(!job.has_delivery(0));
+        assert!(job.has_delivery(1) && job.has_delivery(DELIVERIES_PER_JOB as u64));
     }
 
     #[test]

@@ -45,6 +45,8 @@ impl Counts {
 /// The outcome of applying one observation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
+    /// The delivery was seen before for this job; nothing was applied.
+    pub duplicate: bool,
     /// Whether the job's state moved.
     pub changed: bool,
     /// Runners whose counts changed (at most two: the job may move between runners).
@@ -112,7 +114,20 @@ impl DemandState {
             return Applied::default();
         }
         let after = self.jobs.get(&event.job_id).and_then(|job| self.contribution(job));
-        Applied { changed, runners: self.move_contribution(before, after) }
+        Applied { duplicate: false, changed, runners: self.move_contribution(before, after) }
+    }
+
+    /// Applies a delivery, unless this job has already seen the delivery (`delivery_key` of its
+    /// `X-GitHub-Delivery`), in which case nothing changes and the result says `duplicate`.
+    pub fn record(&mut self, delivery: u64, event: &JobEvent, now: i64) -> Applied {
+        if self.jobs.get(&event.job_id).is_some_and(|job| job.has_delivery(delivery)) {
+            return Applied { duplicate: true, ..Applied::default() };
+        }
+        let applied = self.apply(event, now);
+        if let Some(job) = self.jobs.get_mut(&event.job_id) {
+            job.remember_delivery(delivery);
+        }
+        applied
     }
 
     /// Restores a job from a snapshot (start-up); later events still merge into it.
@@ -242,6 +257,18 @@ mod tests {
         let applied = state.apply(&ev(1, JobStatus::Completed, &["linux"]), 0);
         assert_eq!(applied.runners, vec![linux.clone()]);
         assert_eq!(state.counts(&linux).demand(), 0);
+    }
+
+    #[test]
+    fn a_redelivery_is_recognised_per_job_and_changes_nothing() {
+        let mut state = DemandState::new(index());
+        assert!(!state.record(7, &ev(1, JobStatus::Queued, &["linux"]), 0).duplicate);
+        assert!(!state.record(8, &ev(1, JobStatus::InProgress, &["linux"]), 0).duplicate);
+        let again = state.record(7, &ev(1, JobStatus::Queued, &["linux"]), 0);
+        assert!(again.duplicate && !again.changed);
+        // The same key for another job is that job's own delivery.
+        assert!(!state.record(7, &ev(2, JobStatus::Queued, &["linux"]), 0).duplicate);
+        assert_eq!(state.counts(&RunnerKey::new("ci", "linux")), Counts { queued: 1, in_progress: 1 });
     }
 
     #[test]

@@ -7,12 +7,14 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::board::Board;
-use super::journal::{Appended, Entry, Journal, JournalError};
+use super::journal::{Entry, Journal, JournalError};
+use crate::demand::job::delivery_key;
 use crate::demand::{DemandState, JobEvent, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 
@@ -92,6 +94,7 @@ pub struct StoreHandle {
     tx: mpsc::Sender<Command>,
     board: Arc<Board>,
     clock: Clock,
+    healthy: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -116,13 +119,12 @@ impl StoreHandle {
         for job in recovered.jobs {
             state.restore(job);
         }
-        let mut applied = recovered.next_seq.saturating_sub(1);
+        let applied = recovered.last_seq;
         let mut dirty = HashSet::new();
-        for (seq, event) in &recovered.tail {
-            if state.apply(event, now).changed {
-                dirty.insert(event.job_id);
+        for entry in &recovered.tail {
+            if !state.record(entry.delivery, &entry.event, now).duplicate {
+                dirty.insert(entry.event.job_id);
             }
-            applied = applied.max(*seq);
         }
         tracing::info!(
             jobs = state.job_count(),
@@ -138,9 +140,11 @@ impl StoreHandle {
             metrics.runner(&view);
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = Self { tx: tx.clone(), board: board.clone(), clock: config.clock.clone() };
+        let healthy = Arc::new(AtomicBool::new(true));
+        let handle =
+            Self { tx: tx.clone(), board: board.clone(), clock: config.clock.clone(), healthy: healthy.clone() };
         let every = config.checkpoint_every;
-        let mut writer = Writer { journal, state, board, metrics, config, dirty, applied, last_forget: now };
+        let mut writer = Writer { journal, state, board, metrics, config, dirty, applied, last_forget: now, healthy };
         std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || {
@@ -152,7 +156,7 @@ impl StoreHandle {
                     let _ = done.send(());
                 }
             })
-            .map_err(|e| JournalError::Corrupt { key: "writer thread".into(), reason: e.to_string() })?;
+            .map_err(JournalError::Thread)?;
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(every);
             ticker.tick().await;
@@ -174,10 +178,19 @@ impl StoreHandle {
         (self.clock)()
     }
 
+    /// False once a journal write has failed: the state may then hold deliveries that are not
+    /// on disk, so the server must be restarted to rebuild it from the journal.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
     /// Journals a delivery; resolves once it is on disk (or known to be a duplicate).
-    pub async fn record(&self, delivery: String, event: JobEvent) -> Result<Recorded, StoreError> {
+    pub async fn record(&self, delivery: &str, event: JobEvent) -> Result<Recorded, StoreError> {
+        if !self.is_healthy() {
+            return Err(StoreError::Journal);
+        }
         let (reply, answer) = oneshot::channel();
-        let entry = Entry { delivery, received_at: self.now(), event };
+        let entry = Entry { delivery: delivery_key(delivery), received_at: self.now(), event };
         self.tx.try_send(Command::Record { entry, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Busy,
             mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
@@ -215,6 +228,7 @@ struct Writer {
     /// Highest sequence number reflected in `state`.
     applied: u64,
     last_forget: i64,
+    healthy: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -254,45 +268,56 @@ impl Writer {
         None
     }
 
+    /// Applies a batch, journals what was not a duplicate with one flush, publishes the new
+    /// demand and answers every sender. Demand is published before answering, so a caller that
+    /// reads after its 2xx sees its own delivery.
     fn commit(&mut self, records: Vec<(Entry, oneshot::Sender<Result<Recorded, StoreError>>)>) {
         if records.is_empty() {
             return;
         }
-        let (entries, replies): (Vec<Entry>, Vec<_>) = records.into_iter().unzip();
-        self.metrics.journal_batch.observe(entries.len() as f64);
-        let outcomes = match self.journal.append(&entries) {
-            Ok(outcomes) => outcomes,
+        self.metrics.journal_batch.observe(records.len() as f64);
+        if !self.healthy.load(Ordering::Relaxed) {
+            for (_, reply) in records {
+                let _ = reply.send(Err(StoreError::Journal));
+            }
+            return;
+        }
+        let now = (self.config.clock)();
+        let mut touched: Vec<RunnerKey> = Vec::new();
+        let mut journaled = Vec::with_capacity(records.len());
+        let mut replies = Vec::with_capacity(records.len());
+        for (entry, reply) in records {
+            let applied = self.state.record(entry.delivery, &entry.event, now);
+            if applied.duplicate {
+                replies.push((reply, Recorded::Duplicate));
+                continue;
+            }
+            self.dirty.insert(entry.event.job_id);
+            for key in applied.runners {
+                if !touched.contains(&key) {
+                    touched.push(key);
+                }
+            }
+            journaled.push(entry);
+            replies.push((reply, Recorded::Accepted));
+        }
+        // Duplicates are answered after the flush too: the state they were found in must be on
+        // disk before anyone is told the delivery is safe.
+        match self.journal.append(&journaled) {
+            Ok(seq) => self.applied = seq,
             Err(error) => {
-                tracing::error!(%error, deliveries = entries.len(), "journal write failed; deliveries refused");
-                for reply in replies {
+                // The state now holds deliveries that are not on disk; refuse everything until a
+                // restart rebuilds the state from the journal.
+                self.healthy.store(false, Ordering::Relaxed);
+                tracing::error!(%error, deliveries = replies.len(), "journal write failed; refusing deliveries until restart");
+                for (reply, _) in replies {
                     let _ = reply.send(Err(StoreError::Journal));
                 }
                 return;
             }
-        };
-        let now = (self.config.clock)();
-        let mut touched: Vec<RunnerKey> = Vec::new();
-        for (entry, outcome) in entries.iter().zip(&outcomes) {
-            if let Appended::Accepted { seq } = outcome {
-                let applied = self.state.apply(&entry.event, now);
-                if applied.changed {
-                    self.dirty.insert(entry.event.job_id);
-                }
-                for key in applied.runners {
-                    if !touched.contains(&key) {
-                        touched.push(key);
-                    }
-                }
-                self.applied = self.applied.max(*seq);
-            }
         }
-        // Publish before answering: a caller that reads after its 2xx sees its own delivery.
         self.publish(&touched);
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            let recorded = match outcome {
-                Appended::Accepted { .. } => Recorded::Accepted,
-                Appended::Duplicate => Recorded::Duplicate,
-            };
+        for (reply, recorded) in replies {
             let _ = reply.send(Ok(recorded));
         }
     }
@@ -350,11 +375,6 @@ impl Writer {
         self.dirty.clear();
         if forget_due {
             self.last_forget = now;
-            match self.journal.forget_deliveries_before(cutoff) {
-                Ok(dropped) if dropped > 0 => tracing::debug!(dropped, "forgot old delivery ids"),
-                Ok(_) => {}
-                Err(error) => tracing::error!(%error, "forgetting old delivery ids failed"),
-            }
         }
         self.metrics.jobs_tracked.set(i64::try_from(self.state.job_count()).unwrap_or(i64::MAX));
         self.metrics.journal_bytes.set(i64::try_from(self.journal.size_on_disk()).unwrap_or(i64::MAX));

@@ -172,7 +172,7 @@ async fn receive(
             else {
                 return (Outcome::BadRequest("missing X-GitHub-Delivery header".into()), action);
             };
-            match state.store.record(delivery_id.to_string(), delivery).await {
+            match state.store.record(delivery_id, delivery).await {
                 Ok(Recorded::Accepted) => (Outcome::Accepted, action),
                 Ok(Recorded::Duplicate) => (Outcome::Duplicate, action),
                 Err(e) => (Outcome::Unavailable(e), action),
