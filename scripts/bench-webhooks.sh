@@ -15,6 +15,7 @@
 #   BENCH_NO_BUILD=1         use the binaries already in target/release
 #   BENCH_KEEP=1             keep the work directory (requests, logs, server data) afterwards
 #   BENCH_SERVER_WRAP=       command prefix for the server, e.g. "perf record -g -o /tmp/perf.data"
+#   BENCH_CEILING_WRAP=      the same for the ceiling
 #
 # Each delivery is sent exactly once (scripts/bench/replay.lua), so the server's dedupe never
 # short-circuits. Exits 1 if any delivery was refused, lost or answered non-2xx.
@@ -125,7 +126,8 @@ run() { # name
     ceiling)
       port=$CEILING_PORT
       port_free "$port"
-      RUST_LOG=warn "$CEILING_BIN" --listen "127.0.0.1:$port" >"$WORK/ceiling.log" 2>&1 &
+      # shellcheck disable=SC2086
+      RUST_LOG=warn ${BENCH_CEILING_WRAP:-} "$CEILING_BIN" --listen "127.0.0.1:$port" >"$WORK/ceiling.log" 2>&1 &
       ready="http://127.0.0.1:$port/webhook" want=any # it serves nothing but POST /webhook
       ;;
   esac
@@ -157,6 +159,22 @@ except Exception:
     print("  " + raw[:400])
 ' >&2 || true
     du -sh "$WORK/server-data" | sed 's/^/  journal: /' >&2 || true
+    # Group commit at work: deliveries per flush and flush time, from the server's own metrics.
+    curl -s --max-time 5 "http://127.0.0.1:$port/metrics" | python3 -c '
+import sys
+m = {}
+for line in sys.stdin:
+    if line.startswith("gaa_journal_") and not line.startswith("#"):
+        name, _, value = line.rpartition(" ")
+        m[name] = float(value)
+def mean(h):
+    n = m.get(h + "_count", 0)
+    return (m.get(h + "_sum", 0) / n, n) if n else (0, 0)
+size, batches = mean("gaa_journal_batch_deliveries")
+flush, flushes = mean("gaa_journal_flush_seconds")
+print("  group commit: %d batches, %.1f deliveries per batch; %d flushes, mean flush %.2f ms" % (
+    batches, size, flushes, flush * 1000))
+' >&2 || true
   fi
 
   kill "$pid" 2>/dev/null || true

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub desired: Family<RunnerLabels, Gauge>,
     pub journal_bytes: Gauge,
     pub journal_batch: Histogram,
+    pub journal_flush: Histogram,
     pub jobs_tracked: Gauge,
     pub jobs_expired: Counter,
     pub manifest_problems: Gauge,
@@ -58,6 +59,8 @@ impl Metrics {
         registry.register("journal_size_bytes", "Size of the sled journal on disk", journal_bytes.clone());
         let journal_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register("journal_batch_deliveries", "Deliveries per group commit", journal_batch.clone());
+        let journal_flush = Histogram::new(exponential_buckets(0.000_125, 2.0, 14));
+        registry.register("journal_flush_seconds", "Time to write and flush one group commit", journal_flush.clone());
         let jobs_tracked = Gauge::default();
         registry.register(
             "jobs_tracked",
@@ -89,6 +92,7 @@ impl Metrics {
             desired,
             journal_bytes,
             journal_batch,
+            journal_flush,
             jobs_tracked,
             jobs_expired,
             manifest_problems,

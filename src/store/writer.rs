@@ -303,7 +303,12 @@ impl Writer {
         }
         // Duplicates are answered after the flush too: the state they were found in must be on
         // disk before anyone is told the delivery is safe.
-        match self.journal.append(&journaled) {
+        let started = std::time::Instant::now();
+        let appended = self.journal.append(&journaled);
+        if !journaled.is_empty() {
+            self.metrics.journal_flush.observe(started.elapsed().as_secs_f64());
+        }
+        match appended {
             Ok(seq) => self.applied = seq,
             Err(error) => {
                 // The state now holds deliveries that are not on disk; refuse everything until a

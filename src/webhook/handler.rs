@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -52,22 +52,27 @@ impl Outcome {
 
 impl IntoResponse for Outcome {
     fn into_response(self) -> Response {
-        let (status, body) = match self {
-            Self::Accepted => (StatusCode::ACCEPTED, json!({"outcome": "accepted"})),
-            Self::Duplicate => (StatusCode::OK, json!({"outcome": "duplicate"})),
-            Self::Pong => (StatusCode::OK, json!({"outcome": "pong"})),
-            Self::Ignored(why) => (StatusCode::ACCEPTED, json!({"outcome": "ignored", "reason": why})),
-            Self::Unauthorized(why) => (StatusCode::UNAUTHORIZED, json!({"error": why})),
-            Self::BadRequest(why) => (StatusCode::BAD_REQUEST, json!({"error": why})),
-            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "payload larger than 25 MiB"})),
-            Self::Unavailable(e) => {
-                let mut response =
-                    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"error": e.to_string()}))).into_response();
-                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                return response;
-            }
+        let json = |status: StatusCode, body: String| {
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         };
-        (status, axum::Json(body)).into_response()
+        // Answers to GitHub are fixed strings where possible: no JSON building on the hot path.
+        let fixed = |status: StatusCode, body: &'static str| {
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        };
+        match self {
+            Self::Accepted => fixed(StatusCode::ACCEPTED, r#"{"outcome":"accepted"}"#),
+            Self::Duplicate => fixed(StatusCode::OK, r#"{"outcome":"duplicate"}"#),
+            Self::Pong => fixed(StatusCode::OK, r#"{"outcome":"pong"}"#),
+            Self::Ignored(why) => json(StatusCode::ACCEPTED, json!({"outcome": "ignored", "reason": why}).to_string()),
+            Self::Unauthorized(why) => json(StatusCode::UNAUTHORIZED, json!({"error": why}).to_string()),
+            Self::BadRequest(why) => json(StatusCode::BAD_REQUEST, json!({"error": why}).to_string()),
+            Self::TooLarge => fixed(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"payload larger than 25 MiB"}"#),
+            Self::Unavailable(e) => {
+                let mut response = json(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()}).to_string());
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                response
+            }
+        }
     }
 }
 
@@ -88,11 +93,10 @@ fn json_document<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<std::borrow:
         .ok_or("form body has no payload field")
 }
 
-pub async fn webhook(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn webhook(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
+    // Take the headers rather than have an extractor clone them: this is the hot path.
+    let headers = std::mem::take(request.headers_mut());
+    let body = Bytes::from_request(request, &state).await;
     let event = header_str(&headers, EVENT_HEADER).map(EventKind::parse);
     let (outcome, action) = receive(&state, &headers, event, body).await;
     let event_label = event.map_or("none", EventKind::as_str);
