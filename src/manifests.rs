@@ -37,18 +37,44 @@ impl fmt::Display for Problem {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Loaded<T> {
     pub object: T,
     pub source: Source,
 }
 
+/// Only where the object came from: it may be a Secret.
+impl<T> fmt::Debug for Loaded<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loaded").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
 /// Everything found in a manifests directory.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Manifests {
     pub runners: Vec<Loaded<ScaledActionRunner>>,
     pub secrets: Vec<Loaded<Secret>>,
     pub problems: Vec<Problem>,
+}
+
+/// Secrets are shown by name only: their data must never reach a log.
+impl fmt::Debug for Manifests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret_names: Vec<String> = self
+            .secrets
+            .iter()
+            .map(|s| {
+                let meta = &s.object.metadata;
+                format!("{}/{}", meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or(""))
+            })
+            .collect();
+        f.debug_struct("Manifests")
+            .field("runners", &self.runners.len())
+            .field("secrets", &secret_names)
+            .field("problems", &self.problems)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +181,18 @@ mod tests {
         assert_eq!(m.problems.len(), 1);
         assert_eq!(m.problems[0].source.document, 2);
         assert!(m.problems[0].to_string().starts_with("s.yaml (document 2): not valid YAML"), "{}", m.problems[0]);
+    }
+
+    #[test]
+    fn debug_output_names_secrets_but_never_shows_their_data() {
+        let mut m = Manifests::default();
+        m.add_file(
+            Path::new("s.yaml"),
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: hook, namespace: ci}\nstringData: {webhook-secret: hunter2}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: b64}\ndata: {webhook-secret: aHVudGVyMw==}\n",
+        );
+        let shown = format!("{m:?}");
+        assert!(shown.contains("ci/hook") && shown.contains("default/b64"), "{shown}");
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3") && !shown.contains("aHVudGVyMw"), "{shown}");
     }
 
     #[test]
