@@ -2,6 +2,7 @@
 //! Nothing here performs I/O; the edges feed it events and read its answers.
 
 pub mod job;
+pub mod repo_jobs;
 pub mod runners;
 pub mod scaling;
 pub mod state;

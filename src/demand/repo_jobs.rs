@@ -1,0 +1,308 @@
+//! The jobs of one repository as every replica shares them (in memcached): a map from job id to
+//! the furthest state any replica has seen. Merging is a join, so replicas that merge the same
+//! delivery, or merge in any order, converge on one value, and demand computed from it is exact:
+//! there are no counters to count a transition twice.
+//!
+//! A value carries a `generation`, chosen by whoever created it. A replica that finds a value of
+//! a generation it has not contributed to (memcached restarted, or evicted and recreated the key)
+//! merges everything its own journal knows about the repository into it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::job::{Job, JobStatus};
+use super::runners::{RunnerIndex, RunnerKey};
+use super::state::Counts;
+
+const MAGIC: &[u8; 4] = b"GAR1";
+
+/// One job as shared: its furthest status, its labels, and when it got there (unix minutes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedJob {
+    pub status: JobStatus,
+    pub labels: Vec<String>,
+    pub stamp_minutes: u32,
+}
+
+impl SharedJob {
+    pub fn from_job(job: &Job) -> Self {
+        Self {
+            status: job.status,
+            labels: job.labels.clone(),
+            stamp_minutes: u32::try_from(job.changed_at.max(0) / 60).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The join of two observations: further status wins; ties take the greater labels, so the
+    /// result does not depend on which side is which.
+    fn join(&mut self, other: &SharedJob) -> bool {
+        if (other.status, &other.labels) > (self.status, &self.labels) {
+            self.status = other.status;
+            self.labels = other.labels.clone();
+            self.stamp_minutes = other.stamp_minutes;
+            true
+        } else if (other.status, &other.labels) == (self.status, &self.labels)
+            && other.stamp_minutes < self.stamp_minutes
+        {
+            // Same state: keep the earliest time it was reached, also a join.
+            self.stamp_minutes = other.stamp_minutes;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shared repository value is unreadable: {0}")]
+pub struct DecodeError(&'static str);
+
+/// The shared jobs of one repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoJobs {
+    pub generation: u64,
+    pub jobs: BTreeMap<u64, SharedJob>,
+}
+
+impl RepoJobs {
+    pub fn new(generation: u64) -> Self {
+        Self { generation, jobs: BTreeMap::new() }
+    }
+
+    /// Merges jobs into the map; returns whether anything changed.
+    pub fn merge<'a>(&mut self, jobs: impl IntoIterator<Item = (u64, &'a SharedJob)>) -> bool {
+        let mut changed = false;
+        for (id, job) in jobs {
+            match self.jobs.get_mut(&id) {
+                Some(existing) => changed |= existing.join(job),
+                None => {
+                    self.jobs.insert(id, job.clone());
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Drops finished jobs stamped before `cutoff_minutes`; returns how many.
+    pub fn forget_completed_before(&mut self, cutoff_minutes: u32) -> usize {
+        let before = self.jobs.len();
+        self.jobs.retain(|_, job| job.status != JobStatus::Completed || job.stamp_minutes >= cutoff_minutes);
+        before - self.jobs.len()
+    }
+
+    /// Keeps the encoded value under `max_bytes` by dropping the oldest finished jobs; open jobs
+    /// are never dropped. Returns how many were dropped.
+    pub fn shrink_to(&mut self, max_bytes: usize) -> usize {
+        let mut dropped = 0;
+        while self.encoded_len() > max_bytes {
+            let oldest = self
+                .jobs
+                .iter()
+                .filter(|(_, job)| job.status == JobStatus::Completed)
+                .min_by_key(|(id, job)| (job.stamp_minutes, **id))
+                .map(|(id, _)| *id);
+            let Some(id) = oldest else { break };
+            self.jobs.remove(&id);
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// Queued and in-progress jobs per runner of `repo`, assigned as everywhere else.
+    pub fn counts(&self, repo: &str, index: &RunnerIndex) -> HashMap<RunnerKey, Counts> {
+        let mut counts: HashMap<RunnerKey, Counts> = HashMap::new();
+        for runner in index.for_repo(repo) {
+            counts.insert(runner.key.clone(), Counts::default());
+        }
+        for job in self.jobs.values().filter(|job| job.status.is_demand()) {
+            if let Some(key) = index.assign(repo, &job.labels) {
+                let entry = counts.entry(key.clone()).or_default();
+                match job.status {
+                    JobStatus::Queued => entry.queued += 1,
+                    _ => entry.in_progress += 1,
+                }
+            }
+        }
+        counts
+    }
+
+    fn label_table(&self) -> Vec<&[String]> {
+        let mut table: Vec<&[String]> = self.jobs.values().map(|j| j.labels.as_slice()).collect();
+        table.sort_unstable();
+        table.dedup();
+        table
+    }
+
+    fn encoded_len(&self) -> usize {
+        let table = self.label_table();
+        let labels: usize = table.iter().map(|set| 1 + set.iter().map(|l| 1 + l.len()).sum::<usize>()).sum();
+        MAGIC.len() + 8 + 2 + labels + 4 + self.jobs.len() * 15
+    }
+
+    /// Compact binary: 15 bytes a job plus each distinct label set once.
+    pub fn encode(&self) -> Vec<u8> {
+        let table = self.label_table();
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&(table.len() as u16).to_le_bytes());
+        for set in &table {
+            out.push(set.len().min(255) as u8);
+            for label in set.iter().take(255) {
+                let bytes = &label.as_bytes()[..label.len().min(255)];
+                out.push(bytes.len() as u8);
+                out.extend_from_slice(bytes);
+            }
+        }
+        out.extend_from_slice(&(self.jobs.len() as u32).to_le_bytes());
+        for (id, job) in &self.jobs {
+            let set = table.binary_search(&job.labels.as_slice()).unwrap_or(0);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.push(job.status as u8);
+            out.extend_from_slice(&(set as u16).to_le_bytes());
+            out.extend_from_slice(&job.stamp_minutes.to_le_bytes());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC {
+            return Err(DecodeError("unknown format"));
+        }
+        let generation = u64::from_le_bytes(r.array()?);
+        let sets = u16::from_le_bytes(r.array()?);
+        let mut table = Vec::with_capacity(usize::from(sets));
+        for _ in 0..sets {
+            let count = r.take(1)?[0];
+            let mut set = Vec::with_capacity(usize::from(count));
+            for _ in 0..count {
+                let len = r.take(1)?[0];
+                let label = std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| DecodeError("label is not UTF-8"))?;
+                set.push(label.to_string());
+            }
+            table.push(set);
+        }
+        let count = u32::from_le_bytes(r.array()?);
+        let mut jobs = BTreeMap::new();
+        for _ in 0..count {
+            let id = u64::from_le_bytes(r.array()?);
+            let status = match r.take(1)?[0] {
+                0 => JobStatus::Waiting,
+                1 => JobStatus::Queued,
+                2 => JobStatus::InProgress,
+                3 => JobStatus::Completed,
+                _ => return Err(DecodeError("unknown job status")),
+            };
+            let set = usize::from(u16::from_le_bytes(r.array()?));
+            let labels = table.get(set).cloned().ok_or(DecodeError("label set out of range"))?;
+            let stamp_minutes = u32::from_le_bytes(r.array()?);
+            jobs.insert(id, SharedJob { status, labels, stamp_minutes });
+        }
+        if !r.0.is_empty() {
+            return Err(DecodeError("trailing bytes"));
+        }
+        Ok(Self { generation, jobs })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("truncated"));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demand::runners::Runner;
+    use crate::demand::scaling::ScaleFactor;
+
+    fn job(status: JobStatus, labels: &[&str], stamp: u32) -> SharedJob {
+        SharedJob { status, labels: labels.iter().map(|l| l.to_string()).collect(), stamp_minutes: stamp }
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let mut jobs = RepoJobs::new(42);
+        jobs.merge([(1, &job(JobStatus::Queued, &["linux", "self-hosted"], 10))]);
+        jobs.merge([(2, &job(JobStatus::Completed, &["gpu", "linux"], 11))]);
+        jobs.merge([(3, &job(JobStatus::InProgress, &["linux", "self-hosted"], 12))]);
+        let bytes = jobs.encode();
+        assert_eq!(bytes.len(), jobs.encoded_len());
+        assert_eq!(RepoJobs::decode(&bytes), Ok(jobs));
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        assert!(RepoJobs::decode(b"").is_err());
+        assert!(RepoJobs::decode(b"GAR1\x01").is_err());
+        let mut bytes = RepoJobs::new(1).encode();
+        bytes.push(0);
+        assert_eq!(RepoJobs::decode(&bytes), Err(DecodeError("trailing bytes")));
+    }
+
+    #[test]
+    fn merging_is_a_join_whatever_the_order() {
+        let a = job(JobStatus::Queued, &["linux"], 5);
+        let b = job(JobStatus::Completed, &["linux"], 9);
+        let mut left = RepoJobs::new(1);
+        left.merge([(7, &a), (7, &b), (7, &a)]);
+        let mut right = RepoJobs::new(1);
+        right.merge([(7, &b), (7, &a)]);
+        assert_eq!(left, right);
+        assert_eq!(left.jobs[&7].status, JobStatus::Completed);
+        assert!(!left.merge([(7, &a)]), "merging what is known changes nothing");
+    }
+
+    #[test]
+    fn demand_is_counted_per_runner_with_the_usual_assignment() {
+        let index = RunnerIndex::new([
+            Runner::new(RunnerKey::new("ci", "linux"), "acme", "api", ["linux"], 0, 5, ScaleFactor::Linear),
+            Runner::new(RunnerKey::new("ci", "gpu"), "acme", "api", ["linux", "gpu"], 0, 5, ScaleFactor::Linear),
+        ]);
+        let mut jobs = RepoJobs::new(1);
+        jobs.merge([
+            (1, &job(JobStatus::Queued, &["linux", "self-hosted"], 0)),
+            (2, &job(JobStatus::InProgress, &["gpu", "linux"], 0)),
+            (3, &job(JobStatus::Completed, &["linux"], 0)),
+            (4, &job(JobStatus::Waiting, &["linux"], 0)),
+        ]);
+        let counts = jobs.counts("acme/api", &index);
+        assert_eq!(counts[&RunnerKey::new("ci", "linux")], Counts { queued: 1, in_progress: 0 });
+        assert_eq!(counts[&RunnerKey::new("ci", "gpu")], Counts { queued: 0, in_progress: 1 });
+    }
+
+    #[test]
+    fn old_finished_jobs_are_forgotten_and_open_ones_never() {
+        let mut jobs = RepoJobs::new(1);
+        jobs.merge([(1, &job(JobStatus::Completed, &["a"], 5)), (2, &job(JobStatus::Queued, &["a"], 1))]);
+        assert_eq!(jobs.forget_completed_before(6), 1);
+        assert!(jobs.jobs.contains_key(&2));
+    }
+
+    #[test]
+    fn shrinking_drops_the_oldest_finished_jobs_first() {
+        let mut jobs = RepoJobs::new(1);
+        for id in 0..100 {
+            jobs.merge([(id, &job(JobStatus::Completed, &["a"], id as u32))]);
+        }
+        jobs.merge([(1000, &job(JobStatus::Queued, &["a"], 0))]);
+        let limit = jobs.encoded_len() - 15 * 10;
+        assert_eq!(jobs.shrink_to(limit), 10);
+        assert!(!jobs.jobs.contains_key(&9) && jobs.jobs.contains_key(&10) && jobs.jobs.contains_key(&1000));
+    }
+}
