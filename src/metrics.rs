@@ -19,6 +19,12 @@ pub struct DeliveryLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    pub op: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunnerLabels {
     pub namespace: String,
     pub name: String,
@@ -38,6 +44,11 @@ pub struct Metrics {
     pub jobs_expired: Counter,
     pub manifest_problems: Gauge,
     pub last_checkpoint: Gauge<f64, AtomicU64>,
+    pub store_ops: Family<StoreOpLabels, Counter>,
+    pub store_backlog: Gauge,
+    pub store_replayed: Counter,
+    pub store_degraded: Gauge,
+    pub store_last_sync: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -85,6 +96,28 @@ impl Metrics {
             "Unix time of the last journal checkpoint",
             last_checkpoint.clone(),
         );
+        let store_ops = Family::<StoreOpLabels, Counter>::default();
+        registry.register("store_operations", "Shared store (memcached) operations by outcome", store_ops.clone());
+        let store_backlog = Gauge::default();
+        registry.register(
+            "store_backlog_jobs",
+            "Journaled job changes not yet merged into the shared store",
+            store_backlog.clone(),
+        );
+        let store_replayed = Counter::default();
+        registry.register(
+            "store_replayed_jobs",
+            "Jobs republished from the local journal after the shared store lost them",
+            store_replayed.clone(),
+        );
+        let store_degraded = Gauge::default();
+        registry.register("store_degraded", "1 while the shared store is unreachable", store_degraded.clone());
+        let store_last_sync = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "store_last_sync_timestamp_seconds",
+            "Unix time demand was last read from the shared store",
+            store_last_sync.clone(),
+        );
         Self {
             registry,
             deliveries,
@@ -97,7 +130,16 @@ impl Metrics {
             jobs_expired,
             manifest_problems,
             last_checkpoint,
+            store_ops,
+            store_backlog,
+            store_replayed,
+            store_degraded,
+            store_last_sync,
         }
+    }
+
+    pub fn store_op(&self, op: &'static str, outcome: &'static str) {
+        self.store_ops.get_or_create(&StoreOpLabels { op, outcome }).inc();
     }
 
     pub fn delivery(&self, event: &'static str, action: &'static str, outcome: &'static str) {

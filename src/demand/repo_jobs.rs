@@ -178,7 +178,8 @@ impl RepoJobs {
             let mut set = Vec::with_capacity(usize::from(count));
             for _ in 0..count {
                 let len = r.take(1)?[0];
-                let label = std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| DecodeError("label is not UTF-8"))?;
+                let label =
+                    std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| DecodeError("label is not UTF-8"))?;
                 set.push(label.to_string());
             }
             table.push(set);

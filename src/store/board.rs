@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::demand::scaling::desired_runners;
-use crate::demand::{Counts, DemandState, Runner, RunnerKey};
+use crate::demand::{Counts, Runner, RunnerIndex, RunnerKey};
 
 /// One runner's demand as the read API reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,6 +29,8 @@ pub struct RunnerDemand {
     pub min_runners: u32,
     pub max_runners: u32,
     pub scale_factor: String,
+    /// True while the shared store cannot be reached: the numbers are the last known ones.
+    pub stale: bool,
 }
 
 impl RunnerDemand {
@@ -46,6 +49,7 @@ impl RunnerDemand {
             min_runners: runner.min_runners,
             max_runners: runner.max_runners,
             scale_factor: runner.scale_factor.to_string(),
+            stale: false,
         }
     }
 }
@@ -55,21 +59,33 @@ impl RunnerDemand {
 pub struct Board {
     runners: RwLock<BTreeMap<RunnerKey, RunnerDemand>>,
     version: watch::Sender<u64>,
+    stale: AtomicBool,
 }
 
 impl Default for Board {
     fn default() -> Self {
-        Self { runners: RwLock::new(BTreeMap::new()), version: watch::channel(0).0 }
+        Self { runners: RwLock::new(BTreeMap::new()), version: watch::channel(0).0, stale: AtomicBool::new(false) }
     }
 }
 
 impl Board {
     pub fn get(&self, key: &RunnerKey) -> Option<RunnerDemand> {
-        self.read().get(key).cloned()
+        let stale = self.is_stale();
+        self.read().get(key).map(|view| RunnerDemand { stale, ..view.clone() })
     }
 
     pub fn list(&self) -> Vec<RunnerDemand> {
-        self.read().values().cloned().collect()
+        let stale = self.is_stale();
+        self.read().values().map(|view| RunnerDemand { stale, ..view.clone() }).collect()
+    }
+
+    /// Whether the numbers may be out of date (the shared store is unreachable).
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    pub fn set_stale(&self, stale: bool) {
+        self.stale.store(stale, Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -94,34 +110,44 @@ impl Board {
         self.runners.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Republishes every runner (start-up, runner set changed).
-    pub fn publish_all(&self, state: &DemandState) {
-        let fresh: BTreeMap<RunnerKey, RunnerDemand> = state
-            .index()
+    /// Replaces the runner set: runners not in `index` disappear, new ones start at the counts
+    /// `counts` gives (runners already shown keep their numbers when `counts` has none).
+    pub fn publish_all(&self, index: &RunnerIndex, counts: impl Fn(&RunnerKey) -> Option<Counts>) {
+        let mut runners = self.write();
+        let fresh: BTreeMap<RunnerKey, RunnerDemand> = index
             .iter()
-            .map(|runner| (runner.key.clone(), RunnerDemand::new(runner, state.counts(&runner.key))))
+            .map(|runner| {
+                let known = runners.get(&runner.key).map(|v| Counts { queued: v.queued, in_progress: v.in_progress });
+                let counts = counts(&runner.key).or(known).unwrap_or_default();
+                (runner.key.clone(), RunnerDemand::new(runner, counts))
+            })
             .collect();
-        *self.write() = fresh;
+        *runners = fresh;
+        drop(runners);
         self.version.send_modify(|v| *v += 1);
     }
 
-    /// Republishes the named runners; returns their new views.
-    pub fn publish(&self, state: &DemandState, touched: &[RunnerKey]) -> Vec<RunnerDemand> {
-        if touched.is_empty() {
-            return Vec::new();
-        }
-        let mut updated = Vec::with_capacity(touched.len());
+    /// Republishes the given runners' counts; returns the views that changed.
+    pub fn publish<'a>(
+        &self,
+        index: &RunnerIndex,
+        counts: impl IntoIterator<Item = (&'a RunnerKey, Counts)>,
+    ) -> Vec<RunnerDemand> {
+        let mut updated = Vec::new();
         {
             let mut runners = self.write();
-            for key in touched {
-                if let Some(runner) = state.index().get(key) {
-                    let view = RunnerDemand::new(runner, state.counts(key));
+            for (key, counts) in counts {
+                let Some(runner) = index.get(key) else { continue };
+                let view = RunnerDemand::new(runner, counts);
+                if runners.get(key) != Some(&view) {
                     runners.insert(key.clone(), view.clone());
                     updated.push(view);
                 }
             }
         }
-        self.version.send_modify(|v| *v += 1);
+        if !updated.is_empty() {
+            self.version.send_modify(|v| *v += 1);
+        }
         updated
     }
 }

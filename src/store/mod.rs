@@ -3,6 +3,7 @@
 
 pub mod board;
 pub mod journal;
+pub mod shared;
 pub mod writer;
 
 pub use board::{Board, RunnerDemand};

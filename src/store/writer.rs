@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::board::Board;
 use super::journal::{Entry, Journal, JournalError};
+use super::shared::{self, SharedKv, SyncConfig, SyncMessage, SyncSender};
 use crate::demand::job::delivery_key;
 use crate::demand::{DemandState, JobEvent, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
@@ -35,6 +36,13 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// Shared mode: where and how to merge with the other replicas.
+#[derive(Clone)]
+pub struct SharedSetup {
+    pub kv: Arc<dyn SharedKv>,
+    pub config: SyncConfig,
+}
+
 #[derive(Clone)]
 pub struct WriterConfig {
     /// How often job states are checkpointed and covered events dropped.
@@ -43,6 +51,8 @@ pub struct WriterConfig {
     /// redelivery window, or a late redelivery could bring a finished job back).
     pub retention: Duration,
     pub clock: Clock,
+    /// `None`: demand comes from this journal alone (standalone, one replica).
+    pub shared: Option<SharedSetup>,
 }
 
 impl std::fmt::Debug for WriterConfig {
@@ -50,6 +60,7 @@ impl std::fmt::Debug for WriterConfig {
         f.debug_struct("WriterConfig")
             .field("checkpoint_every", &self.checkpoint_every)
             .field("retention", &self.retention)
+            .field("shared", &self.shared.as_ref().map(|s| &s.config))
             .finish_non_exhaustive()
     }
 }
@@ -60,6 +71,7 @@ impl Default for WriterConfig {
             checkpoint_every: Duration::from_secs(10),
             retention: Duration::from_secs(4 * 24 * 3600),
             clock: system_clock(),
+            shared: None,
         }
     }
 }
@@ -135,16 +147,39 @@ impl StoreHandle {
         metrics.journal_bytes.set(i64::try_from(journal.size_on_disk()).unwrap_or(i64::MAX));
         metrics.jobs_tracked.set(i64::try_from(state.job_count()).unwrap_or(i64::MAX));
         let board = Arc::new(Board::default());
-        board.publish_all(&state);
-        for view in board.list() {
-            metrics.runner(&view);
-        }
+        let sync = match &config.shared {
+            None => {
+                board.publish_all(state.index(), |key| Some(state.counts(key)));
+                for view in board.list() {
+                    metrics.runner(&view);
+                }
+                None
+            }
+            Some(shared) => {
+                // Until the first read of the shared store, numbers are not known yet.
+                board.set_stale(true);
+                board.publish_all(state.index(), |_| None);
+                let sync = shared::start(
+                    shared.kv.clone(),
+                    shared.config.clone(),
+                    state.index().clone(),
+                    board.clone(),
+                    metrics.clone(),
+                    config.clock.clone(),
+                )
+                .map_err(JournalError::Thread)?;
+                // Everything the journal knows goes into the shared values once per start.
+                let _ = sync.send(SyncMessage::Jobs(state.jobs().cloned().collect()));
+                Some(sync)
+            }
+        };
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
         let handle =
             Self { tx: tx.clone(), board: board.clone(), clock: config.clock.clone(), healthy: healthy.clone() };
         let every = config.checkpoint_every;
-        let mut writer = Writer { journal, state, board, metrics, config, dirty, applied, last_forget: now, healthy };
+        let mut writer =
+            Writer { journal, state, board, metrics, config, dirty, applied, last_forget: now, healthy, sync };
         std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || {
@@ -229,6 +264,8 @@ struct Writer {
     applied: u64,
     last_forget: i64,
     healthy: Arc<AtomicBool>,
+    /// Shared mode: the sync thread that merges job changes into memcached.
+    sync: Option<SyncSender>,
 }
 
 impl Writer {
@@ -259,6 +296,14 @@ impl Writer {
                         }
                         self.commit(std::mem::take(&mut records));
                         self.checkpoint();
+                        if let Some(sync) = self.sync.take() {
+                            // Best effort: what is not merged now is republished from the journal
+                            // at the next start.
+                            let (merged, wait) = std::sync::mpsc::channel();
+                            if sync.send(SyncMessage::Shutdown(merged)).is_ok() {
+                                let _ = wait.recv_timeout(Duration::from_secs(3));
+                            }
+                        }
                         return Some(done);
                     }
                 }
@@ -284,6 +329,7 @@ impl Writer {
         }
         let now = (self.config.clock)();
         let mut touched: Vec<RunnerKey> = Vec::new();
+        let mut changed_jobs: Vec<u64> = Vec::new();
         let mut journaled = Vec::with_capacity(records.len());
         let mut replies = Vec::with_capacity(records.len());
         for (entry, reply) in records {
@@ -293,6 +339,9 @@ impl Writer {
                 continue;
             }
             self.dirty.insert(entry.event.job_id);
+            if applied.changed {
+                changed_jobs.push(entry.event.job_id);
+            }
             for key in applied.runners {
                 if !touched.contains(&key) {
                     touched.push(key);
@@ -321,27 +370,48 @@ impl Writer {
                 return;
             }
         }
-        self.publish(&touched);
+        self.share_or_publish(&changed_jobs, &touched);
         for (reply, recorded) in replies {
             let _ = reply.send(Ok(recorded));
         }
     }
 
+    /// Shared mode hands changed jobs to the sync thread (demand then comes back from the shared
+    /// store); otherwise the local counts are the demand.
+    fn share_or_publish(&self, changed_jobs: &[u64], touched: &[RunnerKey]) {
+        match &self.sync {
+            Some(sync) => {
+                if !changed_jobs.is_empty() {
+                    let jobs = changed_jobs.iter().filter_map(|id| self.state.job(*id).cloned()).collect();
+                    let _ = sync.send(SyncMessage::Jobs(jobs));
+                }
+            }
+            None => self.publish(touched),
+        }
+    }
+
     fn publish(&self, touched: &[RunnerKey]) {
-        for view in self.board.publish(&self.state, touched) {
+        let counts = touched.iter().map(|key| (key, self.state.counts(key)));
+        for view in self.board.publish(self.state.index(), counts) {
             self.metrics.runner(&view);
         }
     }
 
     fn set_runners(&mut self, index: RunnerIndex) {
         let before: HashSet<RunnerKey> = self.state.index().iter().map(|r| r.key.clone()).collect();
+        if let Some(sync) = &self.sync {
+            let _ = sync.send(SyncMessage::Runners(index.clone()));
+        }
         self.state.set_runners(index);
         for key in before {
             if self.state.index().get(&key).is_none() {
                 self.metrics.forget_runner(&key.namespace, &key.name);
             }
         }
-        self.board.publish_all(&self.state);
+        if self.sync.is_some() {
+            return;
+        }
+        self.board.publish_all(self.state.index(), |key| Some(self.state.counts(key)));
         for view in self.board.list() {
             self.metrics.runner(&view);
         }
@@ -363,7 +433,8 @@ impl Writer {
             tracing::warn!(jobs = expired.len(), "expired jobs GitHub would have ended; no completed delivery came");
             touched.sort();
             touched.dedup();
-            self.publish(&touched);
+            let ids: Vec<u64> = expired.iter().map(|e| e.job_id).collect();
+            self.share_or_publish(&ids, &touched);
         }
         let retention = i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_sub(retention);
@@ -371,6 +442,9 @@ impl Writer {
         let forgotten = if forget_due { self.state.forget_completed_before(cutoff) } else { Vec::new() };
         for id in &forgotten {
             self.dirty.remove(id);
+        }
+        if let Some(sync) = self.sync.as_ref().filter(|_| !forgotten.is_empty()) {
+            let _ = sync.send(SyncMessage::Forget(forgotten.clone()));
         }
         let changed: Vec<_> = self.dirty.iter().filter_map(|id| self.state.job(*id)).collect();
         if let Err(error) = self.journal.checkpoint(changed, &forgotten, self.applied) {

@@ -1,0 +1,383 @@
+//! Shared mode: every replica's jobs merged into one value per repository in memcached, and
+//! every replica's demand read back from those values, so all replicas answer the same number.
+//!
+//! One `store-sync` thread per replica does both directions. Deliveries are acknowledged once
+//! they are in the local journal (see `writer`); this thread merges them into the shared values
+//! afterwards, retrying while memcached is away (the backlog), and re-reads every repository
+//! that has runners on a short interval. A value whose generation this replica has not yet
+//! contributed to (memcached restarted, or evicted and recreated the key) gets everything the
+//! local journal knows about that repository: demand returns to the truth without GitHub.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use super::board::Board;
+use crate::demand::repo_jobs::{RepoJobs, SharedJob};
+use crate::demand::{Counts, Job, RunnerIndex, RunnerKey};
+use crate::metrics::Metrics;
+
+/// memcached's default item limit is 1 MiB; stay well under it.
+pub const MAX_VALUE_BYTES: usize = 900 * 1024;
+/// Attempts of one compare-and-swap merge before leaving it for the next round.
+const CAS_ATTEMPTS: usize = 32;
+
+/// Why a shared-store call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct KvError {
+    /// The store could not be reached (as opposed to refusing this one request).
+    pub unavailable: bool,
+    pub message: String,
+}
+
+/// The key-value operations shared mode needs; memcached implements them.
+pub trait SharedKv: Send + Sync + 'static {
+    /// The value and its compare-and-swap token, or `None` when the key is absent.
+    fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, KvError>;
+    /// Stores only if absent; `false` when the key exists.
+    fn add(&self, key: &str, value: &[u8]) -> Result<bool, KvError>;
+    /// Stores only if unchanged since `token` was read; `false` on conflict or when gone.
+    fn cas(&self, key: &str, value: &[u8], token: u64) -> Result<bool, KvError>;
+    /// Every present key among `keys`.
+    fn get_multi(&self, keys: &[String]) -> Result<HashMap<String, Vec<u8>>, KvError>;
+}
+
+/// Settings of the sync thread.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Key prefix, so several installations can share one memcached.
+    pub prefix: String,
+    /// How often every repository with runners is re-read.
+    pub refresh_every: Duration,
+    /// Finished jobs older than this are dropped from shared values (and from the mirror).
+    pub retention: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "gaa:v1:".into(),
+            refresh_every: Duration::from_secs(1),
+            retention: Duration::from_secs(4 * 24 * 3600),
+        }
+    }
+}
+
+/// What the writer tells the sync thread.
+#[derive(Debug)]
+pub enum SyncMessage {
+    /// Current states of jobs that changed (or, at start-up, of every job).
+    Jobs(Vec<Job>),
+    /// Jobs forgotten locally.
+    Forget(Vec<u64>),
+    Runners(RunnerIndex),
+    /// Merge what is pending now, then stop; the sender is told when done.
+    Shutdown(std::sync::mpsc::Sender<()>),
+}
+
+/// The writer's end of the sync thread.
+pub type SyncSender = Sender<SyncMessage>;
+
+/// Starts the sync thread.
+pub fn start(
+    kv: Arc<dyn SharedKv>,
+    config: SyncConfig,
+    index: RunnerIndex,
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+    clock: super::writer::Clock,
+) -> std::io::Result<SyncSender> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut sync = Syncer {
+        kv,
+        config,
+        index,
+        board,
+        metrics,
+        clock,
+        known: HashMap::new(),
+        job_repo: HashMap::new(),
+        pending: HashMap::new(),
+        contributed: HashMap::new(),
+        failures: 0,
+        retry_at: None,
+    };
+    std::thread::Builder::new().name("store-sync".into()).spawn(move || sync.run(rx))?;
+    Ok(tx)
+}
+
+struct Syncer {
+    kv: Arc<dyn SharedKv>,
+    config: SyncConfig,
+    index: RunnerIndex,
+    board: Arc<Board>,
+    metrics: Arc<Metrics>,
+    clock: super::writer::Clock,
+    /// Everything the local journal knows, by repository: what is republished after a loss.
+    known: HashMap<String, HashMap<u64, SharedJob>>,
+    job_repo: HashMap<u64, String>,
+    /// Jobs changed since their repository's value last took them: the backlog.
+    pending: HashMap<String, HashSet<u64>>,
+    /// The generation of each repository's value that this replica has given all it knows.
+    contributed: HashMap<String, u64>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+fn random_generation() -> u64 {
+    // RandomState is seeded from the OS per process; a fresh hasher gives a random u64.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.finish() | 1
+}
+
+enum Merge {
+    Done(RepoJobs),
+    Unavailable(KvError),
+    Failed(KvError),
+}
+
+impl Syncer {
+    fn run(&mut self, rx: Receiver<SyncMessage>) {
+        let mut next_refresh = Instant::now();
+        loop {
+            let wait = next_refresh.saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(wait) {
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            for message in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                match message {
+                    SyncMessage::Jobs(jobs) => self.take_jobs(jobs),
+                    SyncMessage::Forget(ids) => self.forget(&ids),
+                    SyncMessage::Runners(index) => {
+                        self.index = index;
+                        self.board.publish_all(&self.index, |_| None);
+                        next_refresh = Instant::now();
+                    }
+                    SyncMessage::Shutdown(done) => {
+                        self.retry_at = None;
+                        self.push_pending();
+                        let _ = done.send(());
+                        return;
+                    }
+                }
+            }
+            if self.retry_at.is_none_or(|at| Instant::now() >= at) {
+                self.push_pending();
+            }
+            if Instant::now() >= next_refresh {
+                self.refresh();
+                next_refresh = Instant::now() + self.config.refresh_every;
+            }
+            self.metrics.store_backlog.set(self.backlog() as i64);
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        self.pending.values().map(HashSet::len).sum()
+    }
+
+    fn take_jobs(&mut self, jobs: Vec<Job>) {
+        for job in jobs {
+            let repo = job.repo.full_name.clone();
+            self.known.entry(repo.clone()).or_default().insert(job.id, SharedJob::from_job(&job));
+            self.pending.entry(repo.clone()).or_default().insert(job.id);
+            self.job_repo.insert(job.id, repo);
+        }
+    }
+
+    fn forget(&mut self, ids: &[u64]) {
+        for id in ids {
+            if let Some(repo) = self.job_repo.remove(id) {
+                if let Some(jobs) = self.known.get_mut(&repo) {
+                    jobs.remove(id);
+                }
+                if let Some(pending) = self.pending.get_mut(&repo) {
+                    pending.remove(id);
+                }
+            }
+        }
+    }
+
+    fn key(&self, repo: &str) -> String {
+        format!("{}repo:{repo}", self.config.prefix)
+    }
+
+    fn cutoff_minutes(&self) -> u32 {
+        let now = (self.clock)();
+        let retention = i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX);
+        u32::try_from(now.saturating_sub(retention).max(0) / 60).unwrap_or(0)
+    }
+
+    /// Merges every repository with pending jobs; stops at the first sign memcached is away.
+    fn push_pending(&mut self) {
+        let repos: Vec<String> = self.pending.iter().filter(|(_, p)| !p.is_empty()).map(|(r, _)| r.clone()).collect();
+        for repo in repos {
+            match self.merge_repo(&repo) {
+                Merge::Done(value) => {
+                    self.pending.remove(&repo);
+                    self.show(&repo, &value);
+                    self.recovered();
+                }
+                Merge::Unavailable(error) => {
+                    self.unavailable(&error);
+                    return;
+                }
+                Merge::Failed(error) => {
+                    tracing::warn!(%repo, %error, "shared merge failed; will retry");
+                    self.metrics.store_op("merge", "error");
+                }
+            }
+        }
+    }
+
+    /// One compare-and-swap merge of this replica's knowledge of `repo` into its shared value.
+    fn merge_repo(&mut self, repo: &str) -> Merge {
+        let key = self.key(repo);
+        let cutoff = self.cutoff_minutes();
+        let empty = HashMap::new();
+        for _ in 0..CAS_ATTEMPTS {
+            let known = self.known.get(repo).unwrap_or(&empty);
+            let current = match self.kv.gets(&key) {
+                Ok(current) => current,
+                Err(e) if e.unavailable => return Merge::Unavailable(e),
+                Err(e) => return Merge::Failed(e),
+            };
+            self.metrics.store_op("gets", "ok");
+            let (mut value, token) = match current {
+                None => (RepoJobs::new(random_generation()), None),
+                Some((bytes, token)) => match RepoJobs::decode(&bytes) {
+                    Ok(value) => (value, Some(token)),
+                    Err(error) => {
+                        tracing::error!(%repo, %error, "shared value unreadable; replacing it");
+                        (RepoJobs::new(random_generation()), Some(token))
+                    }
+                },
+            };
+            let full = self.contributed.get(repo) != Some(&value.generation);
+            let mut changed = if full {
+                let replayed = known.len();
+                let changed = value.merge(known.iter().map(|(id, job)| (*id, job)));
+                if token.is_some() && replayed > 0 {
+                    self.metrics.store_replayed.inc_by(replayed as u64);
+                    tracing::info!(%repo, jobs = replayed, "republished local jobs into the shared value");
+                }
+                changed
+            } else {
+                let pending = self.pending.get(repo);
+                value.merge(pending.into_iter().flatten().filter_map(|id| known.get(id).map(|job| (*id, job))))
+            };
+            changed |= value.forget_completed_before(cutoff) > 0;
+            let dropped = value.shrink_to(MAX_VALUE_BYTES);
+            if dropped > 0 {
+                tracing::warn!(%repo, dropped, "shared value near memcached's item limit; dropped the oldest finished jobs");
+                changed = true;
+            }
+            if !changed && token.is_some() {
+                self.contributed.insert(repo.to_string(), value.generation);
+                return Merge::Done(value);
+            }
+            let encoded = value.encode();
+            let stored = match token {
+                None => self.kv.add(&key, &encoded),
+                Some(token) => self.kv.cas(&key, &encoded, token),
+            };
+            match stored {
+                Ok(true) => {
+                    self.metrics.store_op(if token.is_none() { "add" } else { "cas" }, "ok");
+                    self.contributed.insert(repo.to_string(), value.generation);
+                    return Merge::Done(value);
+                }
+                Ok(false) => self.metrics.store_op(if token.is_none() { "add" } else { "cas" }, "conflict"),
+                Err(e) if e.unavailable => return Merge::Unavailable(e),
+                Err(e) => return Merge::Failed(e),
+            }
+        }
+        Merge::Failed(KvError { unavailable: false, message: format!("{CAS_ATTEMPTS} conflicting writers in a row") })
+    }
+
+    /// Re-reads every repository that has runners and shows its demand.
+    fn refresh(&mut self) {
+        let repos: Vec<String> = {
+            let mut repos: Vec<String> = self.index.iter().map(|r| r.repo.clone()).collect();
+            repos.sort();
+            repos.dedup();
+            repos
+        };
+        if repos.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = repos.iter().map(|r| self.key(r)).collect();
+        let values = match self.kv.get_multi(&keys) {
+            Ok(values) => values,
+            Err(error) => {
+                self.metrics.store_op("get_multi", "error");
+                self.unavailable(&error);
+                return;
+            }
+        };
+        self.metrics.store_op("get_multi", "ok");
+        self.recovered();
+        for (repo, key) in repos.iter().zip(&keys) {
+            let value = values.get(key).and_then(|bytes| RepoJobs::decode(bytes).ok());
+            let knows_some = self.known.get(repo).is_some_and(|jobs| !jobs.is_empty());
+            let must_contribute = match &value {
+                Some(value) => knows_some && self.contributed.get(repo) != Some(&value.generation),
+                None => knows_some,
+            };
+            if must_contribute {
+                // Lost or recreated: keep showing the last numbers until our jobs are back in.
+                self.pending.entry(repo.clone()).or_default();
+                match self.merge_repo(repo) {
+                    Merge::Done(value) => {
+                        self.pending.remove(repo);
+                        self.show(repo, &value);
+                    }
+                    Merge::Unavailable(error) => {
+                        self.unavailable(&error);
+                        return;
+                    }
+                    Merge::Failed(error) => tracing::warn!(%repo, %error, "republishing failed; will retry"),
+                }
+                continue;
+            }
+            self.show(repo, &value.unwrap_or_default());
+        }
+        self.metrics.store_last_sync.set((self.clock)() as f64);
+    }
+
+    fn show(&self, repo: &str, value: &RepoJobs) {
+        let counts: HashMap<RunnerKey, Counts> = value.counts(repo, &self.index);
+        for view in self.board.publish(&self.index, counts.iter().map(|(k, c)| (k, *c))) {
+            self.metrics.runner(&view);
+        }
+    }
+
+    fn unavailable(&mut self, error: &KvError) {
+        self.failures = self.failures.saturating_add(1);
+        let backoff =
+            Duration::from_millis(100u64.saturating_mul(1 << self.failures.min(5))).min(Duration::from_secs(2));
+        self.retry_at = Some(Instant::now() + backoff);
+        if !self.board.is_stale() {
+            tracing::warn!(%error, backlog = self.backlog(), "shared store unreachable; serving last known demand");
+        }
+        self.board.set_stale(true);
+        self.metrics.store_degraded.set(1);
+        self.metrics.store_op("any", "unavailable");
+    }
+
+    fn recovered(&mut self) {
+        if self.board.is_stale() {
+            tracing::info!(backlog = self.backlog(), "shared store reachable again");
+        }
+        self.failures = 0;
+        self.retry_at = None;
+        self.board.set_stale(false);
+        self.metrics.store_degraded.set(0);
+    }
+}
