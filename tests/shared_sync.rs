@@ -1,0 +1,208 @@
+//! The shared-mode logic over an in-memory key-value store with memcached's semantics (CAS
+//! tokens, add-if-absent, loss of everything on restart). The same scenarios run against real
+//! memcached in `tests/memcached_store.rs`; this file pins the logic down without sockets.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use gaa::demand::{JobEvent, JobStatus, RepoRef, RunnerKey};
+use gaa::metrics::Metrics;
+use gaa::store::shared::{KvError, SharedKv, SyncConfig};
+use gaa::store::writer::SharedSetup;
+use gaa::store::{StoreHandle, WriterConfig};
+
+#[derive(Default)]
+struct MemoryKv {
+    items: Mutex<HashMap<String, (Vec<u8>, u64)>>,
+    next_token: AtomicU64,
+    down: AtomicBool,
+}
+
+impl MemoryKv {
+    fn check(&self) -> Result<(), KvError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(KvError { unavailable: true, message: "down".into() })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn token(&self) -> u64 {
+        self.next_token.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn restart_empty(&self) {
+        self.items.lock().unwrap().clear();
+    }
+}
+
+impl SharedKv for MemoryKv {
+    fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, KvError> {
+        self.check()?;
+        Ok(self.items.lock().unwrap().get(key).cloned())
+    }
+
+    fn add(&self, key: &str, value: &[u8]) -> Result<bool, KvError> {
+        self.check()?;
+        let mut items = self.items.lock().unwrap();
+        if items.contains_key(key) {
+            return Ok(false);
+        }
+        items.insert(key.to_string(), (value.to_vec(), self.token()));
+        Ok(true)
+    }
+
+    fn cas(&self, key: &str, value: &[u8], token: u64) -> Result<bool, KvError> {
+        self.check()?;
+        let mut items = self.items.lock().unwrap();
+        match items.get(key) {
+            Some((_, current)) if *current == token => {
+                items.insert(key.to_string(), (value.to_vec(), self.token()));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn get_multi(&self, keys: &[String]) -> Result<HashMap<String, Vec<u8>>, KvError> {
+        self.check()?;
+        let items = self.items.lock().unwrap();
+        Ok(keys.iter().filter_map(|k| items.get(k).map(|(v, _)| (k.clone(), v.clone()))).collect())
+    }
+}
+
+fn replica(dir: &std::path::Path, kv: Arc<MemoryKv>) -> StoreHandle {
+    let config = WriterConfig {
+        shared: Some(SharedSetup {
+            kv,
+            config: SyncConfig { refresh_every: Duration::from_millis(50), ..SyncConfig::default() },
+        }),
+        ..WriterConfig::default()
+    };
+    StoreHandle::start(dir, catalog(None).runners, config, Arc::new(Metrics::new())).unwrap()
+}
+
+fn event(job: u64, status: JobStatus, labels: &[&str]) -> JobEvent {
+    JobEvent::new(job, 1, 1, RepoRef::new(1001, "acme/api"), status, labels.iter().copied())
+}
+
+/// Waits until `check` holds, for up to five seconds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn demand(store: &StoreHandle, name: &str) -> (u64, bool) {
+    let view = store.board().get(&RunnerKey::new("ci", name)).unwrap();
+    (view.demand, view.stale)
+}
+
+#[tokio::test]
+async fn two_replicas_with_split_and_duplicated_deliveries_report_the_same_true_demand() {
+    let kv = Arc::new(MemoryKv::default());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(a_dir.path(), kv.clone()), replica(b_dir.path(), kv.clone()));
+    // Jobs 1..=40 queued; 1..=20 started; 1..=10 finished. Even jobs go to A, odd to B, and every
+    // third delivery goes to both at once.
+    let mut plan: Vec<(String, &StoreHandle, JobEvent)> = Vec::new();
+    for (status, upto) in [(JobStatus::Queued, 40), (JobStatus::InProgress, 20), (JobStatus::Completed, 10)] {
+        for job in 1..=upto {
+            let labels: &[&str] = if job % 5 == 0 { &["linux", "gpu"] } else { &["linux"] };
+            let targets: Vec<&StoreHandle> = if job % 3 == 0 {
+                vec![&a, &b]
+            } else if job % 2 == 0 {
+                vec![&a]
+            } else {
+                vec![&b]
+            };
+            for target in targets {
+                plan.push((format!("{job}-{status:?}"), target, event(job, status, labels)));
+            }
+        }
+    }
+    let sends: Vec<_> = plan.iter().map(|(delivery, target, event)| target.record(delivery, event.clone())).collect();
+    for result in futures_util_join(sends).await {
+        result.unwrap();
+    }
+    // Truth: linux runner: queued 21..=40 minus gpu jobs (25,30,35,40) = 16, running 11..=20
+    // minus 15,20 = 8; gpu runner: queued 25,30,35,40 = 4, running 15,20 = 2.
+    eventually("both replicas agree on the truth", || {
+        demand(&a, "api-linux") == (24, false)
+            && demand(&b, "api-linux") == (24, false)
+            && demand(&a, "api-gpu") == (6, false)
+            && demand(&b, "api-gpu") == (6, false)
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliveries_are_accepted_while_the_store_is_down_and_the_backlog_lands_when_it_returns() {
+    let kv = Arc::new(MemoryKv::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = replica(dir.path(), kv.clone());
+    store.record("q1", event(1, JobStatus::Queued, &["linux"])).await.unwrap();
+    eventually("first job visible", || demand(&store, "api-linux") == (1, false)).await;
+    kv.down.store(true, Ordering::SeqCst);
+    for job in 2..=5 {
+        store.record(&format!("q{job}"), event(job, JobStatus::Queued, &["linux"])).await.unwrap();
+    }
+    eventually("stale while down, last known value kept", || demand(&store, "api-linux") == (1, true)).await;
+    kv.down.store(false, Ordering::SeqCst);
+    eventually("backlog applied", || demand(&store, "api-linux") == (5, false)).await;
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_store_that_comes_back_empty_is_refilled_from_every_replicas_journal() {
+    let kv = Arc::new(MemoryKv::default());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(a_dir.path(), kv.clone()), replica(b_dir.path(), kv.clone()));
+    a.record("a1", event(1, JobStatus::Queued, &["linux"])).await.unwrap();
+    b.record("b2", event(2, JobStatus::Queued, &["linux"])).await.unwrap();
+    b.record("b4", event(4, JobStatus::Queued, &["linux"])).await.unwrap();
+    b.record("b1", event(1, JobStatus::Completed, &["linux"])).await.unwrap();
+    eventually("converged", || demand(&a, "api-linux") == (2, false) && demand(&b, "api-linux") == (2, false)).await;
+    kv.restart_empty();
+    // A new delivery recreates the key with only A's knowledge (A alone would say jobs 1 and 3);
+    // B must still contribute its own: job 1 finished, jobs 2 and 4 queued. Truth: 2, 3, 4.
+    a.record("a3", event(3, JobStatus::Queued, &["linux"])).await.unwrap();
+    eventually("refilled to the truth", || {
+        demand(&a, "api-linux") == (3, false) && demand(&b, "api-linux") == (3, false)
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Joins futures concurrently without pulling in a futures crate.
+async fn futures_util_join<T, F: std::future::Future<Output = T>>(futures: Vec<F>) -> Vec<T> {
+    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut out: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (slot, result) in pending.iter_mut().zip(out.iter_mut()) {
+            if let Some(fut) = slot {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *result = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
