@@ -10,6 +10,17 @@ export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}"
 
 step() { printf '\n== %s\n' "$*"; }
 
+# The shared-store tests run against a real memcached (Debian's package). The tests start
+# their own servers on free loopback ports; the package only has to be installed.
+if ! command -v memcached >/dev/null 2>&1; then
+  step "installing memcached (Debian package)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends memcached >/dev/null
+fi
+memcached -V
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

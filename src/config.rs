@@ -50,6 +50,23 @@ pub struct ServeArgs {
     /// redelivery window (e.g. `96h`, `4d`).
     #[arg(long, env = "GAA_JOURNAL_RETENTION", default_value = "4d", value_parser = parse_duration)]
     pub journal_retention: std::time::Duration,
+    /// Demand store: `sled` (embedded, one replica) or `memcached://HOST:PORT[,HOST:PORT…]`
+    /// (shared by every replica; keys spread over the servers by consistent hashing).
+    #[arg(long, env = "GAA_STORE", default_value = "sled")]
+    pub store: String,
+    /// memcached user for SASL/ASCII authentication (the password comes from
+    /// `--memcached-password-file` or the `GAA_MEMCACHED_PASSWORD` environment variable).
+    #[arg(long, env = "GAA_MEMCACHED_USER")]
+    pub memcached_user: Option<String>,
+    /// File holding the memcached password.
+    #[arg(long, env = "GAA_MEMCACHED_PASSWORD_FILE")]
+    pub memcached_password_file: Option<PathBuf>,
+    /// How often demand is re-read from the shared store (memcached only).
+    #[arg(long, env = "GAA_STORE_REFRESH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub store_refresh_interval: std::time::Duration,
+    /// Prefix of every memcached key, so several installations can share one memcached.
+    #[arg(long, env = "GAA_STORE_PREFIX", default_value = "gaa:v1:")]
+    pub store_prefix: String,
     /// How often job states are checkpointed and the journal compacted (e.g. `10s`).
     #[arg(long, env = "GAA_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub checkpoint_interval: std::time::Duration,
@@ -69,6 +86,11 @@ impl ServeArgs {
             webhook_secret_file: None,
             journal_retention: std::time::Duration::from_secs(4 * 24 * 3600),
             checkpoint_interval: std::time::Duration::from_secs(10),
+            store: "sled".into(),
+            memcached_user: None,
+            memcached_password_file: None,
+            store_refresh_interval: std::time::Duration::from_secs(1),
+            store_prefix: "gaa:v1:".into(),
         }
     }
 }

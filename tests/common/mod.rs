@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: signed deliveries, a runner catalog, a server state.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::Path;
 use std::sync::Arc;
 

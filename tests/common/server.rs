@@ -1,0 +1,132 @@
+//! The real binary as a test peer: start it, send it signed deliveries, read its API.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_github-action-autoscaler");
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: PathBuf,
+}
+
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+impl Server {
+    pub async fn start(data: &Path, manifests: &Path) -> Self {
+        Self::start_with(data, manifests, &[]).await
+    }
+
+    /// Starts the binary with extra `serve` arguments.
+    pub async fn start_with(data: &Path, manifests: &Path, extra: &[&str]) -> Self {
+        let addr = free_port();
+        let stderr = data.with_extension(format!("{}.log", addr.port()));
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data)
+            .arg("--manifests")
+            .arg(manifests)
+            .args(extra)
+            .env("GAA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("the binary starts");
+        let server = Self { child, addr, stderr };
+        server.wait_healthy().await;
+        server
+    }
+
+    pub async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(format!("http://{}/healthz", self.addr)).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not become healthy; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub async fn deliver(&self, client: &reqwest::Client, delivery: &str, repo: &str, job: u64, action: &str) -> u16 {
+        let body = serde_json::to_vec(&job_payload(repo, job, action, &["self-hosted", "linux"])).unwrap();
+        let secret = if repo == "acme/api" { API_SECRET } else { WEB_SECRET };
+        client
+            .post(format!("http://{}/webhook", self.addr))
+            .header("content-type", "application/json")
+            .header("x-github-event", "workflow_job")
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", signature(secret, &body))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub async fn runner(&self, ns: &str, name: &str) -> Value {
+        reqwest::get(format!("http://{}/api/v1/namespaces/{ns}/scaledactionrunners/{name}", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn manifests_dir(root: &Path, extra: &str) -> PathBuf {
+    let dir = root.join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("runners.yaml"), MANIFESTS).unwrap();
+    if !extra.is_empty() {
+        std::fs::write(dir.join("broken.yml"), extra).unwrap();
+    }
+    dir
+}
+
+/// Joins futures concurrently without pulling in the futures crate.
+pub async fn join_all<F: std::future::Future<Output = u16>>(futures: impl IntoIterator<Item = F>) -> Vec<u16> {
+    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for slot in pending.iter_mut() {
+            if let Some(fut) = slot {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        out.push(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out
+}
