@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-            runtime.block_on(async move { gaa::serve::run(args, gaa::serve::shutdown_signal()).await })?;
+            runtime.block_on(async move { gaa::serve::run(*args, gaa::serve::shutdown_signal()).await })?;
             Ok(())
         }
     }
