@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use gaa::demand::{JobEvent, JobStatus, RepoRef, RunnerKey};
 use gaa::metrics::Metrics;
-use gaa::store::shared::{KvError, SharedKv, SyncConfig};
+use gaa::store::shared::{KvError, MultiRead, SharedKv, SyncConfig};
 use gaa::store::writer::SharedSetup;
 use gaa::store::{StoreHandle, WriterConfig};
 
@@ -69,10 +69,13 @@ impl SharedKv for MemoryKv {
         }
     }
 
-    fn get_multi(&self, keys: &[String]) -> Result<HashMap<String, Vec<u8>>, KvError> {
-        self.check()?;
+    fn get_multi(&self, keys: &[String]) -> MultiRead {
+        if let Err(error) = self.check() {
+            return MultiRead { failed: keys.iter().cloned().collect(), error: Some(error), ..MultiRead::default() };
+        }
         let items = self.items.lock().unwrap();
-        Ok(keys.iter().filter_map(|k| items.get(k).map(|(v, _)| (k.clone(), v.clone()))).collect())
+        let values = keys.iter().filter_map(|k| items.get(k).map(|(v, _)| (k.clone(), v.clone()))).collect();
+        MultiRead { values, ..MultiRead::default() }
     }
 }
 

@@ -54,15 +54,25 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: the journal is open and replayed, runners are loaded.
+/// `GET /readyz`: the journal is open and replayed, runners are loaded. A shared store that
+/// cannot be reached makes the answer `degraded` but still ready: deliveries are journaled and
+/// the last known demand is served.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let runners = state.store.board().len();
-    let problems = state.manifest_problems;
-    if !state.store.is_healthy() {
-        let body = json!({"status": "journal write failed; restart to rebuild from the journal", "store": "sled"});
+    let store = &state.store;
+    let kind = if store.is_shared() { "memcached" } else { "sled" };
+    if !store.is_healthy() {
+        let body = json!({"status": "journal write failed; restart to rebuild from the journal", "store": kind});
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    let body = json!({"status": "ready", "store": "sled", "runners": runners, "manifestProblems": problems});
+    let degraded = store.is_shared() && store.board().is_stale();
+    let body = json!({
+        "status": if degraded { "degraded" } else { "ready" },
+        "store": kind,
+        "degraded": degraded,
+        "backlogJobs": state.metrics.store_backlog.get(),
+        "runners": store.board().len(),
+        "manifestProblems": state.manifest_problems,
+    });
     (StatusCode::OK, Json(body)).into_response()
 }
 

@@ -41,8 +41,21 @@ pub trait SharedKv: Send + Sync + 'static {
     fn add(&self, key: &str, value: &[u8]) -> Result<bool, KvError>;
     /// Stores only if unchanged since `token` was read; `false` on conflict or when gone.
     fn cas(&self, key: &str, value: &[u8], token: u64) -> Result<bool, KvError>;
-    /// Every present key among `keys`.
-    fn get_multi(&self, keys: &[String]) -> Result<HashMap<String, Vec<u8>>, KvError>;
+    /// Every present key among `keys`, as far as the servers holding them answered.
+    fn get_multi(&self, keys: &[String]) -> MultiRead;
+    /// Which server holds `key` (several servers: a dead one must not hold up the others).
+    fn server_of(&self, _key: &str) -> usize {
+        0
+    }
+}
+
+/// What a multi-key read found. A key in neither `values` nor `failed` is absent.
+#[derive(Debug, Default)]
+pub struct MultiRead {
+    pub values: HashMap<String, Vec<u8>>,
+    /// Keys whose server did not answer: their last known demand stands.
+    pub failed: HashSet<String>,
+    pub error: Option<KvError>,
 }
 
 /// Settings of the sync thread.
@@ -214,25 +227,36 @@ impl Syncer {
         u32::try_from(now.saturating_sub(retention).max(0) / 60).unwrap_or(0)
     }
 
-    /// Merges every repository with pending jobs; stops at the first sign memcached is away.
+    /// Merges every repository with pending jobs. A server that does not answer is not asked
+    /// again this round; its repositories stay in the backlog.
     fn push_pending(&mut self) {
         let repos: Vec<String> = self.pending.iter().filter(|(_, p)| !p.is_empty()).map(|(r, _)| r.clone()).collect();
+        let mut down: HashSet<usize> = HashSet::new();
+        let mut failure = None;
         for repo in repos {
+            let server = self.kv.server_of(&self.key(&repo));
+            if down.contains(&server) {
+                continue;
+            }
             match self.merge_repo(&repo) {
                 Merge::Done(value) => {
                     self.pending.remove(&repo);
                     self.show(&repo, &value);
-                    self.recovered();
                 }
                 Merge::Unavailable(error) => {
-                    self.unavailable(&error);
-                    return;
+                    down.insert(server);
+                    failure = Some(error);
                 }
                 Merge::Failed(error) => {
                     tracing::warn!(%repo, %error, "shared merge failed; will retry");
                     self.metrics.store_op("merge", "error");
                 }
             }
+        }
+        match failure {
+            Some(error) => self.unavailable(&error),
+            None if down.is_empty() => self.recovered(),
+            None => {}
         }
     }
 
@@ -313,18 +337,22 @@ impl Syncer {
             return;
         }
         let keys: Vec<String> = repos.iter().map(|r| self.key(r)).collect();
-        let values = match self.kv.get_multi(&keys) {
-            Ok(values) => values,
-            Err(error) => {
+        let read = self.kv.get_multi(&keys);
+        match &read.error {
+            Some(error) => {
                 self.metrics.store_op("get_multi", "error");
-                self.unavailable(&error);
-                return;
+                self.unavailable(error);
             }
-        };
-        self.metrics.store_op("get_multi", "ok");
-        self.recovered();
+            None => {
+                self.metrics.store_op("get_multi", "ok");
+                self.recovered();
+            }
+        }
         for (repo, key) in repos.iter().zip(&keys) {
-            let value = values.get(key).and_then(|bytes| RepoJobs::decode(bytes).ok());
+            if read.failed.contains(key) {
+                continue;
+            }
+            let value = read.values.get(key).and_then(|bytes| RepoJobs::decode(bytes).ok());
             let knows_some = self.known.get(repo).is_some_and(|jobs| !jobs.is_empty());
             let must_contribute = match &value {
                 Some(value) => knows_some && self.contributed.get(repo) != Some(&value.generation),
@@ -338,10 +366,7 @@ impl Syncer {
                         self.pending.remove(repo);
                         self.show(repo, &value);
                     }
-                    Merge::Unavailable(error) => {
-                        self.unavailable(&error);
-                        return;
-                    }
+                    Merge::Unavailable(error) => self.unavailable(&error),
                     Merge::Failed(error) => tracing::warn!(%repo, %error, "republishing failed; will retry"),
                 }
                 continue;

@@ -107,6 +107,7 @@ pub struct StoreHandle {
     board: Arc<Board>,
     clock: Clock,
     healthy: Arc<AtomicBool>,
+    shared: bool,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -175,8 +176,13 @@ impl StoreHandle {
         };
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
-        let handle =
-            Self { tx: tx.clone(), board: board.clone(), clock: config.clock.clone(), healthy: healthy.clone() };
+        let handle = Self {
+            tx: tx.clone(),
+            board: board.clone(),
+            clock: config.clock.clone(),
+            healthy: healthy.clone(),
+            shared: sync.is_some(),
+        };
         let every = config.checkpoint_every;
         let mut writer =
             Writer { journal, state, board, metrics, config, dirty, applied, last_forget: now, healthy, sync };
@@ -211,6 +217,11 @@ impl StoreHandle {
 
     pub fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Whether demand comes from a store shared with other replicas (memcached).
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// False once a journal write has failed: the state may then hold deliveries that are not
