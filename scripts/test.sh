@@ -10,14 +10,15 @@ export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}"
 
 step() { printf '\n== %s\n' "$*"; }
 
-# The shared-store tests run against a real memcached (Debian's package). The tests start
-# their own servers on free loopback ports; the package only has to be installed.
-if ! command -v memcached >/dev/null 2>&1; then
-  step "installing memcached (Debian package)"
+# The shared-store tests run against a real memcached (Debian's package), and the SASL test
+# needs saslpasswd2 (sasl2-bin) to make its password database. The tests start their own
+# servers on free loopback ports; the packages only have to be installed.
+if ! command -v memcached >/dev/null 2>&1 || ! command -v saslpasswd2 >/dev/null 2>&1; then
+  step "installing memcached and sasl2-bin (Debian packages)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends memcached >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends memcached sasl2-bin >/dev/null
 fi
 memcached -V
 

@@ -5,7 +5,9 @@ use gaa::config::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+    // The memcached client's connection pool logs every failed reconnect (several a second while
+    // memcached is down); the server reports the outage itself, once.
+    let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info,r2d2=off".into());
     gaa::telemetry::init(cli.log_format, &filter);
     match cli.command {
         Command::Crds => {

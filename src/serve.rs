@@ -12,6 +12,9 @@ use crate::catalog::Catalog;
 use crate::config::ServeArgs;
 use crate::manifests;
 use crate::metrics::Metrics;
+use crate::store::memcached::{Credentials, Memcached, MemcachedOptions, StoreUrl, StoreUrlError};
+use crate::store::shared::SyncConfig;
+use crate::store::writer::SharedSetup;
 use crate::store::{JournalError, StoreHandle, WriterConfig};
 use crate::webhook::{self, MAX_BODY_BYTES, SecretBytes, WebhookSecrets};
 
@@ -68,6 +71,44 @@ pub enum ServeError {
     Bind { addr: String, source: std::io::Error },
     #[error("serving HTTP: {0}")]
     Http(std::io::Error),
+    #[error("--store: {0}")]
+    Store(String),
+}
+
+/// The shared store from `--store`, or `None` for the embedded one.
+fn shared_store(args: &ServeArgs) -> Result<Option<SharedSetup>, ServeError> {
+    let store = args.store.trim();
+    if store.is_empty() || store == "sled" {
+        return Ok(None);
+    }
+    let url: StoreUrl = store.parse().map_err(|e: StoreUrlError| ServeError::Store(e.to_string()))?;
+    let credentials = match &args.memcached_user {
+        None => None,
+        Some(user) => {
+            let password = match (&args.memcached_password_file, std::env::var("GAA_MEMCACHED_PASSWORD")) {
+                (Some(path), _) => std::fs::read_to_string(path)
+                    .map_err(|e| ServeError::Store(format!("reading {}: {e}", path.display())))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+                (None, Ok(password)) => password,
+                (None, Err(_)) => {
+                    return Err(ServeError::Store(
+                        "--memcached-user needs --memcached-password-file or GAA_MEMCACHED_PASSWORD".into(),
+                    ));
+                }
+            };
+            Some(Credentials::new(user.clone(), password).map_err(|e| ServeError::Store(e.to_string()))?)
+        }
+    };
+    let options = MemcachedOptions { credentials, ..MemcachedOptions::default() };
+    let memcached = Memcached::new(&url, options).map_err(|e| ServeError::Store(e.to_string()))?;
+    tracing::info!(servers = ?memcached.servers(), "demand shared through memcached");
+    let config = SyncConfig {
+        prefix: args.store_prefix.clone(),
+        refresh_every: args.store_refresh_interval,
+        retention: args.journal_retention,
+    };
+    Ok(Some(SharedSetup { kv: Arc::new(memcached), config }))
 }
 
 /// Loads runners (standalone), reads secrets, and builds the catalog. Problems are logged.
@@ -131,6 +172,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let config = WriterConfig {
         checkpoint_every: args.checkpoint_interval,
         retention: args.journal_retention,
+        shared: shared_store(&args)?,
         ..WriterConfig::default()
     };
     let store = StoreHandle::start(&args.data_dir, catalog.runners, config, metrics.clone())?;

@@ -3,6 +3,8 @@
 
 pub mod board;
 pub mod journal;
+pub mod memcached;
+pub mod memcached_kv;
 pub mod shared;
 pub mod writer;
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: signed deliveries, a runner catalog, a server state.
 #![allow(dead_code)]
 
+pub mod memcached;
 pub mod server;
 
 use std::path::Path;
