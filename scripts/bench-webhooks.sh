@@ -16,6 +16,9 @@
 #   BENCH_KEEP=1             keep the work directory (requests, logs, server data) afterwards
 #   BENCH_SERVER_WRAP=       command prefix for the server, e.g. "perf record -g -o /tmp/perf.data"
 #   BENCH_CEILING_WRAP=      the same for the ceiling
+#   BENCH_STORE=sled         "sled", "memcached" (starts a local memcached and serves with
+#                            --store memcached://…), or "both" (sled and memcached in one run)
+#   BENCH_MEMCACHED_PORT=18211
 #
 # Each delivery is sent exactly once (scripts/bench/replay.lua), so the server's dedupe never
 # short-circuits. Exits 1 if any delivery was refused, lost or answered non-2xx.
@@ -35,9 +38,18 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 FIXTURE=fixtures/webhooks/workflow_job.queued.json
 MANIFESTS=fixtures/manifests/demo
 
+STORE=${BENCH_STORE:-sled}
+MEMCACHED_PORT=${BENCH_MEMCACHED_PORT:-18211}
+case "$STORE" in
+  sled) SERVERS=(server) ;;
+  memcached) SERVERS=(server-memcached) ;;
+  both) SERVERS=(server server-memcached) ;;
+  *) echo "bench: BENCH_STORE must be sled, memcached or both" >&2; exit 2 ;;
+esac
 case "$ONLY" in
-  "") TARGETS=(server ceiling) ;;
-  server | ceiling) TARGETS=("$ONLY") ;;
+  "") TARGETS=("${SERVERS[@]}" ceiling) ;;
+  server) TARGETS=("${SERVERS[@]}") ;;
+  ceiling) TARGETS=(ceiling) ;;
   *) echo "bench: BENCH_TARGET_ONLY must be server or ceiling" >&2; exit 2 ;;
 esac
 
@@ -114,13 +126,20 @@ declare -A RESULT
 run() { # name
   local name=$1 port pid ready want
   case "$name" in
-    server)
+    server | server-memcached)
       port=$SERVER_PORT
-      mkdir -p "$WORK/server-data"
+      mkdir -p "$WORK/$name-data"
       port_free "$port"
+      local store=(--store sled)
+      if [[ "$name" == server-memcached ]]; then
+        port_free "$MEMCACHED_PORT"
+        memcached -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 256 -u nobody >"$WORK/memcached.log" 2>&1 &
+        PIDS+=("$!")
+        store=(--store "memcached://127.0.0.1:$MEMCACHED_PORT")
+      fi
       # shellcheck disable=SC2086 # BENCH_SERVER_WRAP is a command prefix, e.g. "perf record -g -o F"
-      RUST_LOG=warn ${BENCH_SERVER_WRAP:-} "$SERVER_BIN" serve --manifests "$MANIFESTS" --data-dir "$WORK/server-data" \
-        --listen "127.0.0.1:$port" >"$WORK/server.log" 2>&1 &
+      RUST_LOG=warn ${BENCH_SERVER_WRAP:-} "$SERVER_BIN" serve --manifests "$MANIFESTS" --data-dir "$WORK/$name-data" \
+        --listen "127.0.0.1:$port" "${store[@]}" >"$WORK/$name.log" 2>&1 &
       ready="http://127.0.0.1:$port/healthz" want=200
       ;;
     ceiling)
@@ -141,7 +160,7 @@ run() { # name
     -s scripts/bench/replay.lua "http://127.0.0.1:$port/webhook" -- \
     file="$WORK/requests.txt" threads="$THREADS" donedir="$WORK/$name.done" | tee "$WORK/$name.wrk.txt"
 
-  if [[ "$name" == server ]]; then
+  if [[ "$name" == server* ]]; then
     # Every job was completed, so every runner's demand should be back to zero.
     log "server: GET /api/v1/scaledactionrunners after the run:"
     curl -s --max-time 5 "http://127.0.0.1:$port/api/v1/scaledactionrunners" | python3 -c '
@@ -158,7 +177,7 @@ try:
 except Exception:
     print("  " + raw[:400])
 ' >&2 || true
-    du -sh "$WORK/server-data" | sed 's/^/  journal: /' >&2 || true
+    du -sh "$WORK/$name-data" | sed 's/^/  journal: /' >&2 || true
     # Group commit at work: deliveries per flush and flush time, from the server's own metrics.
     curl -s --max-time 5 "http://127.0.0.1:$port/metrics" | python3 -c '
 import sys
@@ -193,10 +212,10 @@ ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 status=0
 echo
 echo "Webhook benchmark: $DELIVERIES deliveries (from $FIXTURE, mean body $MEAN_BYTES bytes), wrk $THREADS threads / $CONNECTIONS connections, $(nproc) CPUs, data dir on $(stat -f -c %T "$WORK")"
-printf '%-9s %11s %9s %8s %9s %13s %10s %10s\n' target deliveries answered non-2xx seconds deliveries/s p50 p99
+printf '%-17s %11s %9s %8s %9s %13s %10s %10s\n' target deliveries answered non-2xx seconds deliveries/s p50 p99
 for target in "${TARGETS[@]}"; do
   r=${RESULT[$target]}
-  printf '%-9s %11s %9s %8s %9s %13s %10s %10s\n' "$target" "$(field "$r" expected)" "$(field "$r" answered)" \
+  printf '%-17s %11s %9s %8s %9s %13s %10s %10s\n' "$target" "$(field "$r" expected)" "$(field "$r" answered)" \
     "$(field "$r" non2xx)" "$(field "$r" seconds)" "$(field "$r" rate)" \
     "$(ms "$(field "$r" p50_us)")" "$(ms "$(field "$r" p99_us)")"
   if [[ "$(field "$r" answered)" != "$(field "$r" expected)" || "$(field "$r" non2xx)" != 0 ]]; then
@@ -204,12 +223,16 @@ for target in "${TARGETS[@]}"; do
     status=1
   fi
 done
-if [[ ${#TARGETS[@]} -eq 2 ]]; then
-  s=${RESULT[server]} c=${RESULT[ceiling]}
-  awk -v sr="$(field "$s" rate)" -v cr="$(field "$c" rate)" -v s50="$(field "$s" p50_us)" -v c50="$(field "$c" p50_us)" \
-    -v s99="$(field "$s" p99_us)" -v c99="$(field "$c" p99_us)" 'BEGIN {
-      printf "server/ceiling: throughput %.2f, p50 %.2fx, p99 %.2fx\n",
-        (cr > 0 ? sr / cr : 0), (c50 > 0 ? s50 / c50 : 0), (c99 > 0 ? s99 / c99 : 0) }'
+if [[ -n "${RESULT[ceiling]:-}" ]]; then
+  c=${RESULT[ceiling]}
+  for target in "${SERVERS[@]}"; do
+    [[ -n "${RESULT[$target]:-}" ]] || continue
+    s=${RESULT[$target]}
+    awk -v name="$target" -v sr="$(field "$s" rate)" -v cr="$(field "$c" rate)" -v s50="$(field "$s" p50_us)" \
+      -v c50="$(field "$c" p50_us)" -v s99="$(field "$s" p99_us)" -v c99="$(field "$c" p99_us)" 'BEGIN {
+        printf "%s/ceiling: throughput %.2f, p50 %.2fx, p99 %.2fx\n", name,
+          (cr > 0 ? sr / cr : 0), (c50 > 0 ? s50 / c50 : 0), (c99 > 0 ? s99 / c99 : 0) }'
+  done
 fi
 if [[ $status -ne 0 ]]; then BENCH_KEEP=1; fi # the messages above point into $WORK
 exit $status

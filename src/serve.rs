@@ -106,7 +106,7 @@ fn shared_store(args: &ServeArgs) -> Result<Option<SharedSetup>, ServeError> {
     let config = SyncConfig {
         prefix: args.store_prefix.clone(),
         refresh_every: args.store_refresh_interval,
-        retention: args.journal_retention,
+        ..SyncConfig::default()
     };
     Ok(Some(SharedSetup { kv: Arc::new(memcached), config }))
 }

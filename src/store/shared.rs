@@ -65,8 +65,12 @@ pub struct SyncConfig {
     pub prefix: String,
     /// How often every repository with runners is re-read.
     pub refresh_every: Duration,
-    /// Finished jobs older than this are dropped from shared values (and from the mirror).
+    /// Finished jobs older than this are dropped from shared values. They are kept only to stop
+    /// a late `queued` from reviving a finished job; a job GitHub created more than a day ago is
+    /// expired locally anyway, so an hour is plenty and keeps values small.
     pub retention: Duration,
+    /// How often pending changes are merged (coalescing window).
+    pub push_every: Duration,
 }
 
 impl Default for SyncConfig {
@@ -74,7 +78,8 @@ impl Default for SyncConfig {
         Self {
             prefix: "gaa:v1:".into(),
             refresh_every: Duration::from_secs(1),
-            retention: Duration::from_secs(4 * 24 * 3600),
+            retention: Duration::from_secs(3600),
+            push_every: Duration::from_millis(20),
         }
     }
 }
@@ -156,8 +161,15 @@ enum Merge {
 impl Syncer {
     fn run(&mut self, rx: Receiver<SyncMessage>) {
         let mut next_refresh = Instant::now();
+        let mut next_push = Instant::now();
         loop {
-            let wait = next_refresh.saturating_duration_since(Instant::now());
+            // Changes are merged at most every `push_every`: under load one merge per repository
+            // carries many deliveries instead of one each.
+            let mut wake = next_refresh;
+            if self.backlog() > 0 {
+                wake = wake.min(next_push.max(self.retry_at.unwrap_or(next_push)));
+            }
+            let wait = wake.saturating_duration_since(Instant::now());
             let first = match rx.recv_timeout(wait) {
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -180,8 +192,10 @@ impl Syncer {
                     }
                 }
             }
-            if self.retry_at.is_none_or(|at| Instant::now() >= at) {
+            let now = Instant::now();
+            if self.backlog() > 0 && now >= next_push && self.retry_at.is_none_or(|at| now >= at) {
                 self.push_pending();
+                next_push = Instant::now() + self.config.push_every;
             }
             if Instant::now() >= next_refresh {
                 self.refresh();
