@@ -209,3 +209,23 @@ async fn futures_util_join<T, F: std::future::Future<Output = T>>(futures: Vec<F
     .await;
     out.into_iter().flatten().collect()
 }
+
+#[tokio::test]
+async fn a_replica_that_knows_no_jobs_holds_its_numbers_while_another_restores_a_lost_value() {
+    let kv = Arc::new(MemoryKv::default());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, observer) = (replica(a_dir.path(), kv.clone()), replica(b_dir.path(), kv.clone()));
+    for job in 1..=3 {
+        a.record(&format!("q{job}"), event(job, JobStatus::Queued, &["linux"])).await.unwrap();
+    }
+    eventually("observer sees A's jobs", || demand(&observer, "api-linux") == (3, false)).await;
+    // Only A's journal knows the jobs, and A is down when the store loses them.
+    a.shutdown().await;
+    kv.restart_empty();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(demand(&observer, "api-linux"), (3, true), "held as stale, not dropped to zero");
+    let a = replica(a_dir.path(), kv.clone());
+    eventually("restored by A's restart", || demand(&observer, "api-linux") == (3, false)).await;
+    a.shutdown().await;
+    observer.shutdown().await;
+}

@@ -122,6 +122,9 @@ pub fn start(
         contributed: HashMap::new(),
         failures: 0,
         retry_at: None,
+        seen: HashSet::new(),
+        vanished: HashMap::new(),
+        refresh_soon: false,
     };
     std::thread::Builder::new().name("store-sync".into()).spawn(move || sync.run(rx))?;
     Ok(tx)
@@ -143,6 +146,12 @@ struct Syncer {
     contributed: HashMap<String, u64>,
     failures: u32,
     retry_at: Option<Instant>,
+    /// Repositories whose shared value this replica has seen.
+    seen: HashSet<String>,
+    /// Seen values that are now missing, and since when.
+    vanished: HashMap<String, Instant>,
+    /// Re-read everything at once (the store just came back).
+    refresh_soon: bool,
 }
 
 fn random_generation() -> u64 {
@@ -197,7 +206,8 @@ impl Syncer {
                 self.push_pending();
                 next_push = Instant::now() + self.config.push_every;
             }
-            if Instant::now() >= next_refresh {
+            if self.refresh_soon || Instant::now() >= next_refresh {
+                self.refresh_soon = false;
                 self.refresh();
                 next_refresh = Instant::now() + self.config.refresh_every;
             }
@@ -362,6 +372,7 @@ impl Syncer {
                 self.recovered();
             }
         }
+        let mut holding = false;
         for (repo, key) in repos.iter().zip(&keys) {
             if read.failed.contains(key) {
                 continue;
@@ -374,6 +385,8 @@ impl Syncer {
             };
             if must_contribute {
                 // Lost or recreated: keep showing the last numbers until our jobs are back in.
+                self.seen.insert(repo.clone());
+                self.vanished.remove(repo);
                 self.pending.entry(repo.clone()).or_default();
                 match self.merge_repo(repo) {
                     Merge::Done(value) => {
@@ -385,7 +398,30 @@ impl Syncer {
                 }
                 continue;
             }
-            self.show(repo, &value.unwrap_or_default());
+            match value {
+                Some(value) => {
+                    self.vanished.remove(repo);
+                    self.seen.insert(repo.clone());
+                    self.show(repo, &value);
+                }
+                None if self.seen.contains(repo) => {
+                    // A value we saw is gone and this journal knows none of its jobs: another
+                    // replica will put them back. Hold the last numbers (as stale) for a grace
+                    // period rather than tell KEDA there is nothing to do.
+                    let since = *self.vanished.entry(repo.clone()).or_insert_with(Instant::now);
+                    if since.elapsed() < self.grace() {
+                        holding = true;
+                        continue;
+                    }
+                    self.vanished.remove(repo);
+                    self.seen.remove(repo);
+                    self.show(repo, &RepoJobs::default());
+                }
+                None => self.show(repo, &RepoJobs::default()),
+            }
+        }
+        if holding {
+            self.board.set_stale(true);
         }
         self.metrics.store_last_sync.set((self.clock)() as f64);
     }
@@ -410,9 +446,15 @@ impl Syncer {
         self.metrics.store_op("any", "unavailable");
     }
 
+    /// How long a vanished value's last numbers are held for other replicas to restore it.
+    fn grace(&self) -> Duration {
+        (self.config.refresh_every * 3).max(Duration::from_secs(5))
+    }
+
     fn recovered(&mut self) {
-        if self.board.is_stale() {
+        if self.failures > 0 {
             tracing::info!(backlog = self.backlog(), "shared store reachable again");
+            self.refresh_soon = true;
         }
         self.failures = 0;
         self.retry_at = None;
