@@ -229,3 +229,36 @@ async fn a_replica_that_knows_no_jobs_holds_its_numbers_while_another_restores_a
     a.shutdown().await;
     observer.shutdown().await;
 }
+
+#[tokio::test]
+async fn runners_with_the_same_name_in_different_namespaces_never_share_demand() {
+    use gaa::demand::{Runner, RunnerIndex, ScaleFactor};
+    let kv = Arc::new(MemoryKv::default());
+    let index = || {
+        RunnerIndex::new([
+            Runner::new(RunnerKey::new("team-a", "build"), "acme", "api", ["linux"], 0, 9, ScaleFactor::Linear),
+            Runner::new(RunnerKey::new("team-b", "build"), "acme", "web", ["linux"], 0, 9, ScaleFactor::Linear),
+        ])
+    };
+    let config = || WriterConfig {
+        shared: Some(SharedSetup {
+            kv: kv.clone(),
+            config: SyncConfig { refresh_every: Duration::from_millis(50), ..SyncConfig::default() },
+        }),
+        ..WriterConfig::default()
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = StoreHandle::start(a_dir.path(), index(), config(), Arc::new(Metrics::new())).unwrap();
+    let b = StoreHandle::start(b_dir.path(), index(), config(), Arc::new(Metrics::new())).unwrap();
+    a.record("api-1", event(1, JobStatus::Queued, &["linux"])).await.unwrap();
+    let web = JobEvent::new(2, 1, 1, RepoRef::new(2002, "acme/web"), JobStatus::Queued, ["linux"]);
+    b.record("web-2", web.clone()).await.unwrap();
+    b.record("web-3", JobEvent { job_id: 3, ..web }).await.unwrap();
+    let build = |store: &StoreHandle, ns: &str| store.board().get(&RunnerKey::new(ns, "build")).map(|v| v.demand);
+    eventually("each namespace's build runner has its own demand", || {
+        [&a, &b].iter().all(|s| build(s, "team-a") == Some(1) && build(s, "team-b") == Some(2))
+    })
+    .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
