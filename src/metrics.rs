@@ -25,6 +25,20 @@ pub struct StoreOpLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GitHubRequestLabels {
+    /// `runs`, `jobs`, `job`: never a URL, so cardinality stays fixed.
+    pub endpoint: &'static str,
+    /// HTTP status, or `error` when no answer came.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// A short digest of the token, never the token.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunnerLabels {
     pub namespace: String,
     pub name: String,
@@ -49,6 +63,12 @@ pub struct Metrics {
     pub store_replayed: Counter,
     pub store_degraded: Gauge,
     pub store_last_sync: Gauge<f64, AtomicU64>,
+    pub github_requests: Family<GitHubRequestLabels, Counter>,
+    pub github_credits_remaining: Family<TokenLabels, Gauge>,
+    pub github_not_modified: Counter,
+    pub drift: Family<RunnerLabels, Gauge>,
+    pub drift_corrections: Family<RunnerLabels, Counter>,
+    pub resync_lag: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -118,6 +138,38 @@ impl Metrics {
             "Unix time demand was last read from the shared store",
             store_last_sync.clone(),
         );
+        let github_requests = Family::<GitHubRequestLabels, Counter>::default();
+        registry.register("github_requests", "GitHub REST requests by endpoint and status", github_requests.clone());
+        let github_credits_remaining = Family::<TokenLabels, Gauge>::default();
+        registry.register(
+            "github_credits_remaining",
+            "X-RateLimit-Remaining last seen per token",
+            github_credits_remaining.clone(),
+        );
+        let github_not_modified = Counter::default();
+        registry.register(
+            "github_not_modified",
+            "GitHub answers 304 Not Modified (free: no rate-limit credit)",
+            github_not_modified.clone(),
+        );
+        let drift = Family::<RunnerLabels, Gauge>::default();
+        registry.register(
+            "runner_drift",
+            "Demand GitHub showed minus the demand webhooks had built, at the last resync",
+            drift.clone(),
+        );
+        let drift_corrections = Family::<RunnerLabels, Counter>::default();
+        registry.register(
+            "runner_drift_corrections",
+            "Jobs whose state the resync corrected from GitHub",
+            drift_corrections.clone(),
+        );
+        let resync_lag = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "resync_lag_seconds",
+            "How far behind its due time the most overdue repository resync is",
+            resync_lag.clone(),
+        );
         Self {
             registry,
             deliveries,
@@ -135,7 +187,27 @@ impl Metrics {
             store_replayed,
             store_degraded,
             store_last_sync,
+            github_requests,
+            github_credits_remaining,
+            github_not_modified,
+            drift,
+            drift_corrections,
+            resync_lag,
         }
+    }
+
+    /// One GitHub request: its endpoint and status (`None` when no answer came).
+    pub fn github_request(&self, endpoint: &'static str, status: Option<u16>) {
+        if status == Some(304) {
+            self.github_not_modified.inc();
+        }
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        self.github_requests.get_or_create(&GitHubRequestLabels { endpoint, status }).inc();
+    }
+
+    /// The rate-limit credits a token has left, as GitHub last said.
+    pub fn github_credits(&self, token_id: &str, remaining: i64) {
+        self.github_credits_remaining.get_or_create(&TokenLabels { token: token_id.to_string() }).set(remaining);
     }
 
     pub fn store_op(&self, op: &'static str, outcome: &'static str) {
