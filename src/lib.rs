@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod crd;
 pub mod demand;
+pub mod github;
 pub mod manifests;
 pub mod metrics;
 pub mod serve;

@@ -1,6 +1,6 @@
 //! Per-runner demand derived from job states and the runner index.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -58,6 +58,8 @@ pub struct Applied {
 pub struct DemandState {
     index: RunnerIndex,
     jobs: HashMap<u64, Job>,
+    /// Jobs not yet completed, by repository: what a resync compares with GitHub.
+    open_by_repo: HashMap<String, HashSet<u64>>,
     counts: HashMap<RunnerKey, Counts>,
 }
 
@@ -107,12 +109,14 @@ impl DemandState {
             Some(job) => job.merge(event, now),
             None => {
                 self.jobs.insert(event.job_id, Job::from_event(event, now));
+                self.index_open(event.job_id);
                 true
             }
         };
         if !changed {
             return Applied::default();
         }
+        self.index_open(event.job_id);
         let after = self.jobs.get(&event.job_id).and_then(|job| self.contribution(job));
         Applied { duplicate: false, changed, runners: self.move_contribution(before, after) }
     }
@@ -130,11 +134,33 @@ impl DemandState {
         applied
     }
 
+    /// Keeps `open_by_repo` in step with the job's current state (or absence).
+    fn index_open(&mut self, id: u64) {
+        // A completed job was removed from its repository's set when it completed, so a
+        // forgotten (absent) job is in no set.
+        let Some(job) = self.jobs.get(&id) else { return };
+        if job.status == JobStatus::Completed {
+            if let Some(ids) = self.open_by_repo.get_mut(&job.repo.full_name) {
+                ids.remove(&id);
+            }
+        } else {
+            self.open_by_repo.entry(job.repo.full_name.clone()).or_default().insert(id);
+        }
+    }
+
+    /// Jobs of `repo` (lower-cased `owner/name`) that are not completed.
+    pub fn open_jobs(&self, repo: &str) -> Vec<&Job> {
+        let open = |id: &u64| self.jobs.get(id).filter(|job| job.status != JobStatus::Completed);
+        self.open_by_repo.get(repo).into_iter().flatten().filter_map(open).collect()
+    }
+
     /// Restores a job from a snapshot (start-up); later events still merge into it.
     pub fn restore(&mut self, job: Job) {
         let before = self.jobs.get(&job.id).and_then(|old| self.contribution(old));
         let after = self.contribution(&job);
-        self.jobs.insert(job.id, job);
+        let id = job.id;
+        self.jobs.insert(id, job);
+        self.index_open(id);
         self.move_contribution(before, after);
     }
 

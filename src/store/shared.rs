@@ -84,6 +84,23 @@ impl Default for SyncConfig {
     }
 }
 
+/// The shared values last read, by repository: what a resync compares GitHub with.
+#[derive(Debug, Clone, Default)]
+pub struct SharedView(Arc<std::sync::RwLock<HashMap<String, RepoJobs>>>);
+
+impl SharedView {
+    fn set(&self, repo: &str, value: &RepoJobs) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(repo.to_string(), value.clone());
+    }
+
+    /// Every job of `repo` as the shared store last showed it.
+    pub fn jobs(&self, repo: &str) -> Vec<(u64, SharedJob)> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(repo).map(|value| value.jobs.iter().map(|(id, job)| (*id, job.clone())).collect()).unwrap_or_default()
+    }
+}
+
 /// What the writer tells the sync thread.
 #[derive(Debug)]
 pub enum SyncMessage {
@@ -105,6 +122,7 @@ pub fn start(
     config: SyncConfig,
     index: RunnerIndex,
     board: Arc<Board>,
+    view: SharedView,
     metrics: Arc<Metrics>,
     clock: super::writer::Clock,
 ) -> std::io::Result<SyncSender> {
@@ -114,6 +132,7 @@ pub fn start(
         config,
         index,
         board,
+        view,
         metrics,
         clock,
         known: HashMap::new(),
@@ -135,6 +154,7 @@ struct Syncer {
     config: SyncConfig,
     index: RunnerIndex,
     board: Arc<Board>,
+    view: SharedView,
     metrics: Arc<Metrics>,
     clock: super::writer::Clock,
     /// Everything the local journal knows, by repository: what is republished after a loss.
@@ -427,6 +447,7 @@ impl Syncer {
     }
 
     fn show(&self, repo: &str, value: &RepoJobs) {
+        self.view.set(repo, value);
         let counts: HashMap<RunnerKey, Counts> = value.counts(repo, &self.index);
         for view in self.board.publish(&self.index, counts.iter().map(|(k, c)| (k, *c))) {
             self.metrics.runner(&view);

@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::board::Board;
 use super::journal::{Entry, Journal, JournalError};
-use super::shared::{self, SharedKv, SyncConfig, SyncMessage, SyncSender};
+use super::shared::{self, SharedKv, SharedView, SyncConfig, SyncMessage, SyncSender};
 use crate::demand::job::delivery_key;
-use crate::demand::{DemandState, JobEvent, RunnerIndex, RunnerKey};
+use crate::demand::{DemandState, Job, JobEvent, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 
 /// Most deliveries journaled by one flush.
@@ -97,6 +97,7 @@ enum Command {
     Record { entry: Entry, reply: oneshot::Sender<Result<Recorded, StoreError>> },
     SetRunners(RunnerIndex),
     Checkpoint,
+    OpenJobs { repo: String, reply: oneshot::Sender<Vec<Job>> },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -108,6 +109,7 @@ pub struct StoreHandle {
     clock: Clock,
     healthy: Arc<AtomicBool>,
     shared: bool,
+    shared_view: Option<SharedView>,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -148,6 +150,7 @@ impl StoreHandle {
         metrics.journal_bytes.set(i64::try_from(journal.size_on_disk()).unwrap_or(i64::MAX));
         metrics.jobs_tracked.set(i64::try_from(state.job_count()).unwrap_or(i64::MAX));
         let board = Arc::new(Board::default());
+        let shared_view = config.shared.as_ref().map(|_| SharedView::default());
         let sync = match &config.shared {
             None => {
                 board.publish_all(state.index(), |key| Some(state.counts(key)));
@@ -165,6 +168,7 @@ impl StoreHandle {
                     shared.config.clone(),
                     state.index().clone(),
                     board.clone(),
+                    shared_view.clone().unwrap_or_default(),
                     metrics.clone(),
                     config.clock.clone(),
                 )
@@ -182,6 +186,7 @@ impl StoreHandle {
             clock: config.clock.clone(),
             healthy: healthy.clone(),
             shared: sync.is_some(),
+            shared_view: shared_view.clone(),
         };
         let every = config.checkpoint_every;
         let mut writer =
@@ -254,6 +259,38 @@ impl StoreHandle {
         self.tx.send(Command::Checkpoint).await.map_err(|_| StoreError::Closed)
     }
 
+    /// Jobs of `repo` (lower-cased `owner/name`) not yet completed: this journal's, and in shared
+    /// mode also the other replicas' as last read from the shared store (the furthest state wins).
+    pub async fn open_jobs(&self, repo: &str) -> Result<Vec<Job>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Command::OpenJobs { repo: repo.to_string(), reply }).await.map_err(|_| StoreError::Closed)?;
+        let mut jobs = answer.await.map_err(|_| StoreError::Closed)?;
+        if let Some(view) = &self.shared_view {
+            let known: std::collections::HashMap<u64, usize> =
+                jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
+            for (id, shared) in view.jobs(repo) {
+                match known.get(&id) {
+                    Some(&i) if jobs[i].status >= shared.status => {}
+                    Some(&i) => jobs[i].status = shared.status,
+                    None if shared.status == crate::demand::JobStatus::Completed => {}
+                    None => jobs.push(Job {
+                        id,
+                        run_id: 0,
+                        run_attempt: 1,
+                        repo: crate::demand::RepoRef { id: 0, full_name: repo.to_string() },
+                        status: shared.status,
+                        labels: shared.labels,
+                        since: None,
+                        changed_at: i64::from(shared.stamp_minutes) * 60,
+                        deliveries: Vec::new(),
+                    }),
+                }
+            }
+            jobs.retain(|j| j.status != crate::demand::JobStatus::Completed);
+        }
+        Ok(jobs)
+    }
+
     /// Journals everything queued, checkpoints, flushes and stops the writer.
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
@@ -298,6 +335,9 @@ impl Writer {
                     }
                     Command::SetRunners(index) => self.set_runners(index),
                     Command::Checkpoint => self.checkpoint(),
+                    Command::OpenJobs { repo, reply } => {
+                        let _ = reply.send(self.state.open_jobs(&repo).into_iter().cloned().collect());
+                    }
                     Command::Shutdown(done) => {
                         rx.close();
                         while let Ok(command) = rx.try_recv() {
