@@ -20,7 +20,13 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub struct Catalog {
     pub runners: RunnerIndex,
     pub secrets: WebhookSecrets,
+    /// GitHub tokens that may read each repository (lower-cased `owner/name`), from the Secrets
+    /// the runners' `githubTokenSecret` name: every key starting with `token`, as the original.
+    pub tokens: HashMap<String, Vec<SecretBytes>>,
 }
+
+/// Secret keys that hold GitHub tokens start with this.
+pub const TOKEN_KEY_PREFIX: &str = "token";
 
 /// Why a runner cannot be used, or can be used only in part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,12 +45,16 @@ pub enum RunnerProblem {
     SecretMissing { namespace: String, name: String, repo: String },
     #[error("webhook Secret {namespace}/{name} has no non-empty key {key:?}")]
     SecretKeyMissing { namespace: String, name: String, key: &'static str },
+    #[error(
+        "GitHub token Secret {namespace}/{name} not found or has no key starting with \"token\"; {repo} is served by webhooks alone"
+    )]
+    TokenMissing { namespace: String, name: String, repo: String },
 }
 
 impl RunnerProblem {
     /// Whether the runner is still served despite the problem.
     pub fn is_warning(&self) -> bool {
-        matches!(self, Self::SecretMissing { .. } | Self::SecretKeyMissing { .. })
+        matches!(self, Self::SecretMissing { .. } | Self::SecretKeyMissing { .. } | Self::TokenMissing { .. })
     }
 }
 
@@ -72,6 +82,20 @@ pub fn secret_value(secret: &Secret, key: &str) -> Option<SecretBytes> {
     secret.data.as_ref().and_then(|d| d.get(key)).map(|bytes| SecretBytes::new(bytes.0.clone()))
 }
 
+/// Every non-empty value whose key starts with `token`, in key order.
+fn token_values(secret: &Secret) -> Vec<SecretBytes> {
+    let mut keys: Vec<&String> = secret
+        .data
+        .iter()
+        .flat_map(|d| d.keys())
+        .chain(secret.string_data.iter().flat_map(|d| d.keys()))
+        .filter(|k| k.starts_with(TOKEN_KEY_PREFIX))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().filter_map(|k| secret_value(secret, k)).filter(|v| !v.is_empty()).collect()
+}
+
 impl Catalog {
     /// Builds the catalog; each problem is returned with the index of the runner it concerns.
     /// Runners with errors are left out; runners with warnings are kept.
@@ -85,6 +109,7 @@ impl Catalog {
             .map(|s| ((s.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.into()), s.name_any()), s))
             .collect();
         let mut webhook_secrets = WebhookSecrets::new(organisation);
+        let mut tokens: HashMap<String, Vec<SecretBytes>> = HashMap::new();
         let mut problems = Vec::new();
         let mut index = Vec::new();
         for (position, object) in runners.into_iter().enumerate() {
@@ -111,8 +136,27 @@ impl Catalog {
                     },
                 }
             }
+            if let Some(name) = object.spec.github_token_secret.as_deref().filter(|n| !n.is_empty()) {
+                let namespace = runner.key.namespace.clone();
+                let found: Vec<SecretBytes> = secrets
+                    .get(&(namespace.clone(), name.to_string()))
+                    .map(|secret| token_values(secret))
+                    .unwrap_or_default();
+                if found.is_empty() {
+                    problems.push((
+                        position,
+                        RunnerProblem::TokenMissing { namespace, name: name.into(), repo: runner.repo.clone() },
+                    ));
+                }
+                let repo_tokens = tokens.entry(runner.repo.clone()).or_default();
+                for token in found {
+                    if !repo_tokens.contains(&token) {
+                        repo_tokens.push(token);
+                    }
+                }
+            }
             index.push(runner);
         }
-        (Self { runners: RunnerIndex::new(index), secrets: webhook_secrets }, problems)
+        (Self { runners: RunnerIndex::new(index), secrets: webhook_secrets, tokens }, problems)
     }
 }

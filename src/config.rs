@@ -67,6 +67,20 @@ pub struct ServeArgs {
     /// Prefix of every memcached key, so several installations can share one memcached.
     #[arg(long, env = "GAA_STORE_PREFIX", default_value = "gaa:v1:")]
     pub store_prefix: String,
+    /// GitHub REST API base URL (GitHub Enterprise Server: `https://HOST/api/v3`).
+    #[arg(long, env = "GAA_GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+    /// File holding a GitHub token used for every repository whose runners name no
+    /// `githubTokenSecret` (standalone use). Without any token, webhooks alone feed demand.
+    #[arg(long, env = "GAA_GITHUB_TOKEN_FILE")]
+    pub github_token_file: Option<PathBuf>,
+    /// Resync a repository with demand at most this often (the original `cacheWindow`).
+    #[arg(long, env = "GAA_CACHE_WINDOW", default_value = "5m", value_parser = parse_duration)]
+    pub cache_window: std::time::Duration,
+    /// Resync an idle repository this often (the original `cacheWindowWhenEmpty`): the longest
+    /// a lost webhook can go unrepaired.
+    #[arg(long, env = "GAA_CACHE_WINDOW_WHEN_EMPTY", default_value = "30m", value_parser = parse_duration)]
+    pub cache_window_when_empty: std::time::Duration,
     /// How often job states are checkpointed and the journal compacted (e.g. `10s`).
     #[arg(long, env = "GAA_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub checkpoint_interval: std::time::Duration,
@@ -91,6 +105,10 @@ impl ServeArgs {
             memcached_password_file: None,
             store_refresh_interval: std::time::Duration::from_secs(1),
             store_prefix: "gaa:v1:".into(),
+            github_api_url: "https://api.github.com".into(),
+            github_token_file: None,
+            cache_window: std::time::Duration::from_secs(300),
+            cache_window_when_empty: std::time::Duration::from_secs(1800),
         }
     }
 }

@@ -10,6 +10,10 @@ use axum::routing::{get, post};
 use crate::api;
 use crate::catalog::Catalog;
 use crate::config::ServeArgs;
+use crate::demand::RunnerIndex;
+use crate::github::client::{GitHubClient, Token};
+use crate::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
+use crate::github::resync::Windows;
 use crate::manifests;
 use crate::metrics::Metrics;
 use crate::store::memcached::{Credentials, Memcached, MemcachedOptions, StoreUrl, StoreUrlError};
@@ -73,6 +77,8 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("--store: {0}")]
     Store(String),
+    #[error("GitHub client: {0}")]
+    GitHub(String),
 }
 
 /// The shared store from `--store`, or `None` for the embedded one.
@@ -175,17 +181,88 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         shared: shared_store(&args)?,
         ..WriterConfig::default()
     };
+    let catalog_runners = catalog.runners.clone();
+    let repo_tokens = tokens_for(&args, &catalog)?;
     let store = StoreHandle::start(&args.data_dir, catalog.runners, config, metrics.clone())?;
-    let state = Arc::new(AppState::new(store.clone(), metrics, catalog.secrets, problems));
+    let state = Arc::new(AppState::new(store.clone(), metrics.clone(), catalog.secrets, problems));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Bind { addr: args.listen.to_string(), source })?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(listen = %local, data_dir = %args.data_dir.display(), "serving");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let resync = start_reconciler(&args, &catalog_runners, repo_tokens, store.clone(), metrics.clone(), stop_rx)?;
     let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
     tracing::info!("shutting down: flushing the journal");
+    let _ = stop_tx.send(true);
+    if let Some(resync) = resync {
+        let _ = resync.await;
+    }
     store.shutdown().await;
     served.map_err(ServeError::Http)
+}
+
+/// GitHub tokens per repository: the runners' own, else the default token file's.
+fn tokens_for(args: &ServeArgs, catalog: &Catalog) -> Result<RepoTokens, ServeError> {
+    let default = match &args.github_token_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ServeError::SecretFile { path: path.display().to_string(), source })?;
+            let token = Token::new(text);
+            if token.is_empty() {
+                return Err(ServeError::EmptySecretFile(path.display().to_string()));
+            }
+            Some(token)
+        }
+    };
+    let mut tokens = RepoTokens::default();
+    for runner in catalog.runners.iter() {
+        let own: Vec<Token> = catalog
+            .tokens
+            .get(&runner.repo)
+            .into_iter()
+            .flatten()
+            .map(|secret| Token::new(String::from_utf8_lossy(secret.expose()).into_owned()))
+            .collect();
+        let chosen = if own.is_empty() { default.iter().cloned().collect() } else { own };
+        tokens.0.insert(runner.repo.clone(), chosen);
+    }
+    Ok(tokens)
+}
+
+/// Starts the resync loop when any repository has a token; standalone it always runs (in a
+/// cluster only the replica holding the lease will).
+fn start_reconciler(
+    args: &ServeArgs,
+    runners: &RunnerIndex,
+    tokens: RepoTokens,
+    store: StoreHandle,
+    metrics: Arc<Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ServeError> {
+    let with_token = tokens.0.values().filter(|t| !t.is_empty()).count();
+    let clock = crate::store::writer::system_clock();
+    let client =
+        GitHubClient::new(&args.github_api_url, metrics.clone()).map_err(|e| ServeError::GitHub(e.to_string()))?;
+    let config = ReconcilerConfig {
+        windows: Windows { busy: args.cache_window, idle: args.cache_window_when_empty },
+        ..ReconcilerConfig::default()
+    };
+    let mut reconciler = Reconciler::new(Arc::new(client), store, config, metrics);
+    reconciler.set_catalog(runners.clone(), tokens, clock());
+    if with_token == 0 {
+        tracing::info!("no GitHub token: demand comes from webhooks alone (no resync)");
+        return Ok(None);
+    }
+    tracing::info!(
+        repositories = with_token,
+        api = %args.github_api_url,
+        cache_window = ?args.cache_window,
+        cache_window_when_empty = ?args.cache_window_when_empty,
+        "resyncing from GitHub"
+    );
+    Ok(Some(tokio::spawn(reconciler.run(clock, stop))))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -58,7 +58,7 @@ async fn two_replicas_on_one_memcached_report_identical_true_demand_through_spli
     let root = tempfile::tempdir().unwrap();
     let a = start_replica(root.path(), "a", &[&memcached]).await;
     let b = start_replica(root.path(), "b", &[&memcached]).await;
-    let client = reqwest::Client::new();
+    let client = common::server::http();
     // 120 jobs queued, 60 started, 30 finished: truth is 90 queued-or-running... minus finished:
     // queued 61..=120 (60) + running 31..=60 (30) = 90.
     let mut plan: Vec<(String, u64, &str)> = Vec::new();
@@ -96,7 +96,7 @@ async fn memcached_dying_loses_no_delivery_and_an_empty_restart_is_refilled_with
     let root = tempfile::tempdir().unwrap();
     let a = start_replica(root.path(), "a", &[&memcached]).await;
     let b = start_replica(root.path(), "b", &[&memcached]).await;
-    let client = reqwest::Client::new();
+    let client = common::server::http();
     for job in 1..=20 {
         let target = if job % 2 == 0 { &a } else { &b };
         assert_eq!(target.deliver(&client, &format!("q-{job}"), "acme/api", job, "queued").await, 202);
@@ -113,7 +113,7 @@ async fn memcached_dying_loses_no_delivery_and_an_empty_restart_is_refilled_with
         assert_eq!(status, 202, "deliveries are still acknowledged while memcached is down");
     }
     eventually("stale, last known value", Duration::from_secs(10), || async { linux(&a).await == (20, true) }).await;
-    let ready: Value = reqwest::get(format!("http://{}/readyz", a.addr)).await.unwrap().json().await.unwrap();
+    let ready: Value = common::server::get(format!("http://{}/readyz", a.addr)).await.unwrap().json().await.unwrap();
     assert_eq!(ready["degraded"], true, "{ready}");
     assert!(ready["backlogJobs"].as_u64().unwrap() > 0, "{ready}");
 
@@ -123,7 +123,7 @@ async fn memcached_dying_loses_no_delivery_and_an_empty_restart_is_refilled_with
     })
     .await;
     eprintln!("demand returned {took:?} after memcached came back empty");
-    let metrics = reqwest::get(format!("http://{}/metrics", b.addr)).await.unwrap().text().await.unwrap();
+    let metrics = common::server::get(format!("http://{}/metrics", b.addr)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("gaa_store_replayed_jobs_total"), "{metrics}");
 }
 
@@ -134,7 +134,7 @@ async fn with_two_memcached_servers_what_one_replica_writes_the_other_reads() {
     let root = tempfile::tempdir().unwrap();
     let a = start_replica(root.path(), "a", &[&first, &second]).await;
     let b = start_replica(root.path(), "b", &[&first, &second]).await;
-    let client = reqwest::Client::new();
+    let client = common::server::http();
     for job in 1..=7 {
         assert_eq!(a.deliver(&client, &format!("q-{job}"), "acme/api", job, "queued").await, 202);
         assert_eq!(a.deliver(&client, &format!("w-{job}"), "acme/web", job + 100, "queued").await, 202);

@@ -14,7 +14,7 @@ async fn every_acknowledged_delivery_survives_kill_9() {
     let manifests = manifests_dir(root.path(), "");
     let data = root.path().join("data");
     let mut server = Server::start(&data, &manifests).await;
-    let client = reqwest::Client::new();
+    let client = common::server::http();
 
     // 150 jobs queued, 50 of them started, 20 of those finished; sent concurrently so the
     // writer commits them in groups.
@@ -52,7 +52,7 @@ async fn sigterm_flushes_and_exits_cleanly_and_state_is_rebuilt_on_start() {
     let manifests = manifests_dir(root.path(), "");
     let data = root.path().join("data");
     let mut server = Server::start(&data, &manifests).await;
-    let client = reqwest::Client::new();
+    let client = common::server::http();
     for job in 1..=5 {
         assert_eq!(server.deliver(&client, &format!("w-{job}"), "acme/web", job, "queued").await, 202);
     }
@@ -78,7 +78,11 @@ async fn invalid_manifest_documents_are_reported_with_file_and_reason_and_the_re
     let log = server.log();
     assert!(log.contains("broken.yml (document 1)") && log.contains("missing field `repo`"), "{log}");
     assert!(log.contains("broken.yml (document 2)") && log.contains("scaleFactor \"fast\""), "{log}");
-    let list: Value =
-        reqwest::get(format!("http://{}/api/v1/scaledactionrunners", server.addr)).await.unwrap().json().await.unwrap();
+    let list: Value = common::server::get(format!("http://{}/api/v1/scaledactionrunners", server.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
 }

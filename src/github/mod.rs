@@ -1,1 +1,9 @@
+//! GitHub REST: the client the reconciler lists Actions runs and jobs with, and its models.
+
+pub mod client;
+pub mod models;
+pub mod reconciler;
 pub mod resync;
+
+pub use client::{Fetched, GitHubClient, GitHubError, RateLimit, RunStatus, Token, backoff, rate_limit_wait};
+pub use models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};

@@ -1,7 +1,7 @@
 //! What the read API serves: each runner's counts and desired size, published by the writer after
 //! every batch. Readers never wait on the journal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,6 +31,24 @@ pub struct RunnerDemand {
     pub scale_factor: String,
     /// True while the shared store cannot be reached: the numbers are the last known ones.
     pub stale: bool,
+    /// `webhooks+github` when a GitHub token lets the resync correct this runner's demand;
+    /// `webhooks` when deliveries alone feed it.
+    pub source: &'static str,
+    /// When GitHub was last asked about this runner's repository (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_resync_time: Option<String>,
+    /// GitHub's demand minus ours at that resync (0: webhooks had it right).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drift: Option<i64>,
+}
+
+/// What the resync last found for a runner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResyncInfo {
+    pub with_token: bool,
+    /// Unix seconds.
+    pub last_time: Option<i64>,
+    pub last_drift: Option<i64>,
 }
 
 impl RunnerDemand {
@@ -50,8 +68,22 @@ impl RunnerDemand {
             max_runners: runner.max_runners,
             scale_factor: runner.scale_factor.to_string(),
             stale: false,
+            source: "webhooks",
+            last_resync_time: None,
+            last_drift: None,
         }
     }
+}
+
+fn decorate(view: &RunnerDemand, stale: bool, resync: Option<&ResyncInfo>) -> RunnerDemand {
+    let mut view = RunnerDemand { stale, ..view.clone() };
+    if let Some(info) = resync {
+        view.source = if info.with_token { "webhooks+github" } else { "webhooks" };
+        view.last_resync_time =
+            info.last_time.and_then(|t| jiff::Timestamp::from_second(t).ok()).map(|t| t.to_string());
+        view.last_drift = info.last_drift;
+    }
+    view
 }
 
 /// The published view, and a version that ticks on every change (for push consumers).
@@ -60,23 +92,36 @@ pub struct Board {
     runners: RwLock<BTreeMap<RunnerKey, RunnerDemand>>,
     version: watch::Sender<u64>,
     stale: AtomicBool,
+    resync: RwLock<HashMap<RunnerKey, ResyncInfo>>,
 }
 
 impl Default for Board {
     fn default() -> Self {
-        Self { runners: RwLock::new(BTreeMap::new()), version: watch::channel(0).0, stale: AtomicBool::new(false) }
+        Self {
+            runners: RwLock::new(BTreeMap::new()),
+            version: watch::channel(0).0,
+            stale: AtomicBool::new(false),
+            resync: RwLock::new(HashMap::new()),
+        }
     }
 }
 
 impl Board {
     pub fn get(&self, key: &RunnerKey) -> Option<RunnerDemand> {
         let stale = self.is_stale();
-        self.read().get(key).map(|view| RunnerDemand { stale, ..view.clone() })
+        let resync = self.resync.read().unwrap_or_else(|p| p.into_inner());
+        self.read().get(key).map(|view| decorate(view, stale, resync.get(key)))
     }
 
     pub fn list(&self) -> Vec<RunnerDemand> {
         let stale = self.is_stale();
-        self.read().values().map(|view| RunnerDemand { stale, ..view.clone() }).collect()
+        let resync = self.resync.read().unwrap_or_else(|p| p.into_inner());
+        self.read().iter().map(|(key, view)| decorate(view, stale, resync.get(key))).collect()
+    }
+
+    /// Records what the resync found for a runner.
+    pub fn set_resync(&self, key: &RunnerKey, info: ResyncInfo) {
+        self.resync.write().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), info);
     }
 
     /// Whether the numbers may be out of date (the shared store is unreachable).

@@ -8,6 +8,6 @@ pub mod memcached_kv;
 pub mod shared;
 pub mod writer;
 
-pub use board::{Board, RunnerDemand};
+pub use board::{Board, ResyncInfo, RunnerDemand};
 pub use journal::{Journal, JournalError};
 pub use writer::{Recorded, StoreError, StoreHandle, WriterConfig};

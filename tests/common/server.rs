@@ -17,6 +17,18 @@ pub struct Server {
     pub stderr: PathBuf,
 }
 
+/// An HTTP client for tests. The crate builds reqwest without a built-in TLS provider (it uses
+/// rustls on ring), so the provider is installed first, once per process.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// GET `url` with [`http`].
+pub async fn get(url: String) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
+}
+
 pub fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
@@ -49,7 +61,7 @@ impl Server {
     pub async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(r) = reqwest::get(format!("http://{}/healthz", self.addr)).await
+            if let Ok(r) = get(format!("http://{}/healthz", self.addr)).await
                 && r.status().is_success()
             {
                 return;
@@ -81,7 +93,7 @@ impl Server {
     }
 
     pub async fn runner(&self, ns: &str, name: &str) -> Value {
-        reqwest::get(format!("http://{}/api/v1/namespaces/{ns}/scaledactionrunners/{name}", self.addr))
+        get(format!("http://{}/api/v1/namespaces/{ns}/scaledactionrunners/{name}", self.addr))
             .await
             .unwrap()
             .json()

@@ -1,0 +1,396 @@
+//! The resync loop: asks GitHub what is queued and running in each repository that has runners,
+//! compares with what webhooks built, and journals the difference, within the cache windows and
+//! the rate limits.
+//!
+//! Each pass takes the repositories that are due, a few at a time. Per repository: the queued
+//! and in-progress run lists (conditional: an unchanged list is a free 304), the jobs of those
+//! runs (every page; skipped when both lists are unchanged), a lookup of each job we think is
+//! open that GitHub no longer lists, and the corrections through the journal like any delivery.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::client::{GitHubClient, GitHubError, RunStatus, Token};
+use super::models::WorkflowJob;
+use super::resync::{Comparison, GitHubJob, KnownJob, Schedule, Windows, compare};
+use crate::demand::job::normalize_labels;
+use crate::demand::{JobEvent, JobStatus, RepoRef, RunnerIndex, RunnerKey};
+use crate::metrics::Metrics;
+use crate::store::{ResyncInfo, StoreHandle};
+
+/// GitHub's secondary limit is 900 points a minute per token; leave headroom for retries.
+const POINTS_PER_MINUTE: u32 = 800;
+
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    pub windows: Windows,
+    /// Jobs we learned about this recently are not judged missing from GitHub's lists.
+    pub settle: Duration,
+    /// Repositories resynced at once.
+    pub concurrency: usize,
+    /// Lookups of individual jobs per repository and pass.
+    pub max_lookups: usize,
+    /// Primary-limit credits kept in reserve: below them a token waits for its reset.
+    pub reserve_credits: u32,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            windows: Windows::default(),
+            settle: Duration::from_secs(60),
+            concurrency: 8,
+            max_lookups: 20,
+            reserve_credits: 100,
+        }
+    }
+}
+
+/// Tokens that may read each repository (lower-cased `owner/name`).
+#[derive(Debug, Clone, Default)]
+pub struct RepoTokens(pub HashMap<String, Vec<Token>>);
+
+/// What one repository's resync did.
+#[derive(Debug, Default)]
+pub struct RepoOutcome {
+    pub requests: u32,
+    pub credits: u32,
+    pub not_modified: u32,
+    pub corrections: usize,
+    pub busy: bool,
+    pub drift: HashMap<RunnerKey, i64>,
+}
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub resynced: usize,
+    pub deferred: usize,
+    pub failed: usize,
+    pub requests: u32,
+    pub credits: u32,
+    pub corrections: usize,
+}
+
+/// A finished repository resync: repository, token id, outcome, the jobs GitHub listed.
+type Finished = (String, String, Result<RepoOutcome, GitHubError>, Vec<GitHubJob>);
+
+/// Per-token pacing: points spent in the last minute, and a pause after a limit answer.
+#[derive(Debug, Default)]
+struct TokenPace {
+    spent: VecDeque<(i64, u32)>,
+    paused_until: i64,
+    secondary_backoff: Option<Duration>,
+}
+
+impl TokenPace {
+    fn points_last_minute(&mut self, now: i64) -> u32 {
+        while self.spent.front().is_some_and(|(at, _)| *at <= now - 60) {
+            self.spent.pop_front();
+        }
+        self.spent.iter().map(|(_, p)| p).sum()
+    }
+}
+
+/// The shared pieces a repository resync needs (cheap to clone into a task).
+#[derive(Clone)]
+struct Shared {
+    client: Arc<GitHubClient>,
+    store: StoreHandle,
+    index: Arc<RunnerIndex>,
+    config: ReconcilerConfig,
+    metrics: Arc<Metrics>,
+}
+
+pub struct Reconciler {
+    shared: Shared,
+    tokens: RepoTokens,
+    schedule: Schedule,
+    pace: HashMap<String, TokenPace>,
+    rotation: HashMap<String, usize>,
+    /// Per repository: the jobs of its open runs at the last full listing, reused while both run
+    /// lists answer 304.
+    last_jobs: HashMap<String, Vec<GitHubJob>>,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").field("repositories", &self.schedule.len()).finish_non_exhaustive()
+    }
+}
+
+impl Reconciler {
+    pub fn new(client: Arc<GitHubClient>, store: StoreHandle, config: ReconcilerConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            shared: Shared { client, store, index: Arc::new(RunnerIndex::default()), config, metrics },
+            tokens: RepoTokens::default(),
+            schedule: Schedule::default(),
+            pace: HashMap::new(),
+            rotation: HashMap::new(),
+            last_jobs: HashMap::new(),
+        }
+    }
+
+    /// Which runners exist and which tokens read which repository. Repositories without a token
+    /// are served by webhooks alone, and their runners say so.
+    pub fn set_catalog(&mut self, index: RunnerIndex, tokens: RepoTokens, now: i64) {
+        for runner in index.iter() {
+            let with_token = tokens.0.get(&runner.repo).is_some_and(|t| !t.is_empty());
+            let board = self.shared.store.board();
+            let mut info = board.get(&runner.key).map_or(ResyncInfo::default(), |v| ResyncInfo {
+                with_token,
+                last_time: v
+                    .last_resync_time
+                    .as_deref()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .map(|t| t.as_second()),
+                last_drift: v.last_drift,
+            });
+            info.with_token = with_token;
+            board.set_resync(&runner.key, info);
+        }
+        let repos: Vec<String> = tokens.0.iter().filter(|(_, t)| !t.is_empty()).map(|(r, _)| r.clone()).collect();
+        self.schedule.set_repos(repos, now, self.shared.config.windows);
+        self.last_jobs.retain(|repo, _| tokens.0.contains_key(repo));
+        self.shared.index = Arc::new(index);
+        self.tokens = tokens;
+    }
+
+    pub fn repositories(&self) -> usize {
+        self.schedule.len()
+    }
+
+    pub fn next_due(&self) -> Option<i64> {
+        self.schedule.next_due()
+    }
+
+    /// A token for `repo` that may spend now, rotating between the repository's tokens.
+    fn pick_token(&mut self, repo: &str, now: i64) -> Result<Token, i64> {
+        let tokens = self.tokens.0.get(repo).cloned().unwrap_or_default();
+        let start = *self.rotation.get(repo).unwrap_or(&0);
+        let mut earliest = i64::MAX;
+        for offset in 0..tokens.len() {
+            let token = &tokens[(start + offset) % tokens.len()];
+            let pace = self.pace.entry(token.id()).or_default();
+            let mut ready_at = pace.paused_until;
+            if pace.points_last_minute(now) >= POINTS_PER_MINUTE {
+                ready_at = ready_at.max(pace.spent.front().map_or(now, |(at, _)| at + 60));
+            }
+            if let Some(limit) = self.shared.client.rate_limit(token)
+                && limit.remaining <= u64::from(self.shared.config.reserve_credits)
+                && limit.reset > now
+            {
+                ready_at = ready_at.max(limit.reset);
+            }
+            if ready_at <= now {
+                self.rotation.insert(repo.to_string(), start + offset + 1);
+                return Ok(token.clone());
+            }
+            earliest = earliest.min(ready_at);
+        }
+        Err(if earliest == i64::MAX { now + 60 } else { earliest })
+    }
+
+    /// Resyncs every repository due at `now` (our clock, unix seconds), a few at a time.
+    pub async fn resync_due(&mut self, now: i64) -> Pass {
+        let mut pass = Pass::default();
+        self.shared.metrics.resync_lag.set(self.schedule.lag(now) as f64);
+        let due = self.schedule.due(now, usize::MAX);
+        let mut tasks: JoinSet<Finished> = JoinSet::new();
+        let mut queue = due.into_iter();
+        loop {
+            while tasks.len() < self.shared.config.concurrency.max(1) {
+                let Some(repo) = queue.next() else { break };
+                match self.pick_token(&repo, now) {
+                    Err(at) => {
+                        self.schedule.defer(&repo, at);
+                        pass.deferred += 1;
+                    }
+                    Ok(token) => {
+                        let shared = self.shared.clone();
+                        let cached = self.last_jobs.get(&repo).cloned();
+                        tasks.spawn(async move {
+                            let mut jobs_seen = Vec::new();
+                            let outcome = resync_repo(&shared, &token, &repo, now, cached, &mut jobs_seen).await;
+                            (repo, token.id(), outcome, jobs_seen)
+                        });
+                    }
+                }
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let Ok((repo, token_id, outcome, jobs_seen)) = joined else {
+                pass.failed += 1;
+                continue;
+            };
+            let pace = self.pace.entry(token_id).or_default();
+            match outcome {
+                Ok(outcome) => {
+                    pace.spent.push_back((now, outcome.requests));
+                    pace.secondary_backoff = None;
+                    pass.resynced += 1;
+                    pass.requests += outcome.requests;
+                    pass.credits += outcome.credits;
+                    pass.corrections += outcome.corrections;
+                    self.last_jobs.insert(repo.clone(), jobs_seen);
+                    self.record_outcome(&repo, &outcome, now);
+                    self.schedule.done(&repo, now, outcome.busy, self.shared.config.windows);
+                }
+                Err(GitHubError::RateLimited { retry_after, secondary }) => {
+                    // Keep the last good demand; wait as GitHub asks, longer on repeats.
+                    let wait = if secondary {
+                        let doubled = pace.secondary_backoff.map_or(retry_after, |b| (b * 2).max(retry_after));
+                        pace.secondary_backoff = Some(doubled.min(Duration::from_secs(900)));
+                        doubled
+                    } else {
+                        retry_after
+                    };
+                    let until = now + i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 2).max(1);
+                    pace.paused_until = pace.paused_until.max(until);
+                    tracing::warn!(%repo, wait_secs = wait.as_secs(), secondary, "GitHub rate limit: token paused");
+                    self.schedule.defer(&repo, until);
+                    pass.deferred += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%repo, %error, "resync failed; will retry");
+                    self.schedule.defer(&repo, now + 60);
+                    pass.failed += 1;
+                }
+            }
+        }
+        pass
+    }
+
+    fn record_outcome(&self, repo: &str, outcome: &RepoOutcome, now: i64) {
+        let metrics = &self.shared.metrics;
+        for runner in self.shared.index.for_repo(repo) {
+            let drift = outcome.drift.get(&runner.key).copied().unwrap_or(0);
+            let labels =
+                crate::metrics::RunnerLabels { namespace: runner.key.namespace.clone(), name: runner.key.name.clone() };
+            metrics.drift.get_or_create(&labels).set(drift);
+            if drift != 0 {
+                metrics.drift_corrections.get_or_create(&labels).inc_by(drift.unsigned_abs());
+                tracing::info!(runner = %runner.key, drift, "resync corrected demand from GitHub");
+            }
+            self.shared.store.board().set_resync(
+                &runner.key,
+                ResyncInfo { with_token: true, last_time: Some(now), last_drift: Some(drift) },
+            );
+        }
+    }
+
+    /// Runs passes until `stop` resolves, sleeping until the next repository is due.
+    pub async fn run(mut self, clock: crate::store::writer::Clock, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let now = clock();
+            let pass = self.resync_due(now).await;
+            if pass.resynced + pass.deferred + pass.failed > 0 {
+                tracing::debug!(?pass, "resync pass");
+            }
+            let next = self.next_due().unwrap_or(now + 60);
+            let sleep = Duration::from_secs(u64::try_from((next - clock()).clamp(1, 60)).unwrap_or(1));
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+fn github_job(job: &WorkflowJob) -> GitHubJob {
+    let since = match job.status.as_deref() {
+        Some("in_progress") | Some("completed") => job.started_at.as_deref().or(job.created_at.as_deref()),
+        _ => job.created_at.as_deref(),
+    }
+    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    .map(|t| t.as_second());
+    GitHubJob {
+        id: job.id,
+        run_id: job.run_id,
+        run_attempt: job.run_attempt.unwrap_or(1),
+        status: job.status.as_deref().and_then(JobStatus::parse),
+        labels: normalize_labels(&job.labels),
+        since,
+    }
+}
+
+/// One repository: list, compare, look up, correct. `jobs_seen` receives the jobs of the open
+/// runs, for reuse while the run lists stay unchanged.
+async fn resync_repo(
+    shared: &Shared,
+    token: &Token,
+    repo: &str,
+    now: i64,
+    cached: Option<Vec<GitHubJob>>,
+    jobs_seen: &mut Vec<GitHubJob>,
+) -> Result<RepoOutcome, GitHubError> {
+    let client = &shared.client;
+    let mut outcome = RepoOutcome::default();
+    let mut count = |requests: u32, credits: u32, not_modified: u32| {
+        outcome.requests += requests;
+        outcome.credits += credits;
+        outcome.not_modified += not_modified;
+    };
+    let queued = client.list_runs(token, repo, RunStatus::Queued).await?;
+    count(queued.requests, queued.credits, queued.not_modified);
+    let running = client.list_runs(token, repo, RunStatus::InProgress).await?;
+    count(running.requests, running.credits, running.not_modified);
+    let unchanged = queued.credits == 0 && running.credits == 0;
+    let github: Vec<GitHubJob> = match cached {
+        Some(jobs) if unchanged => jobs,
+        _ => {
+            let mut jobs = Vec::new();
+            for run in queued.value.iter().chain(running.value.iter()) {
+                let listed = client.list_jobs(token, repo, run.id).await?;
+                count(listed.requests, listed.credits, listed.not_modified);
+                jobs.extend(listed.value.iter().map(github_job));
+            }
+            jobs
+        }
+    };
+    let ours: Vec<KnownJob> = shared
+        .store
+        .open_jobs(repo)
+        .await
+        .map_err(|e| GitHubError::Http(format!("store: {e}")))?
+        .into_iter()
+        .map(|j| KnownJob { id: j.id, status: j.status, labels: j.labels, changed_at: j.changed_at })
+        .collect();
+    let repo_ref = RepoRef::new(0, repo);
+    let Comparison { mut corrections, unseen, drift } =
+        compare(&repo_ref, &shared.index, &github, &ours, now, shared.config.settle);
+    for job_id in unseen.into_iter().take(shared.config.max_lookups) {
+        let found = client.get_job(token, repo, job_id).await?;
+        count(found.requests, found.credits, found.not_modified);
+        let known = ours.iter().find(|j| j.id == job_id);
+        let status = match &found.value {
+            // Gone from GitHub altogether: nothing will ever run it.
+            None => Some(JobStatus::Completed),
+            Some(job) => job.status.as_deref().and_then(JobStatus::parse),
+        };
+        if let (Some(status), Some(known)) = (status, known)
+            && status > known.status
+        {
+            let base = found.value.as_ref().map(github_job);
+            corrections.push(JobEvent::new(
+                job_id,
+                base.as_ref().map_or(0, |b| b.run_id),
+                base.as_ref().map_or(1, |b| b.run_attempt),
+                repo_ref.clone(),
+                status,
+                known.labels.iter(),
+            ));
+        }
+    }
+    outcome.busy = github.iter().any(|j| j.status.is_some_and(JobStatus::is_demand));
+    for event in &corrections {
+        let delivery = format!("resync:{}:{}", event.job_id, event.status.as_str());
+        shared.store.record(&delivery, event.clone()).await.map_err(|e| GitHubError::Http(format!("store: {e}")))?;
+    }
+    outcome.corrections = corrections.len();
+    outcome.drift = drift;
+    *jobs_seen = github;
+    Ok(outcome)
+}

@@ -1,0 +1,718 @@
+//! An in-process fake of the GitHub REST endpoints the reconciler polls, behaving as GitHub documents
+//! them: workflow runs and jobs with pagination by `Link` header, weak `ETag`s with free `304`s,
+//! per-token primary rate limits with their headers, and injected faults (secondary limits, server
+//! errors, slowness).
+//!
+//! Modelled on GitHub's REST documentation ("List workflow runs for a repository", "List jobs for a
+//! workflow run", "Get a job for a workflow run", "Rate limits for the REST API", "Best practices":
+//! conditional requests, "Using pagination in the REST API"). Simplifications, on purpose:
+//! - only a `200` costs a primary-limit credit; `304`, `4xx` and `5xx` are free here (GitHub may
+//!   count errors; a client must not rely on either);
+//! - a token's hourly window opens at its first request and closes an hour later (the
+//!   `X-RateLimit-Reset`); `credits_used` counts across windows;
+//! - an exhausted token gets the `403` even with a matching `If-None-Match`;
+//! - one attempt per run (`run_attempt` 1), so `filter=latest` and `filter=all` agree;
+//! - a `Link` keeps the request's path and query (GitHub sometimes rewrites the path to
+//!   `/repositories/{id}/…`: follow the links, never build them);
+//! - requests without a `User-Agent` are refused with GitHub's `403`, before authentication.
+//!
+//! Order of checks for every request: `User-Agent` → token (`401`) → the next matching injected
+//! fault → primary limit (`403`) → route (`404`) → `If-None-Match` (`304`, free) → `200` (1 credit).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+/// GitHub's primary rate-limit window.
+const WINDOW_SECS: i64 = 3600;
+const DEFAULT_PER_PAGE: usize = 30;
+const MAX_PER_PAGE: usize = 100;
+const RATE_LIMIT_DOCS: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api";
+
+/// A job's `status` as GitHub reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    InProgress,
+    Completed,
+    Waiting,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::InProgress => "in_progress",
+            JobState::Completed => "completed",
+            JobState::Waiting => "waiting",
+        }
+    }
+}
+
+/// A misbehaviour served instead of (or, for `Slow`, before) the normal answer. Each is consumed
+/// by exactly one authenticated request, in the order injected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// An answer with this status (e.g. 500, 502, 503) and a JSON message.
+    ServerError { status: u16 },
+    /// GitHub's secondary-limit answer: `status` (403 or 429) with `Retry-After`.
+    SecondaryLimit { retry_after_secs: u64, status: u16 },
+    /// The primary-limit `403` with `X-RateLimit-Remaining: 0`, once, whatever the token has left.
+    PrimaryExhausted,
+    /// Waits this long, then answers normally.
+    Slow { delay: Duration },
+}
+
+/// One request as the fake saw it, with the status it answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub if_none_match: Option<String>,
+    pub status: u16,
+    /// The token presented, known or not.
+    pub token: Option<String>,
+}
+
+pub struct FakeGitHub {
+    addr: SocketAddr,
+    world: Arc<Mutex<World>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FakeGitHub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeGitHub {
+    /// Serves on 127.0.0.1 on a free port until dropped.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake GitHub");
+        let addr = listener.local_addr().expect("the fake GitHub's address");
+        let world = Arc::new(Mutex::new(World::new(format!("http://{addr}"))));
+        let app = Router::new().fallback(answer).with_state(world.clone());
+        let task = tokio::spawn(async move {
+            // Only ends when the task is aborted on drop.
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, world, task }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A token with `limit` requests an hour, all remaining.
+    pub fn add_token(&self, token: &str, limit: u32) {
+        self.world().tokens.insert(token.to_owned(), Quota { limit, used: 0, window_start: None, spent: 0 });
+    }
+
+    /// Makes a repository (`owner/name`) exist with no runs; `add_job` creates it too.
+    pub fn add_repo(&self, repo: &str) {
+        self.world().repo_mut(repo);
+    }
+
+    /// Adds (or replaces) a job in run `run_id` of `repo`, creating the repository and run if needed.
+    pub fn add_job(&self, repo: &str, run_id: u64, job_id: u64, labels: &[&str], status: JobState) {
+        let mut world = self.world();
+        let now = world.now();
+        let key = repo_key(repo);
+        if let Some(existing) = world.jobs.get(&job_id) {
+            assert!(
+                existing.repo == key && existing.run_id == run_id,
+                "job {job_id} already belongs to run {} of {}",
+                existing.run_id,
+                existing.repo
+            );
+        }
+        let run = world.repo_mut(repo).runs.entry(run_id).or_insert_with(|| Run {
+            id: run_id,
+            created_at: now,
+            updated_at: now,
+            jobs: BTreeSet::new(),
+        });
+        run.jobs.insert(job_id);
+        run.updated_at = now;
+        let mut job = Job {
+            id: job_id,
+            run_id,
+            repo: key,
+            labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+            status: JobState::Queued,
+            created_at: now,
+            started_at: now,
+            completed_at: None,
+            runner: None,
+        };
+        job.transition(status, now);
+        world.jobs.insert(job_id, job);
+    }
+
+    /// Moves a known job to `status` (a runner is assigned when it starts; `completed` succeeds).
+    pub fn set_job_status(&self, job_id: u64, status: JobState) {
+        let mut world = self.world();
+        let now = world.now();
+        let job = world.jobs.get_mut(&job_id).unwrap_or_else(|| panic!("no job {job_id} in the fake GitHub"));
+        if job.status == status {
+            return;
+        }
+        job.transition(status, now);
+        let (repo, run_id) = (job.repo.clone(), job.run_id);
+        if let Some(run) = world.repos.get_mut(&repo).and_then(|r| r.runs.get_mut(&run_id)) {
+            run.updated_at = now;
+        }
+    }
+
+    /// Deletes a run and its jobs (they answer 404 afterwards).
+    pub fn remove_run(&self, repo: &str, run_id: u64) {
+        let mut world = self.world();
+        let removed = world.repos.get_mut(&repo_key(repo)).and_then(|r| r.runs.remove(&run_id));
+        if let Some(run) = removed {
+            for job in run.jobs {
+                world.jobs.remove(&job);
+            }
+        }
+    }
+
+    /// Primary-limit credits this token has spent since it was added, across windows.
+    pub fn credits_used(&self, token: &str) -> u32 {
+        self.world().tokens.get(token).map_or(0, |q| q.spent)
+    }
+
+    /// What `X-RateLimit-Remaining` would say now.
+    pub fn remaining(&self, token: &str) -> u32 {
+        let world = self.world();
+        let now = world.now();
+        world.tokens.get(token).map_or(0, |q| if q.expired(now) { q.limit } else { q.limit.saturating_sub(q.used) })
+    }
+
+    /// Leaves `remaining` requests in the token's current window (opening one if needed).
+    pub fn set_remaining(&self, token: &str, remaining: u32) {
+        let mut world = self.world();
+        let now = world.now();
+        let quota = world.tokens.get_mut(token).unwrap_or_else(|| panic!("no token {token} in the fake GitHub"));
+        quota.roll(now);
+        quota.used = quota.limit.saturating_sub(remaining);
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.world().requests.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.world().requests.clear();
+    }
+
+    /// Queues a fault for the next authenticated request.
+    pub fn inject(&self, fault: Fault) {
+        self.world().faults.push_back(Injected { path_contains: None, fault });
+    }
+
+    /// Queues a fault for the next authenticated request whose path contains `path_contains`.
+    pub fn inject_on(&self, path_contains: &str, fault: Fault) {
+        self.world().faults.push_back(Injected { path_contains: Some(path_contains.to_owned()), fault });
+    }
+
+    /// Pins the clock (unix seconds) used for rate-limit windows and timestamps; real time until then.
+    pub fn set_now(&self, unix_seconds: i64) {
+        self.world().clock = Some(unix_seconds);
+    }
+
+    /// Moves the clock forward, pinning it.
+    pub fn advance(&self, seconds: i64) {
+        let mut world = self.world();
+        let now = world.now();
+        world.clock = Some(now + seconds);
+    }
+
+    pub fn now(&self) -> i64 {
+        self.world().now()
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        lock(&self.world)
+    }
+}
+
+type Shared = Arc<Mutex<World>>;
+
+fn lock(world: &Shared) -> MutexGuard<'_, World> {
+    // A test that panicked mid-request must not hide its own failure behind a poisoned lock.
+    world.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Quota {
+    limit: u32,
+    used: u32,
+    window_start: Option<i64>,
+    spent: u32,
+}
+
+impl Quota {
+    fn expired(&self, now: i64) -> bool {
+        self.window_start.is_none_or(|start| now >= start + WINDOW_SECS)
+    }
+
+    fn roll(&mut self, now: i64) {
+        if self.expired(now) {
+            self.window_start = Some(now);
+            self.used = 0;
+        }
+    }
+
+    fn remaining(&self) -> u32 {
+        self.limit.saturating_sub(self.used)
+    }
+
+    fn reset(&self, now: i64) -> i64 {
+        self.window_start.unwrap_or(now) + WINDOW_SECS
+    }
+}
+
+struct Injected {
+    path_contains: Option<String>,
+    fault: Fault,
+}
+
+struct Repo {
+    id: u64,
+    full_name: String,
+    runs: BTreeMap<u64, Run>,
+}
+
+struct Run {
+    id: u64,
+    created_at: i64,
+    updated_at: i64,
+    jobs: BTreeSet<u64>,
+}
+
+struct Job {
+    id: u64,
+    run_id: u64,
+    /// Key into `World::repos`.
+    repo: String,
+    labels: Vec<String>,
+    status: JobState,
+    created_at: i64,
+    started_at: i64,
+    completed_at: Option<i64>,
+    /// The runner picked when the job started: (id, name).
+    runner: Option<(u64, String)>,
+}
+
+impl Job {
+    fn transition(&mut self, status: JobState, now: i64) {
+        match status {
+            JobState::Queued | JobState::Waiting => {
+                self.runner = None;
+                self.completed_at = None;
+            }
+            JobState::InProgress => {
+                self.started_at = now;
+                self.completed_at = None;
+                self.runner = Some((1_000_000 + self.id, format!("fake-runner-{}", self.id)));
+            }
+            JobState::Completed => self.completed_at = Some(now),
+        }
+        self.status = status;
+    }
+
+    fn conclusion(&self) -> Value {
+        if self.status == JobState::Completed { json!("success") } else { Value::Null }
+    }
+}
+
+struct World {
+    base_url: String,
+    clock: Option<i64>,
+    tokens: HashMap<String, Quota>,
+    /// Keyed by lower-cased `owner/name`: GitHub's names are case-insensitive.
+    repos: BTreeMap<String, Repo>,
+    jobs: BTreeMap<u64, Job>,
+    faults: VecDeque<Injected>,
+    requests: Vec<Recorded>,
+    served: u64,
+}
+
+fn repo_key(repo: &str) -> String {
+    repo.to_ascii_lowercase()
+}
+
+/// What a request turned into, before it becomes an HTTP response.
+struct Reply {
+    status: StatusCode,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: StatusCode, body: &Value) -> Self {
+        let body = serde_json::to_vec(body).expect("JSON serialises");
+        Self { status, headers: vec![("content-type", "application/json; charset=utf-8".to_owned())], body }
+    }
+
+    fn error(status: StatusCode, message: &str, documentation_url: &str) -> Self {
+        let body = json!({"message": message, "documentation_url": documentation_url, "status": status.as_str()});
+        Self::json(status, &body)
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// The outcome of the checks made before any delay.
+enum Admission {
+    Refused(Reply),
+    Admitted { token: String, fault: Option<Fault> },
+}
+
+impl World {
+    fn new(base_url: String) -> Self {
+        Self {
+            base_url,
+            clock: None,
+            tokens: HashMap::new(),
+            repos: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            faults: VecDeque::new(),
+            requests: Vec::new(),
+            served: 0,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.unwrap_or_else(|| {
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        })
+    }
+
+    fn repo_mut(&mut self, repo: &str) -> &mut Repo {
+        let id = 100_000 + self.repos.len() as u64;
+        self.repos.entry(repo_key(repo)).or_insert_with(|| Repo {
+            id,
+            full_name: repo.to_owned(),
+            runs: BTreeMap::new(),
+        })
+    }
+
+    fn admit(&mut self, path: &str, headers: &HeaderMap, token: Option<&str>) -> Admission {
+        let has_agent = headers.get(header::USER_AGENT).is_some_and(|v| !v.as_bytes().is_empty());
+        if !has_agent {
+            let message = "Request forbidden by administrative rules. Please make sure your request has a User-Agent \
+                           header (https://docs.github.com/en/rest/overview/resources-in-the-rest-api#user-agent-required). \
+                           Check https://developer.github.com for other possible causes.\n";
+            return Admission::Refused(Reply {
+                status: StatusCode::FORBIDDEN,
+                headers: vec![("content-type", "text/plain; charset=utf-8".to_owned())],
+                body: message.as_bytes().to_vec(),
+            });
+        }
+        let now = self.now();
+        let Some(quota) = token.and_then(|t| self.tokens.get_mut(t)) else {
+            return Admission::Refused(Reply::error(
+                StatusCode::UNAUTHORIZED,
+                "Bad credentials",
+                "https://docs.github.com/rest",
+            ));
+        };
+        quota.roll(now);
+        let matching = self.faults.iter().position(|f| f.path_contains.as_deref().is_none_or(|p| path.contains(p)));
+        let fault = matching.and_then(|i| self.faults.remove(i)).map(|f| f.fault);
+        Admission::Admitted { token: token.unwrap_or_default().to_owned(), fault }
+    }
+
+    /// Answers an admitted request; `fault` is any fault still to serve (not `Slow`, already waited).
+    fn respond(
+        &mut self,
+        method: &Method,
+        uri: &Uri,
+        if_none_match: Option<&str>,
+        token: &str,
+        fault: Option<Fault>,
+    ) -> Reply {
+        let now = self.now();
+        self.served += 1;
+        let request_id = format!("FAKE:{:08X}", self.served);
+        let Some(quota) = self.tokens.get_mut(token) else {
+            return Reply::error(StatusCode::UNAUTHORIZED, "Bad credentials", "https://docs.github.com/rest");
+        };
+        quota.roll(now);
+        let exhausted = matches!(fault, Some(Fault::PrimaryExhausted)) || quota.remaining() == 0;
+        let reply = match fault {
+            Some(Fault::ServerError { status }) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                Some(Reply::json(status, &json!({"message": "Server Error"})))
+            }
+            Some(Fault::SecondaryLimit { retry_after_secs, status }) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                let message = format!(
+                    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you \
+                     reach out to GitHub Support for help, please include the request ID {request_id}."
+                );
+                let docs = format!("{RATE_LIMIT_DOCS}#about-secondary-rate-limits");
+                Some(Reply::error(status, &message, &docs).header("retry-after", retry_after_secs.to_string()))
+            }
+            _ if exhausted => Some(Reply::error(
+                StatusCode::FORBIDDEN,
+                "API rate limit exceeded for user ID 1.",
+                &format!("{RATE_LIMIT_DOCS}#about-primary-rate-limits"),
+            )),
+            _ => None,
+        };
+        let reply = reply.unwrap_or_else(|| match self.route(method, uri) {
+            Err(not_found) => not_found,
+            Ok((body, link)) => {
+                let body = serde_json::to_vec(&body).expect("JSON serialises");
+                let etag = format!("W/\"{}\"", hex::encode(Sha256::digest(&body)));
+                if if_none_match.is_some_and(|candidates| etag_matches(candidates, &etag)) {
+                    Reply { status: StatusCode::NOT_MODIFIED, headers: vec![("etag", etag)], body: Vec::new() }
+                } else {
+                    if let Some(quota) = self.tokens.get_mut(token) {
+                        quota.used += 1;
+                        quota.spent += 1;
+                    }
+                    let mut reply = Reply {
+                        status: StatusCode::OK,
+                        headers: vec![
+                            ("content-type", "application/json; charset=utf-8".to_owned()),
+                            ("cache-control", "private, max-age=60, s-maxage=60".to_owned()),
+                            ("vary", "Accept, Authorization, Cookie, X-GitHub-OTP".to_owned()),
+                            ("etag", etag),
+                        ],
+                        body,
+                    };
+                    if let Some(link) = link {
+                        reply = reply.header("link", link);
+                    }
+                    reply
+                }
+            }
+        });
+        let mut reply =
+            reply.header("x-github-request-id", request_id).header("x-github-media-type", "github.v3; format=json");
+        if let Some(quota) = self.tokens.get(token) {
+            let (remaining, used) = if exhausted { (0, quota.limit) } else { (quota.remaining(), quota.used) };
+            reply = reply
+                .header("x-ratelimit-limit", quota.limit.to_string())
+                .header("x-ratelimit-remaining", remaining.to_string())
+                .header("x-ratelimit-used", used.to_string())
+                .header("x-ratelimit-reset", quota.reset(now).to_string())
+                .header("x-ratelimit-resource", "core");
+        }
+        reply
+    }
+
+    /// The JSON body and `Link` header of a GET, or the 404.
+    fn route(&self, method: &Method, uri: &Uri) -> Result<(Value, Option<String>), Reply> {
+        let not_found = || Reply::error(StatusCode::NOT_FOUND, "Not Found", "https://docs.github.com/rest");
+        if method != Method::GET {
+            return Err(not_found());
+        }
+        let params: Vec<(String, String)> =
+            form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let segments: Vec<&str> = uri.path().split('/').collect();
+        match segments.as_slice() {
+            ["", "repos", owner, name, "actions", "runs"] => {
+                let repo = self.repos.get(&repo_key(&format!("{owner}/{name}"))).ok_or_else(not_found)?;
+                let wanted = param("status");
+                let runs: Vec<Value> = repo
+                    .runs
+                    .values()
+                    .rev()
+                    .map(|run| self.run_json(repo, run))
+                    .filter(|run| wanted.is_none_or(|w| run["status"] == w || run["conclusion"] == w))
+                    .collect();
+                let (page, link) = self.paginate(uri, &params, runs);
+                Ok((json!({"total_count": page.1, "workflow_runs": page.0}), link))
+            }
+            ["", "repos", owner, name, "actions", "runs", run_id, "jobs"] => {
+                let repo = self.repos.get(&repo_key(&format!("{owner}/{name}"))).ok_or_else(not_found)?;
+                let run = run_id.parse().ok().and_then(|id: u64| repo.runs.get(&id)).ok_or_else(not_found)?;
+                let jobs: Vec<Value> =
+                    run.jobs.iter().filter_map(|id| self.jobs.get(id)).map(|j| self.job_json(j)).collect();
+                let (page, link) = self.paginate(uri, &params, jobs);
+                Ok((json!({"total_count": page.1, "jobs": page.0}), link))
+            }
+            ["", "repos", owner, name, "actions", "jobs", job_id] => {
+                let key = repo_key(&format!("{owner}/{name}"));
+                let job = job_id.parse().ok().and_then(|id: u64| self.jobs.get(&id)).filter(|j| j.repo == key);
+                Ok((self.job_json(job.ok_or_else(not_found)?), None))
+            }
+            _ => Err(not_found()),
+        }
+    }
+
+    /// One page of `items` as GitHub cuts it, with its total and `Link` header (none on a single page).
+    fn paginate(
+        &self,
+        uri: &Uri,
+        params: &[(String, String)],
+        items: Vec<Value>,
+    ) -> ((Vec<Value>, usize), Option<String>) {
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse::<usize>().ok());
+        let per_page = param("per_page").filter(|&n| n > 0).map_or(DEFAULT_PER_PAGE, |n| n.min(MAX_PER_PAGE));
+        let page = param("page").filter(|&n| n > 0).unwrap_or(1);
+        let total = items.len();
+        let last = total.div_ceil(per_page).max(1);
+        let shown = items.into_iter().skip((page - 1).saturating_mul(per_page)).take(per_page).collect();
+        let href = |to: usize| {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in params.iter().filter(|(k, _)| k != "page") {
+                query.append_pair(k, v);
+            }
+            query.append_pair("page", &to.to_string());
+            format!("<{}{}?{}>", self.base_url, uri.path(), query.finish())
+        };
+        let mut links = Vec::new();
+        if page > 1 {
+            links.push(format!("{}; rel=\"prev\"", href(page - 1)));
+        }
+        if page < last {
+            links.push(format!("{}; rel=\"next\"", href(page + 1)));
+            links.push(format!("{}; rel=\"last\"", href(last)));
+        }
+        if page > 1 {
+            links.push(format!("{}; rel=\"first\"", href(1)));
+        }
+        ((shown, total), (!links.is_empty()).then(|| links.join(", ")))
+    }
+
+    fn run_status(&self, run: &Run) -> JobState {
+        let states: Vec<JobState> = run.jobs.iter().filter_map(|id| self.jobs.get(id)).map(|j| j.status).collect();
+        [JobState::InProgress, JobState::Queued, JobState::Waiting]
+            .into_iter()
+            .find(|s| states.contains(s))
+            .unwrap_or(JobState::Completed)
+    }
+
+    fn run_json(&self, repo: &Repo, run: &Run) -> Value {
+        let full = &repo.full_name;
+        let api = format!("{}/repos/{full}/actions/runs/{}", self.base_url, run.id);
+        let status = self.run_status(run);
+        json!({
+            "id": run.id,
+            "name": "CI",
+            "node_id": format!("WFR_fake{}", run.id),
+            "head_branch": "main",
+            "head_sha": head_sha(run.id),
+            "path": ".github/workflows/ci.yml",
+            "display_title": format!("CI run {}", run.id),
+            "run_number": run.id,
+            "event": "push",
+            "status": status.as_str(),
+            "conclusion": if status == JobState::Completed { json!("success") } else { Value::Null },
+            "workflow_id": 1,
+            "url": api,
+            "html_url": format!("https://github.com/{full}/actions/runs/{}", run.id),
+            "created_at": rfc3339(run.created_at),
+            "updated_at": rfc3339(run.updated_at),
+            "run_attempt": 1,
+            "run_started_at": rfc3339(run.created_at),
+            "jobs_url": format!("{api}/jobs"),
+            "repository": {"id": repo.id, "name": full.split('/').nth(1), "full_name": full},
+        })
+    }
+
+    fn job_json(&self, job: &Job) -> Value {
+        let full = self.repos.get(&job.repo).map_or(job.repo.as_str(), |r| r.full_name.as_str());
+        let (runner_id, runner_name) = job.runner.clone().map_or((None, None), |(id, name)| (Some(id), Some(name)));
+        let assigned = runner_id.is_some();
+        json!({
+            "id": job.id,
+            "run_id": job.run_id,
+            "run_url": format!("{}/repos/{full}/actions/runs/{}", self.base_url, job.run_id),
+            "run_attempt": 1,
+            "node_id": format!("CR_fake{}", job.id),
+            "head_sha": head_sha(job.run_id),
+            "url": format!("{}/repos/{full}/actions/jobs/{}", self.base_url, job.id),
+            "html_url": format!("https://github.com/{full}/actions/runs/{}/job/{}", job.run_id, job.id),
+            "status": job.status.as_str(),
+            "conclusion": job.conclusion(),
+            "created_at": rfc3339(job.created_at),
+            "started_at": rfc3339(job.started_at),
+            "completed_at": job.completed_at.map(rfc3339),
+            "name": format!("job-{}", job.id),
+            "steps": [],
+            "check_run_url": format!("{}/repos/{full}/check-runs/{}", self.base_url, job.id),
+            "labels": job.labels,
+            "runner_id": runner_id,
+            "runner_name": runner_name,
+            "runner_group_id": assigned.then_some(1),
+            "runner_group_name": assigned.then_some("Default"),
+            "workflow_name": "CI",
+            "head_branch": "main",
+        })
+    }
+}
+
+/// `If-None-Match` uses the weak comparison: `W/"x"` and `"x"` name the same representation.
+fn etag_matches(candidates: &str, etag: &str) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    candidates.split(',').any(|c| c.trim() == "*" || opaque(c) == opaque(etag))
+}
+
+fn head_sha(run_id: u64) -> String {
+    hex::encode(&Sha256::digest(run_id.to_be_bytes())[..20])
+}
+
+fn rfc3339(unix_seconds: i64) -> String {
+    jiff::Timestamp::from_second(unix_seconds)
+        .map_or_else(|_| "1970-01-01T00:00:00Z".to_owned(), |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
+    known.then(|| token.trim().to_owned())
+}
+
+async fn answer(State(world): State<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let token = presented_token(&headers);
+    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let admission = lock(&world).admit(uri.path(), &headers, token.as_deref());
+    let reply = match admission {
+        Admission::Refused(reply) => reply,
+        Admission::Admitted { token, fault } => {
+            let fault = match fault {
+                Some(Fault::Slow { delay }) => {
+                    tokio::time::sleep(delay).await;
+                    None
+                }
+                other => other,
+            };
+            lock(&world).respond(&method, &uri, if_none_match.as_deref(), &token, fault)
+        }
+    };
+    lock(&world).requests.push(Recorded {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        if_none_match,
+        status: reply.status.as_u16(),
+        token,
+    });
+    let mut response = Response::builder().status(reply.status);
+    for (name, value) in reply.headers {
+        response = response.header(name, value);
+    }
+    response.body(Body::from(reply.body)).expect("a valid response")
+}

@@ -1,0 +1,434 @@
+//! The fake GitHub must behave like GitHub, or the reconciler tests driven by it mean nothing.
+
+#[path = "common/fake_github.rs"]
+#[allow(dead_code)]
+mod fake_github;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use fake_github::{FakeGitHub, Fault, JobState};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+const TOKEN: &str = "ghp_fake_token";
+const REPO: &str = "acme/api";
+const NOW: i64 = 1_800_000_000;
+
+async fn github() -> FakeGitHub {
+    let github = FakeGitHub::start().await;
+    github.set_now(NOW);
+    github.add_token(TOKEN, 5000);
+    github
+}
+
+fn client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder().user_agent("gaa-fake-github-test").build().unwrap()
+}
+
+/// reqwest is built with `rustls-no-provider`: it needs a process-wide provider even for plain HTTP.
+fn install_crypto() {
+    // Err means another test installed it first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    fn number(&self, name: &str) -> i64 {
+        self.header(name).unwrap_or_else(|| panic!("no {name} header")).parse().unwrap()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+
+    /// The target of `rel` in the `Link` header.
+    fn link(&self, rel: &str) -> Option<String> {
+        let wanted = format!("rel=\"{rel}\"");
+        self.header("link")?.split(", ").find(|l| l.ends_with(&wanted)).map(|l| {
+            let (target, _) = l.split_once(">;").unwrap();
+            target.trim_start_matches('<').to_owned()
+        })
+    }
+}
+
+async fn get_with(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.text().await.unwrap();
+    Answer { status, headers, body }
+}
+
+async fn get(url: &str) -> Answer {
+    get_with(client().get(url).bearer_auth(TOKEN)).await
+}
+
+fn ids(list: &Value) -> Vec<u64> {
+    list.as_array().unwrap().iter().map(|v| v["id"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn runs_are_filtered_by_a_status_derived_from_their_jobs() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    github.add_job(REPO, 1, 12, &["self-hosted"], JobState::Completed);
+    github.add_job(REPO, 2, 21, &["self-hosted"], JobState::Queued);
+    github.add_job(REPO, 2, 22, &["self-hosted"], JobState::InProgress);
+    github.add_job(REPO, 3, 31, &["self-hosted"], JobState::Completed);
+    github.add_job(REPO, 4, 41, &["self-hosted"], JobState::Waiting);
+    let runs = |status: &str| format!("{}/repos/{REPO}/actions/runs?status={status}&per_page=100", github.url());
+
+    let queued = get(&runs("queued")).await.json();
+    assert_eq!(ids(&queued["workflow_runs"]), [1]);
+    assert_eq!(queued["total_count"], 1);
+    assert_eq!(ids(&get(&runs("in_progress")).await.json()["workflow_runs"]), [2]);
+    assert_eq!(ids(&get(&runs("waiting")).await.json()["workflow_runs"]), [4]);
+    let completed = get(&runs("completed")).await.json();
+    assert_eq!(ids(&completed["workflow_runs"]), [3]);
+    assert_eq!(completed["workflow_runs"][0]["conclusion"], "success");
+
+    let all = get(&format!("{}/repos/{REPO}/actions/runs", github.url())).await.json();
+    assert_eq!(ids(&all["workflow_runs"]), [4, 3, 2, 1], "newest first");
+    let run = &all["workflow_runs"][3];
+    assert_eq!(run["status"], "queued");
+    assert_eq!(run["conclusion"], Value::Null);
+    assert_eq!(run["run_attempt"], 1);
+    assert_eq!(run["created_at"], "2027-01-15T08:00:00Z");
+    assert_eq!(run["jobs_url"], format!("{}/repos/{REPO}/actions/runs/1/jobs", github.url()));
+
+    github.set_job_status(11, JobState::InProgress);
+    assert!(ids(&get(&runs("queued")).await.json()["workflow_runs"]).is_empty());
+    assert_eq!(ids(&get(&runs("in_progress")).await.json()["workflow_runs"]), [2, 1]);
+}
+
+#[tokio::test]
+async fn a_job_reads_as_github_shapes_it() {
+    let github = github().await;
+    github.add_job(REPO, 7, 70, &["self-hosted", "linux"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/jobs/70", github.url());
+
+    let job = get(&url).await.json();
+    assert_eq!(job["id"], 70);
+    assert_eq!(job["run_id"], 7);
+    assert_eq!(job["run_attempt"], 1);
+    assert_eq!(job["status"], "queued");
+    assert_eq!(job["conclusion"], Value::Null);
+    assert_eq!(job["labels"], serde_json::json!(["self-hosted", "linux"]));
+    assert_eq!(job["runner_id"], Value::Null);
+    assert_eq!(job["runner_name"], Value::Null);
+    assert_eq!(job["completed_at"], Value::Null);
+    assert_eq!(job["created_at"], "2027-01-15T08:00:00Z");
+    for field in ["started_at", "name", "workflow_name", "head_branch", "html_url"] {
+        assert!(job[field].is_string(), "{field} in {job}");
+    }
+
+    github.advance(30);
+    github.set_job_status(70, JobState::InProgress);
+    let job = get(&url).await.json();
+    assert_eq!(job["status"], "in_progress");
+    assert_eq!(job["started_at"], "2027-01-15T08:00:30Z");
+    assert!(job["runner_id"].is_u64() && job["runner_name"].is_string(), "{job}");
+
+    github.set_job_status(70, JobState::Completed);
+    let job = get(&url).await.json();
+    assert_eq!((job["status"].as_str(), job["conclusion"].as_str()), (Some("completed"), Some("success")));
+    assert!(job["completed_at"].is_string());
+
+    let unknown = get(&format!("{}/repos/{REPO}/actions/jobs/71", github.url())).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.json()["message"], "Not Found");
+    let elsewhere = get(&format!("{}/repos/acme/web/actions/jobs/70", github.url())).await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND, "a job is only found under its repository");
+}
+
+#[tokio::test]
+async fn removed_runs_and_unknown_repositories_are_not_found() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    github.add_repo("acme/empty");
+    github.remove_run(REPO, 1);
+
+    let jobs = get(&format!("{}/repos/{REPO}/actions/runs/1/jobs", github.url())).await;
+    assert_eq!(jobs.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(&format!("{}/repos/{REPO}/actions/jobs/11", github.url())).await.status, StatusCode::NOT_FOUND);
+    let runs = get(&format!("{}/repos/{REPO}/actions/runs?status=queued", github.url())).await;
+    assert_eq!(runs.json()["total_count"], 0);
+    let empty = get(&format!("{}/repos/ACME/Empty/actions/runs", github.url())).await;
+    assert_eq!(empty.status, StatusCode::OK, "names are case-insensitive");
+    assert_eq!(empty.json()["workflow_runs"], serde_json::json!([]));
+    let missing = get(&format!("{}/repos/acme/missing/actions/runs", github.url())).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn two_hundred_and_fifty_jobs_come_back_over_three_linked_pages() {
+    let github = github().await;
+    for job in 1..=250 {
+        github.add_job(REPO, 9, job, &["self-hosted"], JobState::Queued);
+    }
+    let first = format!("{}/repos/{REPO}/actions/runs/9/jobs?filter=latest&per_page=100", github.url());
+    let page_url =
+        |n: u32| format!("{}/repos/{REPO}/actions/runs/9/jobs?filter=latest&per_page=100&page={n}", github.url());
+
+    let mut seen = Vec::new();
+    let mut answers = Vec::new();
+    let mut next = Some(first);
+    while let Some(url) = next {
+        let answer = get(&url).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.json()["total_count"], 250);
+        seen.extend(ids(&answer.json()["jobs"]));
+        next = answer.link("next");
+        answers.push(answer);
+    }
+
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers.iter().map(|a| a.json()["jobs"].as_array().unwrap().len()).collect::<Vec<_>>(), [100, 100, 50]);
+    assert_eq!(seen, (1..=250).collect::<Vec<_>>(), "every job once, ordered by id");
+    let rels = |a: &Answer| ["prev", "next", "last", "first"].map(|rel| a.link(rel));
+    assert_eq!(rels(&answers[0]), [None, Some(page_url(2)), Some(page_url(3)), None]);
+    assert_eq!(rels(&answers[1]), [Some(page_url(1)), Some(page_url(3)), Some(page_url(3)), Some(page_url(1))]);
+    assert_eq!(rels(&answers[2]), [Some(page_url(2)), None, None, Some(page_url(1))]);
+    assert_eq!(github.credits_used(TOKEN), 3);
+}
+
+#[tokio::test]
+async fn pages_default_to_thirty_cap_at_one_hundred_and_a_single_page_has_no_link() {
+    let github = github().await;
+    for job in 1..=150 {
+        github.add_job(REPO, 9, job, &["self-hosted"], JobState::Queued);
+    }
+    github.add_job(REPO, 10, 1000, &["self-hosted"], JobState::Queued);
+    let jobs = |run: u32, query: &str| format!("{}/repos/{REPO}/actions/runs/{run}/jobs{query}", github.url());
+
+    let default = get(&jobs(9, "")).await;
+    assert_eq!(default.json()["jobs"].as_array().unwrap().len(), 30);
+    assert_eq!(default.link("last"), Some(jobs(9, "?page=5")));
+    let capped = get(&jobs(9, "?per_page=500")).await;
+    assert_eq!(capped.json()["jobs"].as_array().unwrap().len(), 100);
+    assert_eq!(capped.link("next"), Some(jobs(9, "?per_page=500&page=2")));
+
+    let single = get(&jobs(10, "?per_page=100")).await;
+    assert_eq!(ids(&single.json()["jobs"]), [1000]);
+    assert_eq!(single.header("link"), None);
+}
+
+#[tokio::test]
+async fn an_unchanged_resource_is_not_modified_and_costs_nothing() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runs?status=queued&per_page=100", github.url());
+
+    let fresh = get(&url).await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    let etag = fresh.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with("W/\"") && etag.ends_with('"'), "{etag}");
+    assert_eq!(github.credits_used(TOKEN), 1);
+
+    let again = get_with(client().get(&url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(again.body, "");
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+    assert_eq!(again.number("x-ratelimit-remaining"), fresh.number("x-ratelimit-remaining"));
+    assert_eq!(again.number("x-ratelimit-used"), 1);
+
+    let strong = etag.trim_start_matches("W/");
+    let listed = format!("\"other\", {strong}");
+    let weakly = get_with(client().get(&url).bearer_auth(TOKEN).header("if-none-match", &listed)).await;
+    assert_eq!(weakly.status, StatusCode::NOT_MODIFIED, "If-None-Match compares weakly, in a list");
+    assert_eq!(github.credits_used(TOKEN), 1);
+}
+
+#[tokio::test]
+async fn a_changed_resource_gets_a_new_etag_and_costs_a_credit() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runs/1/jobs?per_page=100", github.url());
+    let etag = get(&url).await.header("etag").unwrap().to_owned();
+
+    github.set_job_status(11, JobState::InProgress);
+    let changed = get_with(client().get(&url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    assert_eq!(changed.json()["jobs"][0]["status"], "in_progress");
+    assert_eq!(github.credits_used(TOKEN), 2);
+}
+
+#[tokio::test]
+async fn rate_limit_headers_count_down_one_credit_per_answer_with_a_body() {
+    let github = FakeGitHub::start().await;
+    github.set_now(NOW);
+    github.add_token(TOKEN, 5);
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runs", github.url());
+
+    for spent in 1..=3 {
+        let answer = get(&url).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.number("x-ratelimit-limit"), 5);
+        assert_eq!(answer.number("x-ratelimit-remaining"), 5 - spent);
+        assert_eq!(answer.number("x-ratelimit-used"), spent);
+        assert_eq!(answer.number("x-ratelimit-reset"), NOW + 3600);
+        assert_eq!(answer.header("x-ratelimit-resource"), Some("core"));
+    }
+    github.advance(120);
+    let missing = get(&format!("{}/repos/{REPO}/actions/jobs/404", github.url())).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.number("x-ratelimit-remaining"), 2, "errors are free here");
+    assert_eq!(missing.number("x-ratelimit-reset"), NOW + 3600, "the window opened at the first request");
+    assert_eq!(github.credits_used(TOKEN), 3);
+    assert_eq!(github.remaining(TOKEN), 2);
+}
+
+#[tokio::test]
+async fn an_exhausted_token_is_refused_until_its_window_resets() {
+    let github = FakeGitHub::start().await;
+    github.set_now(NOW);
+    github.add_token(TOKEN, 2);
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runs", github.url());
+    assert_eq!(get(&url).await.status, StatusCode::OK);
+    let last = get(&url).await;
+    assert_eq!(last.number("x-ratelimit-remaining"), 0);
+
+    let refused = get(&url).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.number("x-ratelimit-remaining"), 0);
+    assert_eq!(refused.number("x-ratelimit-reset"), NOW + 3600);
+    assert!(refused.json()["message"].as_str().unwrap().starts_with("API rate limit exceeded"));
+    assert!(refused.json()["documentation_url"].is_string());
+    assert_eq!(github.credits_used(TOKEN), 2);
+
+    github.advance(3600);
+    let renewed = get(&url).await;
+    assert_eq!(renewed.status, StatusCode::OK);
+    assert_eq!(renewed.number("x-ratelimit-remaining"), 1);
+    assert_eq!(renewed.number("x-ratelimit-reset"), NOW + 7200);
+    assert_eq!(github.credits_used(TOKEN), 3);
+}
+
+#[tokio::test]
+async fn a_secondary_limit_answers_with_retry_after_then_service_resumes() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runs?status=queued", github.url());
+    github.inject(Fault::SecondaryLimit { retry_after_secs: 60, status: 403 });
+    github.inject(Fault::SecondaryLimit { retry_after_secs: 5, status: 429 });
+
+    let limited = get(&url).await;
+    assert_eq!(limited.status, StatusCode::FORBIDDEN);
+    assert_eq!(limited.header("retry-after"), Some("60"));
+    assert!(limited.json()["message"].as_str().unwrap().starts_with("You have exceeded a secondary rate limit"));
+    assert!(limited.number("x-ratelimit-remaining") > 0, "a secondary limit is not the primary one");
+    let again = get(&url).await;
+    assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(again.header("retry-after"), Some("5"));
+
+    assert_eq!(get(&url).await.status, StatusCode::OK);
+    assert_eq!(github.credits_used(TOKEN), 1);
+}
+
+#[tokio::test]
+async fn server_errors_and_a_primary_exhaustion_are_served_once_each() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runs", github.url());
+    github.inject(Fault::ServerError { status: 502 });
+    github.inject(Fault::PrimaryExhausted);
+
+    assert_eq!(get(&url).await.status, StatusCode::BAD_GATEWAY);
+    let exhausted = get(&url).await;
+    assert_eq!(exhausted.status, StatusCode::FORBIDDEN);
+    assert_eq!(exhausted.number("x-ratelimit-remaining"), 0);
+    assert!(exhausted.json()["message"].as_str().unwrap().starts_with("API rate limit exceeded"));
+    let normal = get(&url).await;
+    assert_eq!(normal.status, StatusCode::OK);
+    assert_eq!(normal.number("x-ratelimit-remaining"), 4999);
+}
+
+#[tokio::test]
+async fn a_fault_aimed_at_a_path_waits_for_a_matching_request() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    github.inject_on("/jobs", Fault::ServerError { status: 503 });
+
+    assert_eq!(get(&format!("{}/repos/{REPO}/actions/runs", github.url())).await.status, StatusCode::OK);
+    let jobs = format!("{}/repos/{REPO}/actions/runs/1/jobs", github.url());
+    assert_eq!(get(&jobs).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get(&jobs).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_or_missing_credentials_are_refused() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runs", github.url());
+    github.inject(Fault::ServerError { status: 500 });
+
+    let bad = get_with(client().get(&url).bearer_auth("ghp_unknown")).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(bad.json()["message"], "Bad credentials");
+    let none = get_with(client().get(&url)).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    install_crypto();
+    let agentless = get_with(reqwest::Client::new().get(&url).bearer_auth(TOKEN)).await;
+    assert_eq!(agentless.status, StatusCode::FORBIDDEN, "GitHub refuses requests without a User-Agent");
+
+    let legacy = get_with(client().get(&url).header("authorization", format!("token {TOKEN}"))).await;
+    assert_eq!(legacy.status, StatusCode::INTERNAL_SERVER_ERROR, "faults wait for an authenticated request");
+    assert_eq!(
+        get_with(client().get(&url).header("authorization", format!("token {TOKEN}"))).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_slow_fault_delays_the_answer() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runs", github.url());
+    github.inject(Fault::Slow { delay: Duration::from_millis(300) });
+
+    let started = Instant::now();
+    let slow = get(&url).await;
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert_eq!(slow.status, StatusCode::OK);
+    assert_eq!(github.credits_used(TOKEN), 1);
+}
+
+#[tokio::test]
+async fn every_request_is_recorded_with_its_answer() {
+    let github = github().await;
+    github.add_job(REPO, 1, 11, &["self-hosted"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runs?status=queued&per_page=100", github.url());
+    let etag = get(&url).await.header("etag").unwrap().to_owned();
+    get_with(client().get(&url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    get_with(client().get(&url).bearer_auth("ghp_unknown")).await;
+
+    let recorded = github.requests();
+    assert_eq!(recorded.len(), 3);
+    assert_eq!(recorded[0].method, "GET");
+    assert_eq!(recorded[0].path, "/repos/acme/api/actions/runs");
+    assert_eq!(recorded[0].query.as_deref(), Some("status=queued&per_page=100"));
+    assert_eq!(recorded.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 304, 401]);
+    assert_eq!(recorded[0].if_none_match, None);
+    assert_eq!(recorded[1].if_none_match.as_deref(), Some(etag.as_str()));
+    let tokens: BTreeSet<_> = recorded.iter().filter_map(|r| r.token.as_deref()).collect();
+    assert_eq!(tokens, BTreeSet::from([TOKEN, "ghp_unknown"]));
+
+    github.clear_requests();
+    assert!(github.requests().is_empty());
+}
