@@ -1,0 +1,171 @@
+//! The resync against a fake GitHub over real HTTP, in simulated time: drift that webhooks
+//! missed is repaired within the windows, pagination is followed, unchanged repositories cost
+//! nothing, and rate limits pause a token without losing demand.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use common::fake_github::{FakeGitHub, Fault, JobState};
+use common::*;
+use gaa::demand::{JobEvent, JobStatus, RepoRef, RunnerKey};
+use gaa::github::client::{GitHubClient, Token};
+use gaa::github::reconciler::{Pass, Reconciler, ReconcilerConfig, RepoTokens};
+use gaa::github::resync::Windows;
+use gaa::metrics::Metrics;
+use gaa::store::writer::Clock;
+use gaa::store::{StoreHandle, WriterConfig};
+
+const TOKEN: &str = "ghp_test_token_for_the_fake";
+const WINDOWS: Windows = Windows { busy: Duration::from_secs(60), idle: Duration::from_secs(600) };
+
+struct World {
+    github: FakeGitHub,
+    store: StoreHandle,
+    reconciler: Reconciler,
+    now: Arc<AtomicI64>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> Self {
+        let github = FakeGitHub::start().await;
+        github.add_token(TOKEN, 5000);
+        github.add_repo("acme/api");
+        let start = 1_800_000_000;
+        github.set_now(start);
+        let now = Arc::new(AtomicI64::new(start));
+        let clock: Clock = {
+            let now = now.clone();
+            Arc::new(move || now.load(Ordering::SeqCst))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let config = WriterConfig { clock: clock.clone(), ..WriterConfig::default() };
+        let catalog = catalog(None);
+        let store = StoreHandle::start(dir.path(), catalog.runners.clone(), config, metrics.clone()).unwrap();
+        let client = {
+            let clock = clock.clone();
+            GitHubClient::new(&github.url(), metrics.clone()).unwrap().with_clock(move || clock())
+        };
+        let config =
+            ReconcilerConfig { windows: WINDOWS, settle: Duration::from_secs(30), ..ReconcilerConfig::default() };
+        let mut reconciler = Reconciler::new(Arc::new(client), store.clone(), config, metrics);
+        let tokens = RepoTokens([("acme/api".to_string(), vec![Token::new(TOKEN)])].into_iter().collect());
+        reconciler.set_catalog(catalog.runners, tokens, start);
+        Self { github, store, reconciler, now, _dir: dir }
+    }
+
+    fn now(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    /// Advances simulated time by `step` and runs a pass.
+    async fn tick(&mut self, step: i64) -> Pass {
+        let now = self.now.fetch_add(step, Ordering::SeqCst) + step;
+        self.github.set_now(now);
+        self.reconciler.resync_due(now).await
+    }
+
+    /// Ticks until `check` holds; returns the simulated seconds it took.
+    async fn until(&mut self, limit: i64, mut check: impl FnMut(&StoreHandle) -> bool) -> i64 {
+        let started = self.now();
+        while !check(&self.store) {
+            assert!(self.now() - started <= limit, "not within {limit} simulated seconds");
+            self.tick(10).await;
+        }
+        self.now() - started
+    }
+
+    fn demand(&self, name: &str) -> u64 {
+        self.store.board().get(&RunnerKey::new("ci", name)).unwrap().demand
+    }
+}
+
+fn webhook(job: u64, status: JobStatus) -> JobEvent {
+    JobEvent::new(job, 900, 1, RepoRef::new(1001, "acme/api"), status, ["self-hosted", "linux"])
+}
+
+#[tokio::test]
+async fn a_job_no_webhook_announced_appears_within_the_idle_window() {
+    let mut world = World::new().await;
+    world.github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);
+    let took =
+        world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 1).await;
+    assert!(took <= 600, "{took}");
+    let view = world.store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap();
+    assert_eq!(view.source, "webhooks+github");
+    assert_eq!(view.last_drift, Some(1));
+    assert!(view.last_resync_time.is_some());
+}
+
+#[tokio::test]
+async fn a_completed_webhook_that_never_arrived_is_corrected() {
+    let mut world = World::new().await;
+    world.github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);
+    world.store.record("q1", webhook(1, JobStatus::Queued)).await.unwrap();
+    assert_eq!(world.demand("api-linux"), 1);
+    // Let a resync see it queued (busy), then GitHub finishes it and the webhook is lost.
+    world
+        .until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().last_resync_time.is_some())
+        .await;
+    world.github.set_job_status(1, JobState::Completed);
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 0).await;
+}
+
+#[tokio::test]
+async fn a_run_of_250_jobs_is_counted_fully_across_pages() {
+    let mut world = World::new().await;
+    for job in 1..=250 {
+        world.github.add_job("acme/api", 900, job, &["self-hosted", "linux"], JobState::Queued);
+    }
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 250).await;
+    let pages = world.github.requests().iter().filter(|r| r.path.ends_with("/runs/900/jobs")).count();
+    assert_eq!(pages, 3, "three pages of 100");
+}
+
+#[tokio::test]
+async fn a_second_resync_of_an_unchanged_repository_is_conditional_and_free() {
+    let mut world = World::new().await;
+    world.github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);
+    world.store.record("q1", webhook(1, JobStatus::Queued)).await.unwrap();
+    world
+        .until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().last_resync_time.is_some())
+        .await;
+    let spent = world.github.credits_used(TOKEN);
+    assert!(spent >= 2, "the first resync paid for its lists: {spent}");
+    world.github.clear_requests();
+    let mut passes = Pass::default();
+    while passes.resynced == 0 {
+        passes = world.tick(10).await;
+    }
+    let requests = world.github.requests();
+    assert!(!requests.is_empty());
+    assert!(requests.iter().all(|r| r.if_none_match.is_some() && r.status == 304), "{requests:?}");
+    assert_eq!(world.github.credits_used(TOKEN), spent, "a 304 costs nothing");
+    assert_eq!(passes.credits, 0);
+}
+
+#[tokio::test]
+async fn a_secondary_limit_pauses_the_token_for_retry_after_and_keeps_the_last_demand() {
+    let mut world = World::new().await;
+    world.github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 1).await;
+    world.github.set_job_status(1, JobState::Completed);
+    world.github.inject(Fault::SecondaryLimit { retry_after_secs: 120, status: 403 });
+    // The next resync hits the limit: nothing changes, and nothing is asked for 120 s.
+    let mut pass = Pass::default();
+    while pass.deferred == 0 {
+        pass = world.tick(10).await;
+    }
+    let limited_at = world.now();
+    assert_eq!(world.demand("api-linux"), 1, "last good demand kept");
+    world.github.clear_requests();
+    while world.now() < limited_at + 110 {
+        world.tick(10).await;
+    }
+    assert!(world.github.requests().is_empty(), "the token stayed paused: {:?}", world.github.requests());
+    world.until(200, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 0).await;
+}
