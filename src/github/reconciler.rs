@@ -8,6 +8,7 @@
 //! open that GitHub no longer lists, and the corrections through the journal like any delivery.
 
 use std::collections::{HashMap, VecDeque};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,6 +171,8 @@ impl Reconciler {
     /// A token for `repo` that may spend now, rotating between the repository's tokens.
     fn pick_token(&mut self, repo: &str, now: i64) -> Result<Token, i64> {
         let tokens = self.tokens.0.get(repo).cloned().unwrap_or_default();
+        let board = self.shared.store.board();
+        let busy = self.shared.index.for_repo(repo).any(|r| board.get(&r.key).is_some_and(|v| v.demand > 0));
         let start = *self.rotation.get(repo).unwrap_or(&0);
         let mut earliest = i64::MAX;
         for offset in 0..tokens.len() {
@@ -180,10 +183,16 @@ impl Reconciler {
                 ready_at = ready_at.max(pace.spent.front().map_or(now, |(at, _)| at + 60));
             }
             if let Some(limit) = self.shared.client.rate_limit(token)
-                && limit.remaining <= u64::from(self.shared.config.reserve_credits)
                 && limit.reset > now
             {
-                ready_at = ready_at.max(limit.reset);
+                if limit.remaining <= u64::from(self.shared.config.reserve_credits) {
+                    ready_at = ready_at.max(limit.reset);
+                } else if !busy {
+                    // Spend an hour's credits evenly over the hour (plus a 5% burst): a cold start
+                    // of thousands of first listings stretches out instead of draining the token,
+                    // and repositories with demand keep their credits.
+                    ready_at = ready_at.max(paced_until(limit.limit, limit.remaining, limit.reset, now));
+                }
             }
             if ready_at <= now {
                 self.rotation.insert(repo.to_string(), start + offset + 1);
@@ -299,6 +308,19 @@ impl Reconciler {
     }
 }
 
+/// When a token that has `remaining` of `limit` credits in a window ending at `reset` may spend
+/// again, spending evenly over the hour with a 5% burst (`now` when it may spend already).
+fn paced_until(limit: u64, remaining: u64, reset: i64, now: i64) -> i64 {
+    if limit == 0 {
+        return now;
+    }
+    let window_start = reset - 3600;
+    let burst = limit / 20;
+    let used = limit.saturating_sub(remaining);
+    let spendable_from = window_start + (used.saturating_sub(burst) as i64 * 3600) / limit as i64;
+    spendable_from.max(now)
+}
+
 fn github_job(job: &WorkflowJob) -> GitHubJob {
     let since = match job.status.as_deref() {
         Some("in_progress") | Some("completed") => job.started_at.as_deref().or(job.created_at.as_deref()),
@@ -393,4 +415,18 @@ async fn resync_repo(
     outcome.drift = drift;
     *jobs_seen = github;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paced_until;
+
+    #[test]
+    fn credits_are_paced_evenly_over_the_window_with_a_small_burst() {
+        // Window 0..3600, 5000 credits: by t=720 a fifth (1000) plus the 250 burst may be spent.
+        assert_eq!(paced_until(5000, 5000 - 1250, 3600, 720), 720);
+        assert_eq!(paced_until(5000, 5000 - 1260, 3600, 720), 727);
+        assert_eq!(paced_until(5000, 0, 3600, 0), 3420);
+        assert_eq!(paced_until(0, 0, 3600, 5), 5);
+    }
 }

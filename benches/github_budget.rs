@@ -1,0 +1,245 @@
+//! GitHub budget of the resync, in simulated time against the fake GitHub over real HTTP.
+//!
+//! N repositories, each with a runner; a share of them active during the hour with realistic
+//! runs (1–4 runs of 1–6 jobs, queued → in progress → completed over minutes); webhooks
+//! delivered for 99% of job events (the rest are lost). The resync runs with the default
+//! windows. Reported: primary-limit credits and requests spent in the hour, and how long the
+//! worst lost webhook left demand wrong.
+//!
+//! `cargo bench --bench github_budget -- [--repos 1000] [--active 5] [--webhooks 99] [--seed 1]`
+
+#[allow(dead_code)]
+#[path = "../tests/common/fake_github.rs"]
+mod fake_github;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use fake_github::{FakeGitHub, JobState};
+use gaa::demand::{JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use gaa::github::client::{GitHubClient, Token};
+use gaa::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
+use gaa::metrics::Metrics;
+use gaa::store::writer::Clock;
+use gaa::store::{StoreHandle, WriterConfig};
+
+const TOKEN: &str = "ghp_budget_bench";
+const HOUR: i64 = 3600;
+const STEP: i64 = 5;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + self.below((hi - lo + 1) as u64) as i64
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Event {
+    at: i64,
+    repo: usize,
+    run: u64,
+    job: u64,
+    state: JobState,
+}
+
+fn status_of(state: JobState) -> JobStatus {
+    match state {
+        JobState::Queued => JobStatus::Queued,
+        JobState::InProgress => JobStatus::InProgress,
+        JobState::Completed => JobStatus::Completed,
+        JobState::Waiting => JobStatus::Waiting,
+    }
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let repos = arg("--repos", 1000) as usize;
+    let active_pct = arg("--active", 5);
+    let webhook_pct = arg("--webhooks", 99);
+    let seed = arg("--seed", 1);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
+    runtime.block_on(simulate(repos, active_pct, webhook_pct, seed));
+}
+
+async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64) {
+    let github = FakeGitHub::start().await;
+    // One real token: 5,000 credits an hour.
+    github.add_token(TOKEN, 5000);
+    let start = 1_800_000_000;
+    github.set_now(start);
+    let names: Vec<String> = (0..repos).map(|i| format!("acme/repo-{i}")).collect();
+    for name in &names {
+        github.add_repo(name);
+    }
+    let index = RunnerIndex::new(names.iter().enumerate().map(|(i, name)| {
+        let repo = name.trim_start_matches("acme/");
+        Runner::new(RunnerKey::new("bench", format!("runner-{i}")), "acme", repo, ["linux"], 0, 10, ScaleFactor::Linear)
+    }));
+
+    let now = Arc::new(AtomicI64::new(start));
+    let clock: Clock = {
+        let now = now.clone();
+        Arc::new(move || now.load(Ordering::SeqCst))
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics = Arc::new(Metrics::new());
+    let writer = WriterConfig { clock: clock.clone(), ..WriterConfig::default() };
+    let store = StoreHandle::start(dir.path(), index.clone(), writer, metrics.clone()).expect("store");
+    let client = {
+        let clock = clock.clone();
+        GitHubClient::new(&github.url(), metrics.clone()).expect("client").with_clock(move || clock())
+    };
+    let config = ReconcilerConfig::default();
+    let windows = config.windows;
+    let mut reconciler = Reconciler::new(Arc::new(client), store.clone(), config, metrics);
+    let tokens = RepoTokens(names.iter().map(|n| (n.clone(), vec![Token::new(TOKEN)])).collect());
+    reconciler.set_catalog(index, tokens, start);
+
+    // The hour's activity.
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let active = (repos as u64 * active_pct / 100) as usize;
+    let mut events = Vec::new();
+    let mut next_job = 1u64;
+    let mut next_run = 1u64;
+    for _ in 0..active {
+        let repo = rng.below(repos as u64) as usize;
+        let begin = rng.range(0, HOUR - 1500);
+        for r in 0..rng.range(1, 4) {
+            let run = next_run;
+            next_run += 1;
+            let run_start = begin + r * rng.range(60, 600);
+            for _ in 0..rng.range(1, 6) {
+                let job = next_job;
+                next_job += 1;
+                let queued = run_start + rng.range(0, 30);
+                let started = queued + rng.range(10, 120);
+                let done = started + rng.range(60, 900);
+                for (at, state) in
+                    [(queued, JobState::Queued), (started, JobState::InProgress), (done, JobState::Completed)]
+                {
+                    events.push(Event { at, repo, run, job, state });
+                }
+            }
+        }
+    }
+    events.sort_by_key(|e| (e.at, e.job, status_of(e.state)));
+    let total_events = events.len();
+
+    // Lost webhooks whose effect on demand is not yet repaired: job → (lost at, lost status).
+    let mut truth: HashMap<u64, JobStatus> = HashMap::new();
+    let mut broken: HashMap<u64, (i64, usize)> = HashMap::new();
+    let mut lost = 0usize;
+    let mut worst = 0i64;
+    let mut repaired_total = 0i64;
+    let mut repaired_count = 0usize;
+    // Cold start with no activity until every repository had its first (paid) listing, which
+    // gives the ETags that make later listings free; reported separately.
+    let wall = std::time::Instant::now();
+    let warm_hours = arg("--warm-hours", (repos as u64 * 2).div_ceil(4000) + 1) as i64;
+    let mut t = -HOUR * warm_hours;
+    while t < 0 {
+        let at = start + HOUR * warm_hours + t;
+        now.store(at, Ordering::SeqCst);
+        github.set_now(at);
+        reconciler.resync_due(at).await;
+        t += STEP;
+    }
+    let cold_credits = github.credits_used(TOKEN);
+    let cold_requests = github.requests().len();
+    github.clear_requests();
+    let start = start + HOUR * warm_hours;
+    let mut queue = events.into_iter().peekable();
+    while t <= HOUR {
+        let now_abs = start + t;
+        now.store(now_abs, Ordering::SeqCst);
+        github.set_now(now_abs);
+        while queue.peek().is_some_and(|e| e.at <= t) {
+            let Some(e) = queue.next() else { break };
+            let repo = &names[e.repo];
+            if e.state == JobState::Queued {
+                github.add_job(repo, e.run, e.job, &["self-hosted", "linux"], e.state);
+            } else {
+                github.set_job_status(e.job, e.state);
+            }
+            truth.insert(e.job, status_of(e.state));
+            if rng.below(100) < webhook_pct {
+                let event = JobEvent::new(
+                    e.job,
+                    e.run,
+                    1,
+                    RepoRef::new(e.repo as u64 + 1, repo),
+                    status_of(e.state),
+                    ["self-hosted", "linux"],
+                );
+                store.record(&format!("d-{}-{}", e.job, status_of(e.state).as_str()), event).await.expect("journal");
+            } else {
+                lost += 1;
+                broken.entry(e.job).or_insert((now_abs, e.repo));
+            }
+        }
+        reconciler.resync_due(now_abs).await;
+        // Is demand right again for jobs whose webhook was lost?
+        let mut fixed = Vec::new();
+        for (job, (since, repo)) in &broken {
+            let open = store.open_jobs(&names[*repo]).await.expect("store");
+            let ours = open.iter().find(|j| j.id == *job).map_or(JobStatus::Completed, |j| j.status);
+            let theirs = truth.get(job).copied().unwrap_or(JobStatus::Completed);
+            if ours.is_demand() == theirs.is_demand() && (ours == theirs || !theirs.is_demand()) {
+                fixed.push((*job, now_abs - since));
+            }
+        }
+        for (job, took) in fixed {
+            broken.remove(&job);
+            worst = worst.max(took);
+            repaired_total += took;
+            repaired_count += 1;
+        }
+        t += STEP;
+    }
+    let unrepaired = broken.len();
+    let requests = github.requests().len();
+    let credits = github.credits_used(TOKEN) - cold_credits;
+    let not_modified = github.requests().iter().filter(|r| r.status == 304).count();
+    println!(
+        "repositories {repos}, active {active} ({active_pct}%), job events {total_events}, webhooks delivered {webhook_pct}% ({lost} lost)"
+    );
+    println!(
+        "windows: busy {:?}, idle {:?}; simulated {} h in {:.1} s",
+        windows.busy,
+        windows.idle,
+        warm_hours + 1,
+        wall.elapsed().as_secs_f64()
+    );
+    println!(
+        "cold start ({warm_hours} h, no activity): credits {cold_credits} ({:.0} /h), requests {cold_requests}",
+        cold_credits as f64 / warm_hours as f64
+    );
+    println!(
+        "measured hour: credits spent {} /h, requests {} /h ({} answered 304, {:.0}%)",
+        credits,
+        requests,
+        not_modified,
+        100.0 * not_modified as f64 / requests.max(1) as f64
+    );
+    println!(
+        "lost webhooks repaired: {repaired_count}, worst drift {worst} s, mean {:.0} s, still wrong at the end {unrepaired}",
+        repaired_total as f64 / repaired_count.max(1) as f64
+    );
+    store.shutdown().await;
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# GitHub budget of the resync: simulated hours against the fake GitHub (real HTTP on loopback),
+# 1,000 and 10,000 repositories, 5% active in the measured hour, 99% of webhooks delivered, one
+# token of 5,000 credits an hour. Prints credits and requests per hour, the cold start, and how
+# long the worst lost webhook left demand wrong. Extra arguments go to every run (e.g. --seed 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for repos in 1000 10000; do
+  echo "== $repos repositories"
+  cargo bench --quiet --bench github_budget -- --repos "$repos" --active 5 --webhooks 99 "$@"
+done
