@@ -169,3 +169,42 @@ async fn a_secondary_limit_pauses_the_token_for_retry_after_and_keeps_the_last_d
     assert!(world.github.requests().is_empty(), "the token stayed paused: {:?}", world.github.requests());
     world.until(200, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_repairs_demand_from_github_with_a_token_file() {
+    use common::server::{Server, manifests_dir};
+    let github = FakeGitHub::start().await;
+    github.add_token(TOKEN, 5000);
+    github.add_repo("acme/api");
+    github.add_repo("acme/web");
+    github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);
+    let root = tempfile::tempdir().unwrap();
+    let manifests = manifests_dir(root.path(), "");
+    let token_file = root.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let url = github.url();
+    let args = [
+        "--github-api-url",
+        url.as_str(),
+        "--github-token-file",
+        token_file.to_str().unwrap(),
+        "--cache-window",
+        "1s",
+        "--cache-window-when-empty",
+        "2s",
+    ];
+    let server = Server::start_with(&root.path().join("data"), &manifests, &args).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = server.runner("ci", "api-linux").await;
+        if view["demand"] == 1 {
+            assert_eq!(view["source"], "webhooks+github", "{view}");
+            assert_eq!(view["lastDrift"], 1, "{view}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never repaired: {view}\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!server.log().contains(TOKEN), "the token must never be logged");
+    assert!(github.requests().iter().all(|r| r.token.as_deref() == Some(TOKEN)));
+}
