@@ -81,6 +81,13 @@ pub struct ServeArgs {
     /// a lost webhook can go unrepaired.
     #[arg(long, env = "GAA_CACHE_WINDOW_WHEN_EMPTY", default_value = "30m", value_parser = parse_duration)]
     pub cache_window_when_empty: std::time::Duration,
+    /// In a cluster: the namespace of the Lease that lets one replica at a time resync from
+    /// GitHub. Unset (standalone): this process always resyncs.
+    #[arg(long, env = "GAA_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of that Lease.
+    #[arg(long, env = "GAA_LEASE_NAME", default_value = "github-action-autoscaler-resync")]
+    pub lease_name: String,
     /// How often job states are checkpointed and the journal compacted (e.g. `10s`).
     #[arg(long, env = "GAA_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub checkpoint_interval: std::time::Duration,
@@ -109,6 +116,8 @@ impl ServeArgs {
             github_token_file: None,
             cache_window: std::time::Duration::from_secs(300),
             cache_window_when_empty: std::time::Duration::from_secs(1800),
+            lease_namespace: None,
+            lease_name: "github-action-autoscaler-resync".into(),
         }
     }
 }

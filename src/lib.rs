@@ -7,6 +7,7 @@ pub mod config;
 pub mod crd;
 pub mod demand;
 pub mod github;
+pub mod lease;
 pub mod manifests;
 pub mod metrics;
 pub mod serve;

@@ -14,6 +14,7 @@ use crate::demand::RunnerIndex;
 use crate::github::client::{GitHubClient, Token};
 use crate::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
 use crate::github::resync::Windows;
+use crate::lease::LeaseConfig;
 use crate::manifests;
 use crate::metrics::Metrics;
 use crate::store::memcached::{Credentials, Memcached, MemcachedOptions, StoreUrl, StoreUrlError};
@@ -262,7 +263,24 @@ fn start_reconciler(
         cache_window_when_empty = ?args.cache_window_when_empty,
         "resyncing from GitHub"
     );
-    Ok(Some(tokio::spawn(reconciler.run(clock, stop))))
+    let (leading_tx, leading) = tokio::sync::watch::channel(args.lease_namespace.is_none());
+    if let Some(namespace) = &args.lease_namespace {
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("github-action-autoscaler-{}", std::process::id()));
+        let config = LeaseConfig::new(namespace.clone(), args.lease_name.clone(), identity);
+        let (clock, stop) = (clock.clone(), stop.clone());
+        tokio::spawn(async move {
+            match kube::Client::try_default().await {
+                Ok(client) => {
+                    let api = kube::Api::namespaced(client, &config.namespace);
+                    crate::lease::run(api, config, clock, leading_tx, stop).await;
+                }
+                Err(error) => tracing::error!(%error, "no Kubernetes client for the resync lease: not resyncing"),
+            }
+        });
+    }
+    Ok(Some(tokio::spawn(reconciler.run(clock, leading, stop))))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -208,3 +208,30 @@ async fn the_real_binary_repairs_demand_from_github_with_a_token_file() {
     assert!(!server.log().contains(TOKEN), "the token must never be logged");
     assert!(github.requests().iter().all(|r| r.token.as_deref() == Some(TOKEN)));
 }
+
+#[tokio::test]
+async fn only_the_replica_holding_the_lease_resyncs() {
+    let world = World::new().await;
+    world.github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);
+    let (leading_tx, leading) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // Far enough ahead that every repository is due.
+    world.now.fetch_add(3600, Ordering::SeqCst);
+    world.github.set_now(world.now());
+    let clock: Clock = {
+        let now = world.now.clone();
+        Arc::new(move || now.load(Ordering::SeqCst))
+    };
+    let World { github, store, reconciler, _dir, .. } = world;
+    let running = tokio::spawn(reconciler.run(clock, leading, stop));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(github.requests().is_empty(), "a follower must not call GitHub");
+    leading_tx.send_replace(true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand != 1 {
+        assert!(std::time::Instant::now() < deadline, "the leader never resynced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_tx.send_replace(true);
+    running.await.unwrap();
+}

@@ -290,9 +290,21 @@ impl Reconciler {
         }
     }
 
-    /// Runs passes until `stop` resolves, sleeping until the next repository is due.
-    pub async fn run(mut self, clock: crate::store::writer::Clock, mut stop: tokio::sync::watch::Receiver<bool>) {
+    /// Runs passes until `stop` resolves, sleeping until the next repository is due. Passes run
+    /// only while `leading` says this replica holds the resync lease.
+    pub async fn run(
+        mut self,
+        clock: crate::store::writer::Clock,
+        mut leading: tokio::sync::watch::Receiver<bool>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
+            if !*leading.borrow_and_update() {
+                tokio::select! {
+                    _ = leading.changed() => continue,
+                    _ = stop.changed() => return,
+                }
+            }
             let now = clock();
             let pass = self.resync_due(now).await;
             if pass.resynced + pass.deferred + pass.failed > 0 {

@@ -1,0 +1,142 @@
+//! Leader election on a Kubernetes Lease, so only one API server replica resyncs from GitHub
+//! and the replicas do not pay GitHub twice. Standalone (no lease configured) a replica always
+//! leads.
+//!
+//! The protocol is the one client-go uses: the holder renews `renewTime` well within
+//! `leaseDurationSeconds`; anyone may take a lease whose renewal is older than its duration.
+//! Every write carries the `resourceVersion` it read, so of two replicas racing for an expired
+//! lease exactly one wins (the other gets 409 Conflict).
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    /// This replica's name (the pod name).
+    pub identity: String,
+    /// How long a holder that stops renewing keeps the lease.
+    pub duration: Duration,
+    /// How often the holder renews, and others retry.
+    pub renew_every: Duration,
+}
+
+impl LeaseConfig {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("lease {namespace}/{name}: {source}")]
+    Api { namespace: String, name: String, source: kube::Error },
+}
+
+fn micro_time(unix_seconds: i64) -> Option<MicroTime> {
+    jiff::Timestamp::from_second(unix_seconds).ok().map(MicroTime)
+}
+
+fn is_status(error: &kube::Error, code: u16) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == code)
+}
+
+/// Whether `lease` may be taken at `now` by someone else than its holder.
+fn expired(spec: &LeaseSpec, now: i64) -> bool {
+    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+        return true;
+    }
+    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0.as_second());
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+    renewed.is_none_or(|at| at + duration < now)
+}
+
+/// One election round at `now` (unix seconds): creates, renews or takes over the lease when
+/// allowed. Returns whether this replica holds it afterwards.
+pub async fn try_lead(api: &Api<Lease>, config: &LeaseConfig, now: i64) -> Result<bool, LeaseError> {
+    let api_error = |source| LeaseError::Api { namespace: config.namespace.clone(), name: config.name.clone(), source };
+    let duration = i32::try_from(config.duration.as_secs()).unwrap_or(i32::MAX);
+    let current = match api.get_opt(&config.name).await {
+        Ok(current) => current,
+        Err(e) => return Err(api_error(e)),
+    };
+    let Some(mut lease) = current else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(config.name.clone()),
+                namespace: Some(config.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(config.identity.clone()),
+                lease_duration_seconds: Some(duration),
+                acquire_time: micro_time(now),
+                renew_time: micro_time(now),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 409) => Ok(false),
+            Err(e) => Err(api_error(e)),
+        };
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    let ours = spec.holder_identity.as_deref() == Some(config.identity.as_str());
+    if !ours && !expired(spec, now) {
+        return Ok(false);
+    }
+    if !ours {
+        spec.holder_identity = Some(config.identity.clone());
+        spec.acquire_time = micro_time(now);
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    spec.renew_time = micro_time(now);
+    spec.lease_duration_seconds = Some(duration);
+    // `replace` sends the resourceVersion we read: a concurrent writer makes this a 409.
+    match api.replace(&config.name, &PostParams::default(), &lease).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_status(&e, 409) => Ok(false),
+        Err(e) => Err(api_error(e)),
+    }
+}
+
+/// Keeps electing until `stop`; publishes whether this replica leads. On errors it stops
+/// leading (another replica may have taken over) and retries.
+pub async fn run(
+    api: Api<Lease>,
+    config: LeaseConfig,
+    clock: crate::store::writer::Clock,
+    leading: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let lead = match try_lead(&api, &config, clock()).await {
+            Ok(lead) => lead,
+            Err(error) => {
+                tracing::warn!(%error, "lease election failed; not resyncing until it succeeds");
+                false
+            }
+        };
+        if *leading.borrow() != lead {
+            tracing::info!(identity = %config.identity, lead, "resync leadership changed");
+        }
+        leading.send_replace(lead);
+        tokio::select! {
+            () = tokio::time::sleep(config.renew_every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
