@@ -10,6 +10,7 @@ pub mod github;
 pub mod lease;
 pub mod manifests;
 pub mod metrics;
+pub mod metrics_api;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

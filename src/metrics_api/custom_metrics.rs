@@ -1,0 +1,228 @@
+//! `custom.metrics.k8s.io` (`v1beta1` and `v1beta2`), as the original project served it, for
+//! plain HPAs through an APIService: discovery, and metric values of ScaledActionRunners.
+//!
+//! Metrics per runner: `desired-runners` (what KEDA and HPAs scale on; also served under the
+//! runner's own name, the original project's metric name), `demand`, `queued`, `in-progress`.
+//! `*` as the runner name or the metric means all. `labelSelector` filters runners by the labels
+//! the original put on its metric items (`cr_name`, `cr_namespace`, `cr_owner`, `cr_repo`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::serve::AppState;
+use crate::store::RunnerDemand;
+
+pub const GROUP: &str = "custom.metrics.k8s.io";
+const RESOURCE: &str = "scaledactionrunners";
+const RESOURCE_GROUP: &str = "scaledactionrunners.runner.devjoes.com";
+const METRICS: [&str; 4] = ["desired-runners", "demand", "queued", "in-progress"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1beta1,
+    V1beta2,
+}
+
+impl Version {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "v1beta1" => Some(Self::V1beta1),
+            "v1beta2" => Some(Self::V1beta2),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::V1beta1 => "v1beta1",
+            Self::V1beta2 => "v1beta2",
+        }
+    }
+}
+
+/// A Kubernetes `Status` error, as the API server answers.
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    (code, Json(body)).into_response()
+}
+
+fn not_found(message: String) -> Response {
+    status(StatusCode::NOT_FOUND, "NotFound", message)
+}
+
+/// The routes, to be mounted at the root of the TLS listener.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/apis/custom.metrics.k8s.io", get(group))
+        .route("/apis/custom.metrics.k8s.io/{version}", get(discovery))
+        .route("/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/{resource}/{name}/{metric}", get(values))
+}
+
+async fn group() -> Response {
+    let versions: Vec<Value> = [Version::V1beta2, Version::V1beta1]
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{GROUP}/{}", v.as_str()), "version": v.as_str()}))
+        .collect();
+    Json(json!({
+        "kind": "APIGroup", "apiVersion": "v1", "name": GROUP,
+        "versions": versions, "preferredVersion": versions[0],
+    }))
+    .into_response()
+}
+
+async fn discovery(Path(version): Path<String>) -> Response {
+    let Some(version) = Version::parse(&version) else {
+        return not_found(format!("the server could not find {GROUP}/{version}"));
+    };
+    let resources: Vec<Value> = METRICS
+        .iter()
+        .map(|metric| {
+            json!({
+                "name": format!("{RESOURCE_GROUP}/{metric}"), "singularName": "", "namespaced": true,
+                "kind": "MetricValueList", "verbs": ["get"],
+            })
+        })
+        .collect();
+    Json(json!({
+        "kind": "APIResourceList", "apiVersion": "v1",
+        "groupVersion": format!("{GROUP}/{}", version.as_str()), "resources": resources,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Selectors {
+    label_selector: Option<String>,
+    /// Accepted for compatibility; every metric here has the same labels as its runner.
+    metric_label_selector: Option<String>,
+}
+
+/// The labels the original project put on metric items.
+fn labels(view: &RunnerDemand) -> BTreeMap<String, String> {
+    let (owner, repo) = view.repository.split_once('/').unwrap_or((view.repository.as_str(), ""));
+    BTreeMap::from([
+        ("cr_name".to_string(), view.name.clone()),
+        ("cr_namespace".to_string(), view.namespace.clone()),
+        ("cr_owner".to_string(), owner.to_string()),
+        ("cr_repo".to_string(), repo.to_string()),
+    ])
+}
+
+/// Equality-based label selectors: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated.
+fn matches(selector: Option<&str>, labels: &BTreeMap<String, String>) -> bool {
+    let Some(selector) = selector.map(str::trim).filter(|s| !s.is_empty()) else { return true };
+    selector.split(',').map(str::trim).filter(|t| !t.is_empty()).all(|term| {
+        if let Some((key, value)) = term.split_once("!=") {
+            labels.get(key.trim()).is_none_or(|v| v != value.trim())
+        } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
+            labels.get(key.trim()).is_some_and(|v| v == value.trim())
+        } else if let Some(key) = term.strip_prefix('!') {
+            !labels.contains_key(key.trim())
+        } else {
+            labels.contains_key(term)
+        }
+    })
+}
+
+fn metric_value(view: &RunnerDemand, metric: &str) -> Option<u64> {
+    match metric {
+        "desired-runners" => Some(u64::from(view.value)),
+        "demand" => Some(view.demand),
+        "queued" => Some(view.queued),
+        "in-progress" => Some(view.in_progress),
+        // The original project named the metric after the runner.
+        other if other == view.name => Some(u64::from(view.value)),
+        _ => None,
+    }
+}
+
+async fn values(
+    State(state): State<Arc<AppState>>,
+    Path((version, namespace, resource, name, metric)): Path<(String, String, String, String, String)>,
+    Query(selectors): Query<Selectors>,
+) -> Response {
+    let Some(version) = Version::parse(&version) else {
+        return not_found(format!("the server could not find {GROUP}/{version}"));
+    };
+    let resource_lower = resource.to_ascii_lowercase();
+    if resource_lower != RESOURCE && resource_lower != RESOURCE_GROUP {
+        return not_found(format!("the server could not find the metric {metric} for {resource}"));
+    }
+    let _ = &selectors.metric_label_selector;
+    let runners: Vec<RunnerDemand> = state
+        .store
+        .board()
+        .list()
+        .into_iter()
+        .filter(|v| v.namespace == namespace && (name == "*" || v.name == name))
+        .filter(|v| matches(selectors.label_selector.as_deref(), &labels(v)))
+        .collect();
+    if runners.is_empty() && name != "*" {
+        return not_found(format!("{RESOURCE_GROUP} \"{name}\" not found in namespace \"{namespace}\""));
+    }
+    let timestamp = jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default();
+    let mut items = Vec::new();
+    for view in &runners {
+        let names: Vec<&str> = if metric == "*" { METRICS.to_vec() } else { vec![metric.as_str()] };
+        for metric_name in names {
+            let Some(value) = metric_value(view, metric_name) else { continue };
+            let described = json!({
+                "kind": "ScaledActionRunner", "namespace": view.namespace, "name": view.name,
+                "apiVersion": "runner.devjoes.com/v1alpha1",
+            });
+            let selector = json!({"matchLabels": labels(view)});
+            items.push(match version {
+                Version::V1beta1 => json!({
+                    "describedObject": described, "metricName": metric_name, "timestamp": timestamp,
+                    "value": value.to_string(), "selector": selector,
+                }),
+                Version::V1beta2 => json!({
+                    "describedObject": described, "metric": {"name": metric_name, "selector": selector},
+                    "timestamp": timestamp, "windowSeconds": 0, "value": value.to_string(),
+                }),
+            });
+        }
+    }
+    if items.is_empty() && name != "*" {
+        return not_found(format!("the server could not find the metric {metric} for {RESOURCE_GROUP} {name}"));
+    }
+    Json(json!({
+        "kind": "MetricValueList", "apiVersion": format!("{GROUP}/{}", version.as_str()),
+        "metadata": {}, "items": items,
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn equality_selectors_match_like_kubernetes() {
+        let l = labels_of(&[("cr_name", "web"), ("cr_repo", "api")]);
+        assert!(matches(None, &l));
+        assert!(matches(Some("cr_name=web"), &l));
+        assert!(matches(Some("cr_name==web,cr_repo=api"), &l));
+        assert!(!matches(Some("cr_name=api"), &l));
+        assert!(matches(Some("cr_name!=api"), &l));
+        assert!(matches(Some("cr_repo"), &l) && !matches(Some("other"), &l));
+        assert!(matches(Some("!other"), &l) && !matches(Some("!cr_repo"), &l));
+    }
+}

@@ -1,0 +1,3 @@
+//! What KEDA and the HPA read.
+
+pub mod custom_metrics;
