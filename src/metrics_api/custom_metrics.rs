@@ -106,7 +106,7 @@ async fn discovery(Path(version): Path<String>) -> Response {
 #[serde(rename_all = "camelCase")]
 struct Selectors {
     label_selector: Option<String>,
-    /// Accepted for compatibility; every metric here has the same labels as its runner.
+    /// Every metric here carries its runner's labels, so this filters the same way.
     metric_label_selector: Option<String>,
 }
 
@@ -161,14 +161,17 @@ async fn values(
     if resource_lower != RESOURCE && resource_lower != RESOURCE_GROUP {
         return not_found(format!("the server could not find the metric {metric} for {resource}"));
     }
-    let _ = &selectors.metric_label_selector;
     let runners: Vec<RunnerDemand> = state
         .store
         .board()
         .list()
         .into_iter()
         .filter(|v| v.namespace == namespace && (name == "*" || v.name == name))
-        .filter(|v| matches(selectors.label_selector.as_deref(), &labels(v)))
+        .filter(|v| {
+            let labels = labels(v);
+            matches(selectors.label_selector.as_deref(), &labels)
+                && matches(selectors.metric_label_selector.as_deref(), &labels)
+        })
         .collect();
     if runners.is_empty() && name != "*" {
         return not_found(format!("{RESOURCE_GROUP} \"{name}\" not found in namespace \"{namespace}\""));
