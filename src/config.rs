@@ -88,6 +88,25 @@ pub struct ServeArgs {
     /// Name of that Lease.
     #[arg(long, env = "GAA_LEASE_NAME", default_value = "github-action-autoscaler-resync")]
     pub lease_name: String,
+    /// Address of the TLS listener (read API, custom.metrics.k8s.io, webhooks, health).
+    #[arg(long, env = "GAA_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS listeners (re-read when the file changes).
+    #[arg(long, env = "GAA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listeners (re-read when the file changes).
+    #[arg(long, env = "GAA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: clients of the TLS listener must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "GAA_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// File holding a bearer token that reading demand and metrics then requires (KEDA's
+    /// `authMode: bearer`), on every listener. Webhooks and health probes stay open.
+    #[arg(long, env = "GAA_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Address of KEDA's external-push gRPC scaler (`externalscaler.ExternalScaler`).
+    #[arg(long, env = "GAA_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
     /// How often job states are checkpointed and the journal compacted (e.g. `10s`).
     #[arg(long, env = "GAA_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub checkpoint_interval: std::time::Duration,
@@ -118,6 +137,12 @@ impl ServeArgs {
             cache_window_when_empty: std::time::Duration::from_secs(1800),
             lease_namespace: None,
             lease_name: "github-action-autoscaler-resync".into(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            client_ca: None,
+            metrics_token_file: None,
+            grpc_listen: None,
         }
     }
 }

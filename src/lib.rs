@@ -14,4 +14,5 @@ pub mod metrics_api;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;

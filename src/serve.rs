@@ -21,6 +21,7 @@ use crate::store::memcached::{Credentials, Memcached, MemcachedOptions, StoreUrl
 use crate::store::shared::SyncConfig;
 use crate::store::writer::SharedSetup;
 use crate::store::{JournalError, StoreHandle, WriterConfig};
+use crate::tls::{ReloadingTls, SecretToken, TlsFiles, require_bearer, serve_tls};
 use crate::webhook::{self, MAX_BODY_BYTES, SecretBytes, WebhookSecrets};
 
 /// Shared by every handler.
@@ -48,14 +49,25 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/webhook", post(webhook::webhook))
+    router_with(state, None)
+}
+
+/// The routes; with a token, reading demand and metrics requires `Authorization: Bearer`
+/// (KEDA's `authMode: bearer`), while webhooks (signed) and health probes stay open.
+pub fn router_with(state: Arc<AppState>, token: Option<SecretToken>) -> Router {
+    let mut reads = Router::new()
         .route("/api/v1/scaledactionrunners", get(api::list_runners))
         .route("/api/v1/namespaces/{namespace}/scaledactionrunners/{name}", get(api::get_runner))
+        .route("/metrics", get(api::metrics))
+        .merge(crate::metrics_api::custom_metrics::routes());
+    if let Some(token) = token {
+        reads = reads.route_layer(require_bearer(token));
+    }
+    Router::new()
+        .route("/webhook", post(webhook::webhook))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
-        .merge(crate::metrics_api::custom_metrics::routes())
+        .merge(reads)
         .fallback(api::fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -81,6 +93,8 @@ pub enum ServeError {
     Store(String),
     #[error("GitHub client: {0}")]
     GitHub(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The shared store from `--store`, or `None` for the embedded one.
@@ -192,9 +206,63 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         .map_err(|source| ServeError::Bind { addr: args.listen.to_string(), source })?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(listen = %local, data_dir = %args.data_dir.display(), "serving");
+    // One shutdown signal for every listener.
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let token = match &args.metrics_token_file {
+        None => None,
+        Some(path) => Some(SecretToken::from_file(path).map_err(|e| ServeError::Tls(e.to_string()))?),
+    };
+    let mut extra = Vec::new();
+    let mut grpc_tls: Option<ReloadingTls> = None;
+    if let Some(addr) = args.tls_listen {
+        let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) else {
+            return Err(ServeError::Tls("--tls-listen needs --tls-cert and --tls-key".into()));
+        };
+        let files = TlsFiles { cert, key, client_ca: args.client_ca.clone() };
+        let tls = ReloadingTls::start(files, crate::tls::DEFAULT_POLL_INTERVAL)
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+        let tls_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+        tracing::info!(tls_listen = %addr, client_certificates = args.client_ca.is_some(), "serving TLS");
+        grpc_tls = Some(tls.clone());
+        let routes = router_with(state.clone(), token.clone());
+        extra.push(tokio::spawn(serve_tls(tls_listener, tls, routes, stopped(shutdown_rx.clone()))));
+    }
+    if let Some(addr) = args.grpc_listen {
+        let grpc_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
+        tracing::info!(grpc_listen = %addr, tls = grpc_tls.is_some(), "serving KEDA external-push gRPC");
+        let board = store.board().clone();
+        let stop = stopped(shutdown_rx.clone());
+        extra.push(tokio::spawn(async move {
+            let served = match grpc_tls {
+                None => crate::metrics_api::external_scaler::serve_tcp(grpc_listener, board, stop).await,
+                Some(tls) => {
+                    let incoming = tls_incoming(grpc_listener, tls);
+                    crate::metrics_api::external_scaler::serve_incoming(incoming, board, stop).await
+                }
+            };
+            if let Err(error) = served {
+                tracing::error!(%error, "gRPC server failed");
+            }
+        }));
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let resync = start_reconciler(&args, &catalog_runners, repo_tokens, store.clone(), metrics.clone(), stop_rx)?;
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let served =
+        axum::serve(listener, router_with(state, token)).with_graceful_shutdown(stopped(shutdown_rx.clone())).await;
+    for server in extra {
+        let _ = server.await;
+    }
     tracing::info!("shutting down: flushing the journal");
     let _ = stop_tx.send(true);
     if let Some(resync) = resync {
@@ -202,6 +270,43 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     }
     store.shutdown().await;
     served.map_err(ServeError::Http)
+}
+
+/// TLS connections accepted on `listener`: handshakes run on their own tasks (a slow or broken
+/// client cannot hold up the others), with the certificates in force at accept time.
+fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    tls: ReloadingTls,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::debug!(%error, "gRPC accept failed");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            if tx.is_closed() {
+                return;
+            }
+            let (acceptor, tx) = (tls.acceptor(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, "gRPC TLS handshake failed"),
+                    Err(_) => tracing::debug!("gRPC TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// GitHub tokens per repository: the runners' own, else the default token file's.

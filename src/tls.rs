@@ -1,0 +1,606 @@
+//! TLS for the metrics server: certificates reloaded from files, mutual TLS for the Kubernetes API
+//! aggregator and KEDA's `authMode: tls`, and a bearer-token layer for KEDA's `authMode: bearer`.
+//!
+//! The decisions are pure and tested without a socket: which bytes make a server configuration
+//! (`server_config`), when a change on disk is applied (`ChangeDetector`) and whether a request
+//! carries the token ([`SecretToken::matches`]). The edges read files, poll, accept and serve.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::middleware::{FromExtractorLayer, from_extractor_with_state};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::RootCertStore;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest as _, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// How often the certificate files are re-read unless the caller says otherwise.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A client that opens a connection and never finishes the handshake is dropped after this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a failed `accept` (e.g. out of file descriptors), pause instead of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Where the server's certificate chain, its key and (for mutual TLS) the client CA live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first (cert-manager's `tls.crt`).
+    pub cert: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 or SEC1 (`tls.key`).
+    pub key: PathBuf,
+    /// PEM CA bundle; when set, every client must present a certificate it signed.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: {reason}", path.display())]
+    Pem { path: PathBuf, reason: &'static str },
+    #[error("{}: {source}", path.display())]
+    Rejected { path: PathBuf, source: rustls::Error },
+    #[error("client CA {}: {source}", path.display())]
+    ClientVerifier { path: PathBuf, source: VerifierBuilderError },
+    #[error("TLS protocol versions: {0}")]
+    Protocol(rustls::Error),
+    #[error("the TLS file poller needs a tokio runtime")]
+    NoRuntime,
+}
+
+/// The bytes of one look at the files. Deliberately not `Debug`: it holds the private key.
+struct FileSet {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl FileSet {
+    fn read(files: &TlsFiles) -> Result<Self, TlsError> {
+        let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source });
+        Ok(Self {
+            cert: read(&files.cert)?,
+            key: read(&files.key)?,
+            client_ca: files.client_ca.as_deref().map(read).transpose()?,
+        })
+    }
+}
+
+type Fingerprint = [u8; 32];
+
+/// Identifies what a poll saw: the file contents, or the error that kept them from being read.
+fn fingerprint(seen: &Result<FileSet, TlsError>) -> Fingerprint {
+    let mut hash = Sha256::new();
+    match seen {
+        Ok(set) => {
+            let parts = [Some(&set.cert), Some(&set.key), set.client_ca.as_ref()];
+            for part in parts {
+                // Length-prefixed so moving bytes between files changes the fingerprint.
+                match part {
+                    Some(bytes) => {
+                        hash.update((bytes.len() as u64 + 1).to_be_bytes());
+                        hash.update(bytes);
+                    }
+                    None => hash.update(0u64.to_be_bytes()),
+                }
+            }
+        }
+        Err(error) => {
+            hash.update(b"unreadable:");
+            hash.update(error.to_string().as_bytes());
+        }
+    }
+    hash.finalize().into()
+}
+
+fn ring() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the server configuration from file contents: ring only, ALPN `h2` then `http/1.1`.
+fn server_config(files: &TlsFiles, set: &FileSet) -> Result<ServerConfig, TlsError> {
+    let provider = ring();
+    let certs = certificates(&files.cert, &set.cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&set.key)
+        .map_err(|e| TlsError::Pem { path: files.key.clone(), reason: pem_reason(&e, "no PRIVATE KEY block") })?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Protocol)?;
+    let builder = match (&files.client_ca, &set.client_ca) {
+        (Some(path), Some(bytes)) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(path, bytes)? {
+                roots.add(cert).map_err(|source| TlsError::Rejected { path: path.clone(), source })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|source| TlsError::ClientVerifier { path: path.clone(), source })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        (None, _) => builder.with_no_client_auth(),
+        // Unreachable through `FileSet::read`, and never a reason to drop client authentication.
+        (Some(path), None) => return Err(TlsError::Pem { path: path.clone(), reason: "the client CA was not read" }),
+    };
+    // Checks that the key matches the leaf certificate, so a half-rotated pair is refused.
+    let mut config = builder.with_single_cert(certs, key).map_err(|source| {
+        let path = if matches!(source, rustls::Error::InconsistentKeys(_)) { &files.cert } else { &files.key };
+        TlsError::Rejected { path: path.clone(), source }
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem { path: path.into(), reason: pem_reason(&e, "no CERTIFICATE block") })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem { path: path.into(), reason: "no CERTIFICATE block" });
+    }
+    Ok(certs)
+}
+
+/// A fixed reason per kind: the PEM error's own text may quote the file, and the file may be a key.
+fn pem_reason(error: &pem::Error, nothing_found: &'static str) -> &'static str {
+    match error {
+        pem::Error::NoItemsFound => nothing_found,
+        pem::Error::MissingSectionEnd { .. } => "a PEM section has no END line",
+        pem::Error::IllegalSectionStart { .. } => "a PEM BEGIN line is malformed",
+        pem::Error::Base64Decode(_) => "a PEM section is not valid base64",
+        pem::Error::SectionTooLarge => "a PEM section is too large",
+        _ => "the file is not valid PEM",
+    }
+}
+
+/// What to do after one look at the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Nothing new: the served files, or a set already found unusable.
+    Keep,
+    /// Something changed; wait one more poll, since rotations replace the files one by one.
+    Settle,
+    /// The same new set was seen twice in a row: build it.
+    Rebuild,
+}
+
+/// Decides when changed files are applied. Pure: the poller feeds it fingerprints.
+#[derive(Debug, Clone)]
+struct ChangeDetector {
+    served: Fingerprint,
+    last_seen: Fingerprint,
+    failed: Option<Fingerprint>,
+}
+
+impl ChangeDetector {
+    fn new(served: Fingerprint) -> Self {
+        Self { served, last_seen: served, failed: None }
+    }
+
+    fn observe(&mut self, seen: Fingerprint) -> Verdict {
+        let previous = std::mem::replace(&mut self.last_seen, seen);
+        if seen == self.served {
+            self.failed = None;
+            Verdict::Keep
+        } else if seen != previous {
+            Verdict::Settle
+        } else if self.failed == Some(seen) {
+            Verdict::Keep
+        } else {
+            Verdict::Rebuild
+        }
+    }
+
+    fn rebuilt(&mut self, seen: Fingerprint) {
+        self.served = seen;
+        self.failed = None;
+    }
+
+    fn rejected(&mut self, seen: Fingerprint) {
+        self.failed = Some(seen);
+    }
+}
+
+/// The server configuration in force, replaced when the files on disk change.
+///
+/// Cloning is cheap and every clone sees reloads. The poller stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct ReloadingTls {
+    files: Arc<TlsFiles>,
+    config: watch::Receiver<Arc<ServerConfig>>,
+}
+
+impl fmt::Debug for ReloadingTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadingTls").field("files", &self.files).finish_non_exhaustive()
+    }
+}
+
+impl ReloadingTls {
+    /// Loads the files now (an unusable set is an error: the server must not start without TLS),
+    /// then re-reads them every `poll_interval` on the current tokio runtime.
+    ///
+    /// A new set is applied once it has been seen unchanged on two consecutive polls, so a
+    /// rotation shows up within two intervals. An unusable set is logged once and the previous
+    /// configuration stays in force.
+    pub fn start(files: TlsFiles, poll_interval: Duration) -> Result<Self, TlsError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| TlsError::NoRuntime)?;
+        let seen = FileSet::read(&files);
+        let served = fingerprint(&seen);
+        let config = Arc::new(server_config(&files, &seen?)?);
+        let files = Arc::new(files);
+        let (publish, config) = watch::channel(config);
+        runtime.spawn(poll_files(files.clone(), publish, ChangeDetector::new(served), poll_interval));
+        Ok(Self { files, config })
+    }
+
+    /// The configuration for the next connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.config.borrow().clone()
+    }
+
+    /// An acceptor over [`current`](Self::current); take a fresh one per connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.current())
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+}
+
+async fn poll_files(
+    files: Arc<TlsFiles>,
+    publish: watch::Sender<Arc<ServerConfig>>,
+    mut detector: ChangeDetector,
+    poll_interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(poll_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = publish.closed() => return,
+        }
+        let reader = files.clone();
+        // A slow volume must not stall a runtime worker.
+        let seen = match tokio::task::spawn_blocking(move || FileSet::read(&reader)).await {
+            Ok(seen) => seen,
+            Err(error) => {
+                tracing::error!(%error, "reading the TLS files did not finish");
+                continue;
+            }
+        };
+        let print = fingerprint(&seen);
+        match detector.observe(print) {
+            Verdict::Keep => {}
+            Verdict::Settle => {
+                tracing::debug!(cert = %files.cert.display(), "TLS files changed; waiting for them to settle")
+            }
+            Verdict::Rebuild => match seen.and_then(|set| server_config(&files, &set)) {
+                Ok(config) => {
+                    detector.rebuilt(print);
+                    publish.send_replace(Arc::new(config));
+                    tracing::info!(cert = %files.cert.display(), "reloaded the TLS certificate");
+                }
+                Err(error) => {
+                    detector.rejected(print);
+                    tracing::error!(%error, "the new TLS files are unusable; still serving the previous certificate");
+                }
+            },
+        }
+    }
+}
+
+/// The client's certificate chain (leaf first), put into the request extensions by [`serve_tls`]
+/// when the client presented one.
+#[derive(Debug, Clone)]
+pub struct ClientCertChain(pub Arc<[CertificateDer<'static>]>);
+
+/// Serves `router` over TLS until `shutdown` completes, then stops accepting and waits for the
+/// connections in flight to finish their requests.
+///
+/// Each connection does its handshake on its own task, bounded by [`HANDSHAKE_TIMEOUT`]; failures
+/// are logged at debug and never stop the loop. HTTP/1.1 and HTTP/2 are both served. Requests carry
+/// [`ConnectInfo<SocketAddr>`] and, with mutual TLS, [`ClientCertChain`] in their extensions.
+pub async fn serve_tls(listener: TcpListener, tls: ReloadingTls, router: Router, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = pin!(shutdown);
+    let (stop, stopping) = watch::channel(());
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(finished) = connections.join_next(), if !connections.is_empty() => log_task_end(finished),
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let connection = serve_connection(tcp, peer, tls.acceptor(), router.clone(), stopping.clone());
+                    connections.spawn(connection);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a metrics connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    stop.send_replace(());
+    tracing::debug!(connections = connections.len(), "metrics server draining");
+    while let Some(finished) = connections.join_next().await {
+        log_task_end(finished);
+    }
+}
+
+fn log_task_end(finished: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = finished {
+        tracing::error!(%error, "a metrics connection task failed");
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    router: Router,
+    mut stopping: watch::Receiver<()>,
+) {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stopping.changed() => return,
+    };
+    let chain = stream.get_ref().1.peer_certificates().map(|certs| ClientCertChain(certs.iter().cloned().collect()));
+    let router = TowerToHyperService::new(router);
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(chain) = &chain {
+            request.extensions_mut().insert(chain.clone());
+        }
+        router.call(request)
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let finished = tokio::select! {
+        finished = connection.as_mut() => finished,
+        _ = stopping.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = finished {
+        tracing::debug!(%peer, %error, "metrics connection ended with an error");
+    }
+}
+
+/// A bearer token, kept only as its SHA-256 digest so neither `Debug` nor a heap dump shows it.
+#[derive(Clone)]
+pub struct SecretToken {
+    digest: Fingerprint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenProblem {
+    #[error("is empty")]
+    Empty,
+    #[error("holds bytes other than visible ASCII, which an Authorization header cannot carry")]
+    NotHeaderSafe,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("reading the token file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("the token file {} {problem}", path.display())]
+    File { path: PathBuf, problem: TokenProblem },
+    #[error("the token {0}")]
+    Invalid(TokenProblem),
+}
+
+impl SecretToken {
+    /// Trailing newlines (from `echo token > file`) are not part of the token.
+    pub fn new(token: impl AsRef<[u8]>) -> Result<Self, TokenError> {
+        Self::checked(token.as_ref()).map_err(TokenError::Invalid)
+    }
+
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| TokenError::Read { path: path.into(), source })?;
+        Self::checked(&bytes).map_err(|problem| TokenError::File { path: path.into(), problem })
+    }
+
+    fn checked(token: &[u8]) -> Result<Self, TokenProblem> {
+        let end = token.iter().rposition(|b| *b != b'\n' && *b != b'\r').map_or(0, |last| last + 1);
+        let token = &token[..end];
+        if token.is_empty() {
+            return Err(TokenProblem::Empty);
+        }
+        if !token.iter().all(u8::is_ascii_graphic) {
+            return Err(TokenProblem::NotHeaderSafe);
+        }
+        Ok(Self { digest: Sha256::digest(token).into() })
+    }
+
+    /// Constant time in the presented token's content: digests of equal length are compared whole.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let presented: Fingerprint = Sha256::digest(presented).into();
+        let difference = presented.iter().zip(&self.digest).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        std::hint::black_box(difference) == 0
+    }
+}
+
+impl fmt::Debug for SecretToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretToken(<redacted>)")
+    }
+}
+
+/// The token after `Bearer ` (scheme matched case-insensitively, RFC 7235), if any.
+fn presented_bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii_start())
+}
+
+/// Marks a request that carried the metrics bearer token; the extractor behind [`require_bearer`].
+#[derive(Debug, Clone, Copy)]
+pub struct BearerAuthorized;
+
+impl FromRequestParts<SecretToken> for BearerAuthorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, token: &SecretToken) -> Result<Self, Response> {
+        match presented_bearer(&parts.headers) {
+            Some(presented) if token.matches(presented) => Ok(Self),
+            Some(_) => {
+                tracing::debug!(path = %parts.uri.path(), "rejected a request with the wrong bearer token");
+                Err(unauthorized(true))
+            }
+            None => {
+                tracing::debug!(path = %parts.uri.path(), "rejected a request without a bearer token");
+                Err(unauthorized(false))
+            }
+        }
+    }
+}
+
+/// RFC 6750: a request without credentials gets a bare challenge, a wrong token `invalid_token`.
+fn unauthorized(invalid_token: bool) -> Response {
+    let challenge =
+        if invalid_token { r#"Bearer realm="metrics", error="invalid_token""# } else { r#"Bearer realm="metrics""# };
+    (StatusCode::UNAUTHORIZED, [(WWW_AUTHENTICATE, HeaderValue::from_static(challenge))], "unauthorized\n")
+        .into_response()
+}
+
+/// Answers 401 with `WWW-Authenticate: Bearer` unless the request carries `Authorization: Bearer
+/// <token>`. Apply with `route_layer` on the sub-router to protect, before merging the health routes.
+pub fn require_bearer(token: SecretToken) -> FromExtractorLayer<BearerAuthorized, SecretToken> {
+    from_extractor_with_state(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn print(tag: &str) -> Fingerprint {
+        Sha256::digest(tag.as_bytes()).into()
+    }
+
+    #[test]
+    fn unchanged_files_are_kept() {
+        let mut detector = ChangeDetector::new(print("a"));
+        assert_eq!(detector.observe(print("a")), Verdict::Keep);
+        assert_eq!(detector.observe(print("a")), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_change_is_rebuilt_once_it_has_settled() {
+        let mut detector = ChangeDetector::new(print("a"));
+        assert_eq!(detector.observe(print("b")), Verdict::Settle);
+        assert_eq!(detector.observe(print("c")), Verdict::Settle);
+        assert_eq!(detector.observe(print("c")), Verdict::Rebuild);
+        detector.rebuilt(print("c"));
+        assert_eq!(detector.observe(print("c")), Verdict::Keep);
+    }
+
+    #[test]
+    fn an_unusable_set_is_reported_once_and_a_later_fix_is_applied() {
+        let mut detector = ChangeDetector::new(print("a"));
+        detector.observe(print("broken"));
+        assert_eq!(detector.observe(print("broken")), Verdict::Rebuild);
+        detector.rejected(print("broken"));
+        assert_eq!(detector.observe(print("broken")), Verdict::Keep);
+        assert_eq!(detector.observe(print("fixed")), Verdict::Settle);
+        assert_eq!(detector.observe(print("fixed")), Verdict::Rebuild);
+    }
+
+    #[test]
+    fn returning_to_the_served_files_forgets_a_failure() {
+        let mut detector = ChangeDetector::new(print("a"));
+        detector.observe(print("broken"));
+        detector.observe(print("broken"));
+        detector.rejected(print("broken"));
+        assert_eq!(detector.observe(print("a")), Verdict::Keep);
+        assert_eq!(detector.observe(print("broken")), Verdict::Settle);
+        assert_eq!(detector.observe(print("broken")), Verdict::Rebuild);
+    }
+
+    #[test]
+    fn fingerprints_tell_apart_bytes_moved_between_files() {
+        let one = FileSet { cert: b"ab".to_vec(), key: b"c".to_vec(), client_ca: None };
+        let two = FileSet { cert: b"a".to_vec(), key: b"bc".to_vec(), client_ca: None };
+        let three = FileSet { cert: b"a".to_vec(), key: b"bc".to_vec(), client_ca: Some(Vec::new()) };
+        assert_ne!(fingerprint(&Ok(one)), fingerprint(&Ok(two)));
+        let two = FileSet { cert: b"a".to_vec(), key: b"bc".to_vec(), client_ca: None };
+        assert_ne!(fingerprint(&Ok(two)), fingerprint(&Ok(three)));
+    }
+
+    #[test]
+    fn token_trailing_newlines_are_trimmed() {
+        let token = SecretToken::new("s3cret\r\n\n").unwrap();
+        assert!(token.matches(b"s3cret"));
+        assert!(!token.matches(b"s3cret\n"));
+        assert!(!token.matches(b"s3cre"));
+        assert!(!token.matches(b""));
+    }
+
+    #[test]
+    fn empty_or_unsendable_tokens_are_refused() {
+        assert!(matches!(SecretToken::new("\n"), Err(TokenError::Invalid(TokenProblem::Empty))));
+        assert!(matches!(SecretToken::new("two words"), Err(TokenError::Invalid(TokenProblem::NotHeaderSafe))));
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let token = SecretToken::new("hunter2").unwrap();
+        assert_eq!(format!("{token:?}"), "SecretToken(<redacted>)");
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_other_schemes_are_ignored() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented_bearer(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer  abc"));
+        assert_eq!(presented_bearer(&headers), Some(&b"abc"[..]));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic YWxhZGRpbjpvcGVuc2VzYW1l"));
+        assert_eq!(presented_bearer(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer"));
+        assert_eq!(presented_bearer(&headers), None);
+    }
+}
