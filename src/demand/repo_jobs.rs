@@ -116,11 +116,7 @@ impl RepoJobs {
         }
         for job in self.jobs.values().filter(|job| job.status.is_demand()) {
             if let Some(key) = index.assign(repo, &job.labels) {
-                let entry = counts.entry(key.clone()).or_default();
-                match job.status {
-                    JobStatus::Queued => entry.queued += 1,
-                    _ => entry.in_progress += 1,
-                }
+                counts.entry(key.clone()).or_default().add(job.status);
             }
         }
         counts

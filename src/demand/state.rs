@@ -25,7 +25,8 @@ impl Counts {
         self.queued + self.in_progress
     }
 
-    fn add(&mut self, status: JobStatus) {
+    /// Counts one job in `status` (waiting and completed jobs are not demand).
+    pub fn add(&mut self, status: JobStatus) {
         match status {
             JobStatus::Queued => self.queued += 1,
             JobStatus::InProgress => self.in_progress += 1,

@@ -145,6 +145,21 @@ pub struct Comparison {
     pub drift: HashMap<RunnerKey, i64>,
 }
 
+/// Queued and in-progress jobs per runner, assigned as everywhere else.
+fn count_by_runner<'a>(
+    repo: &RepoRef,
+    index: &RunnerIndex,
+    jobs: impl Iterator<Item = (JobStatus, &'a [String])>,
+) -> HashMap<RunnerKey, Counts> {
+    let mut counts: HashMap<RunnerKey, Counts> = HashMap::new();
+    for (status, labels) in jobs.filter(|(status, _)| status.is_demand()) {
+        if let Some(key) = index.assign(&repo.full_name, labels) {
+            counts.entry(key.clone()).or_default().add(status);
+        }
+    }
+    counts
+}
+
 /// Compares GitHub's jobs of the repository's queued and in-progress runs with what we know.
 ///
 /// `listed_since`: when the listing began (our clock). Jobs we learned about after that, or
@@ -160,18 +175,10 @@ pub fn compare(
     let ours_by_id: HashMap<u64, &KnownJob> = ours.iter().map(|j| (j.id, j)).collect();
     let listed: HashSet<u64> = github.iter().map(|j| j.id).collect();
     let mut corrections = Vec::new();
-    let mut theirs_counts: HashMap<RunnerKey, Counts> = HashMap::new();
+    let theirs_counts =
+        count_by_runner(repo, index, github.iter().filter_map(|j| j.status.map(|s| (s, j.labels.as_slice()))));
     for job in github {
         let Some(status) = job.status else { continue };
-        if status.is_demand()
-            && let Some(key) = index.assign(&repo.full_name, &job.labels)
-        {
-            let counts = theirs_counts.entry(key.clone()).or_default();
-            match status {
-                JobStatus::Queued => counts.queued += 1,
-                _ => counts.in_progress += 1,
-            }
-        }
         let behind = ours_by_id.get(&job.id).is_none_or(|known| known.status < status);
         if behind {
             corrections.push(
@@ -186,16 +193,7 @@ pub fn compare(
         .filter(|j| j.status.is_demand() && !listed.contains(&j.id) && j.changed_at < cutoff)
         .map(|j| j.id)
         .collect();
-    let mut ours_counts: HashMap<RunnerKey, Counts> = HashMap::new();
-    for job in ours.iter().filter(|j| j.status.is_demand()) {
-        if let Some(key) = index.assign(&repo.full_name, &job.labels) {
-            let counts = ours_counts.entry(key.clone()).or_default();
-            match job.status {
-                JobStatus::Queued => counts.queued += 1,
-                _ => counts.in_progress += 1,
-            }
-        }
-    }
+    let ours_counts = count_by_runner(repo, index, ours.iter().map(|j| (j.status, j.labels.as_slice())));
     let mut drift = HashMap::new();
     for runner in index.for_repo(&repo.full_name) {
         let theirs = theirs_counts.get(&runner.key).map_or(0, Counts::demand) as i64;
