@@ -154,7 +154,8 @@ def main(argv):
         templates.append(split(json.dumps(doc, separators=(",", ":"))))
 
     base_job, base_run = 31_000_000_000, 12_000_000_000
-    t0 = datetime(2025, 6, 3, 9, 0, 0, tzinfo=timezone.utc)
+    # Jobs created now, as GitHub would send them: the server ends jobs queued for over a day.
+    t0 = datetime.now(timezone.utc).replace(microsecond=0)
     iso = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     sizes = []
     with open(args.output, "w", newline="\n") as out:
