@@ -11,6 +11,8 @@
 #[allow(dead_code)]
 #[path = "../tests/common/fake_github.rs"]
 mod fake_github;
+#[path = "../tests/common/rng.rs"]
+mod rng;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,27 +25,11 @@ use gaa::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
 use gaa::metrics::Metrics;
 use gaa::store::writer::Clock;
 use gaa::store::{StoreHandle, WriterConfig};
+use rng::Rng;
 
 const TOKEN: &str = "ghp_budget_bench";
 const HOUR: i64 = 3600;
 const STEP: i64 = 5;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Event {

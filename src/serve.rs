@@ -1,7 +1,7 @@
 //! `serve`: the webhook receiver, read API and operational endpoints on one listener.
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -29,22 +29,18 @@ use crate::webhook::{self, MAX_BODY_BYTES, SecretBytes, WebhookSecrets};
 pub struct AppState {
     pub store: StoreHandle,
     pub metrics: Arc<Metrics>,
-    secrets: RwLock<Arc<WebhookSecrets>>,
+    secrets: WebhookSecrets,
     pub manifest_problems: usize,
 }
 
 impl AppState {
     pub fn new(store: StoreHandle, metrics: Arc<Metrics>, secrets: WebhookSecrets, manifest_problems: usize) -> Self {
-        Self { store, metrics, secrets: RwLock::new(Arc::new(secrets)), manifest_problems }
+        Self { store, metrics, secrets, manifest_problems }
     }
 
-    /// The secrets in force now.
-    pub fn secrets(&self) -> Arc<WebhookSecrets> {
-        self.secrets.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn set_secrets(&self, secrets: WebhookSecrets) {
-        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets);
+    /// The webhook secrets of every repository.
+    pub fn secrets(&self) -> &WebhookSecrets {
+        &self.secrets
     }
 }
 

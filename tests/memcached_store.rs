@@ -6,20 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::memcached::MemcachedServer;
+use common::rng::Rng;
 use common::server::{Server, manifests_dir};
 use serde_json::Value;
-
-/// Deterministic shuffling and splitting (xorshift), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn store_args(servers: &[&MemcachedServer]) -> Vec<String> {
     let list: Vec<String> = servers.iter().map(|s| s.addr()).collect();

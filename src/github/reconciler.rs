@@ -160,10 +160,6 @@ impl Reconciler {
         self.tokens = tokens;
     }
 
-    pub fn repositories(&self) -> usize {
-        self.schedule.len()
-    }
-
     pub fn next_due(&self) -> Option<i64> {
         self.schedule.next_due()
     }

@@ -96,13 +96,6 @@ impl Schedule {
         self.put(repo.to_string(), at);
     }
 
-    /// Due now: a webhook said something the resync should confirm soon (unused by default).
-    pub fn hurry(&mut self, repo: &str, at: i64) {
-        if self.next.get(repo).is_some_and(|due| *due > at) {
-            self.put(repo.to_string(), at);
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.next.len()
     }
