@@ -30,6 +30,46 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print the CustomResourceDefinitions (what crds/ holds).
     Crds,
+    /// Run the Kubernetes operator: ScaledActionRunner → runner StatefulSet and KEDA
+    /// ScaledObject; ScaledActionRunnerCore → the API server stack.
+    Operator(OperatorArgs),
+    /// Print, as a YAML stream, the objects the operator would apply for the custom resources
+    /// in the given files (offline; for review and GitOps).
+    Render(RenderArgs),
+}
+
+/// Images and settings the operator's objects are built from; `render` takes the same.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorSettingsArgs {
+    /// Runner image for ScaledActionRunners that name none.
+    #[arg(long, env = "GAA_RUNNER_IMAGE", default_value = crate::operator::DEFAULT_RUNNER_IMAGE)]
+    pub runner_image: String,
+    /// API server image for a ScaledActionRunnerCore that names none (also the image of the
+    /// runner pods' credential init container).
+    #[arg(long, env = "GAA_IMAGE", default_value = crate::operator::DEFAULT_IMAGE)]
+    pub image: String,
+    /// memcached image for a ScaledActionRunnerCore that names none.
+    #[arg(long, env = "GAA_MEMCACHED_IMAGE", default_value = crate::operator::DEFAULT_MEMCACHED_IMAGE)]
+    pub memcached_image: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    #[command(flatten)]
+    pub settings: OperatorSettingsArgs,
+    /// Address of the operator's health and metrics endpoint.
+    #[arg(long, env = "GAA_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub settings: OperatorSettingsArgs,
+    /// YAML files of ScaledActionRunnerCore, ScaledActionRunner and (optionally) the Secrets
+    /// they name; `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -41,8 +81,17 @@ pub struct ServeArgs {
     #[arg(long, env = "GAA_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// Standalone mode: a directory of ScaledActionRunner and Secret YAML, as for `kubectl apply`.
+    /// Without it, runners and their Secrets are watched through the Kubernetes API.
     #[arg(long, env = "GAA_MANIFESTS")]
     pub manifests: Option<PathBuf>,
+    /// In a cluster: namespaces watched for ScaledActionRunners (comma-separated); empty
+    /// watches all.
+    #[arg(long, env = "GAA_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// In a cluster: the namespace holding every runner's `githubTokenSecret` (the core's
+    /// `apiServerPatTokenNamespace`); unset reads each from the runner's own namespace.
+    #[arg(long, env = "GAA_TOKEN_NAMESPACE")]
+    pub token_namespace: Option<String>,
     /// File holding an organisation-wide webhook secret that may sign deliveries for any repository.
     #[arg(long, env = "GAA_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
@@ -123,6 +172,8 @@ impl ServeArgs {
             listen,
             data_dir,
             manifests: None,
+            namespaces: Vec::new(),
+            token_namespace: None,
             webhook_secret_file: None,
             journal_retention: std::time::Duration::from_secs(4 * 24 * 3600),
             checkpoint_interval: std::time::Duration::from_secs(10),

@@ -14,6 +14,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", gaa::crd::crds_yaml().context("rendering the CRDs")?);
             Ok(())
         }
+        Command::Operator(_) | Command::Render(_) => anyhow::bail!("not built yet"),
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
             runtime.block_on(async move { gaa::serve::run(*args, gaa::serve::shutdown_signal()).await })?;

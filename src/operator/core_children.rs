@@ -1,0 +1,1 @@
+//! What a `ScaledActionRunnerCore` becomes: the API server stack.

@@ -1,0 +1,94 @@
+//! The Kubernetes operator. What it writes is decided by pure functions over the custom
+//! resources ([`runner_children`], [`core_children`]); the controllers only read the cluster,
+//! apply those objects and report status. `render` prints the same objects offline.
+
+pub mod children;
+pub mod core_children;
+pub mod keda;
+pub mod runner_children;
+
+pub use children::{Child, SpecError};
+
+/// Runner image for ScaledActionRunners that name none: GitHub's own runner image.
+pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/actions/actions-runner:latest";
+/// Image of this product (API server, operator, credential init container).
+pub const DEFAULT_IMAGE: &str =
+    concat!("ghcr.io/github-action-autoscaler/github-action-autoscaler:", env!("CARGO_PKG_VERSION"));
+/// memcached image for a ScaledActionRunnerCore that names none.
+pub const DEFAULT_MEMCACHED_IMAGE: &str = "docker.io/library/memcached:1.6-alpine";
+/// The one field manager every object is applied with.
+pub const FIELD_MANAGER: &str = "github-action-autoscaler";
+/// Label every object the operator writes carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "github-action-autoscaler");
+
+/// Ports of the API server's container and Service.
+pub mod ports {
+    /// Webhooks, read API, health (plain HTTP inside the cluster).
+    pub const HTTP: i32 = 8080;
+    /// Read API (KEDA metrics-api) and custom.metrics.k8s.io, over mutual TLS.
+    pub const TLS: i32 = 8443;
+    /// KEDA external-push gRPC, over mutual TLS.
+    pub const GRPC: i32 = 9090;
+    /// memcached.
+    pub const MEMCACHED: i32 = 11211;
+}
+
+/// Images the objects are built from when the custom resources name none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub runner_image: String,
+    pub image: String,
+    pub memcached_image: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            runner_image: DEFAULT_RUNNER_IMAGE.into(),
+            image: DEFAULT_IMAGE.into(),
+            memcached_image: DEFAULT_MEMCACHED_IMAGE.into(),
+        }
+    }
+}
+
+impl From<&crate::config::OperatorSettingsArgs> for Settings {
+    fn from(args: &crate::config::OperatorSettingsArgs) -> Self {
+        Self {
+            runner_image: args.runner_image.clone(),
+            image: args.image.clone(),
+            memcached_image: args.memcached_image.clone(),
+        }
+    }
+}
+
+/// Where the API server a runner's ScaledObject talks to lives, and whom to grant Secret
+/// reads to: derived from the `ScaledActionRunnerCore` named `core`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiServer {
+    /// Namespace of the API server's Deployment, Service and ServiceAccount.
+    pub namespace: String,
+    /// Name of its Deployment, Service and ServiceAccount.
+    pub name: String,
+    /// Namespace of every runner's GitHub token Secret, when the core names one.
+    pub token_namespace: Option<String>,
+    /// Name of the ClusterTriggerAuthentication carrying the TLS client credentials, when the
+    /// core creates one.
+    pub cluster_trigger_authentication: Option<String>,
+}
+
+impl ApiServer {
+    /// The API server a core describes.
+    pub fn from_core(spec: &crate::crd::ScaledActionRunnerCoreSpec) -> Self {
+        Self {
+            namespace: spec.api_server_namespace.clone(),
+            name: spec.api_server_name.clone(),
+            token_namespace: spec.api_server_pat_token_namespace.clone().filter(|namespace| !namespace.is_empty()),
+            cluster_trigger_authentication: spec.create_authentication().then(|| spec.api_server_name.clone()),
+        }
+    }
+
+    /// The Service's DNS name inside the cluster.
+    pub fn host(&self) -> String {
+        format!("{}.{}.svc", self.name, self.namespace)
+    }
+}

@@ -1,0 +1,1 @@
+//! What a `ScaledActionRunner` becomes: the runner StatefulSet and its KEDA ScaledObject.
