@@ -36,6 +36,23 @@ pub enum Command {
     /// Print, as a YAML stream, the objects the operator would apply for the custom resources
     /// in the given files (offline; for review and GitOps).
     Render(RenderArgs),
+    /// Init container of a runner pod: copies the registration files of this pod's ordinal
+    /// from its runner Secret into a directory.
+    #[command(hide = true)]
+    RunnerCredentials(RunnerCredentialsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunnerCredentialsArgs {
+    /// The runner's `runnerSecrets`, comma-separated, in ordinal order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub secrets: Vec<String>,
+    /// Directory to write the files to.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// This pod's name (`<statefulset>-<ordinal>`).
+    #[arg(long, env = "POD_NAME")]
+    pub pod: String,
 }
 
 /// Images and settings the operator's objects are built from; `render` takes the same.

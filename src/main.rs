@@ -14,11 +14,35 @@ fn main() -> anyhow::Result<()> {
             print!("{}", gaa::crd::crds_yaml().context("rendering the CRDs")?);
             Ok(())
         }
-        Command::Operator(_) | Command::Render(_) => anyhow::bail!("not built yet"),
+        Command::Render(args) => render(&args),
+        Command::RunnerCredentials(args) => {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+            runtime.block_on(gaa::operator::credentials::run(&args.pod, &args.secrets, &args.dir))?;
+            Ok(())
+        }
+        Command::Operator(_) => anyhow::bail!("not built yet"),
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
             runtime.block_on(async move { gaa::serve::run(*args, gaa::serve::shutdown_signal()).await })?;
             Ok(())
         }
     }
+}
+
+/// Prints the objects to standard output and notes and errors to standard error; fails when any
+/// custom resource could not be rendered.
+fn render(args: &gaa::config::RenderArgs) -> anyhow::Result<()> {
+    use gaa::operator::render;
+    let manifests = render::read_files(&args.files)?;
+    let rendered = render::render(&manifests, &(&args.settings).into());
+    print!("{}", render::to_yaml(&rendered.children)?);
+    for note in &rendered.notes {
+        eprintln!("note: {note}");
+    }
+    for error in &rendered.errors {
+        eprintln!("error: {error}");
+    }
+    anyhow::ensure!(rendered.errors.is_empty(), "{} custom resource(s) could not be rendered", rendered.errors.len());
+    Ok(())
 }

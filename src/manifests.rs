@@ -4,10 +4,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde_json::Value;
 
-use crate::crd::ScaledActionRunner;
+use crate::crd::{ScaledActionRunner, ScaledActionRunnerCore};
 
 const RUNNER_API_VERSION: &str = "runner.devjoes.com/v1alpha1";
 
@@ -55,6 +55,9 @@ impl<T> fmt::Debug for Loaded<T> {
 pub struct Manifests {
     pub runners: Vec<Loaded<ScaledActionRunner>>,
     pub secrets: Vec<Loaded<Secret>>,
+    /// Only `render` uses these: the core and the ConfigMaps it reads (`serve` ignores them).
+    pub cores: Vec<Loaded<ScaledActionRunnerCore>>,
+    pub config_maps: Vec<Loaded<ConfigMap>>,
     pub problems: Vec<Problem>,
 }
 
@@ -153,14 +156,21 @@ impl Manifests {
                     serde_json::from_value(value).map_err(|e| format!("invalid ScaledActionRunner: {e}"))?;
                 self.runners.push(Loaded { object: runner, source: source.clone() });
             }
+            (RUNNER_API_VERSION, "ScaledActionRunnerCore") => {
+                let core: ScaledActionRunnerCore =
+                    serde_json::from_value(value).map_err(|e| format!("invalid ScaledActionRunnerCore: {e}"))?;
+                self.cores.push(Loaded { object: core, source: source.clone() });
+            }
+            ("v1", "ConfigMap") => {
+                let map: ConfigMap = serde_json::from_value(value).map_err(|e| format!("invalid ConfigMap: {e}"))?;
+                self.config_maps.push(Loaded { object: map, source: source.clone() });
+            }
             ("v1", "Secret") => {
                 let secret: Secret = serde_json::from_value(value).map_err(|e| format!("invalid Secret: {e}"))?;
                 self.secrets.push(Loaded { object: secret, source: source.clone() });
             }
-            (_, "ScaledActionRunner") => {
-                return Err(format!(
-                    "ScaledActionRunner must have apiVersion {RUNNER_API_VERSION}, not {api_version:?}"
-                ));
+            (_, "ScaledActionRunner" | "ScaledActionRunnerCore") => {
+                return Err(format!("{kind} must have apiVersion {RUNNER_API_VERSION}, not {api_version:?}"));
             }
             _ => tracing::debug!(%source, kind, "document ignored: not a runner or secret"),
         }

@@ -23,6 +23,8 @@ pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
 pub const GITHUB_TOKEN_KEY_PREFIX: &str = "token";
 /// `scaleFactor` when it is not set.
 pub const DEFAULT_SCALE_FACTOR: &str = "0.8";
+/// Seconds a runner pod may take to finish its job when scaled down, when not set.
+pub const DEFAULT_TERMINATION_GRACE_PERIOD: i64 = 3600;
 /// `forceScaleUpWindow` when it is not set.
 pub const DEFAULT_FORCE_SCALE_UP_WINDOW: Duration = Duration::from_secs(20 * 60);
 /// `forceScaleUpFrequency` when it is not set.
@@ -134,6 +136,26 @@ pub struct Scaling {
     /// Seconds to wait after the last active check before scaling to zero.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown_period: Option<i32>,
+
+    /// How KEDA reads the demand: `externalPush` (default: the API server pushes a queued job
+    /// to KEDA at once over gRPC, and KEDA reads the runner count over the same stream),
+    /// `metricsApi` (KEDA polls the API server's JSON every `pollingInterval`, as the original
+    /// project did) or `both`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<TriggerKind>,
+}
+
+/// Which KEDA trigger(s) the ScaledObject uses to read the demand.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TriggerKind {
+    /// KEDA `external-push`: instant scale-up from zero.
+    #[default]
+    ExternalPush,
+    /// KEDA `metrics-api`: polled.
+    MetricsApi,
+    /// Both triggers; KEDA follows the larger.
+    Both,
 }
 
 /// How the runner pods are built.
@@ -161,7 +183,8 @@ pub struct RunnerTemplate {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 
-    /// Whether to mount the node's `/var/run/docker.sock` into the runner. Default: true.
+    /// Whether to mount the node's `/var/run/docker.sock` into the runner, which gives every
+    /// job root on the node. Default: false (the original mounted it unless told not to).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_docker_sock: Option<bool>,
 
@@ -194,6 +217,11 @@ pub struct RunnerTemplate {
     /// Resource requests of the runner container. Default: `{cpu: 200m, memory: 200Mi}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<BTreeMap<String, Quantity>>,
+
+    /// Seconds a runner pod being scaled down may take to finish its running job before it is
+    /// killed: the pod stops only once no job is running, or when this runs out. Default: 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
 
     /// RFC 6902 JSON patch applied to the generated StatefulSet's `spec`, for anything the other
     /// fields do not cover. Prefer `replace` to `add`: the patch is applied on every reconcile.
@@ -341,9 +369,14 @@ impl RunnerTemplate {
         selector
     }
 
-    /// Whether to mount the Docker socket (default true).
+    /// Whether to mount the Docker socket (default false).
     pub fn mount_docker_sock(&self) -> bool {
-        self.mount_docker_sock.unwrap_or(true)
+        self.mount_docker_sock.unwrap_or(false)
+    }
+
+    /// Grace period of a runner pod being scaled down (default [`DEFAULT_TERMINATION_GRACE_PERIOD`]).
+    pub fn termination_grace_period_seconds(&self) -> i64 {
+        self.termination_grace_period_seconds.unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD)
     }
 }
 

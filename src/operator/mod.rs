@@ -4,7 +4,9 @@
 
 pub mod children;
 pub mod core_children;
+pub mod credentials;
 pub mod keda;
+pub mod render;
 pub mod runner_children;
 
 pub use children::{Child, SpecError};
