@@ -21,7 +21,11 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(gaa::operator::credentials::run(&args.pod, &args.secrets, &args.dir))?;
             Ok(())
         }
-        Command::Operator(_) => anyhow::bail!("not built yet"),
+        Command::Operator(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            runtime.block_on(gaa::operator::run(args, gaa::serve::shutdown_signal()))?;
+            Ok(())
+        }
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
             runtime.block_on(async move { gaa::serve::run(*args, gaa::serve::shutdown_signal()).await })?;

@@ -3,6 +3,7 @@
 //! apply those objects and report status. `render` prints the same objects offline.
 
 pub mod children;
+pub mod controller;
 pub mod core_children;
 pub mod credentials;
 pub mod keda;
@@ -93,4 +94,45 @@ impl ApiServer {
     pub fn host(&self) -> String {
         format!("{}.{}.svc", self.name, self.namespace)
     }
+}
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("connecting to the Kubernetes API (in-cluster config or KUBECONFIG): {0}")]
+    Client(#[source] kube::Error),
+    #[error("listening on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `operator`: the controllers, plus `/healthz` on `--listen` for the kubelet's probes.
+pub async fn run(
+    args: crate::config::OperatorArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), OperatorError> {
+    let client = kube::Client::try_default().await.map_err(OperatorError::Client)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| OperatorError::Listen { address: args.listen, source })?;
+    let health = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = axum::serve(listener, health).with_graceful_shutdown(stopped).await {
+            tracing::warn!(%error, "health endpoint stopped");
+        }
+    });
+    tracing::info!(listen = %args.listen, "operator started");
+    let ctx = std::sync::Arc::new(controller::Context::new(client, Settings::from(&args.settings)));
+    controller::run(ctx, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    tracing::info!("operator stopped");
+    Ok(())
 }

@@ -1,0 +1,491 @@
+//! The controllers. Each reconcile is a short pipeline: dereference (read the cluster) → build
+//! (pure: [`runner_children`], [`core_children`]) → apply (server-side apply, one field manager)
+//! → prune what is no longer wanted → status. A spec that cannot be built becomes a `Ready=False`
+//! condition and an Event, and waits for the next change instead of retrying in a loop.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::core_children::{CoreInputs, core_children};
+use super::render::{CA_KEY, FRONT_PROXY_CA_CONFIG_MAP, FRONT_PROXY_CA_KEY};
+use super::runner_children::runner_children;
+use super::{ApiServer, Child, FIELD_MANAGER, MANAGED_BY, Settings, SpecError};
+use crate::crd::{CORE_NAME, ScaledActionRunner, ScaledActionRunnerCore};
+
+/// Field manager of the one apply that creates a StatefulSet with `minRunners` replicas. It never
+/// applies again, so the replicas it set pass to KEDA's HPA instead of being reset by ours.
+pub const INITIAL_REPLICAS_MANAGER: &str = "github-action-autoscaler-initial-replicas";
+/// How often a healthy object is looked at again (status: demand, replicas).
+const REFRESH: Duration = Duration::from_secs(60);
+
+/// Why a reconcile failed; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("reading {what}: {source}")]
+    Dereference {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying {object}: {source}")]
+    Apply {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("removing {object}: {source}")]
+    Prune {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("the object has no namespace or name")]
+    Unnamed,
+}
+
+impl ReconcileError {
+    /// A fixed label for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Dereference { .. } => "dereference",
+            Self::Apply { .. } => "apply",
+            Self::Prune { .. } => "prune",
+            Self::Status(_) => "status",
+            Self::Unnamed => "unnamed",
+        }
+    }
+}
+
+/// What the reconcilers share.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    /// Consecutive failures per object, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Self { client, settings, recorder, failures: Mutex::default() }
+    }
+
+    fn succeeded(&self, key: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+
+    /// 5 s, 10 s, 20 s … up to 5 minutes.
+    fn backoff(&self, key: &str) -> Duration {
+        let attempt = self
+            .failures
+            .lock()
+            .map(|mut failures| {
+                let count = failures.entry(key.to_owned()).or_default();
+                *count = count.saturating_add(1);
+                *count
+            })
+            .unwrap_or(1);
+        Duration::from_secs(5u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)).min(300))
+    }
+}
+
+/// Runs both controllers until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let owned = watcher::Config::default().labels(&managed);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    // Every runner's ScaledObject and Secret access depend on the core: look at all of them
+    // again when it changes.
+    let core_changes = watcher(Api::<ScaledActionRunnerCore>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|event| async move { event.ok().map(|_| ()) });
+    let runners =
+        Controller::new(Api::<ScaledActionRunner>::all(client.clone()), watcher::Config::default().any_semantic())
+            .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
+            .reconcile_all_on(core_changes)
+            .graceful_shutdown_on(stopped(stop_rx.clone()))
+            .run(reconcile_runner, runner_error_policy, ctx.clone())
+            .for_each(|result| async move { log_result("ScaledActionRunner", result) });
+    let cores =
+        Controller::new(Api::<ScaledActionRunnerCore>::all(client.clone()), watcher::Config::default().any_semantic())
+            .owns(Api::<Deployment>::all(client.clone()), owned)
+            .graceful_shutdown_on(stopped(stop_rx))
+            .run(reconcile_core, core_error_policy, ctx)
+            .for_each(|result| async move { log_result("ScaledActionRunnerCore", result) });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    tokio::join!(runners, cores);
+}
+
+fn log_result<K, E: std::fmt::Display>(kind: &str, result: Result<(kube::runtime::reflector::ObjectRef<K>, Action), E>)
+where
+    K: Resource,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    match result {
+        Ok((object, _)) => tracing::debug!(kind, object = %object.name, "reconciled"),
+        Err(error) => tracing::warn!(kind, %error, "reconcile failed"),
+    }
+}
+
+fn runner_error_policy(runner: Arc<ScaledActionRunner>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = format!("sar/{}/{}", runner.namespace().unwrap_or_default(), runner.name_any());
+    let delay = ctx.backoff(&key);
+    tracing::warn!(runner = %key, category = error.category(), %error, retry_secs = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn core_error_policy(core: Arc<ScaledActionRunnerCore>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = format!("sarc/{}", core.name_any());
+    let delay = ctx.backoff(&key);
+    tracing::warn!(core = %key, category = error.category(), %error, retry_secs = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The kinds a runner's children may have, for pruning (the StatefulSet is always wanted).
+fn runner_kinds() -> Vec<ApiResource> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    vec![
+        ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<Role>(&()),
+        ApiResource::erase::<RoleBinding>(&()),
+        ApiResource::erase::<super::keda::ScaledObject>(&()),
+    ]
+}
+
+/// The kinds the core's children may have, for pruning.
+fn core_kinds() -> Vec<ApiResource> {
+    use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+    vec![
+        ApiResource::erase::<Deployment>(&()),
+        ApiResource::erase::<StatefulSet>(&()),
+        ApiResource::erase::<Service>(&()),
+        ApiResource::erase::<ServiceAccount>(&()),
+        ApiResource::erase::<ConfigMap>(&()),
+        ApiResource::erase::<PodDisruptionBudget>(&()),
+        ApiResource::erase::<Role>(&()),
+        ApiResource::erase::<RoleBinding>(&()),
+        ApiResource::erase::<ClusterRole>(&()),
+        ApiResource::erase::<ClusterRoleBinding>(&()),
+        ApiResource::erase::<APIService>(&()),
+        ApiResource::erase::<super::keda::ClusterTriggerAuthentication>(&()),
+    ]
+}
+
+pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let (Some(namespace), Some(name)) = (runner.namespace(), runner.metadata.name.clone()) else {
+        return Err(ReconcileError::Unnamed);
+    };
+    let client = &ctx.client;
+    let key = format!("sar/{namespace}/{name}");
+
+    // Dereference: the core says where the API server runs.
+    let core = Api::<ScaledActionRunnerCore>::all(client.clone()).get_opt(CORE_NAME).await.map_err(|source| {
+        ReconcileError::Dereference { what: format!("ScaledActionRunnerCore {CORE_NAME}"), source }
+    })?;
+    let api_server = core.as_ref().map(|core| ApiServer::from_core(&core.spec));
+
+    // Build (pure).
+    let children = match runner_children(&runner, &ctx.settings, api_server.as_ref()) {
+        Ok(children) => children,
+        Err(error) => {
+            report_invalid(&ctx, runner.as_ref(), &error).await;
+            let status = json!({ "conditions": [condition(runner.as_ref(), false, error.reason(), &error.to_string())],
+                                 "observedGeneration": runner.metadata.generation });
+            patch_runner_status(client, &namespace, &name, status).await?;
+            ctx.succeeded(&key);
+            return Ok(Action::await_change());
+        }
+    };
+
+    // Apply.
+    let mut missing = Vec::new();
+    for child in &children {
+        if child.resource.kind == "StatefulSet" {
+            create_with_replicas(client, child, runner.spec.min_runners()).await?;
+        }
+        match apply(client, child).await {
+            Ok(()) => {}
+            // The ScaledObject's CRD is absent until KEDA is installed: say so, keep the rest.
+            Err(ReconcileError::Apply { source: kube::Error::Api(status), .. })
+                if status.code == 404 && child.resource.group == "keda.sh" =>
+            {
+                missing.push(child.resource.kind.clone());
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    prune(client, runner.as_ref(), Some(&namespace), &children, &runner_kinds()).await?;
+
+    // Status.
+    let replicas = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+        .get_opt(&name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|set| set.status.map(|status| status.replicas));
+    let (ready, reason, message) = if core.is_none() {
+        (false, "CoreMissing", format!("no ScaledActionRunnerCore named {CORE_NAME}: the runners are not scaled"))
+    } else if !missing.is_empty() {
+        (false, "KedaMissing", format!("KEDA is not installed: the cluster has no {} resource", missing.join(", ")))
+    } else {
+        (true, "Applied", format!("{} objects applied", children.len()))
+    };
+    let status = json!({
+        "conditions": [condition(runner.as_ref(), ready, reason, &message)],
+        "observedGeneration": runner.metadata.generation,
+        "replicas": replicas,
+    });
+    patch_runner_status(client, &namespace, &name, status).await?;
+    ctx.succeeded(&key);
+    Ok(Action::requeue(REFRESH))
+}
+
+pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let name = core.name_any();
+    let client = &ctx.client;
+    let api = Api::<ScaledActionRunnerCore>::all(client.clone());
+    if name != CORE_NAME {
+        let message = format!("only the ScaledActionRunnerCore named {CORE_NAME:?} is used; this one is ignored");
+        let status = json!({ "status": { "conditions": [condition(core.as_ref(), false, "NotCore", &message)],
+                                         "observedGeneration": core.metadata.generation } });
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .map_err(ReconcileError::Status)?;
+        return Ok(Action::await_change());
+    }
+    let spec = &core.spec;
+
+    // Dereference: the CA the APIService trusts, and the aggregator's client CA.
+    let secret = Api::<Secret>::namespaced(client.clone(), &spec.api_server_namespace)
+        .get_opt(&spec.ssl_cert_secret)
+        .await
+        .map_err(|source| ReconcileError::Dereference {
+            what: format!("Secret {}/{}", spec.api_server_namespace, spec.ssl_cert_secret),
+            source,
+        })?;
+    let ca = secret.and_then(|secret| secret.data?.remove(CA_KEY)).map(|bytes| bytes.0);
+    let front_proxy = Api::<ConfigMap>::namespaced(client.clone(), FRONT_PROXY_CA_CONFIG_MAP.0)
+        .get_opt(FRONT_PROXY_CA_CONFIG_MAP.1)
+        .await
+        .map_err(|source| ReconcileError::Dereference {
+            what: format!("ConfigMap {}/{}", FRONT_PROXY_CA_CONFIG_MAP.0, FRONT_PROXY_CA_CONFIG_MAP.1),
+            source,
+        })?
+        .and_then(|map| map.data?.remove(FRONT_PROXY_CA_KEY));
+
+    // Build (pure).
+    let inputs = CoreInputs { ca_bundle: ca.as_deref(), front_proxy_ca: front_proxy.as_deref() };
+    let children = match core_children(&core, &ctx.settings, &inputs) {
+        Ok(children) => children,
+        Err(error) => {
+            report_invalid(&ctx, core.as_ref(), &error).await;
+            let status = json!({ "status": { "conditions": [condition(core.as_ref(), false, error.reason(), &error.to_string())],
+                                             "observedGeneration": core.metadata.generation } });
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                .await
+                .map_err(ReconcileError::Status)?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    // Apply, then prune.
+    let mut missing = BTreeSet::new();
+    for child in &children {
+        match apply(client, child).await {
+            Ok(()) => {}
+            // KEDA's and Prometheus' CRDs are optional: the rest still works without them.
+            Err(ReconcileError::Apply { source: kube::Error::Api(status), .. })
+                if status.code == 404
+                    && matches!(child.resource.group.as_str(), "keda.sh" | "monitoring.coreos.com") =>
+            {
+                missing.insert(child.resource.kind.clone());
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    prune(client, core.as_ref(), None, &children, &core_kinds()).await?;
+
+    // Status.
+    let available = Api::<Deployment>::namespaced(client.clone(), &spec.api_server_namespace)
+        .get_opt(&spec.api_server_name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|deployment| deployment.status?.available_replicas)
+        .unwrap_or(0);
+    let (ready, reason, message) = if ca.is_none() {
+        (
+            false,
+            "CertificateMissing",
+            format!(
+                "Secret {}/{} has no {CA_KEY}: the APIService cannot trust the API server yet",
+                spec.api_server_namespace, spec.ssl_cert_secret
+            ),
+        )
+    } else if spec.create_api_server() && available == 0 {
+        (false, "ApiServerUnavailable", "no API server replica is available yet".to_owned())
+    } else if !missing.is_empty() {
+        let kinds: Vec<_> = missing.into_iter().collect();
+        (
+            false,
+            "CrdMissing",
+            format!("the cluster has no {} resource (install KEDA / the Prometheus operator)", kinds.join(", ")),
+        )
+    } else {
+        (true, "Applied", format!("{} objects applied; {available} API server replicas available", children.len()))
+    };
+    let status = json!({ "status": { "conditions": [condition(core.as_ref(), ready, reason, &message)],
+                                     "observedGeneration": core.metadata.generation } });
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await.map_err(ReconcileError::Status)?;
+    ctx.succeeded(&format!("sarc/{name}"));
+    Ok(Action::requeue(REFRESH))
+}
+
+/// Server-side apply with the one field manager.
+async fn apply(client: &Client, child: &Child) -> Result<(), ReconcileError> {
+    let api = api_for(client, &child.resource, child.object.namespace().as_deref());
+    api.patch(&child.object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child.object))
+        .await
+        .map_err(|source| ReconcileError::Apply { object: child.describe(), source })?;
+    Ok(())
+}
+
+/// Creates a runner StatefulSet that does not exist yet with `replicas` (the runner's
+/// `minRunners`), applied by a manager that never applies again, so KEDA's HPA owns replicas
+/// from then on and our applies (which leave replicas out) never reset them.
+async fn create_with_replicas(client: &Client, child: &Child, replicas: i32) -> Result<(), ReconcileError> {
+    let api = api_for(client, &child.resource, child.object.namespace().as_deref());
+    let name = child.object.name_any();
+    let failed = |source| ReconcileError::Apply { object: child.describe(), source };
+    if api.get_opt(&name).await.map_err(failed)?.is_some() {
+        return Ok(());
+    }
+    let mut initial = child.object.clone();
+    if let Some(spec) = initial.data.get_mut("spec").and_then(|spec| spec.as_object_mut()) {
+        spec.insert("replicas".into(), json!(replicas));
+    }
+    api.patch(&name, &PatchParams::apply(INITIAL_REPLICAS_MANAGER).force(), &Patch::Apply(&initial))
+        .await
+        .map_err(failed)?;
+    Ok(())
+}
+
+fn api_for(client: &Client, resource: &ApiResource, namespace: Option<&str>) -> Api<DynamicObject> {
+    match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
+}
+
+/// Deletes objects this owner made earlier that it no longer wants (a runner that stopped
+/// naming secrets, a core that stopped asking for memcached). Only objects carrying the owner's
+/// uid are touched.
+async fn prune<K: Resource<DynamicType = ()>>(
+    client: &Client,
+    owner: &K,
+    namespace: Option<&str>,
+    wanted: &[Child],
+    kinds: &[ApiResource],
+) -> Result<(), ReconcileError> {
+    let Some(uid) = owner.meta().uid.clone() else {
+        return Ok(());
+    };
+    let selector = format!("{}={},{}={}", "app.kubernetes.io/instance", owner.name_any(), MANAGED_BY.0, MANAGED_BY.1);
+    for kind in kinds {
+        let api = api_for(client, kind, namespace);
+        let listed = match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => list,
+            // An optional CRD (KEDA, Prometheus) that is not installed holds nothing to prune.
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(source) => return Err(ReconcileError::Prune { object: format!("{} list", kind.kind), source }),
+        };
+        for object in listed {
+            let owned = object.owner_references().iter().any(|reference| reference.uid == uid);
+            let still_wanted = wanted.iter().any(|child| {
+                child.resource.kind == kind.kind
+                    && child.resource.group == kind.group
+                    && child.object.name_any() == object.name_any()
+                    && child.object.namespace() == object.namespace()
+            });
+            if owned && !still_wanted {
+                let object_api = api_for(client, kind, object.namespace().as_deref());
+                let described = format!("{} {}", kind.kind, object.name_any());
+                object_api
+                    .delete(&object.name_any(), &DeleteParams::background())
+                    .await
+                    .map_err(|source| ReconcileError::Prune { object: described.clone(), source })?;
+                tracing::info!(object = %described, "removed an object no longer wanted");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn patch_runner_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: serde_json::Value,
+) -> Result<(), ReconcileError> {
+    Api::<ScaledActionRunner>::namespaced(client.clone(), namespace)
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+        .await
+        .map_err(ReconcileError::Status)?;
+    Ok(())
+}
+
+/// The `Ready` condition, its transition time now (the list is rewritten on every change).
+fn condition<K: Resource>(object: &K, ready: bool, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: "Ready".into(),
+        status: if ready { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.chars().take(1024).collect(),
+        observed_generation: object.meta().generation,
+        last_transition_time: Time(jiff::Timestamp::now()),
+    }
+}
+
+async fn report_invalid<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, error: &SpecError) {
+    tracing::warn!(object = %object.meta().name.clone().unwrap_or_default(), %error, "invalid spec");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: error.reason().into(),
+        note: Some(error.to_string().chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(failure) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(error = %failure, "could not publish an Event");
+    }
+}
