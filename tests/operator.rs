@@ -1,0 +1,283 @@
+//! The controllers against kube's tower-test mock API server: each test scripts the answers and
+//! then asserts on the requests the reconcile made.
+
+use std::sync::{Arc, Mutex};
+
+use gaa::crd::ScaledActionRunner;
+use gaa::operator::Settings;
+use gaa::operator::controller::{Context, INITIAL_REPLICAS_MANAGER, reconcile_runner};
+use hyper::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    query: String,
+    body: Value,
+}
+
+impl Call {
+    fn field_manager(&self) -> Option<String> {
+        self.query.split('&').find_map(|pair| pair.strip_prefix("fieldManager=")).map(str::to_owned)
+    }
+}
+
+/// A mock API server that answers each request with `answer` and records it.
+fn api_server(answer: impl Fn(&Call) -> (u16, Value) + Send + Sync + 'static) -> (Client, Arc<Mutex<Vec<Call>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let log = calls.clone();
+    tokio::spawn(async move {
+        while let Some((request, respond)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let call = Call { method, path, query, body };
+            let (status, reply) = answer(&call);
+            log.lock().unwrap().push(call);
+            let response = Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap()));
+            respond.send_response(response.unwrap());
+        }
+    });
+    (Client::new(service, "default"), calls)
+}
+
+fn not_found() -> (u16, Value) {
+    (
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404}),
+    )
+}
+
+fn empty_list() -> (u16, Value) {
+    (200, json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}))
+}
+
+fn core() -> Value {
+    json!({
+        "apiVersion": "runner.devjoes.com/v1alpha1", "kind": "ScaledActionRunnerCore",
+        "metadata": {"name": "core", "uid": "core-uid"},
+        "spec": {"apiServerName": "metrics", "apiServerNamespace": "github", "sslCertSecret": "tls-cert"}
+    })
+}
+
+fn runner(spec: Value) -> ScaledActionRunner {
+    serde_json::from_value(json!({
+        "apiVersion": "runner.devjoes.com/v1alpha1", "kind": "ScaledActionRunner",
+        "metadata": {"name": "web", "namespace": "ci", "uid": "runner-uid", "generation": 3},
+        "spec": spec
+    }))
+    .unwrap()
+}
+
+fn web_spec() -> Value {
+    json!({"owner": "acme", "repo": "web", "maxRunners": 5, "minRunners": 1,
+           "webhookSecret": "web-hook", "githubTokenSecret": "web-token",
+           "runner": {"runnerLabels": "linux"}})
+}
+
+/// Answers like a cluster holding the core, no StatefulSet yet (unless `existing`), and KEDA.
+fn cluster(existing_set: Option<Value>, keda: bool) -> impl Fn(&Call) -> (u16, Value) + Send + Sync + 'static {
+    let created = Arc::new(Mutex::new(existing_set));
+    move |call: &Call| {
+        let path = call.path.as_str();
+        match call.method.as_str() {
+            "GET" if path.ends_with("/scaledactionrunnercore/core") => (200, core()),
+            "GET" if path.ends_with("/statefulsets/web") => {
+                created.lock().unwrap().clone().map_or_else(not_found, |set| (200, set))
+            }
+            "GET" => empty_list(),
+            "PATCH" if path.contains("/keda.sh/") && !keda => not_found(),
+            "PATCH" if path.ends_with("/statefulsets/web") => {
+                // Like the API server: status is kept; a new set reports the replicas it got.
+                let mut set = call.body.clone();
+                let mut known = created.lock().unwrap();
+                set["status"] = match known.as_ref() {
+                    Some(old) => old["status"].clone(),
+                    None => json!({"replicas": call.body["spec"]["replicas"]}),
+                };
+                *known = Some(set.clone());
+                (200, set)
+            }
+            "PATCH" if path.ends_with("/status") => {
+                let mut object = serde_json::to_value(runner(web_spec())).unwrap();
+                object["status"] = call.body["status"].clone();
+                (200, object)
+            }
+            "PATCH" => (200, call.body.clone()),
+            "POST" => (201, call.body.clone()),
+            _ => not_found(),
+        }
+    }
+}
+
+fn context(client: Client) -> Arc<Context> {
+    Arc::new(Context::new(client, Settings::default()))
+}
+
+fn patches<'a>(calls: &'a [Call], suffix: &str) -> Vec<&'a Call> {
+    calls.iter().filter(|call| call.method == "PATCH" && call.path.ends_with(suffix)).collect()
+}
+
+fn status_of(calls: &[Call]) -> Value {
+    patches(calls, "/scaledactionrunners/web/status").last().expect("a status patch").body["status"].clone()
+}
+
+#[tokio::test]
+async fn a_new_runner_starts_at_min_runners_and_keda_owns_replicas_from_then_on() {
+    let (client, calls) = api_server(cluster(None, true));
+    let action = reconcile_runner(Arc::new(runner(web_spec())), context(client)).await.unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(60)));
+    let calls = calls.lock().unwrap().clone();
+
+    let sets = patches(&calls, "/apis/apps/v1/namespaces/ci/statefulsets/web");
+    assert_eq!(sets.len(), 2, "{sets:#?}");
+    assert_eq!(sets[0].field_manager().as_deref(), Some(INITIAL_REPLICAS_MANAGER));
+    assert_eq!(sets[0].body["spec"]["replicas"], 1, "created at minRunners");
+    assert_eq!(sets[1].field_manager().as_deref(), Some("github-action-autoscaler"));
+    assert!(sets[1].body["spec"].get("replicas").is_none(), "our applies leave replicas to KEDA");
+    assert!(sets.iter().all(|call| call.query.contains("force=true")));
+    assert_eq!(sets[1].body["metadata"]["ownerReferences"][0]["uid"], "runner-uid");
+    assert_eq!(sets[1].body["metadata"]["ownerReferences"][0]["controller"], true);
+
+    let scaled = patches(&calls, "/apis/keda.sh/v1alpha1/namespaces/ci/scaledobjects/web");
+    assert_eq!(scaled.len(), 1);
+    let trigger = &scaled[0].body["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "external-push");
+    assert_eq!(trigger["metadata"]["scalerAddress"], "metrics.github.svc:9090");
+    assert_eq!(scaled[0].body["spec"]["minReplicaCount"], 1);
+    assert_eq!(scaled[0].body["spec"]["maxReplicaCount"], 5);
+
+    let role = patches(&calls, "/roles/web-api-server");
+    assert_eq!(role[0].body["rules"][0]["resourceNames"], json!(["web-hook", "web-token"]));
+    let binding = patches(&calls, "/rolebindings/web-api-server");
+    assert_eq!(
+        binding[0].body["subjects"][0],
+        json!({"kind": "ServiceAccount", "name": "metrics", "namespace": "github"})
+    );
+
+    let status = status_of(&calls);
+    assert_eq!(status["observedGeneration"], 3);
+    assert_eq!(status["replicas"], 1);
+    assert_eq!(status["conditions"][0]["type"], "Ready");
+    assert_eq!(status["conditions"][0]["status"], "True", "{status}");
+    assert!(calls.iter().all(|call| call.method != "DELETE"), "nothing to prune");
+}
+
+#[tokio::test]
+async fn a_changed_runner_is_updated_in_place_and_its_statefulset_never_recreated() {
+    let existing = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                          "metadata": {"name": "web", "namespace": "ci"}, "spec": {"replicas": 4}, "status": {"replicas": 4}});
+    let (client, calls) = api_server(cluster(Some(existing), true));
+    let mut spec = web_spec();
+    spec["runner"]["image"] = json!("registry.example/runner:2");
+    reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let sets = patches(&calls, "/statefulsets/web");
+    assert_eq!(sets.len(), 1, "one apply, no create: {sets:#?}");
+    assert_eq!(sets[0].field_manager().as_deref(), Some("github-action-autoscaler"));
+    assert_eq!(sets[0].body["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example/runner:2");
+    assert!(
+        calls
+            .iter()
+            .all(|call| !(call.method == "DELETE" || call.method == "POST" && call.path.contains("statefulsets")))
+    );
+    assert_eq!(status_of(&calls)["replicas"], 4, "the replicas KEDA chose are reported, not reset");
+}
+
+#[tokio::test]
+async fn a_runner_that_stops_naming_secrets_loses_the_access_it_had_and_nothing_else() {
+    let stale = |name: &str, uid: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": name, "namespace": "ci",
+                            "ownerReferences": [{"apiVersion": "runner.devjoes.com/v1alpha1", "kind": "ScaledActionRunner",
+                                                 "name": "web", "uid": uid, "controller": true}]}})
+    };
+    let roles = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"},
+                       "items": [stale("web-api-server", "runner-uid"), stale("web-other", "another-uid")]});
+    let base = cluster(None, true);
+    let (client, calls) = api_server(move |call| {
+        if call.method == "GET" && call.path == "/apis/rbac.authorization.k8s.io/v1/namespaces/ci/roles" {
+            assert!(call.query.contains("labelSelector"), "prune lists only our objects: {}", call.query);
+            return (200, roles.clone());
+        }
+        if call.method == "DELETE" {
+            return (200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}));
+        }
+        base(call)
+    });
+    let spec = json!({"owner": "acme", "repo": "web", "maxRunners": 2});
+    reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let deleted: Vec<&str> =
+        calls.iter().filter(|call| call.method == "DELETE").map(|call| call.path.as_str()).collect();
+    assert_eq!(deleted, ["/apis/rbac.authorization.k8s.io/v1/namespaces/ci/roles/web-api-server"]);
+    assert!(patches(&calls, "/roles/web-api-server").is_empty(), "no access is granted any more");
+}
+
+#[tokio::test]
+async fn an_invalid_spec_becomes_a_condition_and_an_event_and_waits_for_a_change() {
+    let (client, calls) = api_server(cluster(None, true));
+    let spec = json!({"owner": "acme", "repo": "web", "maxRunners": 2, "minRunners": 3});
+    let action = reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    assert_eq!(action, Action::await_change(), "no retry loop on a spec only the user can fix");
+    let calls = calls.lock().unwrap().clone();
+    assert!(patches(&calls, "/statefulsets/web").is_empty(), "nothing is applied from an invalid spec");
+    let status = status_of(&calls);
+    assert_eq!(status["conditions"][0]["status"], "False");
+    assert_eq!(status["conditions"][0]["reason"], "InvalidSpec");
+    assert!(status["conditions"][0]["message"].as_str().unwrap().contains("minRunners"), "{status}");
+    let event = calls.iter().find(|call| call.method == "POST" && call.path.ends_with("/events")).expect("an Event");
+    assert_eq!(event.body["type"], "Warning");
+    assert_eq!(event.body["reason"], "InvalidSpec");
+    assert_eq!(event.body["regarding"]["name"], "web");
+}
+
+#[tokio::test]
+async fn without_keda_the_runner_keeps_its_statefulset_and_says_what_is_missing() {
+    let (client, calls) = api_server(cluster(None, false));
+    reconcile_runner(Arc::new(runner(web_spec())), context(client)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(patches(&calls, "/statefulsets/web").len(), 2);
+    let status = status_of(&calls);
+    assert_eq!(status["conditions"][0]["status"], "False");
+    assert_eq!(status["conditions"][0]["reason"], "KedaMissing", "{status}");
+}
+
+#[tokio::test]
+async fn without_a_core_the_runner_gets_its_statefulset_but_no_scaled_object() {
+    let base = cluster(None, true);
+    let (client, calls) = api_server(move |call| {
+        if call.path.ends_with("/scaledactionrunnercore/core") {
+            return not_found();
+        }
+        base(call)
+    });
+    reconcile_runner(Arc::new(runner(web_spec())), context(client)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert!(patches(&calls, "/scaledobjects/web").is_empty());
+    assert!(patches(&calls, "/roles/web-api-server").is_empty(), "no API server to grant access to");
+    assert_eq!(status_of(&calls)["conditions"][0]["reason"], "CoreMissing");
+}
+
+#[tokio::test]
+async fn an_api_server_error_is_returned_for_a_retry_with_its_step() {
+    let (client, _calls) = api_server(|call| {
+        if call.path.ends_with("/scaledactionrunnercore/core") {
+            return (
+                500,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 500, "message": "etcd timeout"}),
+            );
+        }
+        not_found()
+    });
+    let error = reconcile_runner(Arc::new(runner(web_spec())), context(client)).await.unwrap_err();
+    assert_eq!(error.category(), "dereference");
+    assert!(error.to_string().contains("ScaledActionRunnerCore core"), "{error}");
+}
