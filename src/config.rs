@@ -36,6 +36,9 @@ pub enum Command {
     /// Print, as a YAML stream, the objects the operator would apply for the custom resources
     /// in the given files (offline; for review and GitOps).
     Render(RenderArgs),
+    /// Onboard a repository: create (or update) its webhook and print the Secrets and the
+    /// ScaledActionRunner to apply.
+    Onboard(Box<crate::onboard::OnboardArgs>),
     /// Init container of a runner pod: copies the registration files of this pod's ordinal
     /// from its runner Secret into a directory.
     #[command(hide = true)]

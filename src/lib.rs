@@ -11,6 +11,7 @@ pub mod lease;
 pub mod manifests;
 pub mod metrics;
 pub mod metrics_api;
+pub mod onboard;
 pub mod operator;
 pub mod serve;
 pub mod store;

@@ -15,6 +15,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Render(args) => render(&args),
+        Command::Onboard(args) => {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+            runtime.block_on(gaa::onboard::run(*args))?;
+            Ok(())
+        }
         Command::RunnerCredentials(args) => {
             let runtime =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
