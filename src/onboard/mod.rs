@@ -1,8 +1,6 @@
 //! `onboard`: creates a repository's webhook and prints the Secrets and ScaledActionRunner to
 //! apply.
 
-use std::path::PathBuf;
-
 use clap::Args;
 
 #[derive(Debug, Clone, Args)]
