@@ -1,11 +1,13 @@
 //! The controllers against kube's tower-test mock API server: each test scripts the answers and
 //! then asserts on the requests the reconcile made.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use gaa::crd::ScaledActionRunner;
 use gaa::operator::Settings;
-use gaa::operator::controller::{Context, INITIAL_REPLICAS_MANAGER, reconcile_runner};
+use gaa::operator::controller::{Context, DemandReader, INITIAL_REPLICAS_MANAGER, reconcile_runner};
 use hyper::{Request, Response};
 use kube::Client;
 use kube::client::Body;
@@ -118,7 +120,7 @@ fn cluster(existing_set: Option<Value>, keda: bool) -> impl Fn(&Call) -> (u16, V
 }
 
 fn context(client: Client) -> Arc<Context> {
-    Arc::new(Context::new(client, Settings::default()))
+    Arc::new(Context::new(client, Settings::default(), None))
 }
 
 fn patches<'a>(calls: &'a [Call], suffix: &str) -> Vec<&'a Call> {
@@ -280,4 +282,25 @@ async fn an_api_server_error_is_returned_for_a_retry_with_its_step() {
     let error = reconcile_runner(Arc::new(runner(web_spec())), context(client)).await.unwrap_err();
     assert_eq!(error.category(), "dereference");
     assert!(error.to_string().contains("ScaledActionRunnerCore core"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_status_shows_the_demand_the_api_server_counts() {
+    use common::server::{Server, http, manifests_dir};
+    let root = tempfile::tempdir().unwrap();
+    let server = Server::start(&root.path().join("data"), &manifests_dir(root.path(), "")).await;
+    assert_eq!(server.deliver(&http(), "d-1", "acme/api", 41, "queued").await, 202);
+
+    let (client, calls) = api_server(cluster(None, true));
+    let reader = DemandReader::new(Some(format!("http://{}", server.addr)));
+    let ctx = Arc::new(Context::new(client, Settings::default(), Some(reader)));
+    let mut object =
+        runner(json!({"owner": "acme", "repo": "api", "maxRunners": 3, "runner": {"runnerLabels": "linux"}}));
+    object.metadata.name = Some("api-linux".into());
+    reconcile_runner(Arc::new(object), ctx).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let status = &patches(&calls, "/scaledactionrunners/api-linux/status")[0].body["status"];
+    assert_eq!(status["demand"], 1, "{status}");
+    assert_eq!(status["queued"], 1);
+    assert_eq!(status["desiredRunners"], 1);
 }

@@ -70,20 +70,51 @@ impl ReconcileError {
     }
 }
 
+/// Reads a runner's demand from the API server's read API, for the runner's status.
+#[derive(Debug, Clone)]
+pub struct DemandReader {
+    http: reqwest::Client,
+    /// Base URL used instead of the API server's Service (tests).
+    base: Option<String>,
+}
+
+impl DemandReader {
+    /// Plain HTTP to the API server's Service, port 8080, inside the cluster.
+    pub fn new(base: Option<String>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap_or_default();
+        Self { http, base }
+    }
+
+    /// The runner's view (`demand`, `queued`, `inProgress`, `desiredRunners`, `lastResyncTime`,
+    /// `lastDrift`), or None when the API server cannot say (it is starting, or unreachable).
+    pub async fn read(&self, api_server: &ApiServer, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        let base = self.base.clone().unwrap_or_else(|| format!("http://{}:{}", api_server.host(), super::ports::HTTP));
+        let url = format!("{base}/api/v1/namespaces/{namespace}/scaledactionrunners/{name}");
+        let answer = self.http.get(&url).send().await.ok()?;
+        if !answer.status().is_success() {
+            return None;
+        }
+        answer.json().await.ok()
+    }
+}
+
 /// What the reconcilers share.
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub recorder: Recorder,
+    /// Where runner status reads the demand; None leaves demand out of the status.
+    pub demand: Option<DemandReader>,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub fn new(client: Client, settings: Settings, demand: Option<DemandReader>) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, settings, recorder, failures: Mutex::default() }
+        Self { client, settings, recorder, demand, failures: Mutex::default() }
     }
 
     fn succeeded(&self, key: &str) {
@@ -260,11 +291,20 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
     } else {
         (true, "Applied", format!("{} objects applied", children.len()))
     };
-    let status = json!({
+    let mut status = json!({
         "conditions": [condition(runner.as_ref(), ready, reason, &message)],
         "observedGeneration": runner.metadata.generation,
         "replicas": replicas,
     });
+    if let (Some(reader), Some(api_server)) = (&ctx.demand, &api_server)
+        && let Some(view) = reader.read(api_server, &namespace, &name).await
+    {
+        for field in ["demand", "queued", "inProgress", "desiredRunners", "lastResyncTime", "lastDrift"] {
+            if let Some(value) = view.get(field).filter(|value| !value.is_null()) {
+                status[field] = value.clone();
+            }
+        }
+    }
     patch_runner_status(client, &namespace, &name, status).await?;
     ctx.succeeded(&key);
     Ok(Action::requeue(REFRESH))

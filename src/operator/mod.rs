@@ -129,7 +129,8 @@ pub async fn run(
         }
     });
     tracing::info!(listen = %args.listen, "operator started");
-    let ctx = std::sync::Arc::new(controller::Context::new(client, Settings::from(&args.settings)));
+    let demand = controller::DemandReader::new(None);
+    let ctx = std::sync::Arc::new(controller::Context::new(client, Settings::from(&args.settings), Some(demand)));
     controller::run(ctx, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
