@@ -227,8 +227,14 @@ async fn a_runner_that_stops_naming_secrets_loses_the_access_it_had_and_nothing_
 async fn an_invalid_spec_becomes_a_condition_and_an_event_and_waits_for_a_change() {
     let (client, calls) = api_server(cluster(None, true));
     let spec = json!({"owner": "acme", "repo": "web", "maxRunners": 2, "minRunners": 3});
-    let action = reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    let ctx = context(client);
+    let action = reconcile_runner(Arc::new(runner(spec)), ctx.clone()).await.unwrap();
     assert_eq!(action, Action::await_change(), "no retry loop on a spec only the user can fix");
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains(r#"gaa_operator_reconciles_total{kind="ScaledActionRunner",outcome="invalid"} 1"#),
+        "{metrics}"
+    );
     let calls = calls.lock().unwrap().clone();
     assert!(patches(&calls, "/statefulsets/web").is_empty(), "nothing is applied from an invalid spec");
     let status = status_of(&calls);

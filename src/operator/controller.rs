@@ -27,6 +27,8 @@ use crate::crd::{CORE_NAME, ScaledActionRunner, ScaledActionRunnerCore};
 /// Field manager of the one apply that creates a StatefulSet with `minRunners` replicas. It never
 /// applies again, so the replicas it set pass to KEDA's HPA instead of being reset by ours.
 pub const INITIAL_REPLICAS_MANAGER: &str = "github-action-autoscaler-initial-replicas";
+const RUNNER_KIND: &str = "ScaledActionRunner";
+const CORE_KIND: &str = "ScaledActionRunnerCore";
 /// How often a healthy object is looked at again (status: demand, replicas).
 const REFRESH: Duration = Duration::from_secs(60);
 
@@ -99,6 +101,45 @@ impl DemandReader {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `ScaledActionRunner` or `ScaledActionRunnerCore`.
+    pub kind: &'static str,
+    /// `applied`, `invalid`, `ignored`, or the failed step's [`ReconcileError::category`].
+    pub outcome: &'static str,
+}
+
+/// The operator's Prometheus metrics (prefix `gaa_operator_`).
+#[derive(Debug)]
+pub struct OperatorMetrics {
+    registry: prometheus_client::registry::Registry,
+    pub reconciles:
+        prometheus_client::metrics::family::Family<ReconcileLabels, prometheus_client::metrics::counter::Counter>,
+}
+
+impl Default for OperatorMetrics {
+    fn default() -> Self {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("gaa_operator");
+        let reconciles = prometheus_client::metrics::family::Family::default();
+        registry.register("reconciles", "Reconciles by kind and outcome", reconciles.clone());
+        Self { registry, reconciles }
+    }
+}
+
+impl OperatorMetrics {
+    fn count(&self, kind: &'static str, outcome: &'static str) {
+        self.reconciles.get_or_create(&ReconcileLabels { kind, outcome }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
 /// What the reconcilers share.
 pub struct Context {
     pub client: Client,
@@ -106,6 +147,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// Where runner status reads the demand; None leaves demand out of the status.
     pub demand: Option<DemandReader>,
+    pub metrics: OperatorMetrics,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -114,7 +156,7 @@ impl Context {
     pub fn new(client: Client, settings: Settings, demand: Option<DemandReader>) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, settings, recorder, demand, failures: Mutex::default() }
+        Self { client, settings, recorder, demand, metrics: OperatorMetrics::default(), failures: Mutex::default() }
     }
 
     fn succeeded(&self, key: &str) {
@@ -187,6 +229,7 @@ where
 fn runner_error_policy(runner: Arc<ScaledActionRunner>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = format!("sar/{}/{}", runner.namespace().unwrap_or_default(), runner.name_any());
     let delay = ctx.backoff(&key);
+    ctx.metrics.count(RUNNER_KIND, error.category());
     tracing::warn!(runner = %key, category = error.category(), %error, retry_secs = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
@@ -194,6 +237,7 @@ fn runner_error_policy(runner: Arc<ScaledActionRunner>, error: &ReconcileError, 
 fn core_error_policy(core: Arc<ScaledActionRunnerCore>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = format!("sarc/{}", core.name_any());
     let delay = ctx.backoff(&key);
+    ctx.metrics.count(CORE_KIND, error.category());
     tracing::warn!(core = %key, category = error.category(), %error, retry_secs = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
@@ -254,6 +298,7 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
                                  "observedGeneration": runner.metadata.generation });
             patch_runner_status(client, &namespace, &name, status).await?;
             ctx.succeeded(&key);
+            ctx.metrics.count(RUNNER_KIND, "invalid");
             return Ok(Action::await_change());
         }
     };
@@ -307,6 +352,7 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
     }
     patch_runner_status(client, &namespace, &name, status).await?;
     ctx.succeeded(&key);
+    ctx.metrics.count(RUNNER_KIND, "applied");
     Ok(Action::requeue(REFRESH))
 }
 
@@ -354,6 +400,7 @@ pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
                 .await
                 .map_err(ReconcileError::Status)?;
+            ctx.metrics.count(CORE_KIND, "invalid");
             return Ok(Action::await_change());
         }
     };
@@ -408,6 +455,7 @@ pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>
                                      "observedGeneration": core.metadata.generation } });
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await.map_err(ReconcileError::Status)?;
     ctx.succeeded(&format!("sarc/{name}"));
+    ctx.metrics.count(CORE_KIND, "applied");
     Ok(Action::requeue(REFRESH))
 }
 

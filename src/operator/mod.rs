@@ -109,7 +109,7 @@ pub enum OperatorError {
     },
 }
 
-/// `operator`: the controllers, plus `/healthz` on `--listen` for the kubelet's probes.
+/// `operator`: the controllers, plus `/healthz` (the kubelet's probes) and `/metrics` on `--listen`.
 pub async fn run(
     args: crate::config::OperatorArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -118,7 +118,19 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| OperatorError::Listen { address: args.listen, source })?;
-    let health = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+    let demand = controller::DemandReader::new(None);
+    let ctx = std::sync::Arc::new(controller::Context::new(client, Settings::from(&args.settings), Some(demand)));
+    let metrics_ctx = ctx.clone();
+    let health = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" })).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let ctx = metrics_ctx.clone();
+            async move {
+                let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                ([(axum::http::header::CONTENT_TYPE, content_type)], ctx.metrics.encode())
+            }
+        }),
+    );
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
         let stopped = async move {
@@ -129,8 +141,6 @@ pub async fn run(
         }
     });
     tracing::info!(listen = %args.listen, "operator started");
-    let demand = controller::DemandReader::new(None);
-    let ctx = std::sync::Arc::new(controller::Context::new(client, Settings::from(&args.settings), Some(demand)));
     controller::run(ctx, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
