@@ -45,19 +45,19 @@ bin="${CARGO_TARGET_DIR:-target}/debug/github-action-autoscaler"
 rendered="$(mktemp -d)"
 trap 'rm -rf "$rendered"' EXIT
 manifests=()
-# TODO(issue 6): the three guards below skip what does not exist yet (the render subcommand,
-# deploy/install.yaml, the chart rendered by the Rust tests); remove them once those land, so that
-# a missing one fails.
-render_err="$("$bin" render -f fixtures/manifests/demo/runners.yaml 2>&1 >/dev/null)" && render_ok=1 || render_ok=0
-if [ "$render_ok" = 0 ] && grep -qiE 'not built yet|unrecognized subcommand' <<<"$render_err"; then
-  echo "skipped: 'github-action-autoscaler render' is not implemented yet"
-else
-  for fixture in fixtures/original/*.yaml fixtures/manifests/demo/*.yaml; do
-    out="$rendered/render-$(basename "$(dirname "$fixture")")-$(basename "$fixture")"
-    "$bin" render -f "$fixture" >"$out" || { echo "render -f $fixture failed" >&2; exit 1; }
-    manifests+=("$out")
-  done
-fi
+# What the operator would apply: each fixture rendered beside the original example core (so
+# ScaledObjects and Secret access are rendered too), and the full operator example on its own.
+for fixture in fixtures/original/*.yaml fixtures/manifests/demo/*.yaml; do
+  out="$rendered/render-$(basename "$(dirname "$fixture")")-$(basename "$fixture")"
+  "$bin" render -f fixtures/original/core-example.yaml -f "$fixture" >"$out" 2>"$rendered/notes" \
+    || { cat "$rendered/notes" >&2; echo "render -f $fixture failed" >&2; exit 1; }
+  manifests+=("$out")
+done
+"$bin" render -f fixtures/operator/example.yaml >"$rendered/render-operator-example.yaml" 2>"$rendered/notes" \
+  || { cat "$rendered/notes" >&2; echo "render -f fixtures/operator/example.yaml failed" >&2; exit 1; }
+manifests+=("$rendered/render-operator-example.yaml")
+# TODO(issue 6): the two guards below skip what does not exist yet (deploy/install.yaml, the chart
+# rendered by the Rust tests); remove them once those land, so that a missing one fails.
 if [ -f deploy/install.yaml ]; then
   manifests+=(deploy/install.yaml)
 else

@@ -81,8 +81,10 @@ pub fn render(manifests: &Manifests, settings: &Settings) -> Rendered {
 
 fn render_core(core: &Loaded<ScaledActionRunnerCore>, manifests: &Manifests, settings: &Settings, out: &mut Rendered) {
     let spec = &core.object.spec;
-    let ca = find_secret(manifests, &spec.api_server_namespace, &spec.ssl_cert_secret)
-        .and_then(|secret| secret.data.as_ref()?.get(CA_KEY).map(|bytes| bytes.0.clone()));
+    let ca = find_secret(manifests, &spec.api_server_namespace, &spec.ssl_cert_secret).and_then(|secret| {
+        let data = secret.data.as_ref().and_then(|data| data.get(CA_KEY)).map(|bytes| bytes.0.clone());
+        data.or_else(|| secret.string_data.as_ref()?.get(CA_KEY).map(|text| text.clone().into_bytes()))
+    });
     if ca.is_none() {
         out.notes.push(format!(
             "Secret {}/{} (key {CA_KEY}) is not in the input: the APIService is rendered without its caBundle, \
