@@ -44,7 +44,7 @@ const API_SERVER: &str = "api-server";
 /// `app.kubernetes.io/component` of the memcached StatefulSet and its Service.
 const MEMCACHED: &str = "memcached";
 /// Uid of the distroless `nonroot` user our image runs as.
-const IMAGE_USER: i64 = 65532;
+pub(super) const IMAGE_USER: i64 = 65532;
 /// Uid of the `memcache` user of the official memcached image.
 const MEMCACHED_USER: i64 = 11211;
 /// Longest StatefulSet name whose pods' `controller-revision-hash` label still fits 63 chars.
@@ -354,16 +354,16 @@ struct Stack<'a> {
     instance: &'a str,
 }
 
-fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
+pub(super) fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
     items.into_iter().map(str::to_owned).collect()
 }
 
-fn quantities<const N: usize>(items: [(&str, &str); N]) -> BTreeMap<String, Quantity> {
+pub(super) fn quantities<const N: usize>(items: [(&str, &str); N]) -> BTreeMap<String, Quantity> {
     items.into_iter().map(|(key, value)| (key.to_owned(), Quantity(value.to_owned()))).collect()
 }
 
 /// Restricted pod security defaults for a pod running as `user`.
-fn pod_security(user: i64) -> PodSecurityContext {
+pub(super) fn pod_security(user: i64) -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(user),
@@ -374,7 +374,7 @@ fn pod_security(user: i64) -> PodSecurityContext {
     }
 }
 
-fn container_security() -> SecurityContext {
+pub(super) fn container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
@@ -386,7 +386,7 @@ fn container_security() -> SecurityContext {
     }
 }
 
-fn container_port(name: &str, port: i32) -> ContainerPort {
+pub(super) fn container_port(name: &str, port: i32) -> ContainerPort {
     ContainerPort { name: Some(name.into()), container_port: port, protocol: Some("TCP".into()), ..Default::default() }
 }
 
@@ -401,7 +401,7 @@ fn service_port(name: &str, port: i32, app_protocol: Option<&str>) -> ServicePor
     }
 }
 
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+pub(super) fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -434,7 +434,7 @@ fn spread_over_nodes(selector: &BTreeMap<String, String>) -> Vec<TopologySpreadC
     }]
 }
 
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+pub(super) fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     PolicyRule {
         api_groups: Some(groups.iter().map(|group| (*group).to_owned()).collect()),
         resources: Some(resources.iter().map(|resource| (*resource).to_owned()).collect()),
@@ -443,11 +443,11 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-fn role_ref(kind: &str, name: &str) -> RoleRef {
+pub(super) fn role_ref(kind: &str, name: &str) -> RoleRef {
     RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: kind.into(), name: name.into() }
 }
 
-fn service_account_subject(namespace: &str, name: &str) -> Subject {
+pub(super) fn service_account_subject(namespace: &str, name: &str) -> Subject {
     Subject { kind: "ServiceAccount".into(), name: name.into(), namespace: Some(namespace.into()), api_group: None }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod children;
 pub mod core_children;
+pub mod install;
 pub mod keda;
 pub mod runner_children;
 
