@@ -584,7 +584,7 @@ impl Stack<'_> {
             .spec
             .api_server_image
             .as_deref()
-            .filter(|image| !image.is_empty())
+            .filter(|image| !image.is_empty() && !is_original_api_server(image))
             .unwrap_or(&self.settings.image)
             .to_owned();
         let mut volumes = vec![
@@ -731,6 +731,9 @@ impl Stack<'_> {
         let container = Container {
             name: MEMCACHED.into(),
             image: Some(image),
+            // The binary itself, past any image entrypoint (Bitnami's, which the original
+            // defaulted to, would try to run the flags); it is on PATH in both images.
+            command: Some(strings(["memcached"])),
             // 64 MiB of items is far more than job states and counters need; 1024 connections
             // covers every API server replica's pool.
             args: Some(strings(["-m", "64", "-c", "1024", "-p", "11211"])),
@@ -824,6 +827,15 @@ impl Stack<'_> {
     }
 }
 
+/// The original project's Go API server image, which README-era cores name: it cannot run
+/// `serve`, so such cores get this product's image instead.
+const ORIGINAL_API_SERVER_IMAGE: &str = "joeshearn/github-runner-autoscaler-apiserver";
+
+fn is_original_api_server(image: &str) -> bool {
+    let image = image.trim_start_matches("docker.io/").trim_start_matches("index.docker.io/");
+    image.strip_prefix(ORIGINAL_API_SERVER_IMAGE).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '@']))
+}
+
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..VolumeMount::default() }
 }
@@ -833,6 +845,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::operator::DEFAULT_IMAGE;
 
     const UID: &str = "8a1f0c2e-0000-4000-8000-000000000001";
 
@@ -1262,6 +1275,27 @@ mod tests {
     }
 
     #[test]
+    fn the_original_go_api_server_image_is_replaced_by_ours() {
+        for original in [
+            "joeshearn/github-runner-autoscaler-apiserver:latest",
+            "docker.io/joeshearn/github-runner-autoscaler-apiserver:v0.3",
+            "joeshearn/github-runner-autoscaler-apiserver",
+        ] {
+            let deployment = find(&children(json!({"apiServerImage": original})), "Deployment", "metrics");
+            assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], DEFAULT_IMAGE, "{original}");
+        }
+        let fork = find(
+            &children(json!({"apiServerImage": "joeshearn/github-runner-autoscaler-apiserver-fork:1"})),
+            "Deployment",
+            "metrics",
+        );
+        assert_eq!(
+            fork["spec"]["template"]["spec"]["containers"][0]["image"],
+            "joeshearn/github-runner-autoscaler-apiserver-fork:1"
+        );
+    }
+
+    #[test]
     fn memcached_pods_are_locked_down_and_probed_over_tcp() {
         let stateful_set =
             find(&children(json!({"memcachedImage": "example/memcached:1"})), "StatefulSet", "metrics-cache");
@@ -1270,6 +1304,7 @@ mod tests {
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         let container = &pod["containers"][0];
         assert_eq!(container["image"], "example/memcached:1");
+        assert_eq!(container["command"], json!(["memcached"]));
         assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], 11211);
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     }
