@@ -6,6 +6,7 @@ pub mod children;
 pub mod controller;
 pub mod core_children;
 pub mod credentials;
+pub mod install;
 pub mod keda;
 pub mod render;
 pub mod runner_children;
