@@ -163,7 +163,7 @@ fn example_core_from_the_original_readme_parses_with_defaults() -> TestResult {
     assert!(!spec.memcached_auth());
     assert_eq!(spec.memcache_user(), None);
     assert_eq!(spec.cache_window()?, DEFAULT_CACHE_WINDOW);
-    assert_eq!(spec.cache_window_when_empty()?, Duration::from_secs(120));
+    assert_eq!(spec.cache_window_when_empty()?, Duration::from_secs(1800));
     assert_eq!(spec.resync_interval()?, Duration::from_secs(60));
     assert_eq!(core.status, None);
     Ok(())

@@ -15,10 +15,12 @@ use super::{conditions_schema, reflow_descriptions};
 /// the cluster can hold only one `v1beta1.custom.metrics.k8s.io` APIService.
 pub const CORE_NAME: &str = "core";
 
-/// How long demand read from GitHub is reused when `cacheWindow` is not set.
-pub const DEFAULT_CACHE_WINDOW: Duration = Duration::from_secs(60);
-/// How long an empty queue is reused when `cacheWindowWhenEmpty` is not set.
-pub const DEFAULT_CACHE_WINDOW_WHEN_EMPTY: Duration = Duration::from_secs(120);
+/// How long demand read from GitHub is reused when `cacheWindow` is not set. Webhooks carry
+/// demand; GitHub is asked only to repair what they missed, so this is minutes, not seconds.
+pub const DEFAULT_CACHE_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// How long an empty queue is reused when `cacheWindowWhenEmpty` is not set: the longest a lost
+/// webhook for an idle repository goes unrepaired.
+pub const DEFAULT_CACHE_WINDOW_WHEN_EMPTY: Duration = Duration::from_secs(30 * 60);
 /// How often every `ScaledActionRunner` is re-listed when `resyncInterval` is not set.
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// Replicas of the API server and of memcached when not set.
@@ -132,13 +134,14 @@ pub struct ScaledActionRunnerCoreSpec {
     pub memcache_servers: Option<String>,
 
     /// How long demand read from GitHub is reused before asking again, as a duration string
-    /// (`1m`, `90s`) or integer nanoseconds. Default (also when zero): 1m.
+    /// (`1m`, `90s`) or integer nanoseconds. Default (also when zero): 5m, since webhooks carry
+    /// the demand and GitHub is only asked to repair what they missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_window: Option<GoDuration>,
 
     /// How long an empty queue read from GitHub is reused before asking again, as a duration
     /// string or integer nanoseconds. Longer than `cacheWindow` to save API credits on idle
-    /// repositories. Default (also when zero): 2m.
+    /// repositories. Default (also when zero): 30m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_window_when_empty: Option<GoDuration>,
 

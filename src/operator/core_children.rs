@@ -1002,7 +1002,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "serve's --client-ca takes one file; config.rs must make it repeatable (Vec<PathBuf>)"]
     fn serve_parses_the_api_servers_command_line() {
         use clap::Parser;
         let mut command_line = vec!["github-action-autoscaler".to_owned()];
@@ -1013,10 +1012,10 @@ mod tests {
     }
 
     #[test]
-    fn unset_cache_windows_pass_the_cores_defaults_not_the_servers() {
+    fn unset_cache_windows_pass_the_cores_defaults() {
         let args = args(&children(json!({})));
-        assert_eq!(flag(&args, "--cache-window"), ["60s"]);
-        assert_eq!(flag(&args, "--cache-window-when-empty"), ["120s"]);
+        assert_eq!(flag(&args, "--cache-window"), ["300s"]);
+        assert_eq!(flag(&args, "--cache-window-when-empty"), ["1800s"]);
         assert!(flag(&args, "--namespaces").is_empty());
         assert!(flag(&args, "--token-namespace").is_empty());
         assert!(flag(&args, "--memcached-user").is_empty());
