@@ -1,7 +1,8 @@
 //! `serve`: the webhook receiver, read API and operational endpoints on one listener.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -29,18 +30,53 @@ use crate::webhook::{self, MAX_BODY_BYTES, SecretBytes, WebhookSecrets};
 pub struct AppState {
     pub store: StoreHandle,
     pub metrics: Arc<Metrics>,
-    secrets: WebhookSecrets,
-    pub manifest_problems: usize,
+    /// Swapped whole when the runners' Secrets change; a request clones the `Arc` once.
+    secrets: RwLock<Arc<WebhookSecrets>>,
+    manifest_problems: AtomicUsize,
+    /// False in a cluster until the first full list of runners and their Secrets was seen.
+    catalog_loaded: AtomicBool,
 }
 
 impl AppState {
+    /// A state whose catalog is complete (standalone: loaded from the manifests).
     pub fn new(store: StoreHandle, metrics: Arc<Metrics>, secrets: WebhookSecrets, manifest_problems: usize) -> Self {
-        Self { store, metrics, secrets, manifest_problems }
+        Self {
+            store,
+            metrics,
+            secrets: RwLock::new(Arc::new(secrets)),
+            manifest_problems: AtomicUsize::new(manifest_problems),
+            catalog_loaded: AtomicBool::new(true),
+        }
     }
 
-    /// The webhook secrets of every repository.
-    pub fn secrets(&self) -> &WebhookSecrets {
-        &self.secrets
+    /// A state that is not ready until [`set_catalog`](Self::set_catalog) is called.
+    pub fn waiting_for_catalog(store: StoreHandle, metrics: Arc<Metrics>, secrets: WebhookSecrets) -> Self {
+        let state = Self::new(store, metrics, secrets, 0);
+        state.catalog_loaded.store(false, Ordering::Release);
+        state
+    }
+
+    /// The webhook secrets of every repository, as of now.
+    pub fn secrets(&self) -> Arc<WebhookSecrets> {
+        // A panic elsewhere while holding the lock cannot leave a half-written Arc behind.
+        self.secrets.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the webhook secrets and the problem count, and marks the catalog loaded.
+    pub fn set_catalog(&self, secrets: WebhookSecrets, manifest_problems: usize) {
+        *self.secrets.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(secrets);
+        self.manifest_problems.store(manifest_problems, Ordering::Relaxed);
+        self.catalog_loaded.store(true, Ordering::Release);
+    }
+
+    /// Runners (or manifest documents) left out or served only in part.
+    pub fn manifest_problems(&self) -> usize {
+        self.manifest_problems.load(Ordering::Relaxed)
+    }
+
+    /// Whether the runners and their Secrets have been loaded once.
+    pub fn catalog_loaded(&self) -> bool {
+        self.catalog_loaded.load(Ordering::Acquire)
     }
 }
 
