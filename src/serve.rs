@@ -291,7 +291,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         let tls_listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
-        tracing::info!(tls_listen = %addr, client_certificates = args.client_ca.is_some(), "serving TLS");
+        tracing::info!(tls_listen = %addr, client_certificates = !args.client_ca.is_empty(), "serving TLS");
         grpc_tls = Some(tls.clone());
         let routes = router_with(state.clone(), token.clone());
         extra.push(tokio::spawn(serve_tls(tls_listener, tls, routes, stopped(shutdown_rx.clone()))));
