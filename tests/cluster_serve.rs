@@ -393,3 +393,45 @@ async fn not_ready_until_the_runners_and_their_secrets_have_been_listed() {
     let published = updates.borrow().clone().unwrap();
     assert_eq!(published.catalog.secrets.repositories(), 1, "the first catalog already has the Secret");
 }
+
+#[tokio::test]
+async fn tokens_are_read_from_the_token_namespace_the_only_one_listed_whole() {
+    let (api, client) = FakeApi::start();
+    api.put_secret("ci", "api-hook", "api-secret");
+    let mut token = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "pat", "namespace": "gaa-system"},
+        "data": {"token": base64("ghp_first"), "token2": base64("ghp_second"), "other": base64("ignored")},
+    });
+    api.put(Kind::Secret, token.clone());
+    let mut with_token = runner("ci", "api", "api", "api-hook");
+    with_token["spec"]["githubTokenSecret"] = json!("pat");
+    api.put(Kind::Runner, with_token);
+    let (_stop, stopped) = watch::channel(false);
+    let config = WatchConfig::new(Vec::new(), Some("gaa-system".into()), None);
+    let (mut updates, _watching) = cluster::start(client, config, stopped);
+
+    let tokens = |updates: &CatalogUpdates| -> Vec<Vec<u8>> {
+        let update = updates.borrow().clone().unwrap();
+        update.catalog.tokens.get("acme/api").into_iter().flatten().map(|t| t.expose().to_vec()).collect()
+    };
+    tokio::time::timeout(Duration::from_secs(5), updates.wait_for(|u| u.is_some())).await.unwrap().unwrap();
+    assert_eq!(tokens(&updates), vec![b"ghp_first".to_vec(), b"ghp_second".to_vec()]);
+
+    token["data"]["token2"] = json!(base64("ghp_rotated"));
+    api.put(Kind::Secret, token);
+    let rotated = updates.wait_for(|u| {
+        u.as_ref().is_some_and(|u| {
+            u.catalog.tokens.get("acme/api").is_some_and(|t| t.iter().any(|t| t.expose() == b"ghp_rotated"))
+        })
+    });
+    tokio::time::timeout(Duration::from_secs(5), rotated).await.unwrap().unwrap();
+
+    for request in secret_requests(&api) {
+        let in_token_namespace = request.starts_with("/api/v1/namespaces/gaa-system/secrets?");
+        let by_name = request.starts_with("/api/v1/namespaces/ci/secrets?")
+            && request.contains("fieldSelector=metadata.name%3Dapi-hook");
+        assert!(in_token_namespace || by_name, "a Secret request outside the token namespace is unfiltered: {request}");
+    }
+}
