@@ -60,6 +60,8 @@ struct ApiState {
     version: u64,
     watches: Vec<OpenWatch>,
     requests: Vec<String>,
+    /// Secrets RBAC does not let the server read.
+    forbidden: Vec<String>,
 }
 
 /// A Kubernetes API that lists and watches ScaledActionRunners and Secrets, as the real one would.
@@ -122,6 +124,10 @@ impl FakeApi {
         );
     }
 
+    fn forbid_secret(&self, name: &str) {
+        self.state.lock().unwrap().forbidden.push(name.to_string());
+    }
+
     fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -158,6 +164,12 @@ impl ApiState {
             _ => return full(StatusCode::NOT_FOUND, json!({"kind": "Status", "code": 404})),
         };
         let name = query.get("fieldSelector").and_then(|s| s.strip_prefix("metadata.name=")).map(str::to_string);
+        if kind == Kind::Secret && name.as_ref().is_some_and(|n| self.forbidden.contains(n)) {
+            return full(
+                StatusCode::FORBIDDEN,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "secrets is forbidden"}),
+            );
+        }
         if query.get("watch").is_some_and(|w| w == "true") {
             let (events, stream) = mpsc::channel(64);
             self.watches.push(OpenWatch { kind, namespace, name, events });
@@ -434,4 +446,29 @@ async fn tokens_are_read_from_the_token_namespace_the_only_one_listed_whole() {
             && request.contains("fieldSelector=metadata.name%3Dapi-hook");
         assert!(in_token_namespace || by_name, "a Secret request outside the token namespace is unfiltered: {request}");
     }
+}
+
+#[tokio::test]
+async fn a_secret_the_server_may_not_read_holds_back_the_others_only_for_the_grace_period() {
+    let (api, client) = FakeApi::start();
+    api.put_secret("ci", "api-hook", "api-secret");
+    api.put_runner("ci", "api", "api", "api-hook");
+    api.put_runner("ci", "locked", "locked", "locked-hook");
+    api.forbid_secret("locked-hook");
+    let (_stop, stopped) = watch::channel(false);
+    let mut config = WatchConfig::new(Vec::new(), None, None);
+    config.sync_grace = Duration::from_millis(500);
+    let started = tokio::time::Instant::now();
+    let (mut updates, _watching) = cluster::start(client, config, stopped);
+
+    tokio::time::timeout(Duration::from_secs(5), updates.wait_for(|u| u.is_some())).await.unwrap().unwrap();
+
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "published before the grace period: {:?}",
+        started.elapsed()
+    );
+    let published = updates.borrow().clone().unwrap();
+    assert!(has_runner(&published, "api") && has_runner(&published, "locked"));
+    assert_eq!(published.catalog.secrets.repositories(), 1, "only the readable Secret signs");
 }

@@ -227,8 +227,17 @@ impl ClusterIndex {
 
     /// Whether every runner watch and every wanted Secret watch has delivered its first list.
     pub fn is_synced(&self) -> bool {
+        self.runners_listed() && self.pending_secret_watches().is_empty()
+    }
+
+    /// Whether every runner watch has delivered its first list.
+    pub fn runners_listed(&self) -> bool {
         self.scopes.iter().all(|s| self.listed_scopes.contains(s))
-            && self.wanted_secret_watches().iter().all(|w| self.listed_secrets.contains(w))
+    }
+
+    /// Wanted Secret watches that have not delivered their first list yet.
+    pub fn pending_secret_watches(&self) -> Vec<SecretWatch> {
+        self.wanted_secret_watches().into_iter().filter(|w| !self.listed_secrets.contains(w)).collect()
     }
 
     pub fn runners(&self) -> impl Iterator<Item = (&ObjectRef, &ScaledActionRunner)> {
@@ -373,7 +382,9 @@ mod tests {
         assert!(!index.is_synced());
         index.list_runners(&Some("ci".into()), vec![runner("ci", "api", "api", Some("api-hook"), None)]);
         index.list_runners(&Some("web".into()), vec![]);
+        assert!(index.runners_listed());
         assert!(!index.is_synced(), "the webhook Secret has not been listed yet");
+        assert_eq!(index.pending_secret_watches(), vec![named("ci", "api-hook")]);
         index.list_secrets(&named("ci", "api-hook"), vec![]);
         assert!(index.is_synced(), "a listed but missing Secret is a warning, not a wait");
     }

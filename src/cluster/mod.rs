@@ -31,6 +31,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// A steady stream of changes still rebuilds at least this often.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 
+/// The default [`WatchConfig::sync_grace`].
+pub const SYNC_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
     /// Namespaces watched for ScaledActionRunners; empty watches all of them.
@@ -40,15 +43,18 @@ pub struct WatchConfig {
     /// The organisation-wide webhook secret, added to every catalog.
     pub organisation: Option<SecretBytes>,
     pub debounce: Duration,
+    /// How long a change waits for the Secret watches it started to list before it is published.
+    pub sync_grace: Duration,
 }
 
 impl WatchConfig {
     pub fn new(namespaces: Vec<String>, token_namespace: Option<String>, organisation: Option<SecretBytes>) -> Self {
-        Self { namespaces, token_namespace, organisation, debounce: DEBOUNCE }
+        Self { namespaces, token_namespace, organisation, debounce: DEBOUNCE, sync_grace: SYNC_GRACE }
     }
 }
 
-/// A catalog built from what the watches saw; published only once every watch has listed.
+/// A catalog built from what the watches saw; published once every watch has listed (a Secret
+/// watch that cannot list is given up on after [`WatchConfig::sync_grace`]).
 #[derive(Debug)]
 pub struct CatalogUpdate {
     pub catalog: Catalog,
@@ -133,11 +139,22 @@ async fn run(
             }
             () = sleep_until(due) => {
                 due = None;
-                if index.is_synced() {
-                    first_change = None;
-                    let update = build(&index, config.organisation.clone(), &mut reported);
-                    publish.send_replace(Some(Arc::new(update)));
+                let Some(first) = first_change else { continue };
+                if !index.runners_listed() {
+                    continue;
                 }
+                // A Secret watch that cannot list (RBAC not granted yet) must not hold back the rest.
+                let pending = index.pending_secret_watches();
+                if !pending.is_empty() && Instant::now() < first + config.sync_grace {
+                    due = Some(first + config.sync_grace);
+                    continue;
+                }
+                if !pending.is_empty() {
+                    tracing::warn!(?pending, "Secret watches have not listed yet; serving without them");
+                }
+                first_change = None;
+                let update = build(&index, config.organisation.clone(), &mut reported);
+                publish.send_replace(Some(Arc::new(update)));
             }
         }
     }
