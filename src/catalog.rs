@@ -104,6 +104,17 @@ impl Catalog {
         secrets: impl IntoIterator<Item = &'a Secret>,
         organisation: Option<SecretBytes>,
     ) -> (Self, Vec<(usize, RunnerProblem)>) {
+        Self::build_with(runners, secrets, organisation, None)
+    }
+
+    /// [`build`](Self::build), reading every `githubTokenSecret` from `token_namespace` when given
+    /// (the core's `apiServerPatTokenNamespace`) instead of the runner's own namespace.
+    pub fn build_with<'a>(
+        runners: impl IntoIterator<Item = &'a ScaledActionRunner>,
+        secrets: impl IntoIterator<Item = &'a Secret>,
+        organisation: Option<SecretBytes>,
+        token_namespace: Option<&str>,
+    ) -> (Self, Vec<(usize, RunnerProblem)>) {
         let secrets: HashMap<(String, String), &Secret> = secrets
             .into_iter()
             .map(|s| ((s.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.into()), s.name_any()), s))
@@ -137,7 +148,7 @@ impl Catalog {
                 }
             }
             if let Some(name) = object.spec.github_token_secret.as_deref().filter(|n| !n.is_empty()) {
-                let namespace = runner.key.namespace.clone();
+                let namespace = token_namespace.map_or_else(|| runner.key.namespace.clone(), str::to_string);
                 let found: Vec<SecretBytes> = secrets
                     .get(&(namespace.clone(), name.to_string()))
                     .map(|secret| token_values(secret))

@@ -167,8 +167,10 @@ pub struct ServeArgs {
     #[arg(long, env = "GAA_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// PEM CA: clients of the TLS listener must present a certificate it signed (mutual TLS).
-    #[arg(long, env = "GAA_CLIENT_CA")]
-    pub client_ca: Option<PathBuf>,
+    /// Repeat (or comma-separate) to trust several; a file that does not exist yet is skipped
+    /// until it appears.
+    #[arg(long, env = "GAA_CLIENT_CA", value_delimiter = ',')]
+    pub client_ca: Vec<PathBuf>,
     /// File holding a bearer token that reading demand and metrics then requires (KEDA's
     /// `authMode: bearer`), on every listener. Webhooks and health probes stay open.
     #[arg(long, env = "GAA_METRICS_TOKEN_FILE")]
@@ -211,7 +213,7 @@ impl ServeArgs {
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
-            client_ca: None,
+            client_ca: Vec::new(),
             metrics_token_file: None,
             grpc_listen: None,
         }

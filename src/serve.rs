@@ -1,7 +1,8 @@
 //! `serve`: the webhook receiver, read API and operational endpoints on one listener.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -9,6 +10,7 @@ use axum::routing::{get, post};
 
 use crate::api;
 use crate::catalog::Catalog;
+use crate::cluster::{self, CatalogUpdates, WatchConfig};
 use crate::config::ServeArgs;
 use crate::demand::RunnerIndex;
 use crate::github::client::{GitHubClient, Token};
@@ -29,18 +31,53 @@ use crate::webhook::{self, MAX_BODY_BYTES, SecretBytes, WebhookSecrets};
 pub struct AppState {
     pub store: StoreHandle,
     pub metrics: Arc<Metrics>,
-    secrets: WebhookSecrets,
-    pub manifest_problems: usize,
+    /// Swapped whole when the runners' Secrets change; a request clones the `Arc` once.
+    secrets: RwLock<Arc<WebhookSecrets>>,
+    manifest_problems: AtomicUsize,
+    /// False in a cluster until the first full list of runners and their Secrets was seen.
+    catalog_loaded: AtomicBool,
 }
 
 impl AppState {
+    /// A state whose catalog is complete (standalone: loaded from the manifests).
     pub fn new(store: StoreHandle, metrics: Arc<Metrics>, secrets: WebhookSecrets, manifest_problems: usize) -> Self {
-        Self { store, metrics, secrets, manifest_problems }
+        Self {
+            store,
+            metrics,
+            secrets: RwLock::new(Arc::new(secrets)),
+            manifest_problems: AtomicUsize::new(manifest_problems),
+            catalog_loaded: AtomicBool::new(true),
+        }
     }
 
-    /// The webhook secrets of every repository.
-    pub fn secrets(&self) -> &WebhookSecrets {
-        &self.secrets
+    /// A state that is not ready until [`set_catalog`](Self::set_catalog) is called.
+    pub fn waiting_for_catalog(store: StoreHandle, metrics: Arc<Metrics>, secrets: WebhookSecrets) -> Self {
+        let state = Self::new(store, metrics, secrets, 0);
+        state.catalog_loaded.store(false, Ordering::Release);
+        state
+    }
+
+    /// The webhook secrets of every repository, as of now.
+    pub fn secrets(&self) -> Arc<WebhookSecrets> {
+        // A panic elsewhere while holding the lock cannot leave a half-written Arc behind.
+        self.secrets.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the webhook secrets and the problem count, and marks the catalog loaded.
+    pub fn set_catalog(&self, secrets: WebhookSecrets, manifest_problems: usize) {
+        *self.secrets.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(secrets);
+        self.manifest_problems.store(manifest_problems, Ordering::Relaxed);
+        self.catalog_loaded.store(true, Ordering::Release);
+    }
+
+    /// Runners (or manifest documents) left out or served only in part.
+    pub fn manifest_problems(&self) -> usize {
+        self.manifest_problems.load(Ordering::Relaxed)
+    }
+
+    /// Whether the runners and their Secrets have been loaded once.
+    pub fn catalog_loaded(&self) -> bool {
+        self.catalog_loaded.load(Ordering::Acquire)
     }
 }
 
@@ -73,6 +110,8 @@ pub fn router_with(state: Arc<AppState>, token: Option<SecretToken>) -> Router {
 pub enum ServeError {
     #[error(transparent)]
     Manifests(#[from] manifests::ManifestsError),
+    #[error("no Kubernetes client (without --manifests, runners are read from the cluster): {0}")]
+    KubeClient(kube::Error),
     #[error("reading the webhook secret file {path}: {source}")]
     SecretFile { path: String, source: std::io::Error },
     #[error("the webhook secret file {0} is empty")]
@@ -129,26 +168,26 @@ fn shared_store(args: &ServeArgs) -> Result<Option<SharedSetup>, ServeError> {
     Ok(Some(SharedSetup { kv: Arc::new(memcached), config }))
 }
 
-/// Loads runners (standalone), reads secrets, and builds the catalog. Problems are logged.
-fn load_catalog(args: &ServeArgs, metrics: &Metrics) -> Result<(Catalog, usize), ServeError> {
-    let organisation = match &args.webhook_secret_file {
-        None => None,
-        Some(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|source| ServeError::SecretFile { path: path.display().to_string(), source })?;
-            let secret = SecretBytes::new(bytes);
-            if secret.is_empty() {
-                return Err(ServeError::EmptySecretFile(path.display().to_string()));
-            }
-            Some(secret)
-        }
+/// The organisation-wide webhook secret from `--webhook-secret-file`, if given.
+fn organisation_secret(args: &ServeArgs) -> Result<Option<SecretBytes>, ServeError> {
+    let Some(path) = &args.webhook_secret_file else {
+        return Ok(None);
     };
-    let Some(dir) = &args.manifests else {
-        tracing::warn!(
-            "no --manifests directory: no runners are defined, deliveries are journaled but count toward none"
-        );
-        return Ok((Catalog::build([], [], organisation).0, 0));
-    };
+    let bytes =
+        std::fs::read(path).map_err(|source| ServeError::SecretFile { path: path.display().to_string(), source })?;
+    let secret = SecretBytes::new(bytes);
+    if secret.is_empty() {
+        return Err(ServeError::EmptySecretFile(path.display().to_string()));
+    }
+    Ok(Some(secret))
+}
+
+/// Loads runners and Secrets from the manifests in `dir` and builds the catalog. Problems are logged.
+fn load_catalog(
+    dir: &std::path::Path,
+    organisation: Option<SecretBytes>,
+    metrics: &Metrics,
+) -> Result<(Catalog, usize), ServeError> {
     let loaded = manifests::load_dir(dir)?;
     let mut problems = loaded.problems.len();
     for problem in &loaded.problems {
@@ -184,7 +223,16 @@ fn load_catalog(args: &ServeArgs, metrics: &Metrics) -> Result<(Catalog, usize),
 /// flight, and flushes the journal.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
-    let (catalog, problems) = load_catalog(&args, &metrics)?;
+    let organisation = organisation_secret(&args)?;
+    // Standalone the catalog is complete now; in a cluster it starts empty and follows the watches.
+    let (catalog, problems) = match &args.manifests {
+        Some(dir) => load_catalog(dir, organisation.clone(), &metrics)?,
+        None => (Catalog::build([], [], organisation.clone()).0, 0),
+    };
+    let kube_client = match &args.manifests {
+        Some(_) => None,
+        None => Some(kube::Client::try_default().await.map_err(ServeError::KubeClient)?),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|source| ServeError::DataDir { path: args.data_dir.display().to_string(), source })?;
     let config = WriterConfig {
@@ -194,9 +242,25 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         ..WriterConfig::default()
     };
     let catalog_runners = catalog.runners.clone();
-    let repo_tokens = tokens_for(&args, &catalog)?;
+    let default_token = default_token(&args)?;
+    let repo_tokens = repo_tokens(&catalog, default_token.as_ref());
     let store = StoreHandle::start(&args.data_dir, catalog.runners, config, metrics.clone())?;
-    let state = Arc::new(AppState::new(store.clone(), metrics.clone(), catalog.secrets, problems));
+    let state = Arc::new(match kube_client {
+        None => AppState::new(store.clone(), metrics.clone(), catalog.secrets, problems),
+        Some(_) => AppState::waiting_for_catalog(store.clone(), metrics.clone(), catalog.secrets),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut followers = Vec::new();
+    let mut catalogs = None;
+    if let Some(client) = kube_client {
+        let config = WatchConfig::new(args.namespaces.clone(), args.token_namespace.clone(), organisation);
+        let (updates, watching) = cluster::start(client, config, stop_rx.clone());
+        let (to_reconciler, from_catalog) =
+            tokio::sync::watch::channel((RunnerIndex::default(), RepoTokens::default()));
+        catalogs = Some(from_catalog);
+        followers.push(watching);
+        followers.push(tokio::spawn(follow_catalog(state.clone(), updates, default_token, Some(to_reconciler))));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ServeError::Bind { addr: args.listen.to_string(), source })?;
@@ -227,7 +291,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         let tls_listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
-        tracing::info!(tls_listen = %addr, client_certificates = args.client_ca.is_some(), "serving TLS");
+        tracing::info!(tls_listen = %addr, client_certificates = !args.client_ca.is_empty(), "serving TLS");
         grpc_tls = Some(tls.clone());
         let routes = router_with(state.clone(), token.clone());
         extra.push(tokio::spawn(serve_tls(tls_listener, tls, routes, stopped(shutdown_rx.clone()))));
@@ -252,8 +316,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
             }
         }));
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let resync = start_reconciler(&args, &catalog_runners, repo_tokens, store.clone(), metrics.clone(), stop_rx)?;
+    let resync =
+        start_reconciler(&args, &catalog_runners, repo_tokens, store.clone(), metrics.clone(), stop_rx, catalogs)?;
     let served =
         axum::serve(listener, router_with(state, token)).with_graceful_shutdown(stopped(shutdown_rx.clone())).await;
     for server in extra {
@@ -263,6 +327,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let _ = stop_tx.send(true);
     if let Some(resync) = resync {
         let _ = resync.await;
+    }
+    for follower in followers {
+        follower.abort();
     }
     store.shutdown().await;
     served.map_err(ServeError::Http)
@@ -305,20 +372,22 @@ fn tls_incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// GitHub tokens per repository: the runners' own, else the default token file's.
-fn tokens_for(args: &ServeArgs, catalog: &Catalog) -> Result<RepoTokens, ServeError> {
-    let default = match &args.github_token_file {
-        None => None,
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ServeError::SecretFile { path: path.display().to_string(), source })?;
-            let token = Token::new(text);
-            if token.is_empty() {
-                return Err(ServeError::EmptySecretFile(path.display().to_string()));
-            }
-            Some(token)
-        }
+/// The token of `--github-token-file`, for repositories whose runners name none.
+fn default_token(args: &ServeArgs) -> Result<Option<Token>, ServeError> {
+    let Some(path) = &args.github_token_file else {
+        return Ok(None);
     };
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ServeError::SecretFile { path: path.display().to_string(), source })?;
+    let token = Token::new(text);
+    if token.is_empty() {
+        return Err(ServeError::EmptySecretFile(path.display().to_string()));
+    }
+    Ok(Some(token))
+}
+
+/// GitHub tokens per repository: the runners' own, else the default token.
+fn repo_tokens(catalog: &Catalog, default: Option<&Token>) -> RepoTokens {
     let mut tokens = RepoTokens::default();
     for runner in catalog.runners.iter() {
         let own: Vec<Token> = catalog
@@ -328,14 +397,40 @@ fn tokens_for(args: &ServeArgs, catalog: &Catalog) -> Result<RepoTokens, ServeEr
             .flatten()
             .map(|secret| Token::new(String::from_utf8_lossy(secret.expose()).into_owned()))
             .collect();
-        let chosen = if own.is_empty() { default.iter().cloned().collect() } else { own };
+        let chosen = if own.is_empty() { default.into_iter().cloned().collect() } else { own };
         tokens.0.insert(runner.repo.clone(), chosen);
     }
-    Ok(tokens)
+    tokens
 }
 
-/// Starts the resync loop when any repository has a token; standalone it always runs (in a
-/// cluster only the replica holding the lease will).
+/// Applies each catalog the cluster watches publish, in this order: the store's runners (so a
+/// delivery for a new repository already counts), the router's webhook secrets and readiness,
+/// then the reconciler's repositories and tokens. Returns when the watches stop.
+pub async fn follow_catalog(
+    state: Arc<AppState>,
+    mut updates: CatalogUpdates,
+    default_token: Option<Token>,
+    reconciler: Option<tokio::sync::watch::Sender<(RunnerIndex, RepoTokens)>>,
+) {
+    while updates.changed().await.is_ok() {
+        let Some(update) = updates.borrow_and_update().clone() else {
+            continue;
+        };
+        let catalog = &update.catalog;
+        if let Err(error) = state.store.set_runners(catalog.runners.clone()).await {
+            tracing::error!(%error, "the store stopped: runner changes are no longer applied");
+            return;
+        }
+        state.set_catalog(catalog.secrets.clone(), update.problems);
+        state.metrics.manifest_problems.set(i64::try_from(update.problems).unwrap_or(i64::MAX));
+        if let Some(reconciler) = &reconciler {
+            reconciler.send_replace((catalog.runners.clone(), repo_tokens(catalog, default_token.as_ref())));
+        }
+    }
+}
+
+/// Starts the resync loop when any repository has a token, or, following the cluster's
+/// `catalogs`, always (tokens may come later); only the replica holding the lease resyncs.
 fn start_reconciler(
     args: &ServeArgs,
     runners: &RunnerIndex,
@@ -343,6 +438,7 @@ fn start_reconciler(
     store: StoreHandle,
     metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
+    catalogs: Option<tokio::sync::watch::Receiver<(RunnerIndex, RepoTokens)>>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, ServeError> {
     let with_token = tokens.0.values().filter(|t| !t.is_empty()).count();
     let clock = crate::store::writer::system_clock();
@@ -354,7 +450,7 @@ fn start_reconciler(
     };
     let mut reconciler = Reconciler::new(Arc::new(client), store, config, metrics);
     reconciler.set_catalog(runners.clone(), tokens, clock());
-    if with_token == 0 {
+    if with_token == 0 && catalogs.is_none() {
         tracing::info!("no GitHub token: demand comes from webhooks alone (no resync)");
         return Ok(None);
     }
@@ -382,7 +478,43 @@ fn start_reconciler(
             }
         });
     }
-    Ok(Some(tokio::spawn(reconciler.run(clock, leading, stop))))
+    Ok(Some(match catalogs {
+        None => tokio::spawn(reconciler.run(clock, leading, stop)),
+        Some(catalogs) => tokio::spawn(resync_following(reconciler, clock, leading, stop, catalogs)),
+    }))
+}
+
+/// [`Reconciler::run`], also taking each new catalog between passes (and waking for it).
+async fn resync_following(
+    mut reconciler: Reconciler,
+    clock: crate::store::writer::Clock,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut catalogs: tokio::sync::watch::Receiver<(RunnerIndex, RepoTokens)>,
+) {
+    loop {
+        if catalogs.has_changed().unwrap_or(false) {
+            let (runners, tokens) = catalogs.borrow_and_update().clone();
+            reconciler.set_catalog(runners, tokens, clock());
+        }
+        // A replica without the lease only waits for the lease or a new catalog.
+        let mut sleep = std::time::Duration::from_secs(3600);
+        if *leading.borrow_and_update() {
+            let now = clock();
+            let pass = reconciler.resync_due(now).await;
+            if pass.resynced + pass.deferred + pass.failed > 0 {
+                tracing::debug!(?pass, "resync pass");
+            }
+            let next = reconciler.next_due().unwrap_or(clock() + 60);
+            sleep = std::time::Duration::from_secs(u64::try_from((next - clock()).clamp(1, 60)).unwrap_or(1));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            Ok(()) = catalogs.changed() => {}
+            Ok(()) = leading.changed() => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

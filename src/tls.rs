@@ -54,8 +54,9 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// PEM private key: PKCS#8, PKCS#1 or SEC1 (`tls.key`).
     pub key: PathBuf,
-    /// PEM CA bundle; when set, every client must present a certificate it signed.
-    pub client_ca: Option<PathBuf>,
+    /// PEM CA bundles; when any is given, every client must present a certificate one of them
+    /// signed. A file that does not exist (yet) is skipped until it appears.
+    pub client_ca: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,27 +69,52 @@ pub enum TlsError {
     Rejected { path: PathBuf, source: rustls::Error },
     #[error("client CA {}: {source}", path.display())]
     ClientVerifier { path: PathBuf, source: VerifierBuilderError },
+    #[error("none of the client CA files exists: {}", display_paths(.0))]
+    NoClientCa(Vec<PathBuf>),
     #[error("TLS protocol versions: {0}")]
     Protocol(rustls::Error),
     #[error("the TLS file poller needs a tokio runtime")]
     NoRuntime,
 }
 
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
 /// The bytes of one look at the files. Deliberately not `Debug`: it holds the private key.
 struct FileSet {
     cert: Vec<u8>,
     key: Vec<u8>,
-    client_ca: Option<Vec<u8>>,
+    /// One per client CA path, `None` where the file does not exist (yet).
+    client_ca: Vec<Option<Vec<u8>>>,
 }
 
 impl FileSet {
     fn read(files: &TlsFiles) -> Result<Self, TlsError> {
         let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source });
+        // A CA from a ConfigMap the operator mirrors may be mounted after the server starts.
+        let read_if_present = |path: &PathBuf| match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(TlsError::Read { path: path.clone(), source }),
+        };
         Ok(Self {
             cert: read(&files.cert)?,
             key: read(&files.key)?,
-            client_ca: files.client_ca.as_deref().map(read).transpose()?,
+            client_ca: files.client_ca.iter().map(read_if_present).collect::<Result<_, _>>()?,
         })
+    }
+
+    /// The client CA paths whose files do not exist.
+    fn absent_client_cas<'a>(&self, files: &'a TlsFiles) -> Vec<&'a Path> {
+        files.client_ca.iter().zip(&self.client_ca).filter(|(_, b)| b.is_none()).map(|(p, _)| p.as_path()).collect()
+    }
+}
+
+/// One warning per client CA file that is not there, each time a configuration is built.
+fn warn_absent_client_cas(files: &TlsFiles, set: &FileSet) {
+    for path in set.absent_client_cas(files) {
+        tracing::warn!(client_ca = %path.display(), "client CA file does not exist yet; trusted once it appears");
     }
 }
 
@@ -99,7 +125,7 @@ fn fingerprint(seen: &Result<FileSet, TlsError>) -> Fingerprint {
     let mut hash = Sha256::new();
     match seen {
         Ok(set) => {
-            let parts = [Some(&set.cert), Some(&set.key), set.client_ca.as_ref()];
+            let parts = [Some(&set.cert), Some(&set.key)].into_iter().chain(set.client_ca.iter().map(Option::as_ref));
             for part in parts {
                 // Length-prefixed so moving bytes between files changes the fingerprint.
                 match part {
@@ -132,20 +158,24 @@ fn server_config(files: &TlsFiles, set: &FileSet) -> Result<ServerConfig, TlsErr
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Protocol)?;
-    let builder = match (&files.client_ca, &set.client_ca) {
-        (Some(path), Some(bytes)) => {
-            let mut roots = RootCertStore::empty();
+    let builder = if files.client_ca.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        // The union of every CA present; absent ones never drop client authentication.
+        let mut roots = RootCertStore::empty();
+        for (path, bytes) in files.client_ca.iter().zip(&set.client_ca) {
+            let Some(bytes) = bytes else { continue };
             for cert in certificates(path, bytes)? {
                 roots.add(cert).map_err(|source| TlsError::Rejected { path: path.clone(), source })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|source| TlsError::ClientVerifier { path: path.clone(), source })?;
-            builder.with_client_cert_verifier(verifier)
         }
-        (None, _) => builder.with_no_client_auth(),
-        // Unreachable through `FileSet::read`, and never a reason to drop client authentication.
-        (Some(path), None) => return Err(TlsError::Pem { path: path.clone(), reason: "the client CA was not read" }),
+        if roots.is_empty() {
+            return Err(TlsError::NoClientCa(files.client_ca.clone()));
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|source| TlsError::ClientVerifier { path: files.client_ca[0].clone(), source })?;
+        builder.with_client_cert_verifier(verifier)
     };
     // Checks that the key matches the leaf certificate, so a half-rotated pair is refused.
     let mut config = builder.with_single_cert(certs, key).map_err(|source| {
@@ -252,7 +282,9 @@ impl ReloadingTls {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| TlsError::NoRuntime)?;
         let seen = FileSet::read(&files);
         let served = fingerprint(&seen);
-        let config = Arc::new(server_config(&files, &seen?)?);
+        let seen = seen?;
+        let config = Arc::new(server_config(&files, &seen)?);
+        warn_absent_client_cas(&files, &seen);
         let files = Arc::new(files);
         let (publish, config) = watch::channel(config);
         runtime.spawn(poll_files(files.clone(), publish, ChangeDetector::new(served), poll_interval));
@@ -303,8 +335,9 @@ async fn poll_files(
             Verdict::Settle => {
                 tracing::debug!(cert = %files.cert.display(), "TLS files changed; waiting for them to settle")
             }
-            Verdict::Rebuild => match seen.and_then(|set| server_config(&files, &set)) {
-                Ok(config) => {
+            Verdict::Rebuild => match seen.and_then(|set| server_config(&files, &set).map(|c| (c, set))) {
+                Ok((config, set)) => {
+                    warn_absent_client_cas(&files, &set);
                     detector.rebuilt(print);
                     publish.send_replace(Arc::new(config));
                     tracing::info!(cert = %files.cert.display(), "reloaded the TLS certificate");
@@ -563,12 +596,23 @@ mod tests {
 
     #[test]
     fn fingerprints_tell_apart_bytes_moved_between_files() {
-        let one = FileSet { cert: b"ab".to_vec(), key: b"c".to_vec(), client_ca: None };
-        let two = FileSet { cert: b"a".to_vec(), key: b"bc".to_vec(), client_ca: None };
-        let three = FileSet { cert: b"a".to_vec(), key: b"bc".to_vec(), client_ca: Some(Vec::new()) };
-        assert_ne!(fingerprint(&Ok(one)), fingerprint(&Ok(two)));
-        let two = FileSet { cert: b"a".to_vec(), key: b"bc".to_vec(), client_ca: None };
-        assert_ne!(fingerprint(&Ok(two)), fingerprint(&Ok(three)));
+        let set = |cert: &[u8], key: &[u8], client_ca: Vec<Option<Vec<u8>>>| FileSet {
+            cert: cert.to_vec(),
+            key: key.to_vec(),
+            client_ca,
+        };
+        assert_ne!(fingerprint(&Ok(set(b"ab", b"c", vec![]))), fingerprint(&Ok(set(b"a", b"bc", vec![]))));
+        assert_ne!(fingerprint(&Ok(set(b"a", b"bc", vec![]))), fingerprint(&Ok(set(b"a", b"bc", vec![Some(vec![])]))));
+    }
+
+    #[test]
+    fn fingerprints_change_when_a_client_ca_file_appears() {
+        let set = |client_ca: Vec<Option<Vec<u8>>>| FileSet { cert: b"c".to_vec(), key: b"k".to_vec(), client_ca };
+        let absent = fingerprint(&Ok(set(vec![Some(b"core".to_vec()), None])));
+        let present = fingerprint(&Ok(set(vec![Some(b"core".to_vec()), Some(b"proxy".to_vec())])));
+        assert_ne!(absent, present);
+        let moved = fingerprint(&Ok(set(vec![None, Some(b"core".to_vec())])));
+        assert_ne!(absent, moved);
     }
 
     #[test]

@@ -92,11 +92,11 @@ impl Server {
         let files = TlsFiles {
             cert: dir.path().join("tls.crt"),
             key: dir.path().join("tls.key"),
-            client_ca: client_ca.map(|_| dir.path().join("ca.crt")),
+            client_ca: client_ca.iter().map(|_| dir.path().join("ca.crt")).collect(),
         };
         std::fs::write(&files.cert, &leaf.cert_pem).unwrap();
         std::fs::write(&files.key, &leaf.key_pem).unwrap();
-        if let (Some(path), Some(ca)) = (&files.client_ca, client_ca) {
+        if let (Some(path), Some(ca)) = (files.client_ca.first(), client_ca) {
             std::fs::write(path, &ca.pem).unwrap();
         }
         Self::serve(files, dir, router).await
@@ -230,6 +230,90 @@ async fn client_certificate_from_another_ca_is_refused() {
     server.shut_down().await;
 }
 
+/// A server trusting the client CAs at `ca_paths` (in its own directory), whichever exist.
+async fn start_trusting(leaf: &Leaf, ca_paths: &[&str]) -> Server {
+    let dir = TempDir::new().unwrap();
+    let files = TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        client_ca: ca_paths.iter().map(|p| dir.path().join(p)).collect(),
+    };
+    std::fs::write(&files.cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&files.key, &leaf.key_pem).unwrap();
+    Server::serve(files, dir, router()).await
+}
+
+#[tokio::test]
+async fn clients_signed_by_either_of_two_client_cas_are_served() {
+    let core = Ca::new("core ca");
+    let front_proxy = Ca::new("front-proxy ca");
+    let stranger = Ca::new("some other ca");
+    let dir = TempDir::new().unwrap();
+    let (core_path, proxy_path) = (dir.path().join("tls-ca.crt"), dir.path().join("front-proxy-ca.crt"));
+    std::fs::write(&core_path, &core.pem).unwrap();
+    std::fs::write(&proxy_path, &front_proxy.pem).unwrap();
+    let server = start_trusting(&core.server(1), &[core_path.to_str().unwrap(), proxy_path.to_str().unwrap()]).await;
+
+    let keda = client(&server, &core, Some(&core.client("keda")));
+    let aggregator = client(&server, &core, Some(&front_proxy.client("front-proxy-client")));
+    let intruder = client(&server, &core, Some(&stranger.client("intruder")));
+
+    assert_eq!(get_text(&keda, &server.url("/hello")).await, (StatusCode::OK, "hello".to_owned()));
+    assert_eq!(get_text(&aggregator, &server.url("/hello")).await, (StatusCode::OK, "hello".to_owned()));
+    let refused = intruder.get(server.url("/hello")).send().await;
+    assert!(refused.is_err(), "expected a TLS failure, got {refused:?}");
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_client_ca_file_that_appears_later_is_trusted_once_it_does() {
+    let core = Ca::new("core ca");
+    let front_proxy = Ca::new("front-proxy ca");
+    let dir = TempDir::new().unwrap();
+    let (core_path, proxy_path) = (dir.path().join("tls-ca.crt"), dir.path().join("front-proxy-ca.crt"));
+    std::fs::write(&core_path, &core.pem).unwrap();
+    let server = start_trusting(&core.server(1), &[core_path.to_str().unwrap(), proxy_path.to_str().unwrap()]).await;
+    let keda = client(&server, &core, Some(&core.client("keda")));
+    let aggregator = client(&server, &core, Some(&front_proxy.client("front-proxy-client")));
+    assert_eq!(get_text(&keda, &server.url("/hello")).await, (StatusCode::OK, "hello".to_owned()));
+    let refused = aggregator.get(server.url("/hello")).send().await;
+    assert!(refused.is_err(), "the front-proxy CA is not there yet, got {refused:?}");
+
+    std::fs::write(&proxy_path, &front_proxy.pem).unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        // A fresh client each time: a refused handshake must not be reused from a pool.
+        let aggregator = client(&server, &core, Some(&front_proxy.client("front-proxy-client")));
+        if let Ok(response) = aggregator.get(server.url("/hello")).send().await {
+            assert_eq!(response.status(), StatusCode::OK);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the new client CA was not trusted within 2s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get_text(&keda, &server.url("/hello")).await, (StatusCode::OK, "hello".to_owned()));
+    server.shut_down().await;
+}
+
+#[tokio::test]
+async fn client_cas_that_all_do_not_exist_are_an_error_at_startup() {
+    let ca = Ca::new("metrics ca");
+    let leaf = ca.server(1);
+    let dir = TempDir::new().unwrap();
+    let files = TlsFiles {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+        client_ca: vec![dir.path().join("missing-ca.crt")],
+    };
+    std::fs::write(&files.cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&files.key, &leaf.key_pem).unwrap();
+
+    let refused = ReloadingTls::start(files, POLL).unwrap_err();
+
+    assert!(matches!(refused, TlsError::NoClientCa(_)), "{refused:?}");
+}
+
 #[tokio::test]
 async fn http1_clients_are_served_as_well_as_http2() {
     let ca = Ca::new("metrics ca");
@@ -312,7 +396,7 @@ async fn secret_volume_symlink_swap_is_picked_up() {
     project("..2024_01_01_00_00_00.1", &first);
     symlink("..data/tls.crt", dir.path().join("tls.crt")).unwrap();
     symlink("..data/tls.key", dir.path().join("tls.key")).unwrap();
-    let files = TlsFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key"), client_ca: None };
+    let files = TlsFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key"), client_ca: Vec::new() };
     let server = Server::serve(files, TempDir::new().unwrap(), router()).await;
     assert_eq!(served_certificate(server.addr, &ca).await, first.der);
 
@@ -328,7 +412,7 @@ async fn unusable_files_at_startup_are_an_error_that_names_the_file_and_not_the_
     let ca = Ca::new("metrics ca");
     let leaf = ca.server(1);
     let dir = TempDir::new().unwrap();
-    let files = TlsFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key"), client_ca: None };
+    let files = TlsFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key"), client_ca: Vec::new() };
     std::fs::write(&files.cert, &leaf.cert_pem).unwrap();
 
     let missing = ReloadingTls::start(files.clone(), POLL).unwrap_err();

@@ -54,14 +54,18 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: the journal is open and replayed, runners are loaded. A shared store that
-/// cannot be reached makes the answer `degraded` but still ready: deliveries are journaled and
-/// the last known demand is served.
+/// `GET /readyz`: the journal is open and replayed, runners (and in a cluster their Secrets) are
+/// loaded. A shared store that cannot be reached makes the answer `degraded` but still ready:
+/// deliveries are journaled and the last known demand is served.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let store = &state.store;
     let kind = if store.is_shared() { "memcached" } else { "sled" };
     if !store.is_healthy() {
         let body = json!({"status": "journal write failed; restart to rebuild from the journal", "store": kind});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    if !state.catalog_loaded() {
+        let body = json!({"status": "waiting for the ScaledActionRunners and their Secrets", "store": kind});
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
     let degraded = store.is_shared() && store.board().is_stale();
@@ -71,7 +75,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "degraded": degraded,
         "backlogJobs": state.metrics.store_backlog.get(),
         "runners": store.board().len(),
-        "manifestProblems": state.manifest_problems,
+        "manifestProblems": state.manifest_problems(),
     });
     (StatusCode::OK, Json(body)).into_response()
 }

@@ -1,0 +1,309 @@
+//! `serve` in a cluster: runners and the Secrets they name, watched through the Kubernetes API.
+//!
+//! [`index::ClusterIndex`] decides (pure); this edge runs one watch per runner scope and one per
+//! wanted Secret (by name, so RBAC can list the Secrets in `resourceNames`), feeds their events to
+//! the index, and publishes a rebuilt [`Catalog`] after each burst of changes.
+
+pub mod index;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
+
+use crate::catalog::Catalog;
+use crate::crd::ScaledActionRunner;
+use crate::webhook::SecretBytes;
+use index::{ClusterIndex, ObjectRef, RunnerScope, SecretWatch};
+
+/// Quiet time after a change before the catalog is rebuilt, so a burst rebuilds once.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// A steady stream of changes still rebuilds at least this often.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// The default [`WatchConfig::sync_grace`].
+pub const SYNC_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Namespaces watched for ScaledActionRunners; empty watches all of them.
+    pub namespaces: Vec<String>,
+    /// Where every `githubTokenSecret` lives, when not in the runner's namespace.
+    pub token_namespace: Option<String>,
+    /// The organisation-wide webhook secret, added to every catalog.
+    pub organisation: Option<SecretBytes>,
+    pub debounce: Duration,
+    /// How long a change waits for the Secret watches it started to list before it is published.
+    pub sync_grace: Duration,
+}
+
+impl WatchConfig {
+    pub fn new(namespaces: Vec<String>, token_namespace: Option<String>, organisation: Option<SecretBytes>) -> Self {
+        Self { namespaces, token_namespace, organisation, debounce: DEBOUNCE, sync_grace: SYNC_GRACE }
+    }
+}
+
+/// A catalog built from what the watches saw; published once every watch has listed (a Secret
+/// watch that cannot list is given up on after [`WatchConfig::sync_grace`]).
+#[derive(Debug)]
+pub struct CatalogUpdate {
+    pub catalog: Catalog,
+    /// Runners left out for an error (warnings are logged but not counted, as with manifests).
+    pub problems: usize,
+}
+
+/// The latest catalog; `None` until the first full list of runners and their Secrets.
+pub type CatalogUpdates = watch::Receiver<Option<Arc<CatalogUpdate>>>;
+
+/// One event of one watch; Secret watches carry the generation of the task that ran them, so
+/// the tail of a stopped watch is told from a restarted one.
+enum Update {
+    Runners(RunnerScope, Box<Event<ScaledActionRunner>>),
+    Secrets(SecretWatch, u64, Box<Event<Secret>>),
+}
+
+/// Starts the watches; they run until `stop` turns true (or the returned task is aborted).
+pub fn start(client: Client, config: WatchConfig, stop: watch::Receiver<bool>) -> (CatalogUpdates, JoinHandle<()>) {
+    let (publish, updates) = watch::channel(None);
+    let task = tokio::spawn(run(client, config, publish, stop));
+    (updates, task)
+}
+
+/// Watch tasks, aborted when dropped (also when the owner task is).
+#[derive(Default)]
+struct Watches {
+    runners: Vec<AbortHandle>,
+    secrets: HashMap<SecretWatch, (u64, AbortHandle)>,
+    generation: u64,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        self.runners.iter().for_each(AbortHandle::abort);
+        self.secrets.values().for_each(|(_, task)| task.abort());
+    }
+}
+
+async fn run(
+    client: Client,
+    config: WatchConfig,
+    publish: watch::Sender<Option<Arc<CatalogUpdate>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut index = ClusterIndex::new(&config.namespaces, config.token_namespace.clone());
+    let (tx, mut rx) = mpsc::channel::<Update>(1024);
+    let mut watches = Watches::default();
+    for scope in index.runner_scopes() {
+        let api: Api<ScaledActionRunner> = match scope {
+            None => Api::all(client.clone()),
+            Some(namespace) => Api::namespaced(client.clone(), namespace),
+        };
+        let (tx, scope) = (tx.clone(), scope.clone());
+        let what = format!("ScaledActionRunners in {}", scope.as_deref().unwrap_or("all namespaces"));
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let task =
+            tokio::spawn(forward(stream, what, move |event| Update::Runners(scope.clone(), Box::new(event)), tx));
+        watches.runners.push(task.abort_handle());
+    }
+    tracing::info!(
+        namespaces = ?index.runner_scopes(),
+        token_namespace = ?index.token_namespace(),
+        "watching ScaledActionRunners and the Secrets they name"
+    );
+    let mut lists = Lists::default();
+    let mut reported: HashSet<(ObjectRef, String)> = HashSet::new();
+    let mut first_change: Option<Instant> = None;
+    let mut due: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            biased;
+            stopped = stop.changed() => if stopped.is_err() || *stop.borrow() { return },
+            Some(update) = rx.recv() => {
+                if !apply(&mut index, &mut lists, &watches, update) {
+                    continue;
+                }
+                restart_secret_watches(&client, &index, &mut watches, &tx);
+                let now = Instant::now();
+                let first = *first_change.get_or_insert(now);
+                due = Some((now + config.debounce).min(first + MAX_DEBOUNCE));
+            }
+            () = sleep_until(due) => {
+                due = None;
+                let Some(first) = first_change else { continue };
+                if !index.runners_listed() {
+                    continue;
+                }
+                // A Secret watch that cannot list (RBAC not granted yet) must not hold back the rest.
+                let pending = index.pending_secret_watches();
+                if !pending.is_empty() && Instant::now() < first + config.sync_grace {
+                    due = Some(first + config.sync_grace);
+                    continue;
+                }
+                if !pending.is_empty() {
+                    tracing::warn!(?pending, "Secret watches have not listed yet; serving without them");
+                }
+                first_change = None;
+                let update = build(&index, config.organisation.clone(), &mut reported);
+                publish.send_replace(Some(Arc::new(update)));
+            }
+        }
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Objects of a (re)started watch, held until its list is complete.
+#[derive(Default)]
+struct Lists {
+    runners: HashMap<RunnerScope, Vec<ScaledActionRunner>>,
+    secrets: HashMap<SecretWatch, Vec<Secret>>,
+}
+
+/// Feeds one event to the index; true when the catalog may have changed.
+fn apply(index: &mut ClusterIndex, lists: &mut Lists, watches: &Watches, update: Update) -> bool {
+    match update {
+        Update::Runners(scope, event) => match *event {
+            Event::Apply(runner) => index.apply_runner(runner),
+            Event::Delete(runner) => index.delete_runner(&runner),
+            Event::Init => {
+                lists.runners.insert(scope, Vec::new());
+                false
+            }
+            Event::InitApply(runner) => {
+                lists.runners.entry(scope).or_default().push(runner);
+                false
+            }
+            Event::InitDone => {
+                let listed = lists.runners.remove(&scope).unwrap_or_default();
+                index.list_runners(&scope, listed)
+            }
+        },
+        Update::Secrets(watch, generation, event) => {
+            if watches.secrets.get(&watch).is_none_or(|(current, _)| *current != generation) {
+                return false;
+            }
+            match *event {
+                Event::Apply(secret) => index.apply_secret(secret),
+                Event::Delete(secret) => index.delete_secret(&secret),
+                Event::Init => {
+                    lists.secrets.insert(watch, Vec::new());
+                    false
+                }
+                Event::InitApply(secret) => {
+                    lists.secrets.entry(watch).or_default().push(secret);
+                    false
+                }
+                Event::InitDone => {
+                    let listed = lists.secrets.remove(&watch).unwrap_or_default();
+                    index.list_secrets(&watch, listed)
+                }
+            }
+        }
+    }
+}
+
+/// Starts a watch for each Secret now wanted and stops those no runner names any more.
+fn restart_secret_watches(client: &Client, index: &ClusterIndex, watches: &mut Watches, tx: &mpsc::Sender<Update>) {
+    let wanted = index.wanted_secret_watches();
+    watches.secrets.retain(|watch, (_, task)| {
+        let keep = wanted.contains(watch);
+        if !keep {
+            tracing::debug!(?watch, "no runner names the Secret any more: watch stopped");
+            task.abort();
+        }
+        keep
+    });
+    for watch in wanted {
+        if watches.secrets.contains_key(&watch) {
+            continue;
+        }
+        watches.generation += 1;
+        let generation = watches.generation;
+        let api: Api<Secret> = Api::namespaced(client.clone(), watch.namespace());
+        let config = match watch.field_selector() {
+            Some(selector) => watcher::Config::default().fields(&selector),
+            None => watcher::Config::default(),
+        };
+        let what = match &watch {
+            SecretWatch::Named(key) => format!("Secret {key}"),
+            SecretWatch::Namespace(namespace) => format!("Secrets in {namespace}"),
+        };
+        tracing::debug!(?watch, "watching a Secret a runner names");
+        let stream = watcher::watcher(api, config).default_backoff();
+        let tagged = watch.clone();
+        let task = tokio::spawn(forward(
+            stream,
+            what,
+            move |event| Update::Secrets(tagged.clone(), generation, Box::new(event)),
+            tx.clone(),
+        ));
+        watches.secrets.insert(watch, (generation, task.abort_handle()));
+    }
+}
+
+/// Passes a watch's events on; errors are logged (the stream backs off and retries by itself).
+async fn forward<K: Debug>(
+    stream: impl Stream<Item = Result<Event<K>, watcher::Error>>,
+    what: String,
+    tag: impl Fn(Event<K>) -> Update,
+    tx: mpsc::Sender<Update>,
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(event) => {
+                if tx.send(tag(event)).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => tracing::warn!(watch = %what, %error, "watch failed; retrying"),
+        }
+    }
+}
+
+/// Builds the catalog and logs the problems not reported before.
+fn build(
+    index: &ClusterIndex,
+    organisation: Option<SecretBytes>,
+    reported: &mut HashSet<(ObjectRef, String)>,
+) -> CatalogUpdate {
+    let (catalog, problems) = index.build_catalog(organisation);
+    let mut errors = 0;
+    let mut now_reported = HashSet::with_capacity(problems.len());
+    for (runner, problem) in problems {
+        let seen = (runner, problem.to_string());
+        if !reported.contains(&seen) {
+            if problem.is_warning() {
+                tracing::warn!(runner = %seen.0, %problem, "runner loaded with a problem");
+            } else {
+                tracing::error!(runner = %seen.0, %problem, "runner skipped");
+            }
+        }
+        errors += usize::from(!problem.is_warning());
+        now_reported.insert(seen);
+    }
+    *reported = now_reported;
+    tracing::info!(
+        runners = catalog.runners.len(),
+        repositories_with_secrets = catalog.secrets.repositories(),
+        organisation_secret = catalog.secrets.has_organisation_secret(),
+        problems = errors,
+        "runners loaded from the cluster"
+    );
+    CatalogUpdate { catalog, problems: errors }
+}
