@@ -478,43 +478,7 @@ fn start_reconciler(
             }
         });
     }
-    Ok(Some(match catalogs {
-        None => tokio::spawn(reconciler.run(clock, leading, stop)),
-        Some(catalogs) => tokio::spawn(resync_following(reconciler, clock, leading, stop, catalogs)),
-    }))
-}
-
-/// [`Reconciler::run`], also taking each new catalog between passes (and waking for it).
-async fn resync_following(
-    mut reconciler: Reconciler,
-    clock: crate::store::writer::Clock,
-    mut leading: tokio::sync::watch::Receiver<bool>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    mut catalogs: tokio::sync::watch::Receiver<(RunnerIndex, RepoTokens)>,
-) {
-    loop {
-        if catalogs.has_changed().unwrap_or(false) {
-            let (runners, tokens) = catalogs.borrow_and_update().clone();
-            reconciler.set_catalog(runners, tokens, clock());
-        }
-        // A replica without the lease only waits for the lease or a new catalog.
-        let mut sleep = std::time::Duration::from_secs(3600);
-        if *leading.borrow_and_update() {
-            let now = clock();
-            let pass = reconciler.resync_due(now).await;
-            if pass.resynced + pass.deferred + pass.failed > 0 {
-                tracing::debug!(?pass, "resync pass");
-            }
-            let next = reconciler.next_due().unwrap_or(clock() + 60);
-            sleep = std::time::Duration::from_secs(u64::try_from((next - clock()).clamp(1, 60)).unwrap_or(1));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
-            Ok(()) = catalogs.changed() => {}
-            Ok(()) = leading.changed() => {}
-            _ = stop.changed() => return,
-        }
-    }
+    Ok(Some(tokio::spawn(reconciler.run(clock, leading, stop, catalogs))))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

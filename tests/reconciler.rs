@@ -224,7 +224,7 @@ async fn only_the_replica_holding_the_lease_resyncs() {
         Arc::new(move || now.load(Ordering::SeqCst))
     };
     let World { github, store, reconciler, _dir, .. } = world;
-    let running = tokio::spawn(reconciler.run(clock, leading, stop));
+    let running = tokio::spawn(reconciler.run(clock, leading, stop, None));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(github.requests().is_empty(), "a follower must not call GitHub");
     leading_tx.send_replace(true);

@@ -287,29 +287,40 @@ impl Reconciler {
     }
 
     /// Runs passes until `stop` resolves, sleeping until the next repository is due. Passes run
-    /// only while `leading` says this replica holds the resync lease.
+    /// only while `leading` says this replica holds the resync lease; each new catalog from
+    /// `catalogs` (runners and tokens watched in a cluster) replaces the current one.
     pub async fn run(
         mut self,
         clock: crate::store::writer::Clock,
         mut leading: tokio::sync::watch::Receiver<bool>,
         mut stop: tokio::sync::watch::Receiver<bool>,
+        mut catalogs: Option<tokio::sync::watch::Receiver<(RunnerIndex, RepoTokens)>>,
     ) {
         loop {
-            if !*leading.borrow_and_update() {
-                tokio::select! {
-                    _ = leading.changed() => continue,
-                    _ = stop.changed() => return,
+            if let Some(catalogs) = catalogs.as_mut().filter(|catalogs| catalogs.has_changed().unwrap_or(false)) {
+                let (runners, tokens) = catalogs.borrow_and_update().clone();
+                self.set_catalog(runners, tokens, clock());
+            }
+            // A replica without the lease only waits for the lease or a new catalog.
+            let mut sleep = Duration::from_secs(3600);
+            if *leading.borrow_and_update() {
+                let pass = self.resync_due(clock()).await;
+                if pass.resynced + pass.deferred + pass.failed > 0 {
+                    tracing::debug!(?pass, "resync pass");
                 }
+                let next = self.next_due().unwrap_or(clock() + 60);
+                sleep = Duration::from_secs(u64::try_from((next - clock()).clamp(1, 60)).unwrap_or(1));
             }
-            let now = clock();
-            let pass = self.resync_due(now).await;
-            if pass.resynced + pass.deferred + pass.failed > 0 {
-                tracing::debug!(?pass, "resync pass");
-            }
-            let next = self.next_due().unwrap_or(now + 60);
-            let sleep = Duration::from_secs(u64::try_from((next - clock()).clamp(1, 60)).unwrap_or(1));
+            let new_catalog = async {
+                match catalogs.as_mut() {
+                    Some(catalogs) => catalogs.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(sleep) => {}
+                true = new_catalog => {}
+                Ok(()) = leading.changed() => {}
                 _ = stop.changed() => return,
             }
         }
