@@ -102,7 +102,9 @@ pub fn core_children(
     }
     children.push(Child::typed(&stack.service()));
     if spec.create_api_server() {
-        children.push(Child::typed(&stack.deployment(&api_server_args(spec, &valid))));
+        let args = api_server_args(spec, &valid);
+        check_server_accepts(&args)?;
+        children.push(Child::typed(&stack.deployment(&args)));
         children.push(Child::typed(&stack.disruption_budget()));
     }
     children.push(Child::typed(&stack.api_service(inputs.ca_bundle)));
@@ -272,6 +274,25 @@ fn duration_arg(duration: Duration) -> String {
 }
 
 /// `serve`'s arguments, carrying every setting of the core that the server uses.
+/// The API server would exit on a command line it does not accept (an original
+/// `apiServerExtraArgs` such as `--v=4`, or a flag set twice): say so on the core instead of
+/// leaving its pods in a crash loop.
+fn check_server_accepts(args: &[String]) -> Result<(), SpecError> {
+    use clap::Parser;
+    let command_line = std::iter::once("github-action-autoscaler".to_owned()).chain(args.iter().cloned());
+    match crate::config::Cli::try_parse_from(command_line) {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let rendered = error.render().to_string();
+            let reason = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            Err(SpecError::Invalid {
+                field: "apiServerExtraArgs",
+                reason: format!("the API server would refuse its arguments: {reason}"),
+            })
+        }
+    }
+}
+
 fn api_server_args(spec: &ScaledActionRunnerCoreSpec, valid: &Valid) -> Vec<String> {
     let store = if spec.create_memcached() {
         let service = memcached_name(spec);
@@ -1009,6 +1030,14 @@ mod tests {
         if let Err(error) = crate::config::Cli::try_parse_from(&command_line) {
             panic!("{error}");
         }
+    }
+
+    #[test]
+    fn extra_args_the_api_server_would_refuse_are_an_invalid_spec() {
+        let core = core(json!({"apiServerExtraArgs": ["--v=4"]}));
+        let error = core_children(&core, &Settings::default(), &CoreInputs::default()).unwrap_err();
+        assert!(matches!(&error, SpecError::Invalid { field: "apiServerExtraArgs", .. }), "{error}");
+        assert!(error.to_string().contains("--v"), "{error}");
     }
 
     #[test]
