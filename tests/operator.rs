@@ -310,3 +310,115 @@ async fn the_runner_status_shows_the_demand_the_api_server_counts() {
     assert_eq!(status["queued"], 1);
     assert_eq!(status["desiredRunners"], 1);
 }
+
+fn core_object(name: &str) -> gaa::crd::ScaledActionRunnerCore {
+    let mut value = core();
+    value["metadata"] = json!({"name": name, "uid": "core-uid", "generation": 2});
+    serde_json::from_value(value).unwrap()
+}
+
+/// A cluster holding the core's certificate Secret and the aggregator's client CA.
+fn core_cluster(call: &Call) -> (u16, Value) {
+    let path = call.path.as_str();
+    match call.method.as_str() {
+        "GET" if path == "/api/v1/namespaces/github/secrets/tls-cert" => (
+            200,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls-cert", "namespace": "github"},
+                   "data": {"ca.crt": "Q0EgUEVN", "tls.crt": "eA==", "tls.key": "eA=="}}),
+        ),
+        "GET" if path == "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication" => (
+            200,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+                   "data": {"requestheader-client-ca-file": "FRONT PROXY CA"}}),
+        ),
+        "GET" if path == "/apis/apps/v1/namespaces/github/deployments/metrics" => (
+            200,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "metrics", "namespace": "github"},
+                   "spec": {"selector": {}, "template": {}}, "status": {"availableReplicas": 2}}),
+        ),
+        "GET" => empty_list(),
+        "PATCH" if path.ends_with("/status") => {
+            let mut object = core();
+            object["status"] = call.body["status"].clone();
+            (200, object)
+        }
+        "PATCH" => (200, call.body.clone()),
+        "POST" => (201, call.body.clone()),
+        _ => not_found(),
+    }
+}
+
+#[tokio::test]
+async fn the_core_applies_its_stack_trusting_the_ca_of_its_certificate_secret_and_owns_all_of_it() {
+    use gaa::operator::controller::reconcile_core;
+    let (client, calls) = api_server(core_cluster);
+    reconcile_core(Arc::new(core_object("core")), context(client)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let applied: Vec<&Call> =
+        calls.iter().filter(|call| call.method == "PATCH" && !call.path.ends_with("/status")).collect();
+    assert!(applied.len() >= 10, "{applied:#?}");
+    for call in &applied {
+        assert_eq!(call.field_manager().as_deref(), Some("github-action-autoscaler"), "{}", call.path);
+        // Deleting the core lets the garbage collector remove every one of these.
+        assert_eq!(call.body["metadata"]["ownerReferences"][0]["uid"], "core-uid", "{}", call.path);
+    }
+    let api_service = patches(&calls, "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.custom.metrics.k8s.io");
+    assert_eq!(api_service[0].body["spec"]["caBundle"], "Q0EgUEVN", "the CA from tls-cert's ca.crt");
+    assert!(api_service[0].body["spec"].get("insecureSkipTLSVerify").is_none());
+    let mirrored = patches(&calls, "/api/v1/namespaces/github/configmaps/metrics-front-proxy-ca");
+    assert_eq!(mirrored[0].body["data"]["ca.crt"], "FRONT PROXY CA");
+    let deployment = patches(&calls, "/apis/apps/v1/namespaces/github/deployments/metrics");
+    let args = deployment[0].body["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("--cache-window") && args.contains("memcached://metrics-cache-0.metrics-cache.github.svc:11211"),
+        "{args}"
+    );
+    let status = &patches(&calls, "/scaledactionrunnercore/core/status")[0].body["status"];
+    assert_eq!(status["conditions"][0]["status"], "True", "{status}");
+    assert_eq!(status["observedGeneration"], 2);
+}
+
+#[tokio::test]
+async fn a_core_without_its_certificate_yet_applies_the_rest_and_says_what_it_waits_for() {
+    use gaa::operator::controller::reconcile_core;
+    let (client, calls) = api_server(|call| {
+        if call.path == "/api/v1/namespaces/github/secrets/tls-cert" {
+            return not_found();
+        }
+        core_cluster(call)
+    });
+    reconcile_core(Arc::new(core_object("core")), context(client)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let api_service = patches(&calls, "/apiservices/v1beta1.custom.metrics.k8s.io");
+    assert!(api_service[0].body["spec"].get("caBundle").is_none());
+    let status = &patches(&calls, "/scaledactionrunnercore/core/status")[0].body["status"];
+    assert_eq!(status["conditions"][0]["reason"], "CertificateMissing", "{status}");
+}
+
+#[tokio::test]
+async fn a_core_not_named_core_is_left_alone_with_a_reason() {
+    use gaa::operator::controller::reconcile_core;
+    let (client, calls) = api_server(core_cluster);
+    let action = reconcile_core(Arc::new(core_object("staging")), context(client)).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "only its status is written: {calls:#?}");
+    assert_eq!(calls[0].body["status"]["conditions"][0]["reason"], "NotCore");
+}
+
+#[tokio::test]
+async fn an_invalid_core_becomes_a_condition_and_an_event() {
+    use gaa::operator::controller::reconcile_core;
+    let (client, calls) = api_server(core_cluster);
+    let mut core = core_object("core");
+    core.spec.create_memcached = Some(false);
+    let action = reconcile_core(Arc::new(core), context(client)).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls.iter().all(|call| call.method != "PATCH" || call.path.ends_with("/status")), "nothing applied");
+    let status = &patches(&calls, "/status")[0].body["status"];
+    assert_eq!(status["conditions"][0]["reason"], "InvalidSpec");
+    assert!(status["conditions"][0]["message"].as_str().unwrap().contains("memcacheServers"), "{status}");
+    assert!(calls.iter().any(|call| call.method == "POST" && call.path.ends_with("/events")));
+}
