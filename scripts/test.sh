@@ -45,30 +45,21 @@ bin="${CARGO_TARGET_DIR:-target}/debug/github-action-autoscaler"
 rendered="$(mktemp -d)"
 trap 'rm -rf "$rendered"' EXIT
 manifests=()
-# What the operator would apply: each fixture rendered beside the original example core (so
-# ScaledObjects and Secret access are rendered too), and the full operator example on its own.
+# What the operator would apply: each fixture (runner fixtures beside the original example core,
+# so ScaledObjects and Secret access are rendered too), and the full operator example.
 for fixture in fixtures/original/*.yaml fixtures/manifests/demo/*.yaml; do
   out="$rendered/render-$(basename "$(dirname "$fixture")")-$(basename "$fixture")"
-  "$bin" render -f fixtures/original/core-example.yaml -f "$fixture" >"$out" 2>"$rendered/notes" \
+  with_core=(-f fixtures/original/core-example.yaml)
+  grep -q '^kind: ScaledActionRunnerCore' "$fixture" && with_core=()
+  "$bin" render "${with_core[@]}" -f "$fixture" >"$out" 2>"$rendered/notes" \
     || { cat "$rendered/notes" >&2; echo "render -f $fixture failed" >&2; exit 1; }
   manifests+=("$out")
 done
 "$bin" render -f fixtures/operator/example.yaml >"$rendered/render-operator-example.yaml" 2>"$rendered/notes" \
   || { cat "$rendered/notes" >&2; echo "render -f fixtures/operator/example.yaml failed" >&2; exit 1; }
 manifests+=("$rendered/render-operator-example.yaml")
-# TODO(issue 6): the two guards below skip what does not exist yet (deploy/install.yaml, the chart
-# rendered by the Rust tests); remove them once those land, so that a missing one fails.
-if [ -f deploy/install.yaml ]; then
-  manifests+=(deploy/install.yaml)
-else
-  echo "skipped: deploy/install.yaml does not exist yet"
-fi
-chart=(target/chart-rendered/*.yaml)
-if [ -e "${chart[0]}" ]; then
-  manifests+=("${chart[@]}")
-else
-  echo "skipped: target/chart-rendered/*.yaml does not exist yet"
-fi
+# The install manifests, and the Helm chart as `cargo test --test deploy` rendered it.
+manifests+=(deploy/install.yaml target/chart-rendered/*.yaml)
 
 scripts/validate-manifests --quiet --self-test
 scripts/validate-manifests --quiet --only runner.devjoes.com --only Secret --only CustomResourceDefinition \

@@ -422,3 +422,16 @@ async fn an_invalid_core_becomes_a_condition_and_an_event() {
     assert!(status["conditions"][0]["message"].as_str().unwrap().contains("memcacheServers"), "{status}");
     assert!(calls.iter().any(|call| call.method == "POST" && call.path.ends_with("/events")));
 }
+
+#[tokio::test]
+async fn what_is_not_honoured_as_written_is_said_in_the_ready_condition() {
+    let (client, calls) = api_server(cluster(None, true));
+    let mut spec = web_spec();
+    spec["runnerSecrets"] = json!(["web-0", "web-1"]);
+    reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(patches(&calls, "/scaledobjects/web")[0].body["spec"]["maxReplicaCount"], 2);
+    let condition = &status_of(&calls)["conditions"][0];
+    assert_eq!(condition["status"], "True");
+    assert!(condition["message"].as_str().unwrap().contains("at most 2 run"), "{condition}");
+}

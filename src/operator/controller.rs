@@ -18,9 +18,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::core_children::{CoreInputs, core_children};
+use super::core_children::{CoreInputs, core_children, core_warnings};
 use super::render::{CA_KEY, FRONT_PROXY_CA_CONFIG_MAP, FRONT_PROXY_CA_KEY};
-use super::runner_children::runner_children;
+use super::runner_children::{runner_children, runner_warnings};
 use super::{ApiServer, Child, FIELD_MANAGER, MANAGED_BY, Settings, SpecError};
 use crate::crd::{CORE_NAME, ScaledActionRunner, ScaledActionRunnerCore};
 
@@ -334,7 +334,7 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
     } else if !missing.is_empty() {
         (false, "KedaMissing", format!("KEDA is not installed: the cluster has no {} resource", missing.join(", ")))
     } else {
-        (true, "Applied", format!("{} objects applied", children.len()))
+        (true, "Applied", with_warnings(format!("{} objects applied", children.len()), &runner_warnings(&runner)))
     };
     let mut status = json!({
         "conditions": [condition(runner.as_ref(), ready, reason, &message)],
@@ -449,7 +449,8 @@ pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>
             format!("the cluster has no {} resource (install KEDA / the Prometheus operator)", kinds.join(", ")),
         )
     } else {
-        (true, "Applied", format!("{} objects applied; {available} API server replicas available", children.len()))
+        let applied = format!("{} objects applied; {available} API server replicas available", children.len());
+        (true, "Applied", with_warnings(applied, &core_warnings(&core)))
     };
     let status = json!({ "status": { "conditions": [condition(core.as_ref(), ready, reason, &message)],
                                      "observedGeneration": core.metadata.generation } });
@@ -550,6 +551,14 @@ async fn patch_runner_status(
         .await
         .map_err(ReconcileError::Status)?;
     Ok(())
+}
+
+/// A condition message followed by what is not honoured as written.
+fn with_warnings(message: String, warnings: &[String]) -> String {
+    if warnings.is_empty() {
+        return message;
+    }
+    format!("{message}; but: {}", warnings.join("; "))
 }
 
 /// The `Ready` condition, its transition time now (the list is rewritten on every change).

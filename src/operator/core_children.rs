@@ -103,7 +103,6 @@ pub fn core_children(
     children.push(Child::typed(&stack.service()));
     if spec.create_api_server() {
         let args = api_server_args(spec, &valid);
-        check_server_accepts(&args)?;
         children.push(Child::typed(&stack.deployment(&args)));
         children.push(Child::typed(&stack.disruption_budget()));
     }
@@ -274,26 +273,62 @@ fn duration_arg(duration: Duration) -> String {
 }
 
 /// `serve`'s arguments, carrying every setting of the core that the server uses.
-/// The API server would exit on a command line it does not accept (an original
-/// `apiServerExtraArgs` such as `--v=4`, or a flag set twice): say so on the core instead of
-/// leaving its pods in a crash loop.
-fn check_server_accepts(args: &[String]) -> Result<(), SpecError> {
+/// Whether `serve` accepts this command line.
+fn server_accepts(args: &[String]) -> bool {
     use clap::Parser;
     let command_line = std::iter::once("github-action-autoscaler".to_owned()).chain(args.iter().cloned());
-    match crate::config::Cli::try_parse_from(command_line) {
-        Ok(_) => Ok(()),
-        Err(error) => {
-            let rendered = error.render().to_string();
-            let reason = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
-            Err(SpecError::Invalid {
-                field: "apiServerExtraArgs",
-                reason: format!("the API server would refuse its arguments: {reason}"),
-            })
+    crate::config::Cli::try_parse_from(command_line).is_ok()
+}
+
+/// `apiServerExtraArgs`, one flag at a time (a flag and the values after it): those `serve`
+/// accepts after the operator's own, and a warning for each it would refuse (the original
+/// server's `--v=4` or `--secure-port`, a typo, a flag the operator already sets). The API
+/// server would exit on any of them, so they are left out instead of crash-looping its pods.
+fn extra_args(base: &[String], extra: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    for arg in extra {
+        match groups.last_mut() {
+            Some(group) if !arg.starts_with('-') => group.push(arg.clone()),
+            _ => groups.push(vec![arg.clone()]),
         }
     }
+    let (mut kept, mut warnings) = (Vec::new(), Vec::new());
+    for group in groups {
+        let candidate: Vec<String> = base.iter().chain(&kept).chain(&group).cloned().collect();
+        if server_accepts(&candidate) {
+            kept.extend(group);
+        } else {
+            warnings.push(format!(
+                "apiServerExtraArgs {:?} is not a flag the API server accepts; left out",
+                group.join(" ")
+            ));
+        }
+    }
+    (kept, warnings)
+}
+
+/// What the core asks for that is not honoured, one sentence each (for its `Ready` condition
+/// and `render`'s notes); the core is still applied.
+pub fn core_warnings(core: &ScaledActionRunnerCore) -> Vec<String> {
+    let spec = &core.spec;
+    let Ok(valid) = validate(spec) else {
+        return Vec::new();
+    };
+    if !spec.create_api_server() {
+        return Vec::new();
+    }
+    let base = base_server_args(spec, &valid);
+    extra_args(&base, &spec.api_server_extra_args).1
 }
 
 fn api_server_args(spec: &ScaledActionRunnerCoreSpec, valid: &Valid) -> Vec<String> {
+    let mut args = base_server_args(spec, valid);
+    let (extra, _) = extra_args(&args, &spec.api_server_extra_args);
+    args.extend(extra);
+    args
+}
+
+fn base_server_args(spec: &ScaledActionRunnerCoreSpec, valid: &Valid) -> Vec<String> {
     let store = if spec.create_memcached() {
         let service = memcached_name(spec);
         // One stable DNS name per StatefulSet pod: the client hashes keys over a fixed server list.
@@ -354,7 +389,6 @@ fn api_server_args(spec: &ScaledActionRunnerCoreSpec, valid: &Valid) -> Vec<Stri
         ]);
     }
     args.extend(["--log-format".to_owned(), "json".to_owned()]);
-    args.extend(spec.api_server_extra_args.iter().cloned());
     args
 }
 
@@ -1033,11 +1067,18 @@ mod tests {
     }
 
     #[test]
-    fn extra_args_the_api_server_would_refuse_are_an_invalid_spec() {
-        let core = core(json!({"apiServerExtraArgs": ["--v=4"]}));
-        let error = core_children(&core, &Settings::default(), &CoreInputs::default()).unwrap_err();
-        assert!(matches!(&error, SpecError::Invalid { field: "apiServerExtraArgs", .. }), "{error}");
-        assert!(error.to_string().contains("--v"), "{error}");
+    fn extra_args_the_api_server_would_refuse_are_left_out_with_a_warning() {
+        let spec = json!({"apiServerExtraArgs": ["--v=4", "--journal-retention", "5d", "--secure-port", "6443", "--listen=0.0.0.0:1"]});
+        let args = args(&children(spec.clone()));
+        assert_eq!(flag(&args, "--journal-retention"), ["5d"], "a flag of ours is kept with its value");
+        assert!(
+            !args.iter().any(|arg| arg.starts_with("--v") || arg.starts_with("--secure-port") || arg == "6443"),
+            "{args:?}"
+        );
+        assert_eq!(flag(&args, "--listen"), ["0.0.0.0:8080"], "the operator's own flags cannot be overridden twice");
+        let warnings = core_warnings(&core(spec));
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("--v=4") && warnings[1].contains("--secure-port 6443"), "{warnings:?}");
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 
-use super::core_children::{CoreInputs, core_children};
-use super::runner_children::runner_children;
+use super::core_children::{CoreInputs, core_children, core_warnings};
+use super::runner_children::{runner_children, runner_warnings};
 use super::{ApiServer, Child, Settings};
 use crate::crd::{CORE_NAME, ScaledActionRunnerCore};
 use crate::manifests::{Loaded, Manifests};
@@ -67,6 +67,10 @@ pub fn render(manifests: &Manifests, settings: &Settings) -> Rendered {
         ));
     }
     for runner in &manifests.runners {
+        let name = runner.object.name_any();
+        rendered.notes.extend(
+            runner_warnings(&runner.object).into_iter().map(|warning| format!("ScaledActionRunner {name}: {warning}")),
+        );
         match runner_children(&runner.object, settings, api_server.as_ref()) {
             Ok(children) => rendered.children.extend(children),
             Err(error) => rendered.errors.push(format!(
@@ -101,6 +105,9 @@ fn render_core(core: &Loaded<ScaledActionRunnerCore>, manifests: &Manifests, set
             FRONT_PROXY_CA_CONFIG_MAP.0, FRONT_PROXY_CA_CONFIG_MAP.1
         ));
     }
+    out.notes.extend(
+        core_warnings(&core.object).into_iter().map(|warning| format!("ScaledActionRunnerCore {CORE_NAME}: {warning}")),
+    );
     let inputs = CoreInputs { ca_bundle: ca.as_deref(), front_proxy_ca: front_proxy.as_deref() };
     match core_children(&core.object, settings, &inputs) {
         Ok(children) => out.children.extend(children),

@@ -93,6 +93,29 @@ pub fn runner_children(
     Ok(children)
 }
 
+/// What the runner asks for that is not honoured as written, one sentence each (for its `Ready`
+/// condition and `render`'s notes); the runner is still applied.
+pub fn runner_warnings(runner: &ScaledActionRunner) -> Vec<String> {
+    let spec = &runner.spec;
+    let mut warnings = Vec::new();
+    if let Some(limit) = registered_limit(runner)
+        && limit < spec.max_runners
+    {
+        warnings.push(format!(
+            "runnerSecrets names {limit} registered runners but maxRunners is {}: at most {limit} run, one per registration",
+            spec.max_runners
+        ));
+    }
+    warnings
+}
+
+/// With pre-registered runners, each pod needs a registration of its own: no more pods than
+/// `runnerSecrets` can run.
+fn registered_limit(runner: &ScaledActionRunner) -> Option<i32> {
+    let secrets = runner.spec.runner_secrets.len();
+    (secrets > 0).then(|| i32::try_from(secrets).unwrap_or(i32::MAX))
+}
+
 fn validate(runner: &ScaledActionRunner) -> Result<(), SpecError> {
     let spec = &runner.spec;
     let invalid = |field, reason: String| Err(SpecError::Invalid { field, reason });
@@ -107,13 +130,6 @@ fn validate(runner: &ScaledActionRunner) -> Result<(), SpecError> {
     }
     if let Err(problem) = spec.scale_factor().parse::<crate::demand::ScaleFactor>() {
         return invalid("scaleFactor", problem.to_string());
-    }
-    let secrets = spec.runner_secrets.len();
-    if secrets > 0 && secrets < usize::try_from(spec.max_runners).unwrap_or(0) {
-        return invalid(
-            "runnerSecrets",
-            format!("names {secrets} Secrets but maxRunners is {}: each runner pod needs its own", spec.max_runners),
-        );
     }
     if let Some(template) = &spec.runner
         && template.termination_grace_period_seconds() < 0
@@ -486,7 +502,9 @@ fn scaled_object(runner: &ScaledActionRunner, api_server: &ApiServer, metadata: 
         spec: ScaledObjectSpec {
             scale_target_ref: ScaleTargetRef { api_version: "apps/v1".into(), kind: "StatefulSet".into(), name },
             min_replica_count: Some(runner.spec.min_runners()),
-            max_replica_count: Some(runner.spec.max_runners),
+            max_replica_count: Some(
+                registered_limit(runner).map_or(runner.spec.max_runners, |limit| limit.min(runner.spec.max_runners)),
+            ),
             polling_interval: scaling.polling_interval,
             cooldown_period: scaling.cooldown_period,
             advanced: scaling.behavior.map(|behavior| Advanced {
@@ -594,11 +612,14 @@ mod tests {
     }
 
     #[test]
-    fn too_few_runner_secrets_for_max_runners_is_an_invalid_spec() {
+    fn with_fewer_registrations_than_max_runners_only_the_registered_runners_start() {
         let mut spec = base();
         spec["runnerSecrets"] = json!(["web-0"]);
-        let error = runner_children(&runner(spec), &Settings::default(), None).unwrap_err();
-        assert!(matches!(error, SpecError::Invalid { field: "runnerSecrets", .. }), "{error}");
+        let objects = rendered(spec.clone());
+        assert_eq!(find(&objects, "ScaledObject", "web").unwrap()["spec"]["maxReplicaCount"], 1);
+        let warnings = runner_warnings(&runner(spec));
+        assert!(warnings[0].contains("at most 1 run"), "{warnings:?}");
+        assert!(runner_warnings(&runner(base())).is_empty());
     }
 
     #[test]
