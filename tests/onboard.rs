@@ -242,7 +242,11 @@ async fn an_empty_or_missing_token_file_is_refused_naming_the_file() {
     std::fs::remove_file(&setup.read).unwrap();
     let missing = setup.onboard(&[]).await;
     assert!(!missing.success);
-    assert!(missing.stderr.contains(&format!("reading the read token file {}", setup.read.display())), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains(&format!("reading the read token file {}", setup.read.display())),
+        "{}",
+        missing.stderr
+    );
     assert!(setup.github.requests().is_empty());
 }
 
@@ -279,7 +283,8 @@ fn rendered_path() -> PathBuf {
 #[tokio::test]
 async fn the_printed_yaml_is_our_crd_and_round_trips_unchanged() {
     let setup = setup().await;
-    let run = setup.onboard(&["--dry-run", "-g", "github", "--min-runners", "1", "--image", "ghcr.io/acme/runner:2"]).await;
+    let run =
+        setup.onboard(&["--dry-run", "-g", "github", "--min-runners", "1", "--image", "ghcr.io/acme/runner:2"]).await;
     assert!(run.success, "{}", run.stderr);
     std::fs::write(rendered_path(), &run.stdout).unwrap();
     let documents: Vec<Value> = serde_saphyr::from_multiple(&run.stdout).unwrap();
@@ -388,7 +393,8 @@ async fn a_runner_dir_registers_one_runner_per_ordinal_into_its_own_secret() {
 async fn a_failing_config_sh_is_reported_with_its_output_but_not_the_token() {
     let setup = setup().await;
     let runner_dir = fake_runner_dir(setup.dir.path());
-    let run = setup.onboard_with_env(&["--runner-dir", runner_dir.to_str().unwrap()], &[("FAKE_CONFIG_SH_FAIL", "1")]).await;
+    let run =
+        setup.onboard_with_env(&["--runner-dir", runner_dir.to_str().unwrap()], &[("FAKE_CONFIG_SH_FAIL", "1")]).await;
     assert!(!run.success);
     assert!(run.stderr.contains("config.sh failed for runner api-0"), "{}", run.stderr);
     assert!(run.stderr.contains("Http response code: Forbidden"), "{}", run.stderr);

@@ -114,7 +114,9 @@ impl Api {
         let mut hooks = Vec::new();
         while let Some(url) = next.take() {
             if !visited.insert(url.to_string()) || visited.len() > MAX_PAGES {
-                return Err(GitHubError::Pagination(format!("stopped at {url}: the Link header loops or runs on")).into());
+                return Err(
+                    GitHubError::Pagination(format!("stopped at {url}: the Link header loops or runs on")).into()
+                );
             }
             let (body, link) = self.send(Method::GET, url.clone(), token, None).await?;
             hooks.extend(decode::<Vec<ListedHook>>(&body)?);
@@ -154,7 +156,12 @@ impl Api {
 
     /// `POST /repos/{owner}/{repo}/actions/runners/registration-token`: valid for an hour, for
     /// any number of runners.
-    pub async fn registration_token(&self, token: &SecretBytes, owner: &str, repo: &str) -> Result<SecretBytes, Failure> {
+    pub async fn registration_token(
+        &self,
+        token: &SecretBytes,
+        owner: &str,
+        repo: &str,
+    ) -> Result<SecretBytes, Failure> {
         let url = self.url(&format!("/repos/{owner}/{repo}/actions/runners/registration-token"))?;
         let (body, _) = self.send(Method::POST, url, token, None).await?;
         let answer: RegistrationAnswer = decode(&body)?;

@@ -194,7 +194,8 @@ mod tests {
 
     #[test]
     fn the_request_body_is_an_active_json_hook_with_tls_verified() {
-        let body = request_body(&url("https://ci.example.com/webhook"), &SecretBytes::new("s3cret"), &["workflow_job".into()]);
+        let body =
+            request_body(&url("https://ci.example.com/webhook"), &SecretBytes::new("s3cret"), &["workflow_job".into()]);
         assert_eq!(body["events"], json!(["workflow_job"]));
         assert_eq!(body["active"], json!(true));
         assert_eq!(body["config"]["content_type"], "json");

@@ -199,8 +199,11 @@ pub fn fresh_secret(random: &dyn rustls::crypto::SecureRandom) -> Result<SecretB
 /// A token from its file: one line of text, surrounding whitespace dropped.
 pub fn read_token_file(which: &'static str, path: &Path) -> Result<SecretBytes, OnboardError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path)
-        .map_err(|source| OnboardError::TokenFileUnreadable { which, path: shown.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| OnboardError::TokenFileUnreadable {
+        which,
+        path: shown.clone(),
+        source,
+    })?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| OnboardError::TokenFileMalformed { which, path: shown.clone() })?
         .trim();
@@ -237,11 +240,19 @@ pub fn check_args(args: &OnboardArgs) -> Result<(), OnboardError> {
         Err(OnboardError::Argument { flag, value: value.to_owned(), reason: reason.to_owned() })
     };
     if !is_dns_label(&args.name, MAX_NAME_LEN) {
-        return bad("name", &args.name, "use at most 52 lower-case letters, digits and '-', starting and ending with a letter or digit");
+        return bad(
+            "name",
+            &args.name,
+            "use at most 52 lower-case letters, digits and '-', starting and ending with a letter or digit",
+        );
     }
     for (flag, value) in [("namespace", Some(&args.namespace)), ("token-namespace", args.token_namespace.as_ref())] {
         if let Some(value) = value.filter(|v| !is_dns_label(v, 63)) {
-            return bad(flag, value, "not a Kubernetes namespace name (lower-case letters, digits and '-', at most 63)");
+            return bad(
+                flag,
+                value,
+                "not a Kubernetes namespace name (lower-case letters, digits and '-', at most 63)",
+            );
         }
     }
     if !is_github_name(&args.owner) {
@@ -251,7 +262,11 @@ pub fn check_args(args: &OnboardArgs) -> Result<(), OnboardError> {
         return bad("repo", &args.repo, "a repository name without its owner (letters, digits, '-', '_', '.')");
     }
     if args.min_runners.is_some_and(|min| min > args.max_runners) {
-        return bad("min-runners", &format!("{:?}", args.min_runners.unwrap_or_default()), "must not exceed --max-runners");
+        return bad(
+            "min-runners",
+            &format!("{:?}", args.min_runners.unwrap_or_default()),
+            "must not exceed --max-runners",
+        );
     }
     Ok(())
 }
@@ -284,13 +299,12 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
     let repo = format!("{}/{}", args.owner, args.repo);
 
     // Read-only checks: the repository exists, the admin token administers it, the read token sees it.
-    let admin_check = api.repository(&admin_token, &args.owner, &args.repo).await.map_err(|failure| {
-        match failure.error {
+    let admin_check =
+        api.repository(&admin_token, &args.owner, &args.repo).await.map_err(|failure| match failure.error {
             GitHubError::NotFound => OnboardError::RepositoryNotFound { repo: repo.clone() },
             GitHubError::Unauthorized => OnboardError::TokenRejected { which: "admin" },
             source => OnboardError::ReadRepository { repo: repo.clone(), source },
-        }
-    })?;
+        })?;
     if admin_check.permissions.is_some_and(|p| !p.admin) {
         return Err(OnboardError::NoAdminRights {
             repo: repo.clone(),
@@ -303,44 +317,45 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
         GitHubError::Unauthorized => OnboardError::TokenRejected { which: "read" },
         source => OnboardError::ReadRepository { repo: repo.clone(), source },
     })?;
-    let listed = api
-        .hooks(&admin_token, &args.owner, &args.repo)
-        .await
-        .map_err(|failure| admin_failure(failure, &repo, args.runner_dir.is_some(), |source, _| OnboardError::ListHooks { repo: repo.clone(), source }))?;
+    let listed = api.hooks(&admin_token, &args.owner, &args.repo).await.map_err(|failure| {
+        admin_failure(failure, &repo, args.runner_dir.is_some(), |source, _| OnboardError::ListHooks {
+            repo: repo.clone(),
+            source,
+        })
+    })?;
     let change = hook::plan(&listed, &webhook_url);
     if let HookChange::Update { duplicates, .. } = &change
         && !duplicates.is_empty()
     {
-        tracing::warn!(?duplicates, "other webhooks deliver to the same URL; left unchanged (delete them to avoid double deliveries)");
+        tracing::warn!(
+            ?duplicates,
+            "other webhooks deliver to the same URL; left unchanged (delete them to avoid double deliveries)"
+        );
     }
 
     // Changes on GitHub.
     let body = hook::request_body(&webhook_url, &webhook_secret, change.events());
-    let outcome = match (&change, args.dry_run) {
-        (HookChange::Create { .. }, true) => HookOutcome::WouldCreate,
-        (HookChange::Update { id, .. }, true) => HookOutcome::WouldUpdate(*id),
-        (HookChange::Create { .. }, false) => {
-            let id = api.create_hook(&admin_token, &args.owner, &args.repo, &body).await.map_err(|failure| {
-                admin_failure(failure, &repo, args.runner_dir.is_some(), |source, message| OnboardError::CreateHook {
-                    repo: repo.clone(),
-                    message,
-                    source,
-                })
-            })?;
-            HookOutcome::Created(id)
-        }
-        (HookChange::Update { id, .. }, false) => {
-            api.update_hook(&admin_token, &args.owner, &args.repo, *id, &body).await.map_err(|failure| {
-                admin_failure(failure, &repo, args.runner_dir.is_some(), |source, message| OnboardError::UpdateHook {
-                    repo: repo.clone(),
-                    id: *id,
-                    message,
-                    source,
-                })
-            })?;
-            HookOutcome::Updated(*id)
-        }
-    };
+    let outcome =
+        match (&change, args.dry_run) {
+            (HookChange::Create { .. }, true) => HookOutcome::WouldCreate,
+            (HookChange::Update { id, .. }, true) => HookOutcome::WouldUpdate(*id),
+            (HookChange::Create { .. }, false) => {
+                let id = api.create_hook(&admin_token, &args.owner, &args.repo, &body).await.map_err(|failure| {
+                    admin_failure(failure, &repo, args.runner_dir.is_some(), |source, message| {
+                        OnboardError::CreateHook { repo: repo.clone(), message, source }
+                    })
+                })?;
+                HookOutcome::Created(id)
+            }
+            (HookChange::Update { id, .. }, false) => {
+                api.update_hook(&admin_token, &args.owner, &args.repo, *id, &body).await.map_err(|failure| {
+                    admin_failure(failure, &repo, args.runner_dir.is_some(), |source, message| {
+                        OnboardError::UpdateHook { repo: repo.clone(), id: *id, message, source }
+                    })
+                })?;
+                HookOutcome::Updated(*id)
+            }
+        };
     report(&outcome, &repo, &webhook_url);
 
     let count = u32::try_from(args.max_runners).unwrap_or(0);
@@ -351,9 +366,13 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
             Runners::Named(count)
         }
         (Some(dir), false) => {
-            let registration = api.registration_token(&admin_token, &args.owner, &args.repo).await.map_err(|failure| {
-                admin_failure(failure, &repo, true, |source, _| OnboardError::RegistrationToken { repo: repo.clone(), source })
-            })?;
+            let registration =
+                api.registration_token(&admin_token, &args.owner, &args.repo).await.map_err(|failure| {
+                    admin_failure(failure, &repo, true, |source, _| OnboardError::RegistrationToken {
+                        repo: repo.clone(),
+                        source,
+                    })
+                })?;
             let labels = render::parse_labels(&args.labels);
             let web_url = registration::repository_web_url(api.base(), &args.owner, &args.repo);
             let mut registered = Vec::new();
@@ -362,14 +381,18 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
                 let arguments = registration::config_args(&web_url, &registration, &name, &labels);
                 let scratch = scratch_dir(&args.name, ordinal);
                 let dir = dir.clone();
-                let files = tokio::task::spawn_blocking(move || registration::register(&dir, &scratch, &name, &arguments))
-                    .await
-                    .map_err(|e| OnboardError::Register {
-                        ordinal,
-                        count,
-                        source: RegistrationError::Start { config_sh: "config.sh".into(), source: std::io::Error::other(e.to_string()) },
-                    })?
-                    .map_err(|source| OnboardError::Register { ordinal, count, source })?;
+                let files =
+                    tokio::task::spawn_blocking(move || registration::register(&dir, &scratch, &name, &arguments))
+                        .await
+                        .map_err(|e| OnboardError::Register {
+                            ordinal,
+                            count,
+                            source: RegistrationError::Start {
+                                config_sh: "config.sh".into(),
+                                source: std::io::Error::other(e.to_string()),
+                            },
+                        })?
+                        .map_err(|source| OnboardError::Register { ordinal, count, source })?;
                 registered.push(files);
             }
             tracing::info!(count, "runners registered");
@@ -501,7 +524,10 @@ mod tests {
     #[test]
     fn the_original_short_flags_still_work() {
         let args = parse(&["-l", "linux,gpu", "-s", "ci", "-g", "github", "-f", "out.yaml"]).unwrap();
-        assert_eq!((args.name.as_str(), args.owner.as_str(), args.repo.as_str(), args.max_runners), ("api", "acme", "api", 4));
+        assert_eq!(
+            (args.name.as_str(), args.owner.as_str(), args.repo.as_str(), args.max_runners),
+            ("api", "acme", "api", 4)
+        );
         assert_eq!((args.read_token, args.admin_token), (PathBuf::from("read"), PathBuf::from("admin")));
         assert_eq!((args.labels.as_str(), args.namespace.as_str()), ("linux,gpu", "ci"));
         assert_eq!(args.token_namespace.as_deref(), Some("github"));
@@ -516,7 +542,8 @@ mod tests {
 
     #[test]
     fn names_kubernetes_would_refuse_are_refused_before_any_call() {
-        let cases: [(&str, fn(&mut OnboardArgs, String)); 6] = [
+        type Spoil = fn(&mut OnboardArgs, String);
+        let cases: [(&str, Spoil); 6] = [
             ("--name", |a, v| a.name = v.to_uppercase()),
             ("--name", |a, v| a.name = format!("{v}-")),
             ("--name", |a, v| a.name = v.repeat(53)),
@@ -562,7 +589,10 @@ mod tests {
         };
         assert_eq!(read_token_file("read", &write("ok", "  ghp_x\n")).unwrap(), SecretBytes::new("ghp_x"));
         assert!(matches!(read_token_file("read", &write("empty", " \n")), Err(OnboardError::TokenFileEmpty { .. })));
-        assert!(matches!(read_token_file("read", &write("two", "a\nb\n")), Err(OnboardError::TokenFileMalformed { .. })));
+        assert!(matches!(
+            read_token_file("read", &write("two", "a\nb\n")),
+            Err(OnboardError::TokenFileMalformed { .. })
+        ));
         let missing = read_token_file("admin", &dir.join("missing")).unwrap_err();
         assert!(missing.to_string().contains("reading the admin token file"), "{missing}");
         let _ = std::fs::remove_dir_all(&dir);
@@ -585,7 +615,10 @@ mod tests {
     #[test]
     fn other_failures_keep_their_step() {
         let failure = Failure::from(GitHubError::Server { status: 502 });
-        let error = admin_failure(failure, "acme/api", false, |source, _| OnboardError::ListHooks { repo: "acme/api".into(), source });
+        let error = admin_failure(failure, "acme/api", false, |source, _| OnboardError::ListHooks {
+            repo: "acme/api".into(),
+            source,
+        });
         assert_eq!(error.to_string(), "listing the webhooks of acme/api: GitHub server error (502)");
     }
 }

@@ -119,7 +119,8 @@ pub fn config_args(repository_url: &str, token: &SecretBytes, runner_name: &str,
 /// Whether `dir` holds an executable `config.sh`.
 pub fn check_runner_dir(dir: &Path) -> Result<(), RegistrationError> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = std::fs::metadata(dir.join("config.sh")).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let executable =
+        std::fs::metadata(dir.join("config.sh")).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if executable { Ok(()) } else { Err(RegistrationError::NoConfigSh { dir: dir.display().to_string() }) }
 }
 
@@ -250,7 +251,10 @@ mod tests {
 
     #[test]
     fn ghe_com_api_host_loses_its_api_label() {
-        assert_eq!(repository_web_url(&url("https://api.octo.ghe.com"), "acme", "api"), "https://octo.ghe.com/acme/api");
+        assert_eq!(
+            repository_web_url(&url("https://api.octo.ghe.com"), "acme", "api"),
+            "https://octo.ghe.com/acme/api"
+        );
     }
 
     #[test]
@@ -260,7 +264,12 @@ mod tests {
 
     #[test]
     fn config_sh_runs_unattended_replacing_without_service_or_updates() {
-        let args = config_args("https://github.com/acme/api", &SecretBytes::new("REGTOKEN"), "api-0", &["linux".into(), "gpu".into()]);
+        let args = config_args(
+            "https://github.com/acme/api",
+            &SecretBytes::new("REGTOKEN"),
+            "api-0",
+            &["linux".into(), "gpu".into()],
+        );
         assert_eq!(
             describe(&args),
             "--unattended --url https://github.com/acme/api --token *** --name api-0 --work _work --replace --disableupdate --labels linux,gpu"

@@ -215,7 +215,10 @@ mod tests {
         let names: Vec<_> = secrets.iter().map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone())).collect();
         assert_eq!(
             names,
-            vec![(Some("github".into()), Some("api-github-token".into())), (Some("ci".into()), Some("api-webhook".into()))]
+            vec![
+                (Some("github".into()), Some("api-github-token".into())),
+                (Some("ci".into()), Some("api-webhook".into()))
+            ]
         );
         assert_eq!(secrets[0].data.as_ref().unwrap()["token"].0, b"ghp_read");
         assert_eq!(secrets[1].data.as_ref().unwrap()["webhook-secret"].0, b"hook-secret");
@@ -227,7 +230,10 @@ mod tests {
         assert_eq!(runner.spec.runner_secrets, vec!["api-0", "api-1"]);
         let second = secrets.iter().find(|s| s.metadata.name.as_deref() == Some("api-1")).unwrap();
         let data = second.data.as_ref().unwrap();
-        assert_eq!(data.keys().map(String::as_str).collect::<Vec<_>>(), vec![".credentials", ".credentials_rsaparams", ".runner"]);
+        assert_eq!(
+            data.keys().map(String::as_str).collect::<Vec<_>>(),
+            vec![".credentials", ".credentials_rsaparams", ".runner"]
+        );
         assert_eq!(data[".runner"].0, b".runner of 1");
     }
 

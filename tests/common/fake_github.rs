@@ -961,7 +961,9 @@ fn update_hook(hook: &mut HookView, request: &Value) {
         hook.active = active;
     }
     if let Some(config) = request.get("config").filter(|c| c.is_object()) {
-        let text = |key: &str| config.get(key).and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|n| n.to_string())));
+        let text = |key: &str| {
+            config.get(key).and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|n| n.to_string())))
+        };
         hook.url = text("url").unwrap_or_else(|| hook.url.clone());
         hook.content_type = text("content_type").unwrap_or_else(|| "form".into());
         hook.insecure_ssl = text("insecure_ssl").unwrap_or_else(|| "0".into());
