@@ -415,3 +415,53 @@ async fn a_dry_run_with_a_runner_dir_names_the_runner_secrets_but_registers_noth
     assert_eq!(only_runner(&printed).spec.runner_secrets, vec!["api-0", "api-1"]);
     assert_eq!(printed.secrets.len(), 2, "only the token and webhook Secrets");
 }
+
+/// `scripts/onboard.sh` with the binary under test and a kubectl that keeps what it was given.
+async fn onboard_script(setup: &Setup, extra: &[&str]) -> (Outcome, Option<String>) {
+    let applied = setup.dir.path().join("applied.yaml");
+    let kubectl = setup.dir.path().join("kubectl");
+    std::fs::write(
+        &kubectl,
+        format!("#!/bin/sh\n[ \"$1 $2 $3\" = 'apply -f -' ] || exit 9\ncat > '{}'\n", applied.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onboard.sh"));
+    command
+        .args(["-n", "api", "-o", "acme", "-r", "api", "-m", "2", "-s", "ci", "--webhook-url", HOOK_URL])
+        .arg("-p")
+        .arg(&setup.read)
+        .arg("-a")
+        .arg(&setup.admin)
+        .args(["--github-api-url", &setup.github.url()])
+        .args(extra)
+        .env("GAA_BIN", BIN)
+        .env("KUBECTL", &kubectl);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    let outcome = Outcome {
+        success: output.status.success(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    };
+    (outcome, std::fs::read_to_string(applied).ok())
+}
+
+#[tokio::test]
+async fn the_script_applies_what_onboard_printed() {
+    let setup = setup().await;
+    let (run, applied) = onboard_script(&setup, &[]).await;
+    assert!(run.success, "{}", run.stderr);
+    let applied = applied.expect("kubectl apply -f - was not run");
+    assert_eq!(setup.github.hooks(REPO)[0].secret, Some(printed_webhook_secret(&applied)));
+}
+
+#[tokio::test]
+async fn the_script_with_dry_run_prints_and_applies_nothing() {
+    let setup = setup().await;
+    let (run, applied) = onboard_script(&setup, &["--dry-run"]).await;
+    assert!(run.success, "{}", run.stderr);
+    assert_eq!(applied, None, "kubectl was run on a dry run");
+    assert_eq!(only_runner(&manifests(&run.stdout)).spec.owner, "acme");
+    assert!(setup.github.hooks(REPO).is_empty());
+}
