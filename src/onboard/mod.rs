@@ -613,6 +613,14 @@ mod tests {
     }
 
     #[test]
+    fn a_hidden_hooks_endpoint_is_read_as_missing_admin_rights() {
+        let failure = Failure { error: GitHubError::NotFound, message: "Not Found".into(), accepted_permissions: None };
+        let text = admin_failure(failure, "acme/api", true, |_, _| OnboardError::Random).to_string();
+        assert!(text.contains("no admin rights on acme/api (GitHub answered 404 \"Not Found\")"), "{text}");
+        assert!(text.contains("Administration: read and write"), "{text}");
+    }
+
+    #[test]
     fn other_failures_keep_their_step() {
         let failure = Failure::from(GitHubError::Server { status: 502 });
         let error = admin_failure(failure, "acme/api", false, |source, _| OnboardError::ListHooks {
