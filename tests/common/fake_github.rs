@@ -16,6 +16,12 @@
 //!   `/repositories/{id}/…`: follow the links, never build them);
 //! - requests without a `User-Agent` are refused with GitHub's `403`, before authentication.
 //!
+//! Onboarding endpoints ("Repository webhooks", "Self-hosted runners", "Get a repository"): a
+//! repository's hooks (list with `Link` pagination, create, update; secrets never shown), the
+//! registration token, and per token and repository access ([`Access`]): a token without admin
+//! rights gets GitHub's `404` on hooks and `403` on the registration token, a fine-grained token
+//! without the permission a `403`, both with `X-Accepted-GitHub-Permissions`.
+//!
 //! Order of checks for every request: `User-Agent` → token (`401`) → the next matching injected
 //! fault → primary limit (`403`) → route (`404`) → `If-None-Match` (`304`, free) → `200` (1 credit).
 
@@ -25,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
@@ -83,6 +89,29 @@ pub struct Recorded {
     pub status: u16,
     /// The token presented, known or not.
     pub token: Option<String>,
+}
+
+/// What a token may do on a repository. Tokens are `Admin` everywhere unless told otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Admin,
+    /// The account can read the repository but does not administer it.
+    Read,
+    /// A fine-grained token of an admin account, granted neither Webhooks nor Administration.
+    FineGrainedWithoutAdminPermissions,
+}
+
+/// A repository hook as the fake holds it, secret included (GitHub never shows it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookView {
+    pub id: u64,
+    pub name: String,
+    pub active: bool,
+    pub events: Vec<String>,
+    pub url: String,
+    pub content_type: String,
+    pub insecure_ssl: String,
+    pub secret: Option<String>,
 }
 
 pub struct FakeGitHub {
@@ -209,6 +238,40 @@ impl FakeGitHub {
         quota.used = quota.limit.saturating_sub(remaining);
     }
 
+    /// Sets what `token` may do on `repo` (default: [`Access::Admin`]).
+    pub fn set_access(&self, token: &str, repo: &str, access: Access) {
+        self.world().access.insert((token.to_owned(), repo_key(repo)), access);
+    }
+
+    /// Adds a hook to `repo` (creating the repository) as if made earlier; returns its id.
+    pub fn add_hook(&self, repo: &str, url: &str, events: &[&str]) -> u64 {
+        let mut world = self.world();
+        world.next_hook_id += 1;
+        let hook = HookView {
+            id: world.next_hook_id,
+            name: "web".into(),
+            active: true,
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            url: url.to_owned(),
+            content_type: "json".into(),
+            insecure_ssl: "0".into(),
+            secret: None,
+        };
+        let id = hook.id;
+        world.repo_mut(repo).hooks.push(hook);
+        id
+    }
+
+    /// The hooks of `repo`, oldest first.
+    pub fn hooks(&self, repo: &str) -> Vec<HookView> {
+        self.world().repos.get(&repo_key(repo)).map(|r| r.hooks.clone()).unwrap_or_default()
+    }
+
+    /// Registration tokens handed out, oldest first.
+    pub fn registration_tokens(&self) -> Vec<String> {
+        self.world().registration_tokens.clone()
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.world().requests.clone()
     }
@@ -292,6 +355,7 @@ struct Repo {
     id: u64,
     full_name: String,
     runs: BTreeMap<u64, Run>,
+    hooks: Vec<HookView>,
 }
 
 struct Run {
@@ -347,6 +411,9 @@ struct World {
     faults: VecDeque<Injected>,
     requests: Vec<Recorded>,
     served: u64,
+    access: HashMap<(String, String), Access>,
+    next_hook_id: u64,
+    registration_tokens: Vec<String>,
 }
 
 fn repo_key(repo: &str) -> String {
@@ -394,6 +461,9 @@ impl World {
             faults: VecDeque::new(),
             requests: Vec::new(),
             served: 0,
+            access: HashMap::new(),
+            next_hook_id: 0,
+            registration_tokens: Vec::new(),
         }
     }
 
@@ -409,6 +479,7 @@ impl World {
             id,
             full_name: repo.to_owned(),
             runs: BTreeMap::new(),
+            hooks: Vec::new(),
         })
     }
 
@@ -446,6 +517,7 @@ impl World {
         if_none_match: Option<&str>,
         token: &str,
         fault: Option<Fault>,
+        body: &[u8],
     ) -> Reply {
         let now = self.now();
         self.served += 1;
@@ -476,6 +548,7 @@ impl World {
             )),
             _ => None,
         };
+        let reply = reply.or_else(|| self.manage(method, uri, token, body, now));
         let reply = reply.unwrap_or_else(|| match self.route(method, uri) {
             Err(not_found) => not_found,
             Ok((body, link)) => {
@@ -517,6 +590,147 @@ impl World {
                 .header("x-ratelimit-resource", "core");
         }
         reply
+    }
+
+    /// The onboarding endpoints (repository, hooks, registration token); `None` for any other
+    /// path. A `2xx` costs a credit.
+    fn manage(&mut self, method: &Method, uri: &Uri, token: &str, body: &[u8], now: i64) -> Option<Reply> {
+        let segments: Vec<&str> = uri.path().trim_end_matches('/').split('/').collect();
+        let (key, rest) = match segments.as_slice() {
+            ["", "repos", owner, name, rest @ ..] => (repo_key(&format!("{owner}/{name}")), rest.to_vec()),
+            _ => return None,
+        };
+        let endpoint = match rest.as_slice() {
+            [] => Endpoint::Repository,
+            ["hooks"] => Endpoint::Hooks,
+            ["hooks", id] => Endpoint::Hook(id.parse().ok()?),
+            ["actions", "runners", "registration-token"] => Endpoint::RegistrationToken,
+            _ => return None,
+        };
+        let reply = self.manage_endpoint(method, uri, endpoint, &key, token, body, now);
+        if reply.status.is_success()
+            && let Some(quota) = self.tokens.get_mut(token)
+        {
+            quota.used += 1;
+            quota.spent += 1;
+        }
+        Some(reply)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn manage_endpoint(
+        &mut self,
+        method: &Method,
+        uri: &Uri,
+        endpoint: Endpoint,
+        key: &str,
+        token: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Reply {
+        let not_found = || Reply::error(StatusCode::NOT_FOUND, "Not Found", "https://docs.github.com/rest");
+        let access = self.access.get(&(token.to_owned(), key.to_owned())).copied().unwrap_or(Access::Admin);
+        let Some(repo) = self.repos.get(key) else { return not_found() };
+        let (full_name, repo_id) = (repo.full_name.clone(), repo.id);
+        let writes = *method != Method::GET;
+        // GitHub names the fine-grained permission an endpoint takes on its answers.
+        let permission = match endpoint {
+            Endpoint::Repository => "metadata=read",
+            Endpoint::Hooks | Endpoint::Hook(_) if writes => "webhooks=write",
+            Endpoint::Hooks | Endpoint::Hook(_) => "webhooks=read",
+            Endpoint::RegistrationToken => "administration=write",
+        };
+        let refused = match (endpoint, access) {
+            (Endpoint::Repository, _) | (_, Access::Admin) => None,
+            (Endpoint::Hooks | Endpoint::Hook(_), Access::Read) => Some(not_found()),
+            (Endpoint::RegistrationToken, Access::Read) => Some(Reply::error(
+                StatusCode::FORBIDDEN,
+                "Must have admin rights to Repository.",
+                "https://docs.github.com/rest/actions/self-hosted-runners#create-a-registration-token-for-a-repository",
+            )),
+            (_, Access::FineGrainedWithoutAdminPermissions) => Some(Reply::error(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by personal access token",
+                "https://docs.github.com/rest/repos/webhooks",
+            )),
+        };
+        if let Some(reply) = refused {
+            return reply.header("x-accepted-github-permissions", permission);
+        }
+        let hooks_url = format!("{}/repos/{full_name}/hooks", self.base_url);
+        let reply = match (endpoint, method.clone()) {
+            (Endpoint::Repository, Method::GET) => {
+                let admin = access != Access::Read;
+                let name = full_name.split('/').nth(1).unwrap_or_default().to_owned();
+                Reply::json(
+                    StatusCode::OK,
+                    &json!({
+                        "id": repo_id,
+                        "name": name,
+                        "full_name": full_name,
+                        "private": false,
+                        "html_url": format!("https://github.com/{full_name}"),
+                        "permissions": {"admin": admin, "maintain": admin, "push": admin, "triage": admin, "pull": true},
+                    }),
+                )
+            }
+            (Endpoint::Hooks, Method::GET) => {
+                let params: Vec<(String, String)> =
+                    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+                let listed = self.repos[key].hooks.iter().map(|h| hook_json(h, &hooks_url)).collect();
+                let ((page, _), link) = self.paginate(uri, &params, listed);
+                let reply = Reply::json(StatusCode::OK, &Value::Array(page));
+                match link {
+                    Some(link) => reply.header("link", link),
+                    None => reply,
+                }
+            }
+            (Endpoint::Hooks, Method::POST) => {
+                let Ok(request) = serde_json::from_slice::<Value>(body) else { return bad_json() };
+                let Some(url) = request.pointer("/config/url").and_then(Value::as_str).filter(|u| !u.is_empty()) else {
+                    return invalid("Config must contain url.");
+                };
+                if self.repos[key].hooks.iter().any(|h| h.url == url) {
+                    return invalid("Hook already exists on this repository");
+                }
+                self.next_hook_id += 1;
+                let mut hook = HookView {
+                    id: self.next_hook_id,
+                    name: request["name"].as_str().unwrap_or("web").to_owned(),
+                    active: true,
+                    events: vec!["push".into()],
+                    url: url.to_owned(),
+                    content_type: "form".into(),
+                    insecure_ssl: "0".into(),
+                    secret: None,
+                };
+                update_hook(&mut hook, &request);
+                let json = hook_json(&hook, &hooks_url);
+                if let Some(repo) = self.repos.get_mut(key) {
+                    repo.hooks.push(hook);
+                }
+                Reply::json(StatusCode::CREATED, &json)
+            }
+            (Endpoint::Hook(id), Method::PATCH) => {
+                let Ok(request) = serde_json::from_slice::<Value>(body) else { return bad_json() };
+                let Some(hook) = self.repos.get_mut(key).and_then(|r| r.hooks.iter_mut().find(|h| h.id == id)) else {
+                    return not_found();
+                };
+                update_hook(hook, &request);
+                Reply::json(StatusCode::OK, &hook_json(hook, &hooks_url))
+            }
+            (Endpoint::Hook(id), Method::GET) => match self.repos[key].hooks.iter().find(|h| h.id == id) {
+                Some(hook) => Reply::json(StatusCode::OK, &hook_json(hook, &hooks_url)),
+                None => not_found(),
+            },
+            (Endpoint::RegistrationToken, Method::POST) => {
+                let token = format!("AFAKEREG{:020}", self.served * 7919 + self.registration_tokens.len() as u64);
+                self.registration_tokens.push(token.clone());
+                Reply::json(StatusCode::CREATED, &json!({"token": token, "expires_at": rfc3339(now + 3600)}))
+            }
+            _ => not_found(),
+        };
+        reply.header("x-accepted-github-permissions", permission)
     }
 
     /// The JSON body and `Link` header of a GET, or the 404.
@@ -685,7 +899,7 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
     known.then(|| token.trim().to_owned())
 }
 
-async fn answer(State(world): State<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn answer(State(world): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let token = presented_token(&headers);
     let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let admission = lock(&world).admit(uri.path(), &headers, token.as_deref());
@@ -699,7 +913,7 @@ async fn answer(State(world): State<Shared>, method: Method, uri: Uri, headers: 
                 }
                 other => other,
             };
-            lock(&world).respond(&method, &uri, if_none_match.as_deref(), &token, fault)
+            lock(&world).respond(&method, &uri, if_none_match.as_deref(), &token, fault, &body)
         }
     };
     lock(&world).requests.push(Recorded {
@@ -715,4 +929,79 @@ async fn answer(State(world): State<Shared>, method: Method, uri: Uri, headers: 
         response = response.header(name, value);
     }
     response.body(Body::from(reply.body)).expect("a valid response")
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Repository,
+    Hooks,
+    Hook(u64),
+    RegistrationToken,
+}
+
+fn bad_json() -> Reply {
+    Reply::error(StatusCode::BAD_REQUEST, "Problems parsing JSON", "https://docs.github.com/rest/repos/webhooks")
+}
+
+/// GitHub's `422` for a request it understood but will not do.
+fn invalid(message: &str) -> Reply {
+    let body = json!({
+        "message": "Validation Failed",
+        "errors": [{"resource": "Hook", "code": "custom", "message": message}],
+        "documentation_url": "https://docs.github.com/rest/repos/webhooks",
+        "status": "422",
+    });
+    Reply::json(StatusCode::UNPROCESSABLE_ENTITY, &body)
+}
+
+/// Applies a create or update body: `config` replaces the configuration (GitHub's PATCH of the
+/// hook, unlike `PATCH …/config`), `events` replaces the events, `add_events`/`remove_events` edit them.
+fn update_hook(hook: &mut HookView, request: &Value) {
+    if let Some(active) = request["active"].as_bool() {
+        hook.active = active;
+    }
+    if let Some(config) = request.get("config").filter(|c| c.is_object()) {
+        let text = |key: &str| {
+            config.get(key).and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|n| n.to_string())))
+        };
+        hook.url = text("url").unwrap_or_else(|| hook.url.clone());
+        hook.content_type = text("content_type").unwrap_or_else(|| "form".into());
+        hook.insecure_ssl = text("insecure_ssl").unwrap_or_else(|| "0".into());
+        hook.secret = text("secret").filter(|s| !s.is_empty());
+    }
+    let list = |key: &str| -> Option<Vec<String>> {
+        request.get(key)?.as_array().map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_owned)).collect())
+    };
+    if let Some(events) = list("events") {
+        hook.events = events;
+    }
+    for event in list("add_events").unwrap_or_default() {
+        if !hook.events.contains(&event) {
+            hook.events.push(event);
+        }
+    }
+    let removed = list("remove_events").unwrap_or_default();
+    hook.events.retain(|e| !removed.contains(e));
+}
+
+/// A hook as GitHub shows it: the secret masked.
+fn hook_json(hook: &HookView, hooks_url: &str) -> Value {
+    let mut config = json!({"content_type": hook.content_type, "insecure_ssl": hook.insecure_ssl, "url": hook.url});
+    if hook.secret.is_some() {
+        config["secret"] = json!("********");
+    }
+    let url = format!("{hooks_url}/{}", hook.id);
+    json!({
+        "type": "Repository",
+        "id": hook.id,
+        "name": hook.name,
+        "active": hook.active,
+        "events": hook.events,
+        "config": config,
+        "url": url,
+        "test_url": format!("{url}/test"),
+        "ping_url": format!("{url}/pings"),
+        "deliveries_url": format!("{url}/deliveries"),
+        "last_response": {"code": null, "status": "unused", "message": null},
+    })
 }

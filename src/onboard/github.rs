@@ -1,0 +1,314 @@
+//! The GitHub calls onboarding makes with the admin token: read the repository, list, create and
+//! update its hooks, get a runner registration token. Same User-Agent, API version, timeouts,
+//! TLS provider, error type and rate-limit reading as the reconciler's [`GitHubClient`]
+//! (crate::github::client), which only GETs with conditional caching.
+//!
+//! [`GitHubClient`]: crate::github::GitHubClient
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::hook::ListedHook;
+use crate::github::GitHubError;
+use crate::github::client::{API_VERSION, PER_PAGE, USER_AGENT, rate_limit_wait};
+use crate::webhook::SecretBytes;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A repository with more hooks than this is refused rather than half-searched.
+const MAX_PAGES: usize = 50;
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// A failed call: the error, and what GitHub said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub error: GitHubError,
+    /// GitHub's `message`, shortened (empty when it sent none).
+    pub message: String,
+    /// `X-Accepted-GitHub-Permissions`: the fine-grained permissions the endpoint takes.
+    pub accepted_permissions: Option<String>,
+}
+
+impl From<GitHubError> for Failure {
+    fn from(error: GitHubError) -> Self {
+        Self { error, message: String::new(), accepted_permissions: None }
+    }
+}
+
+/// `GET /repos/{owner}/{repo}`, the fields onboarding reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Repository {
+    pub full_name: String,
+    /// What the token's account may do; absent for anonymous calls.
+    #[serde(default)]
+    pub permissions: Option<Permissions>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Permissions {
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// A registration token's answer; the token never shows in `Debug`.
+#[derive(Deserialize)]
+struct RegistrationAnswer {
+    token: String,
+}
+
+/// An HTTP client for one API root.
+pub struct Api {
+    http: reqwest::Client,
+    base: Url,
+    base_text: String,
+}
+
+impl Api {
+    /// A client for `api_url` (`https://api.github.com`, `https://HOST/api/v3`, or `http://`
+    /// for a test server).
+    pub fn new(api_url: &str) -> Result<Self, GitHubError> {
+        let base_text = api_url.trim().trim_end_matches('/').to_owned();
+        let base = Url::parse(&base_text).map_err(|e| GitHubError::InvalidUrl(e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+            return Err(GitHubError::InvalidUrl(format!("{base_text:?} is not an http(s) URL")));
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(GitHubError::InvalidUrl("credentials in the URL are not supported".into()));
+        }
+        // reqwest is built without a TLS provider of its own (as in the reconciler's client).
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
+        headers.insert("x-github-api-version", HeaderValue::from_static(API_VERSION));
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| GitHubError::Http(e.to_string()))?;
+        Ok(Self { http, base, base_text })
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    pub async fn repository(&self, token: &SecretBytes, owner: &str, repo: &str) -> Result<Repository, Failure> {
+        let url = self.url(&format!("/repos/{owner}/{repo}"))?;
+        let (body, _) = self.send(Method::GET, url, token, None).await?;
+        decode(&body)
+    }
+
+    /// Every hook of the repository, all pages.
+    pub async fn hooks(&self, token: &SecretBytes, owner: &str, repo: &str) -> Result<Vec<ListedHook>, Failure> {
+        let mut next = Some(self.url(&format!("/repos/{owner}/{repo}/hooks?per_page={PER_PAGE}"))?);
+        let mut visited = HashSet::new();
+        let mut hooks = Vec::new();
+        while let Some(url) = next.take() {
+            if !visited.insert(url.to_string()) || visited.len() > MAX_PAGES {
+                return Err(
+                    GitHubError::Pagination(format!("stopped at {url}: the Link header loops or runs on")).into()
+                );
+            }
+            let (body, link) = self.send(Method::GET, url.clone(), token, None).await?;
+            hooks.extend(decode::<Vec<ListedHook>>(&body)?);
+            next = match link.as_deref().and_then(next_link) {
+                Some(target) => Some(self.same_origin(&url, target)?),
+                None => None,
+            };
+        }
+        Ok(hooks)
+    }
+
+    /// `POST /repos/{owner}/{repo}/hooks`: the new hook's id.
+    pub async fn create_hook(
+        &self,
+        token: &SecretBytes,
+        owner: &str,
+        repo: &str,
+        body: &serde_json::Value,
+    ) -> Result<u64, Failure> {
+        let url = self.url(&format!("/repos/{owner}/{repo}/hooks"))?;
+        let (answer, _) = self.send(Method::POST, url, token, Some(body)).await?;
+        Ok(decode::<ListedHook>(&answer)?.id)
+    }
+
+    /// `PATCH /repos/{owner}/{repo}/hooks/{id}`.
+    pub async fn update_hook(
+        &self,
+        token: &SecretBytes,
+        owner: &str,
+        repo: &str,
+        id: u64,
+        body: &serde_json::Value,
+    ) -> Result<(), Failure> {
+        let url = self.url(&format!("/repos/{owner}/{repo}/hooks/{id}"))?;
+        self.send(Method::PATCH, url, token, Some(body)).await.map(|_| ())
+    }
+
+    /// `POST /repos/{owner}/{repo}/actions/runners/registration-token`: valid for an hour, for
+    /// any number of runners.
+    pub async fn registration_token(
+        &self,
+        token: &SecretBytes,
+        owner: &str,
+        repo: &str,
+    ) -> Result<SecretBytes, Failure> {
+        let url = self.url(&format!("/repos/{owner}/{repo}/actions/runners/registration-token"))?;
+        let (body, _) = self.send(Method::POST, url, token, None).await?;
+        let answer: RegistrationAnswer = decode(&body)?;
+        Ok(SecretBytes::new(answer.token))
+    }
+
+    fn url(&self, path_and_query: &str) -> Result<Url, GitHubError> {
+        Url::parse(&format!("{}{path_and_query}", self.base_text)).map_err(|e| GitHubError::InvalidUrl(e.to_string()))
+    }
+
+    /// A `Link` target resolved against `current`; the token goes with it, so it must stay on
+    /// the API's origin.
+    fn same_origin(&self, current: &Url, target: &str) -> Result<Url, GitHubError> {
+        let next = current.join(target).map_err(|e| GitHubError::Pagination(format!("bad next link: {e}")))?;
+        if next.origin() != self.base.origin() {
+            return Err(GitHubError::Pagination(format!("next link leaves {}: {next}", self.base_text)));
+        }
+        Ok(next)
+    }
+
+    /// One request; a 2xx gives its body and `Link` header.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        token: &SecretBytes,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(bytes::Bytes, Option<String>), Failure> {
+        let mut authorization = HeaderValue::from_bytes(&[b"Bearer ".as_slice(), token.expose()].concat())
+            .map_err(|_| GitHubError::InvalidToken)?;
+        // Keeps the token out of hyper's and reqwest's debug output.
+        authorization.set_sensitive(true);
+        let mut request = self.http.request(method.clone(), url.clone()).header(header::AUTHORIZATION, authorization);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| GitHubError::Http(describe(&e)))?;
+        let status = response.status();
+        tracing::debug!(%method, path = url.path(), status = status.as_u16(), "GitHub answered");
+        let headers = response.headers().clone();
+        let link = headers.get(header::LINK).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.bytes().await.map_err(|e| GitHubError::Http(describe(&e)))?;
+        if status.is_success() {
+            return Ok((body, link));
+        }
+        let message = error_message(&body);
+        let accepted_permissions = headers
+            .get("x-accepted-github-permissions")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        let now = jiff::Timestamp::now().as_second();
+        let error = match status {
+            StatusCode::UNAUTHORIZED => GitHubError::Unauthorized,
+            StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
+                match rate_limit_wait(status.as_u16(), &headers, &message, now) {
+                    Some((retry_after, secondary)) => GitHubError::RateLimited { retry_after, secondary },
+                    None => GitHubError::Forbidden { message: message.clone() },
+                }
+            }
+            StatusCode::NOT_FOUND => GitHubError::NotFound,
+            status if status.is_server_error() => GitHubError::Server { status: status.as_u16() },
+            status => GitHubError::Unexpected { status: status.as_u16() },
+        };
+        Err(Failure { error, message, accepted_permissions })
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| GitHubError::Decode(e.to_string()).into())
+}
+
+/// GitHub's `message` (and the first validation error's, for a 422), shortened.
+fn error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Detail {
+        message: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        message: Option<String>,
+        #[serde(default)]
+        errors: Vec<Detail>,
+    }
+    let text = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(parsed) => {
+            let detail = parsed.errors.into_iter().find_map(|d| d.message);
+            match (parsed.message, detail) {
+                (Some(message), Some(detail)) => format!("{message}: {detail}"),
+                (message, detail) => message.or(detail).unwrap_or_default(),
+            }
+        }
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    text.trim().chars().take(MAX_MESSAGE_CHARS).collect()
+}
+
+/// A reqwest error with its causes ("connection refused"), never a header.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The `rel="next"` target of a `Link` header, as written.
+pub fn next_link(value: &str) -> Option<&str> {
+    value.split(',').find_map(|link| {
+        let (target, params) = link.split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let is_next = params.split(';').filter_map(|p| p.split_once('=')).any(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("rel")
+                && value.trim().trim_matches('"').split_ascii_whitespace().any(|rel| rel.eq_ignore_ascii_case("next"))
+        });
+        is_next.then_some(target)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_link_is_found_among_the_others() {
+        let link = r#"<https://api.github.com/repositories/1/hooks?page=1>; rel="prev", <https://api.github.com/repositories/1/hooks?page=3>; rel="next", <https://api.github.com/repositories/1/hooks?page=5>; rel="last""#;
+        assert_eq!(next_link(link), Some("https://api.github.com/repositories/1/hooks?page=3"));
+        assert_eq!(next_link(r#"<https://x/?page=1>; rel="first""#), None);
+    }
+
+    #[test]
+    fn a_validation_error_keeps_its_detail() {
+        let body = br#"{"message":"Validation Failed","errors":[{"resource":"Hook","code":"custom","message":"Hook already exists on this repository"}]}"#;
+        assert_eq!(error_message(body), "Validation Failed: Hook already exists on this repository");
+        assert_eq!(error_message(br#"{"message":"Not Found"}"#), "Not Found");
+    }
+
+    #[test]
+    fn an_api_url_with_credentials_is_refused_without_echoing_them() {
+        let Err(error) = Api::new("https://user:hunter2@api.github.com") else { panic!("accepted credentials") };
+        assert!(!error.to_string().contains("hunter2"));
+    }
+}
