@@ -9,7 +9,7 @@ use std::process::Command;
 use base64::Engine;
 use common::fake_github::{Access, FakeGitHub};
 use common::server::{Server, http};
-use common::{job_payload, signature};
+use common::job_payload;
 use gaa::catalog::secret_value;
 use gaa::crd::ScaledActionRunner;
 use gaa::manifests::Manifests;
@@ -324,26 +324,9 @@ async fn serve_loaded_with_the_printed_yaml_accepts_a_delivery_signed_with_the_p
     let server = Server::start_with(&data, &manifests_dir, &["--github-api-url", &setup.github.url()]).await;
     let secret = printed_webhook_secret(&run.stdout);
     let body = serde_json::to_vec(&job_payload(REPO, 41, "queued", &["self-hosted", "linux"])).unwrap();
-    let deliver = |signed_with: String, delivery: &'static str| {
-        let body = body.clone();
-        let url = format!("http://{}/webhook", server.addr);
-        async move {
-            http()
-                .post(url)
-                .header("content-type", "application/json")
-                .header("x-github-event", "workflow_job")
-                .header("x-github-delivery", delivery)
-                .header("x-hub-signature-256", signature(&signed_with, &body))
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(deliver("not-the-printed-secret".into(), "d-wrong").await, 401);
-    assert_eq!(deliver(secret, "d-right").await, 202, "{}", server.log());
+    let client = http();
+    assert_eq!(server.deliver_signed(&client, "d-wrong", body.clone(), "not-the-printed-secret").await, 401);
+    assert_eq!(server.deliver_signed(&client, "d-right", body, &secret).await, 202, "{}", server.log());
     let runner = server.runner("ci", "api").await;
     assert_eq!(runner["demand"], 1, "{runner}");
 }

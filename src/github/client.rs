@@ -331,7 +331,7 @@ fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
 }
 
 /// The `rel="next"` target of a `Link` header, as written (maybe relative).
-fn next_link(value: &str) -> Option<&str> {
+pub(crate) fn next_link(value: &str) -> Option<&str> {
     let mut rest = value;
     while let Some(open) = rest.find('<') {
         let after = &rest[open + 1..];
@@ -369,14 +369,14 @@ fn checked_repository(repo: &str) -> Result<&str, GitHubError> {
 /// Makes ring the process's rustls provider unless one is installed already: reqwest is built
 /// with `rustls-no-provider` and panics at client construction without one. Losing a race to
 /// another installer is fine, any installed provider serves.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
 /// A reqwest error with its causes ("connection refused"), never a header.
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut text = if error.is_timeout() { format!("timed out: {error}") } else { error.to_string() };
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {

@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 
 use super::hook::ListedHook;
 use crate::github::GitHubError;
-use crate::github::client::{API_VERSION, PER_PAGE, USER_AGENT, rate_limit_wait};
+use crate::github::client::{
+    API_VERSION, PER_PAGE, USER_AGENT, describe, install_crypto_provider, next_link, rate_limit_wait,
+};
 use crate::webhook::SecretBytes;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,10 +82,7 @@ impl Api {
         if !base.username().is_empty() || base.password().is_some() {
             return Err(GitHubError::InvalidUrl("credentials in the URL are not supported".into()));
         }
-        // reqwest is built without a TLS provider of its own (as in the reconciler's client).
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
+        install_crypto_provider();
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
         headers.insert("x-github-api-version", HeaderValue::from_static(API_VERSION));
@@ -260,44 +259,9 @@ fn error_message(body: &[u8]) -> String {
     text.trim().chars().take(MAX_MESSAGE_CHARS).collect()
 }
 
-/// A reqwest error with its causes ("connection refused"), never a header.
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// The `rel="next"` target of a `Link` header, as written.
-pub fn next_link(value: &str) -> Option<&str> {
-    value.split(',').find_map(|link| {
-        let (target, params) = link.split_once(';')?;
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        let is_next = params.split(';').filter_map(|p| p.split_once('=')).any(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("rel")
-                && value.trim().trim_matches('"').split_ascii_whitespace().any(|rel| rel.eq_ignore_ascii_case("next"))
-        });
-        is_next.then_some(target)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_next_link_is_found_among_the_others() {
-        let link = r#"<https://api.github.com/repositories/1/hooks?page=1>; rel="prev", <https://api.github.com/repositories/1/hooks?page=3>; rel="next", <https://api.github.com/repositories/1/hooks?page=5>; rel="last""#;
-        assert_eq!(next_link(link), Some("https://api.github.com/repositories/1/hooks?page=3"));
-        assert_eq!(next_link(r#"<https://x/?page=1>; rel="first""#), None);
-    }
 
     #[test]
     fn a_validation_error_keeps_its_detail() {

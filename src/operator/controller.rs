@@ -83,7 +83,7 @@ pub struct DemandReader {
 impl DemandReader {
     /// Plain HTTP to the API server's Service, port 8080, inside the cluster.
     pub fn new(base: Option<String>) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::github::client::install_crypto_provider();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap_or_default();
         Self { http, base }
     }
