@@ -8,8 +8,8 @@ use std::process::Command;
 
 use base64::Engine;
 use common::fake_github::{Access, FakeGitHub};
-use common::server::{Server, http};
 use common::job_payload;
+use common::server::{Server, http};
 use gaa::catalog::secret_value;
 use gaa::crd::ScaledActionRunner;
 use gaa::manifests::Manifests;
