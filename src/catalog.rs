@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
 use crate::crd::ScaledActionRunner;
-use crate::demand::{Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use crate::demand::{ForcedScaleUp, Runner, RunnerIndex, RunnerKey, ScaleFactor};
 use crate::webhook::{SecretBytes, WebhookSecrets};
 
 /// The Secret key that holds a repository webhook's secret.
@@ -71,7 +71,26 @@ pub fn runner_from_crd(object: &ScaledActionRunner) -> Result<Runner, RunnerProb
         .parse()
         .map_err(|e: crate::demand::scaling::ScaleFactorError| RunnerProblem::ScaleFactor(e.to_string()))?;
     let key = RunnerKey::new(object.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.into()), object.name_any());
-    Ok(Runner::new(key, spec.owner.trim(), spec.repo.trim(), spec.runner_labels(), min, max, scale_factor))
+    let forced = forced_scale_up(object, &key);
+    let mut runner =
+        Runner::new(key, spec.owner.trim(), spec.repo.trim(), spec.runner_labels(), min, max, scale_factor);
+    runner.forced = forced;
+    Ok(runner)
+}
+
+/// Forced scale-ups keep pre-registered runners (`runnerSecrets`) known to GitHub; runners that
+/// register when they start need none, unless the spec asks for them. Unparsable durations
+/// (the operator reports them) turn them off.
+fn forced_scale_up(object: &ScaledActionRunner, key: &RunnerKey) -> Option<ForcedScaleUp> {
+    use sha2::Digest;
+    let spec = &object.spec;
+    let asked = spec.force_scale_up_window.is_some() || spec.force_scale_up_frequency.is_some();
+    if spec.runner_secrets.is_empty() && !asked {
+        return None;
+    }
+    let digest = sha2::Sha256::digest(format!("{}/{}", key.namespace, key.name).as_bytes());
+    let seed = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
+    ForcedScaleUp::new(spec.force_scale_up_frequency().ok()?, spec.force_scale_up_window().ok()?, seed)
 }
 
 /// Bytes of `key` in a Secret, from `data` or `stringData` (which wins, as the API server merges it).

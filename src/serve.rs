@@ -316,6 +316,11 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
             }
         }));
     }
+    extra.push(tokio::spawn(keep_forced_windows(
+        store.board().clone(),
+        crate::store::writer::system_clock(),
+        stopped(shutdown_rx.clone()),
+    )));
     let resync =
         start_reconciler(&args, &catalog_runners, repo_tokens, store.clone(), metrics.clone(), stop_rx, catalogs)?;
     let served =
@@ -479,6 +484,24 @@ fn start_reconciler(
         });
     }
     Ok(Some(tokio::spawn(reconciler.run(clock, leading, stop, catalogs))))
+}
+
+/// Opens and closes forced scale-up windows on time, looking at least once a minute so runners
+/// added since are covered.
+async fn keep_forced_windows(
+    board: Arc<crate::store::Board>,
+    clock: crate::store::writer::Clock,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        let now = clock();
+        let wait = board.refresh_forced(now).map_or(60, |at| (at - now).clamp(1, 60));
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(wait.unsigned_abs())) => {}
+            () = &mut stop => return,
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -27,8 +27,9 @@ pub const DEFAULT_SCALE_FACTOR: &str = "0.8";
 pub const DEFAULT_TERMINATION_GRACE_PERIOD: i64 = 3600;
 /// `forceScaleUpWindow` when it is not set.
 pub const DEFAULT_FORCE_SCALE_UP_WINDOW: Duration = Duration::from_secs(20 * 60);
-/// `forceScaleUpFrequency` when it is not set.
-pub const DEFAULT_FORCE_SCALE_UP_FREQUENCY: Duration = Duration::from_secs(20 * 24 * 60 * 60);
+/// `forceScaleUpFrequency` when it is not set: with the offset of up to a day, every
+/// pre-registered runner connects within 13 days, before GitHub forgets it after 14.
+pub const DEFAULT_FORCE_SCALE_UP_FREQUENCY: Duration = Duration::from_secs(12 * 24 * 60 * 60);
 
 /// Self-hosted GitHub Actions runners for one repository, scaled from zero to `maxRunners` on
 /// the repository's queued and running jobs.
@@ -107,11 +108,15 @@ pub struct ScaledActionRunnerSpec {
 
     /// How long a forced scale-up to `maxRunners` lasts, e.g. `20m`; long enough for nodes to be
     /// provisioned and runners to come online. `0` disables forced scale-ups. Default: 20m.
+    /// Forced scale-ups keep pre-registered runners (`runnerSecrets`) known to GitHub, which
+    /// forgets a runner that has not connected for 14 days; other runners have them only when
+    /// this or `forceScaleUpFrequency` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_scale_up_window: Option<String>,
 
-    /// Time between forced scale-ups to `maxRunners`, e.g. `480h` or `20d`, which keep runner
-    /// registrations from expiring; a random delay of up to a day is added. Default: 20d.
+    /// Time between forced scale-ups to `maxRunners`, e.g. `288h` or `12d`, which keep runner
+    /// registrations from expiring; a fixed delay of up to a day per runner is added, so runners
+    /// do not all scale up at once. Default: 12d (GitHub forgets runners after 14 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_scale_up_frequency: Option<String>,
 

@@ -9,5 +9,5 @@ pub mod state;
 
 pub use job::{Job, JobEvent, JobStatus, RepoRef};
 pub use runners::{Runner, RunnerIndex, RunnerKey};
-pub use scaling::ScaleFactor;
+pub use scaling::{ForcedScaleUp, ScaleFactor};
 pub use state::{Counts, DemandState};

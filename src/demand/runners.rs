@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::job::normalize_labels;
-use super::scaling::ScaleFactor;
+use super::scaling::{ForcedScaleUp, ScaleFactor};
 
 /// The label every self-hosted runner carries without declaring it.
 pub const IMPLIED_LABEL: &str = "self-hosted";
@@ -41,6 +41,8 @@ pub struct Runner {
     pub min_runners: u32,
     pub max_runners: u32,
     pub scale_factor: ScaleFactor,
+    /// Forced scale-ups to `max_runners`, for pre-registered runners (see [`ForcedScaleUp`]).
+    pub forced: Option<ForcedScaleUp>,
 }
 
 impl Runner {
@@ -62,6 +64,7 @@ impl Runner {
             min_runners,
             max_runners,
             scale_factor,
+            forced: None,
         }
     }
 

@@ -44,6 +44,38 @@ impl fmt::Display for ScaleFactor {
     }
 }
 
+/// The original's forced scale-ups, for pre-registered runners: GitHub forgets a self-hosted
+/// runner that has not connected for 14 days, so every `frequency` (plus a fixed offset of up to a
+/// day per runner, so runners do not all scale up at once) all `max` runners start for `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForcedScaleUp {
+    frequency: i64,
+    window: i64,
+    offset: i64,
+}
+
+impl ForcedScaleUp {
+    /// None when either duration is zero (forced scale-ups off). `seed` spreads runners apart.
+    pub fn new(frequency: std::time::Duration, window: std::time::Duration, seed: u64) -> Option<Self> {
+        let frequency = i64::try_from(frequency.as_secs()).ok().filter(|secs| *secs > 0)?;
+        let window = i64::try_from(window.as_secs()).ok().filter(|secs| *secs > 0)?.min(frequency);
+        let offset = i64::try_from(seed % 86_400).unwrap_or(0);
+        Some(Self { frequency, window, offset })
+    }
+
+    /// Whether unix time `now` is inside a forced window.
+    pub fn active(&self, now: i64) -> bool {
+        (now - self.offset).rem_euclid(self.frequency) < self.window
+    }
+
+    /// The next unix time after `now` at which [`Self::active`] changes.
+    pub fn next_change(&self, now: i64) -> i64 {
+        let phase = (now - self.offset).rem_euclid(self.frequency);
+        let start = now - phase;
+        if phase < self.window { start + self.window } else { start + self.frequency }
+    }
+}
+
 /// Desired runner count for `demand` jobs, clamped to `[min, max]`; at least one while there is
 /// demand (unless `max` is zero, which disables the runner).
 pub fn desired_runners(demand: u64, min: u32, max: u32, factor: ScaleFactor) -> u32 {
@@ -66,6 +98,19 @@ pub fn desired_runners(demand: u64, min: u32, max: u32, factor: ScaleFactor) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forced_window_opens_every_frequency_for_its_length_and_says_when_it_changes() {
+        use std::time::Duration;
+        let forced = ForcedScaleUp::new(Duration::from_secs(1000), Duration::from_secs(100), 86_400 + 50).unwrap();
+        assert!(!forced.active(49) && forced.active(50) && forced.active(149) && !forced.active(150));
+        assert!(forced.active(1050) && !forced.active(1150));
+        assert_eq!(forced.next_change(0), 50);
+        assert_eq!(forced.next_change(60), 150);
+        assert_eq!(forced.next_change(150), 1050);
+        assert_eq!(ForcedScaleUp::new(Duration::ZERO, Duration::from_secs(1), 0), None);
+        assert_eq!(ForcedScaleUp::new(Duration::from_secs(1), Duration::ZERO, 0), None);
+    }
 
     #[test]
     fn no_demand_gives_the_minimum() {

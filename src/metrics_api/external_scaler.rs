@@ -148,7 +148,7 @@ pub fn metric_name(key: &RunnerKey) -> String {
 }
 
 fn is_active(view: &RunnerDemand) -> bool {
-    view.demand > 0
+    view.demand > 0 || view.forced_scale_up
 }
 
 #[tonic::async_trait]

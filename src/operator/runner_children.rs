@@ -131,6 +131,12 @@ fn validate(runner: &ScaledActionRunner) -> Result<(), SpecError> {
     if let Err(problem) = spec.scale_factor().parse::<crate::demand::ScaleFactor>() {
         return invalid("scaleFactor", problem.to_string());
     }
+    if let Err(problem) = spec.force_scale_up_window() {
+        return invalid("forceScaleUpWindow", problem.to_string());
+    }
+    if let Err(problem) = spec.force_scale_up_frequency() {
+        return invalid("forceScaleUpFrequency", problem.to_string());
+    }
     if let Some(template) = &spec.runner
         && template.termination_grace_period_seconds() < 0
     {
@@ -554,6 +560,14 @@ mod tests {
 
     fn base() -> Value {
         json!({"owner": "acme", "repo": "web", "maxRunners": 2})
+    }
+
+    #[test]
+    fn an_unreadable_forced_scale_up_duration_is_an_invalid_spec() {
+        let mut spec = base();
+        spec["forceScaleUpFrequency"] = json!("fortnightly");
+        let error = runner_children(&runner(spec), &Settings::default(), None).unwrap_err();
+        assert!(matches!(error, SpecError::Invalid { field: "forceScaleUpFrequency", .. }), "{error}");
     }
 
     #[test]

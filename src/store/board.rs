@@ -1,7 +1,7 @@
 //! What the read API serves: each runner's counts and desired size, published by the writer after
 //! every batch. Readers never wait on the journal.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::demand::scaling::desired_runners;
-use crate::demand::{Counts, Runner, RunnerIndex, RunnerKey};
+use crate::demand::{Counts, ForcedScaleUp, Runner, RunnerIndex, RunnerKey};
 
 /// One runner's demand as the read API reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,6 +40,10 @@ pub struct RunnerDemand {
     /// GitHub's demand minus ours at that resync (0: webhooks had it right).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_drift: Option<i64>,
+    /// True during a forced scale-up: every runner starts so that pre-registered runners stay
+    /// known to GitHub; `desiredRunners` is `maxRunners` meanwhile.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub forced_scale_up: bool,
 }
 
 /// What the resync last found for a runner.
@@ -71,12 +75,18 @@ impl RunnerDemand {
             source: "webhooks",
             last_resync_time: None,
             last_drift: None,
+            forced_scale_up: false,
         }
     }
 }
 
-fn decorate(view: &RunnerDemand, stale: bool, resync: Option<&ResyncInfo>) -> RunnerDemand {
+fn decorate(view: &RunnerDemand, stale: bool, resync: Option<&ResyncInfo>, forced: bool) -> RunnerDemand {
     let mut view = RunnerDemand { stale, ..view.clone() };
+    if forced {
+        view.forced_scale_up = true;
+        view.desired_runners = view.max_runners;
+        view.value = view.max_runners;
+    }
     if let Some(info) = resync {
         view.source = if info.with_token { "webhooks+github" } else { "webhooks" };
         view.last_resync_time =
@@ -93,6 +103,14 @@ pub struct Board {
     version: watch::Sender<u64>,
     stale: AtomicBool,
     resync: RwLock<HashMap<RunnerKey, ResyncInfo>>,
+    forced: RwLock<Forced>,
+}
+
+/// Runners with forced scale-ups, and those inside a forced window now.
+#[derive(Debug, Default)]
+struct Forced {
+    schedules: HashMap<RunnerKey, ForcedScaleUp>,
+    active: HashSet<RunnerKey>,
 }
 
 impl Default for Board {
@@ -102,6 +120,7 @@ impl Default for Board {
             version: watch::channel(0).0,
             stale: AtomicBool::new(false),
             resync: RwLock::new(HashMap::new()),
+            forced: RwLock::new(Forced::default()),
         }
     }
 }
@@ -110,13 +129,36 @@ impl Board {
     pub fn get(&self, key: &RunnerKey) -> Option<RunnerDemand> {
         let stale = self.is_stale();
         let resync = self.resync.read().unwrap_or_else(|p| p.into_inner());
-        self.read().get(key).map(|view| decorate(view, stale, resync.get(key)))
+        let forced = self.forced.read().unwrap_or_else(|p| p.into_inner());
+        self.read().get(key).map(|view| decorate(view, stale, resync.get(key), forced.active.contains(key)))
     }
 
     pub fn list(&self) -> Vec<RunnerDemand> {
         let stale = self.is_stale();
         let resync = self.resync.read().unwrap_or_else(|p| p.into_inner());
-        self.read().iter().map(|(key, view)| decorate(view, stale, resync.get(key))).collect()
+        let forced = self.forced.read().unwrap_or_else(|p| p.into_inner());
+        self.read()
+            .iter()
+            .map(|(key, view)| decorate(view, stale, resync.get(key), forced.active.contains(key)))
+            .collect()
+    }
+
+    /// Opens and closes forced scale-up windows as of unix time `now` (a change reaches push
+    /// consumers like any other); returns when the next window opens or closes.
+    pub fn refresh_forced(&self, now: i64) -> Option<i64> {
+        let mut forced = self.forced.write().unwrap_or_else(|p| p.into_inner());
+        let active: HashSet<RunnerKey> =
+            forced.schedules.iter().filter(|(_, schedule)| schedule.active(now)).map(|(key, _)| key.clone()).collect();
+        let next = forced.schedules.values().map(|schedule| schedule.next_change(now)).min();
+        if active != forced.active {
+            for key in active.symmetric_difference(&forced.active) {
+                tracing::info!(runner = %key, active = active.contains(key), "forced scale-up window");
+            }
+            forced.active = active;
+            drop(forced);
+            self.version.send_modify(|v| *v += 1);
+        }
+        next
     }
 
     /// Records what the resync found for a runner.
@@ -169,6 +211,11 @@ impl Board {
             .collect();
         *runners = fresh;
         drop(runners);
+        let mut forced = self.forced.write().unwrap_or_else(|p| p.into_inner());
+        forced.schedules = index.iter().filter_map(|runner| Some((runner.key.clone(), runner.forced?))).collect();
+        let Forced { schedules, active } = &mut *forced;
+        active.retain(|key| schedules.contains_key(key));
+        drop(forced);
         self.version.send_modify(|v| *v += 1);
     }
 
@@ -194,5 +241,54 @@ impl Board {
             self.version.send_modify(|v| *v += 1);
         }
         updated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::demand::{Runner, ScaleFactor};
+
+    fn index(forced: Option<ForcedScaleUp>) -> RunnerIndex {
+        let mut runner = Runner::new(RunnerKey::new("ci", "web"), "acme", "web", ["linux"], 0, 4, ScaleFactor::Linear);
+        runner.forced = forced;
+        RunnerIndex::new(vec![runner])
+    }
+
+    #[test]
+    fn a_forced_window_asks_for_every_runner_and_tells_push_consumers_when_it_opens_and_closes() {
+        let board = Board::default();
+        let schedule = ForcedScaleUp::new(Duration::from_secs(1000), Duration::from_secs(100), 0);
+        board.publish_all(&index(schedule), |_| None);
+        let key = RunnerKey::new("ci", "web");
+        let mut version = board.subscribe();
+        version.borrow_and_update();
+
+        assert_eq!(board.refresh_forced(50), Some(100), "open until 100");
+        assert!(version.has_changed().unwrap(), "the opening is pushed");
+        let view = board.get(&key).unwrap();
+        assert!(view.forced_scale_up);
+        assert_eq!((view.desired_runners, view.value, view.demand), (4, 4, 0));
+        version.borrow_and_update();
+        assert_eq!(board.refresh_forced(60), Some(100));
+        assert!(!version.has_changed().unwrap(), "nothing changed, nothing pushed");
+
+        assert_eq!(board.refresh_forced(100), Some(1000));
+        assert!(version.has_changed().unwrap());
+        let view = board.get(&key).unwrap();
+        assert!(!view.forced_scale_up);
+        assert_eq!(view.desired_runners, 0);
+    }
+
+    #[test]
+    fn runners_without_a_schedule_are_never_forced_and_a_removed_schedule_closes_its_window() {
+        let board = Board::default();
+        board.publish_all(&index(ForcedScaleUp::new(Duration::from_secs(1000), Duration::from_secs(100), 0)), |_| None);
+        board.refresh_forced(10);
+        board.publish_all(&index(None), |_| None);
+        assert_eq!(board.refresh_forced(20), None);
+        assert!(!board.get(&RunnerKey::new("ci", "web")).unwrap().forced_scale_up);
     }
 }
