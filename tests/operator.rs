@@ -435,3 +435,31 @@ async fn what_is_not_honoured_as_written_is_said_in_the_ready_condition() {
     assert_eq!(condition["status"], "True");
     assert!(condition["message"].as_str().unwrap().contains("at most 2 run"), "{condition}");
 }
+
+#[tokio::test]
+async fn an_object_our_types_cannot_read_gets_a_condition_and_never_stalls_the_others() {
+    use gaa::operator::controller::reconcile_runner_object;
+    use kube::api::DynamicObject;
+    let (client, calls) = api_server(cluster(None, true));
+    let ctx = context(client);
+    let unreadable: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "runner.devjoes.com/v1alpha1", "kind": "ScaledActionRunner",
+        "metadata": {"name": "web", "namespace": "ci", "uid": "runner-uid", "generation": 3},
+        "spec": {"owner": "acme", "repo": "web", "maxRunners": "plenty"}
+    }))
+    .unwrap();
+    let action = reconcile_runner_object(Arc::new(unreadable), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    {
+        let calls = calls.lock().unwrap();
+        let status = status_of(&calls);
+        assert_eq!(status["conditions"][0]["reason"], "InvalidSpec");
+        assert!(status["conditions"][0]["message"].as_str().unwrap().contains("cannot be read"), "{status}");
+        assert!(calls.iter().any(|call| call.method == "POST" && call.path.ends_with("/events")));
+        assert!(patches(&calls, "/statefulsets/web").is_empty());
+    }
+    // The next object, readable, is reconciled as usual by the same controller.
+    let readable: DynamicObject = serde_json::from_value(serde_json::to_value(runner(web_spec())).unwrap()).unwrap();
+    reconcile_runner_object(Arc::new(readable), ctx).await.unwrap();
+    assert_eq!(patches(&calls.lock().unwrap(), "/statefulsets/web").len(), 2);
+}

@@ -29,13 +29,15 @@ pub enum SpecError {
     PatchApply(String),
     #[error("the patched StatefulSet spec is no longer a StatefulSet spec: {0}")]
     PatchedShape(String),
+    #[error("the object cannot be read: {0}")]
+    Unreadable(String),
 }
 
 impl SpecError {
     /// A short CamelCase reason for conditions and Events.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Invalid { .. } => "InvalidSpec",
+            Self::Invalid { .. } | Self::Unreadable(_) => "InvalidSpec",
             Self::PatchParse(_) | Self::PatchApply(_) | Self::PatchedShape(_) => "InvalidPatch",
         }
     }

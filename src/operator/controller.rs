@@ -189,25 +189,35 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Watched untyped: one object our types cannot read (written before an upgrade, say) becomes
+    // that object's condition in its own reconcile instead of failing the whole list.
+    let runner_type = ApiResource::erase::<ScaledActionRunner>(&());
+    let core_type = ApiResource::erase::<ScaledActionRunnerCore>(&());
     // Every runner's ScaledObject and Secret access depend on the core: look at all of them
     // again when it changes.
-    let core_changes = watcher(Api::<ScaledActionRunnerCore>::all(client.clone()), watcher::Config::default())
+    let core_changes = watcher(Api::<DynamicObject>::all_with(client.clone(), &core_type), watcher::Config::default())
         .default_backoff()
         .applied_objects()
         .filter_map(|event| async move { event.ok().map(|_| ()) });
-    let runners =
-        Controller::new(Api::<ScaledActionRunner>::all(client.clone()), watcher::Config::default().any_semantic())
-            .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
-            .reconcile_all_on(core_changes)
-            .graceful_shutdown_on(stopped(stop_rx.clone()))
-            .run(reconcile_runner, runner_error_policy, ctx.clone())
-            .for_each(|result| async move { log_result("ScaledActionRunner", result) });
-    let cores =
-        Controller::new(Api::<ScaledActionRunnerCore>::all(client.clone()), watcher::Config::default().any_semantic())
-            .owns(Api::<Deployment>::all(client.clone()), owned)
-            .graceful_shutdown_on(stopped(stop_rx))
-            .run(reconcile_core, core_error_policy, ctx)
-            .for_each(|result| async move { log_result("ScaledActionRunnerCore", result) });
+    let runners = Controller::new_with(
+        Api::<DynamicObject>::all_with(client.clone(), &runner_type),
+        watcher::Config::default().any_semantic(),
+        runner_type,
+    )
+    .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
+    .reconcile_all_on(core_changes)
+    .graceful_shutdown_on(stopped(stop_rx.clone()))
+    .run(reconcile_runner_object, runner_error_policy, ctx.clone())
+    .for_each(|result| async move { log_result("ScaledActionRunner", result) });
+    let cores = Controller::new_with(
+        Api::<DynamicObject>::all_with(client.clone(), &core_type),
+        watcher::Config::default().any_semantic(),
+        core_type,
+    )
+    .owns(Api::<Deployment>::all(client.clone()), owned)
+    .graceful_shutdown_on(stopped(stop_rx))
+    .run(reconcile_core_object, core_error_policy, ctx)
+    .for_each(|result| async move { log_result("ScaledActionRunnerCore", result) });
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -215,18 +225,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     tokio::join!(runners, cores);
 }
 
-fn log_result<K, E: std::fmt::Display>(kind: &str, result: Result<(kube::runtime::reflector::ObjectRef<K>, Action), E>)
-where
-    K: Resource,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
+fn log_result<E: std::fmt::Display>(
+    kind: &str,
+    result: Result<(kube::runtime::reflector::ObjectRef<DynamicObject>, Action), E>,
+) {
     match result {
         Ok((object, _)) => tracing::debug!(kind, object = %object.name, "reconciled"),
         Err(error) => tracing::warn!(kind, %error, "reconcile failed"),
     }
 }
 
-fn runner_error_policy(runner: Arc<ScaledActionRunner>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn runner_error_policy(runner: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = format!("sar/{}/{}", runner.namespace().unwrap_or_default(), runner.name_any());
     let delay = ctx.backoff(&key);
     ctx.metrics.count(RUNNER_KIND, error.category());
@@ -234,7 +243,7 @@ fn runner_error_policy(runner: Arc<ScaledActionRunner>, error: &ReconcileError, 
     Action::requeue(delay)
 }
 
-fn core_error_policy(core: Arc<ScaledActionRunnerCore>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+fn core_error_policy(core: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
     let key = format!("sarc/{}", core.name_any());
     let delay = ctx.backoff(&key);
     ctx.metrics.count(CORE_KIND, error.category());
@@ -276,6 +285,48 @@ fn core_kinds() -> Vec<ApiResource> {
     ]
 }
 
+/// Reads the watched object as a ScaledActionRunner, or says on it why it cannot be read.
+pub async fn reconcile_runner_object(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let problem = match typed::<ScaledActionRunner>(&object) {
+        Ok(runner) => return reconcile_runner(Arc::new(runner), ctx).await,
+        Err(problem) => SpecError::Unreadable(problem),
+    };
+    let (Some(namespace), Some(name)) = (object.namespace(), object.metadata.name.clone()) else {
+        return Err(ReconcileError::Unnamed);
+    };
+    report_invalid(&ctx, object.as_ref(), &object.object_ref(&ApiResource::erase::<ScaledActionRunner>(&())), &problem)
+        .await;
+    let status = json!({ "conditions": [condition(object.as_ref(), false, problem.reason(), &problem.to_string())],
+                         "observedGeneration": object.metadata.generation });
+    patch_runner_status(&ctx.client, &namespace, &name, status).await?;
+    ctx.metrics.count(RUNNER_KIND, "invalid");
+    Ok(Action::await_change())
+}
+
+/// Reads the watched object as a ScaledActionRunnerCore, or says on it why it cannot be read.
+pub async fn reconcile_core_object(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let problem = match typed::<ScaledActionRunnerCore>(&object) {
+        Ok(core) => return reconcile_core(Arc::new(core), ctx).await,
+        Err(problem) => SpecError::Unreadable(problem),
+    };
+    let reference = object.object_ref(&ApiResource::erase::<ScaledActionRunnerCore>(&()));
+    report_invalid(&ctx, object.as_ref(), &reference, &problem).await;
+    let status = json!({ "status": { "conditions": [condition(object.as_ref(), false, problem.reason(), &problem.to_string())],
+                                     "observedGeneration": object.metadata.generation } });
+    Api::<ScaledActionRunnerCore>::all(ctx.client.clone())
+        .patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .map_err(ReconcileError::Status)?;
+    ctx.metrics.count(CORE_KIND, "invalid");
+    Ok(Action::await_change())
+}
+
+/// A watched object as one of our types; the reason when it does not fit them.
+fn typed<K: serde::de::DeserializeOwned>(object: &DynamicObject) -> Result<K, String> {
+    let value = serde_json::to_value(object).map_err(|error| error.to_string())?;
+    serde_json::from_value(value).map_err(|error| error.to_string())
+}
+
 pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let (Some(namespace), Some(name)) = (runner.namespace(), runner.metadata.name.clone()) else {
         return Err(ReconcileError::Unnamed);
@@ -293,7 +344,7 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
     let children = match runner_children(&runner, &ctx.settings, api_server.as_ref()) {
         Ok(children) => children,
         Err(error) => {
-            report_invalid(&ctx, runner.as_ref(), &error).await;
+            report_invalid(&ctx, runner.as_ref(), &runner.object_ref(&()), &error).await;
             let status = json!({ "conditions": [condition(runner.as_ref(), false, error.reason(), &error.to_string())],
                                  "observedGeneration": runner.metadata.generation });
             patch_runner_status(client, &namespace, &name, status).await?;
@@ -394,7 +445,7 @@ pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>
     let children = match core_children(&core, &ctx.settings, &inputs) {
         Ok(children) => children,
         Err(error) => {
-            report_invalid(&ctx, core.as_ref(), &error).await;
+            report_invalid(&ctx, core.as_ref(), &core.object_ref(&()), &error).await;
             let status = json!({ "status": { "conditions": [condition(core.as_ref(), false, error.reason(), &error.to_string())],
                                              "observedGeneration": core.metadata.generation } });
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
@@ -573,7 +624,12 @@ fn condition<K: Resource>(object: &K, ready: bool, reason: &str, message: &str) 
     }
 }
 
-async fn report_invalid<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K, error: &SpecError) {
+async fn report_invalid<K: Resource>(
+    ctx: &Context,
+    object: &K,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    error: &SpecError,
+) {
     tracing::warn!(object = %object.meta().name.clone().unwrap_or_default(), %error, "invalid spec");
     let event = Event {
         type_: EventType::Warning,
@@ -582,7 +638,7 @@ async fn report_invalid<K: Resource<DynamicType = ()>>(ctx: &Context, object: &K
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(failure) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+    if let Err(failure) = ctx.recorder.publish(&event, reference).await {
         tracing::warn!(error = %failure, "could not publish an Event");
     }
 }
