@@ -472,3 +472,22 @@ async fn a_secret_the_server_may_not_read_holds_back_the_others_only_for_the_gra
     assert!(has_runner(&published, "api") && has_runner(&published, "locked"));
     assert_eq!(published.catalog.secrets.repositories(), 1, "only the readable Secret signs");
 }
+
+#[tokio::test]
+async fn a_runner_our_types_cannot_read_is_left_out_and_the_others_still_load() {
+    let (api, client) = FakeApi::start();
+    api.put_secret("ci", "web-hook", "web-secret");
+    api.put_runner("ci", "web", "web", "web-hook");
+    let mut unreadable = runner("ci", "odd", "odd", "web-hook");
+    unreadable["spec"]["maxRunners"] = json!("plenty");
+    api.put(Kind::Runner, unreadable);
+    let mut serving = Serving::start(client, &[]).await;
+    serving.until("the readable runner is in the catalog", |u| has_runner(u, "web") && !has_runner(u, "odd")).await;
+    assert_eq!(serving.deliver("acme/web", "web-secret", 1).await, StatusCode::ACCEPTED);
+
+    // Fixed, it joins without a restart; deleted while unreadable, nothing breaks either.
+    api.put_runner("ci", "odd", "odd", "web-hook");
+    serving.until("the fixed runner joins", |u| has_runner(u, "odd")).await;
+    api.delete(Kind::Runner, "ci", "odd");
+    serving.until("the deleted runner leaves", |u| !has_runner(u, "odd") && has_runner(u, "web")).await;
+}

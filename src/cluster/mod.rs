@@ -104,13 +104,22 @@ async fn run(
     let (tx, mut rx) = mpsc::channel::<Update>(1024);
     let mut watches = Watches::default();
     for scope in index.runner_scopes() {
-        let api: Api<ScaledActionRunner> = match scope {
-            None => Api::all(client.clone()),
-            Some(namespace) => Api::namespaced(client.clone(), namespace),
+        // Watched untyped, then read one by one: an object our types cannot read is left out
+        // instead of failing the list of all the others.
+        let resource = kube::api::ApiResource::erase::<ScaledActionRunner>(&());
+        let api: Api<kube::api::DynamicObject> = match scope {
+            None => Api::all_with(client.clone(), &resource),
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
         };
         let (tx, scope) = (tx.clone(), scope.clone());
         let what = format!("ScaledActionRunners in {}", scope.as_deref().unwrap_or("all namespaces"));
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        let stream =
+            watcher::watcher(api, watcher::Config::default()).default_backoff().filter_map(|item| async move {
+                match item {
+                    Ok(event) => readable_runners(event).map(Ok),
+                    Err(error) => Some(Err(error)),
+                }
+            });
         let task =
             tokio::spawn(forward(stream, what, move |event| Update::Runners(scope.clone(), Box::new(event)), tx));
         watches.runners.push(task.abort_handle());
@@ -274,6 +283,39 @@ async fn forward<K: Debug>(
             Err(error) => tracing::warn!(watch = %what, %error, "watch failed; retrying"),
         }
     }
+}
+
+/// A runner watch event as our types read it. An object that does not fit them is logged and
+/// left out (a deleted one is still deleted, by name).
+fn readable_runners(event: Event<kube::api::DynamicObject>) -> Option<Event<ScaledActionRunner>> {
+    let read = |object: kube::api::DynamicObject| -> Option<ScaledActionRunner> {
+        let name = format!(
+            "{}/{}",
+            object.metadata.namespace.as_deref().unwrap_or_default(),
+            object.metadata.name.as_deref().unwrap_or_default()
+        );
+        let value = serde_json::to_value(object).ok()?;
+        match serde_json::from_value(value) {
+            Ok(runner) => Some(runner),
+            Err(error) => {
+                tracing::warn!(runner = %name, %error, "ScaledActionRunner cannot be read; left out");
+                None
+            }
+        }
+    };
+    Some(match event {
+        Event::Apply(object) => Event::Apply(read(object)?),
+        Event::Delete(object) => {
+            let stand_in = serde_json::json!({
+                "apiVersion": "runner.devjoes.com/v1alpha1", "kind": "ScaledActionRunner",
+                "metadata": object.metadata, "spec": {"owner": "", "repo": "", "maxRunners": 0},
+            });
+            Event::Delete(serde_json::from_value(stand_in).ok()?)
+        }
+        Event::Init => Event::Init,
+        Event::InitApply(object) => Event::InitApply(read(object)?),
+        Event::InitDone => Event::InitDone,
+    })
 }
 
 /// Builds the catalog and logs the problems not reported before.
