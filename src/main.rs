@@ -3,7 +3,32 @@ use clap::Parser;
 
 use gaa::config::{Cli, Command};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and each cause its message does not already quote, joined by ": ".
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The memcached client's connection pool logs every failed reconnect (several a second while
     // memcached is down); the server reports the outage itself, once.
