@@ -463,3 +463,33 @@ async fn an_object_our_types_cannot_read_gets_a_condition_and_never_stalls_the_o
     reconcile_runner_object(Arc::new(readable), ctx).await.unwrap();
     assert_eq!(patches(&calls.lock().unwrap(), "/statefulsets/web").len(), 2);
 }
+
+#[tokio::test]
+async fn a_change_the_statefulset_cannot_take_in_place_is_explained_and_nothing_is_deleted() {
+    let existing = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                          "metadata": {"name": "web", "namespace": "ci"}, "spec": {"replicas": 2}, "status": {"replicas": 2}});
+    let base = cluster(Some(existing), true);
+    let (client, calls) = api_server(move |call| {
+        if call.method == "PATCH" && call.path.ends_with("/statefulsets/web") {
+            return (
+                422,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Invalid", "code": 422,
+                                "message": "StatefulSet.apps \"web\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"}),
+            );
+        }
+        base(call)
+    });
+    let mut spec = web_spec();
+    spec["runner"]["workVolumeClaimTemplate"] =
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}}});
+    reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        calls.iter().all(|call| call.method != "DELETE"),
+        "the operator never deletes a StatefulSet with running jobs"
+    );
+    assert_eq!(patches(&calls, "/scaledobjects/web").len(), 1, "the rest is still applied");
+    let condition = &status_of(&calls)["conditions"][0];
+    assert_eq!(condition["reason"], "StatefulSetImmutable");
+    assert!(condition["message"].as_str().unwrap().contains("--cascade=orphan"), "{condition}");
+}

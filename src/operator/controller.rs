@@ -356,8 +356,10 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
 
     // Apply.
     let mut missing = Vec::new();
+    let mut immutable = None;
     for child in &children {
-        if child.resource.kind == "StatefulSet" {
+        let stateful_set = child.resource.kind == "StatefulSet";
+        if stateful_set {
             create_with_replicas(client, child, runner.spec.min_runners()).await?;
         }
         match apply(client, child).await {
@@ -367,6 +369,13 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
                 if status.code == 404 && child.resource.group == "keda.sh" =>
             {
                 missing.push(child.resource.kind.clone());
+            }
+            // A change a StatefulSet cannot take in place (its volume claim templates, say):
+            // never delete it for the user, since that would stop running jobs; say how.
+            Err(ReconcileError::Apply { source: kube::Error::Api(status), .. })
+                if status.code == 422 && stateful_set =>
+            {
+                immutable = Some(status.message.clone());
             }
             Err(error) => return Err(error),
         }
@@ -380,7 +389,13 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
         .ok()
         .flatten()
         .and_then(|set| set.status.map(|status| status.replicas));
-    let (ready, reason, message) = if core.is_none() {
+    let (ready, reason, message) = if let Some(refusal) = immutable {
+        let how = format!(
+            "the StatefulSet cannot take this change in place ({refusal}); to apply it, `kubectl delete statefulset \
+             {name} -n {namespace} --cascade=orphan`: running runners keep running and the operator recreates it"
+        );
+        (false, "StatefulSetImmutable", how)
+    } else if core.is_none() {
         (false, "CoreMissing", format!("no ScaledActionRunnerCore named {CORE_NAME}: the runners are not scaled"))
     } else if !missing.is_empty() {
         (false, "KedaMissing", format!("KEDA is not installed: the cluster has no {} resource", missing.join(", ")))
