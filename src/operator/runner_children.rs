@@ -98,6 +98,15 @@ pub fn runner_children(
 pub fn runner_warnings(runner: &ScaledActionRunner) -> Vec<String> {
     let spec = &runner.spec;
     let mut warnings = Vec::new();
+    let image_named =
+        spec.runner.as_ref().and_then(|template| template.image.as_deref()).is_some_and(|image| !image.is_empty());
+    if spec.runner_secrets.is_empty() && !image_named {
+        warnings.push(
+            "no runnerSecrets and no runner.image: the default image (GitHub's runner) does not register itself; \
+             onboard with --runner-dir, or name an image that registers from its environment"
+                .to_owned(),
+        );
+    }
     if let Some(limit) = registered_limit(runner)
         && limit < spec.max_runners
     {
@@ -633,7 +642,10 @@ mod tests {
         assert_eq!(find(&objects, "ScaledObject", "web").unwrap()["spec"]["maxReplicaCount"], 1);
         let warnings = runner_warnings(&runner(spec));
         assert!(warnings[0].contains("at most 1 run"), "{warnings:?}");
-        assert!(runner_warnings(&runner(base())).is_empty());
+        let mut registering = base();
+        registering["runner"] = json!({"image": "registry.example.com/self-registering-runner:1"});
+        assert!(runner_warnings(&runner(registering)).is_empty());
+        assert!(runner_warnings(&runner(base()))[0].contains("does not register itself"));
     }
 
     #[test]
