@@ -85,8 +85,9 @@ pub struct ScaledActionRunnerCoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_memcached: Option<bool>,
 
-    /// Whether the operator creates the KEDA ClusterTriggerAuthentication carrying the API
-    /// server's CA. Default: true.
+    /// Whether the operator creates the KEDA ClusterTriggerAuthentication (named after the API
+    /// server) that gives KEDA its client certificate. Default: true. When false, create one of
+    /// that name yourself: the runners' ScaledObjects refer to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_authentication: Option<bool>,
 

@@ -75,8 +75,9 @@ pub struct ApiServer {
     pub name: String,
     /// Namespace of every runner's GitHub token Secret, when the core names one.
     pub token_namespace: Option<String>,
-    /// Name of the ClusterTriggerAuthentication carrying the TLS client credentials, when the
-    /// core creates one.
+    /// Name of the ClusterTriggerAuthentication carrying KEDA's TLS client credentials: the
+    /// API server's name, whether the core creates it or (`createAuthentication: false`) the
+    /// user does, since the API server takes no client without a certificate.
     pub cluster_trigger_authentication: Option<String>,
 }
 
@@ -87,7 +88,7 @@ impl ApiServer {
             namespace: spec.api_server_namespace.clone(),
             name: spec.api_server_name.clone(),
             token_namespace: spec.api_server_pat_token_namespace.clone().filter(|namespace| !namespace.is_empty()),
-            cluster_trigger_authentication: spec.create_authentication().then(|| spec.api_server_name.clone()),
+            cluster_trigger_authentication: Some(spec.api_server_name.clone()),
         }
     }
 
