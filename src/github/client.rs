@@ -446,33 +446,46 @@ impl Page for WorkflowJobList {
     }
 }
 
+/// The API root of `api_url`, checked (http(s), a host, no credentials, no query), and its text
+/// without a trailing slash.
+pub(crate) fn api_base(api_url: &str) -> Result<(Url, String), GitHubError> {
+    let base_text = api_url.trim().trim_end_matches('/').to_string();
+    let base = Url::parse(&base_text).map_err(|e| GitHubError::InvalidUrl(e.to_string()))?;
+    if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
+        return Err(GitHubError::InvalidUrl(format!("{base_text:?} is not an http(s) URL")));
+    }
+    if !base.username().is_empty() || base.password().is_some() {
+        // Said without the URL: it holds a credential.
+        return Err(GitHubError::InvalidUrl("credentials in the URL are not supported".into()));
+    }
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(GitHubError::InvalidUrl(format!("{base_text:?} has a query or fragment")));
+    }
+    Ok((base, base_text))
+}
+
+/// An HTTP client for GitHub's REST API: its media type and API version, our User-Agent, and
+/// timeouts.
+pub(crate) fn http_client() -> Result<reqwest::Client, GitHubError> {
+    install_crypto_provider();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_GITHUB_JSON));
+    headers.insert(X_GITHUB_API_VERSION, HeaderValue::from_static(API_VERSION));
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .default_headers(headers)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| GitHubError::Http(describe(&e)))
+}
+
 impl GitHubClient {
     /// A client for `api_url` (`https://api.github.com`, or `https://HOST/api/v3` for GitHub
     /// Enterprise Server; `http://` works too, for tests). A trailing slash is ignored.
     pub fn new(api_url: &str, metrics: Arc<Metrics>) -> Result<Self, GitHubError> {
-        let base_text = api_url.trim().trim_end_matches('/').to_string();
-        let base = Url::parse(&base_text).map_err(|e| GitHubError::InvalidUrl(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
-            return Err(GitHubError::InvalidUrl(format!("{base_text:?} is not an http(s) URL")));
-        }
-        if !base.username().is_empty() || base.password().is_some() {
-            // Said without the URL: it holds a credential.
-            return Err(GitHubError::InvalidUrl("credentials in the URL are not supported".into()));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(GitHubError::InvalidUrl(format!("{base_text:?} has a query or fragment")));
-        }
-        install_crypto_provider();
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_GITHUB_JSON));
-        headers.insert(X_GITHUB_API_VERSION, HeaderValue::from_static(API_VERSION));
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| GitHubError::Http(describe(&e)))?;
+        let (base, base_text) = api_base(api_url)?;
+        let http = http_client()?;
         Ok(Self {
             http,
             base,

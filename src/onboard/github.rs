@@ -6,22 +6,17 @@
 //! [`GitHubClient`]: crate::github::GitHubClient
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::hook::ListedHook;
 use crate::github::GitHubError;
-use crate::github::client::{
-    API_VERSION, PER_PAGE, USER_AGENT, describe, install_crypto_provider, next_link, rate_limit_wait,
-};
+use crate::github::client::{PER_PAGE, api_base, describe, http_client, next_link, rate_limit_wait};
 use crate::webhook::SecretBytes;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A repository with more hooks than this is refused rather than half-searched.
 const MAX_PAGES: usize = 50;
 const MAX_MESSAGE_CHARS: usize = 300;
@@ -74,25 +69,8 @@ impl Api {
     /// A client for `api_url` (`https://api.github.com`, `https://HOST/api/v3`, or `http://`
     /// for a test server).
     pub fn new(api_url: &str) -> Result<Self, GitHubError> {
-        let base_text = api_url.trim().trim_end_matches('/').to_owned();
-        let base = Url::parse(&base_text).map_err(|e| GitHubError::InvalidUrl(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
-            return Err(GitHubError::InvalidUrl(format!("{base_text:?} is not an http(s) URL")));
-        }
-        if !base.username().is_empty() || base.password().is_some() {
-            return Err(GitHubError::InvalidUrl("credentials in the URL are not supported".into()));
-        }
-        install_crypto_provider();
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
-        headers.insert("x-github-api-version", HeaderValue::from_static(API_VERSION));
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| GitHubError::Http(e.to_string()))?;
+        let (base, base_text) = api_base(api_url)?;
+        let http = http_client()?;
         Ok(Self { http, base, base_text })
     }
 
