@@ -169,7 +169,7 @@ fn typed<K: DeserializeOwned + Serialize>(document: &Value) -> Result<(), Box<dy
 }
 
 #[test]
-fn install_yaml_parses_into_typed_kubernetes_objects() -> TestResult {
+fn install_yaml_is_the_crds_then_the_operator_as_typed_kubernetes_objects() -> TestResult {
     // The generated text, which the first test holds equal to the file (reading the file would
     // race with that test's rewrite under GAA_BLESS).
     let documents: Vec<Value> = serde_saphyr::from_multiple(&install_yaml(&Settings::default())?)?;

@@ -485,26 +485,6 @@ mod tests {
     }
 
     #[test]
-    fn install_yaml_is_the_crds_then_the_operator() -> Result<(), Box<dyn std::error::Error>> {
-        let yaml = install_yaml(&Settings::default())?;
-        let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&yaml)?;
-        let kinds: Vec<_> = documents.iter().map(|document| document["kind"].as_str().unwrap_or_default()).collect();
-        assert_eq!(
-            kinds,
-            [
-                "CustomResourceDefinition",
-                "CustomResourceDefinition",
-                "Namespace",
-                "ServiceAccount",
-                "ClusterRole",
-                "ClusterRoleBinding",
-                "Deployment"
-            ]
-        );
-        Ok(())
-    }
-
-    #[test]
     fn chart_templates_carry_a_quoted_placeholder_for_every_value_and_nothing_else() -> Result<(), InstallError> {
         let files = chart_files(&Settings::default())?;
         let templates: String = files
