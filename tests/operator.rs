@@ -493,3 +493,33 @@ async fn a_change_the_statefulset_cannot_take_in_place_is_explained_and_nothing_
     assert_eq!(condition["reason"], "StatefulSetImmutable");
     assert!(condition["message"].as_str().unwrap().contains("--cascade=orphan"), "{condition}");
 }
+
+#[tokio::test]
+async fn a_reconcile_that_changes_nothing_writes_no_status_so_it_does_not_wake_itself() {
+    let (client, calls) = api_server(cluster(None, true));
+    let ctx = context(client);
+    reconcile_runner(Arc::new(runner(web_spec())), ctx.clone()).await.unwrap();
+    let written = status_of(&calls.lock().unwrap());
+    let mut again = runner(web_spec());
+    again.status = Some(serde_json::from_value(written).unwrap());
+    calls.lock().unwrap().clear();
+    reconcile_runner(Arc::new(again), ctx).await.unwrap();
+    let calls = calls.lock().unwrap();
+    assert!(patches(&calls, "/status").is_empty(), "the same status was written again");
+}
+
+#[tokio::test]
+async fn the_ready_condition_keeps_its_transition_time_while_its_status_holds() {
+    let (client, calls) = api_server(cluster(None, true));
+    let mut object = runner(web_spec());
+    object.status = Some(
+        serde_json::from_value(json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Applied",
+            "message": "an older message", "lastTransitionTime": "2020-01-01T00:00:00Z", "observedGeneration": 2}]}))
+        .unwrap(),
+    );
+    reconcile_runner(Arc::new(object), context(client)).await.unwrap();
+    let condition = &status_of(&calls.lock().unwrap())["conditions"][0];
+    assert_eq!(condition["status"], "True");
+    assert_eq!(condition["lastTransitionTime"], "2020-01-01T00:00:00Z", "{condition}");
+    assert_ne!(condition["message"], "an older message");
+}

@@ -207,7 +207,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
     .reconcile_all_on(core_changes)
     .graceful_shutdown_on(stopped(stop_rx.clone()))
-    .run(reconcile_runner_object, runner_error_policy, ctx.clone())
+    .run(reconcile_runner_object, error_policy(RUNNER_KIND), ctx.clone())
     .for_each(|result| async move { log_result("ScaledActionRunner", result) });
     let cores = Controller::new_with(
         Api::<DynamicObject>::all_with(client.clone(), &core_type),
@@ -216,7 +216,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     )
     .owns(Api::<Deployment>::all(client.clone()), owned)
     .graceful_shutdown_on(stopped(stop_rx))
-    .run(reconcile_core_object, core_error_policy, ctx)
+    .run(reconcile_core_object, error_policy(CORE_KIND), ctx)
     .for_each(|result| async move { log_result("ScaledActionRunnerCore", result) });
     tokio::spawn(async move {
         shutdown.await;
@@ -225,30 +225,38 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     tokio::join!(runners, cores);
 }
 
-fn log_result<E: std::fmt::Display>(
+fn log_result(
     kind: &str,
-    result: Result<(kube::runtime::reflector::ObjectRef<DynamicObject>, Action), E>,
+    result: Result<
+        (kube::runtime::reflector::ObjectRef<DynamicObject>, Action),
+        kube::runtime::controller::Error<ReconcileError, watcher::Error>,
+    >,
 ) {
     match result {
         Ok((object, _)) => tracing::debug!(kind, object = %object.name, "reconciled"),
-        Err(error) => tracing::warn!(kind, %error, "reconcile failed"),
+        // The error policy has logged it, with its step and the retry delay.
+        Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+        Err(error) => tracing::warn!(kind, %error, "controller error"),
     }
 }
 
-fn runner_error_policy(runner: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let key = format!("sar/{}/{}", runner.namespace().unwrap_or_default(), runner.name_any());
-    let delay = ctx.backoff(&key);
-    ctx.metrics.count(RUNNER_KIND, error.category());
-    tracing::warn!(runner = %key, category = error.category(), %error, retry_secs = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+/// Retries a failed reconcile with backoff, counted by kind and the step that failed.
+fn error_policy(kind: &'static str) -> impl Fn(Arc<DynamicObject>, &ReconcileError, Arc<Context>) -> Action {
+    move |object, error, ctx| {
+        let key = backoff_key(kind, object.namespace().as_deref(), &object.name_any());
+        let delay = ctx.backoff(&key);
+        ctx.metrics.count(kind, error.category());
+        tracing::warn!(object = %key, category = error.category(), %error, retry_secs = delay.as_secs(), "reconcile failed");
+        Action::requeue(delay)
+    }
 }
 
-fn core_error_policy(core: Arc<DynamicObject>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    let key = format!("sarc/{}", core.name_any());
-    let delay = ctx.backoff(&key);
-    ctx.metrics.count(CORE_KIND, error.category());
-    tracing::warn!(core = %key, category = error.category(), %error, retry_secs = delay.as_secs(), "reconcile failed");
-    Action::requeue(delay)
+/// The key an object's consecutive failures are counted under.
+fn backoff_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(namespace) => format!("{kind}/{namespace}/{name}"),
+        None => format!("{kind}/{name}"),
+    }
 }
 
 /// The kinds a runner's children may have, for pruning (the StatefulSet is always wanted).
@@ -296,9 +304,9 @@ pub async fn reconcile_runner_object(object: Arc<DynamicObject>, ctx: Arc<Contex
     };
     report_invalid(&ctx, object.as_ref(), &object.object_ref(&ApiResource::erase::<ScaledActionRunner>(&())), &problem)
         .await;
-    let status = json!({ "conditions": [condition(object.as_ref(), false, problem.reason(), &problem.to_string())],
-                         "observedGeneration": object.metadata.generation });
-    patch_runner_status(&ctx.client, &namespace, &name, status).await?;
+    let status = ready_status(object.as_ref(), false, problem.reason(), &problem.to_string());
+    let api = Api::<ScaledActionRunner>::namespaced(ctx.client.clone(), &namespace);
+    write_status(&api, &name, object.data.get("status"), status).await?;
     ctx.metrics.count(RUNNER_KIND, "invalid");
     Ok(Action::await_change())
 }
@@ -311,12 +319,9 @@ pub async fn reconcile_core_object(object: Arc<DynamicObject>, ctx: Arc<Context>
     };
     let reference = object.object_ref(&ApiResource::erase::<ScaledActionRunnerCore>(&()));
     report_invalid(&ctx, object.as_ref(), &reference, &problem).await;
-    let status = json!({ "status": { "conditions": [condition(object.as_ref(), false, problem.reason(), &problem.to_string())],
-                                     "observedGeneration": object.metadata.generation } });
-    Api::<ScaledActionRunnerCore>::all(ctx.client.clone())
-        .patch_status(&object.name_any(), &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .map_err(ReconcileError::Status)?;
+    let status = ready_status(object.as_ref(), false, problem.reason(), &problem.to_string());
+    let api = Api::<ScaledActionRunnerCore>::all(ctx.client.clone());
+    write_status(&api, &object.name_any(), object.data.get("status"), status).await?;
     ctx.metrics.count(CORE_KIND, "invalid");
     Ok(Action::await_change())
 }
@@ -332,7 +337,9 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
         return Err(ReconcileError::Unnamed);
     };
     let client = &ctx.client;
-    let key = format!("sar/{namespace}/{name}");
+    let key = backoff_key(RUNNER_KIND, Some(&namespace), &name);
+    let runners = Api::<ScaledActionRunner>::namespaced(client.clone(), &namespace);
+    let current = runner.status.as_ref().and_then(|status| serde_json::to_value(status).ok());
 
     // Dereference: the core says where the API server runs.
     let core = Api::<ScaledActionRunnerCore>::all(client.clone()).get_opt(CORE_NAME).await.map_err(|source| {
@@ -345,9 +352,8 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
         Ok(children) => children,
         Err(error) => {
             report_invalid(&ctx, runner.as_ref(), &runner.object_ref(&()), &error).await;
-            let status = json!({ "conditions": [condition(runner.as_ref(), false, error.reason(), &error.to_string())],
-                                 "observedGeneration": runner.metadata.generation });
-            patch_runner_status(client, &namespace, &name, status).await?;
+            let status = ready_status(runner.as_ref(), false, error.reason(), &error.to_string());
+            write_status(&runners, &name, current.as_ref(), status).await?;
             ctx.succeeded(&key);
             ctx.metrics.count(RUNNER_KIND, "invalid");
             return Ok(Action::await_change());
@@ -402,11 +408,8 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
     } else {
         (true, "Applied", with_warnings(format!("{} objects applied", children.len()), &runner_warnings(&runner)))
     };
-    let mut status = json!({
-        "conditions": [condition(runner.as_ref(), ready, reason, &message)],
-        "observedGeneration": runner.metadata.generation,
-        "replicas": replicas,
-    });
+    let mut status = ready_status(runner.as_ref(), ready, reason, &message);
+    status["replicas"] = json!(replicas);
     if let (Some(reader), Some(api_server)) = (&ctx.demand, &api_server)
         && let Some(view) = reader.read(api_server, &namespace, &name).await
     {
@@ -416,7 +419,7 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
             }
         }
     }
-    patch_runner_status(client, &namespace, &name, status).await?;
+    write_status(&runners, &name, current.as_ref(), status).await?;
     ctx.succeeded(&key);
     ctx.metrics.count(RUNNER_KIND, "applied");
     Ok(Action::requeue(REFRESH))
@@ -426,13 +429,10 @@ pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>
     let name = core.name_any();
     let client = &ctx.client;
     let api = Api::<ScaledActionRunnerCore>::all(client.clone());
+    let current = core.status.as_ref().and_then(|status| serde_json::to_value(status).ok());
     if name != CORE_NAME {
         let message = format!("only the ScaledActionRunnerCore named {CORE_NAME:?} is used; this one is ignored");
-        let status = json!({ "status": { "conditions": [condition(core.as_ref(), false, "NotCore", &message)],
-                                         "observedGeneration": core.metadata.generation } });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-            .await
-            .map_err(ReconcileError::Status)?;
+        write_status(&api, &name, current.as_ref(), ready_status(core.as_ref(), false, "NotCore", &message)).await?;
         return Ok(Action::await_change());
     }
     let spec = &core.spec;
@@ -461,11 +461,8 @@ pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>
         Ok(children) => children,
         Err(error) => {
             report_invalid(&ctx, core.as_ref(), &core.object_ref(&()), &error).await;
-            let status = json!({ "status": { "conditions": [condition(core.as_ref(), false, error.reason(), &error.to_string())],
-                                             "observedGeneration": core.metadata.generation } });
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                .await
-                .map_err(ReconcileError::Status)?;
+            let status = ready_status(core.as_ref(), false, error.reason(), &error.to_string());
+            write_status(&api, &name, current.as_ref(), status).await?;
             ctx.metrics.count(CORE_KIND, "invalid");
             return Ok(Action::await_change());
         }
@@ -518,10 +515,8 @@ pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>
         let applied = format!("{} objects applied; {available} API server replicas available", children.len());
         (true, "Applied", with_warnings(applied, &core_warnings(&core)))
     };
-    let status = json!({ "status": { "conditions": [condition(core.as_ref(), ready, reason, &message)],
-                                     "observedGeneration": core.metadata.generation } });
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status)).await.map_err(ReconcileError::Status)?;
-    ctx.succeeded(&format!("sarc/{name}"));
+    write_status(&api, &name, current.as_ref(), ready_status(core.as_ref(), ready, reason, &message)).await?;
+    ctx.succeeded(&backoff_key(CORE_KIND, None, &name));
     ctx.metrics.count(CORE_KIND, "applied");
     Ok(Action::requeue(REFRESH))
 }
@@ -606,14 +601,34 @@ async fn prune<K: Resource<DynamicType = ()>>(
     Ok(())
 }
 
-async fn patch_runner_status(
-    client: &Client,
-    namespace: &str,
+/// Merges `status` into the object's status, unless `current` (the status it has) already says
+/// all of it: a reconcile that changes nothing writes nothing, so it does not wake the
+/// controller again. The `Ready` condition keeps its transition time while its status holds.
+async fn write_status<K>(
+    api: &Api<K>,
     name: &str,
-    status: serde_json::Value,
-) -> Result<(), ReconcileError> {
-    Api::<ScaledActionRunner>::namespaced(client.clone(), namespace)
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
+    current: Option<&serde_json::Value>,
+    mut status: serde_json::Value,
+) -> Result<(), ReconcileError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let null = serde_json::Value::Null;
+    let current = current.unwrap_or(&null);
+    let before = current.pointer("/conditions/0");
+    if let Some(after) = status.pointer_mut("/conditions/0")
+        && let Some(before) = before.filter(|before| before.get("status") == after.get("status"))
+        && let Some(time) = before.get("lastTransitionTime")
+    {
+        after["lastTransitionTime"] = time.clone();
+    }
+    let unchanged = status
+        .as_object()
+        .is_some_and(|fields| fields.iter().all(|(field, value)| current.get(field).unwrap_or(&null) == value));
+    if unchanged {
+        return Ok(());
+    }
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
         .await
         .map_err(ReconcileError::Status)?;
     Ok(())
@@ -627,16 +642,18 @@ fn with_warnings(message: String, warnings: &[String]) -> String {
     format!("{message}; but: {}", warnings.join("; "))
 }
 
-/// The `Ready` condition, its transition time now (the list is rewritten on every change).
-fn condition<K: Resource>(object: &K, ready: bool, reason: &str, message: &str) -> Condition {
-    Condition {
+/// A status holding only the `Ready` condition (its transition time now; [`write_status`] keeps
+/// the old one while the status holds) and the generation it was computed from.
+fn ready_status<K: Resource>(object: &K, ready: bool, reason: &str, message: &str) -> serde_json::Value {
+    let condition = Condition {
         type_: "Ready".into(),
         status: if ready { "True" } else { "False" }.into(),
         reason: reason.into(),
         message: message.chars().take(1024).collect(),
         observed_generation: object.meta().generation,
         last_transition_time: Time(jiff::Timestamp::now()),
-    }
+    };
+    json!({ "conditions": [condition], "observedGeneration": object.meta().generation })
 }
 
 async fn report_invalid<K: Resource>(
