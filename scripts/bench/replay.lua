@@ -4,7 +4,10 @@
 --       file=/tmp/requests.txt threads=2 donedir=/tmp/done
 --
 -- Every thread loads the file at init and keeps only its own jobs (job ordinal mod threads), so
--- the threads' slices are disjoint and each delivery is sent exactly once. A thread stops itself
+-- the threads' slices are disjoint and each delivery is sent exactly once. The slice lives in
+-- memory outside Lua's heap: kept as Lua strings, a long run's slice would make every garbage
+-- collection (and LuaJIT's string table) larger, and the load tool would cost more per request
+-- the more deliveries a run has, which would skew the comparison between targets. A thread stops itself
 -- (wrk.thread:stop()) once every one of its deliveries is answered; the last thread to finish
 -- sends wrk SIGINT, which ends wrk's -d sleep early (so -d is only a safety timeout). wrk's own
 -- Requests/sec divides by the whole run, so done() prints its own figures on a "GAA-BENCH" line,
@@ -16,6 +19,8 @@ typedef struct { long tv_sec; long tv_nsec; } gaa_timespec;
 int clock_gettime(int clk_id, gaa_timespec *tp);
 int getpid(void);
 int kill(int pid, int sig);
+void *malloc(size_t size);
+void *realloc(void *ptr, size_t size);
 ]]
 local CLOCK_MONOTONIC, SIGINT = 1, 2
 local clock = ffi.new("gaa_timespec")
@@ -35,7 +40,10 @@ end
 
 -- thread state -------------------------------------------------------------------------------
 
-local templates, slice, head = {}, {}, nil
+local templates, head = {}, nil
+-- This thread's delivery lines, back to back in C memory; line i is bytes
+-- [starts[i - 1], starts[i]) (starts[0] = 0).
+local lines, starts, capacity, used = nil, nil, 0, 0
 local sent = 0
 local verify_pending = false
 local donedir, nthreads
@@ -52,6 +60,33 @@ end
 local function fail(msg)
    io.stderr:write("replay.lua: ", msg, "\n")
    os.exit(2)
+end
+
+local function keep(batch)
+   local n = #batch
+   if n == 0 then return end
+   local bytes = 0
+   for i = 1, n do bytes = bytes + #batch[i] end
+   if used + bytes > capacity then
+      capacity = math.max(capacity * 2, used + bytes, 1024 * 1024)
+      lines = ffi.cast("char *", ffi.C.realloc(lines, capacity))
+      if lines == nil then fail("out of memory") end
+   end
+   local grown = ffi.cast("int64_t *", ffi.C.realloc(starts, (nslice + n + 1) * 8))
+   if grown == nil then fail("out of memory") end
+   starts = grown
+   starts[0] = 0
+   for i = 1, n do
+      ffi.copy(lines + used, batch[i], #batch[i])
+      used = used + #batch[i]
+      nslice = nslice + 1
+      starts[nslice] = used
+      batch[i] = nil
+   end
+end
+
+local function line_at(i)
+   return ffi.string(lines + starts[i - 1], starts[i] - starts[i - 1])
 end
 
 local function load(path, me, count)
@@ -81,13 +116,15 @@ local function load(path, me, count)
    end
    -- Host comes from the URL wrk was given, set by wrk.init before init() runs.
    head = "Host: " .. wrk.headers["Host"] .. "\r\n" .. table.concat(headers)
+   local kept = {}
    for line in f:lines() do
       local ordinal = tonumber(string.match(line, "^(%d+) "))
       if ordinal % count == me then
-         nslice = nslice + 1
-         slice[nslice] = line
+         kept[#kept + 1] = line
+         if #kept == 4096 then keep(kept) end
       end
    end
+   keep(kept)
    f:close()
 end
 
@@ -129,7 +166,7 @@ end
 function request()
    if verify_pending then
       verify_pending = false
-      return build(slice[1])
+      return build(line_at(1))
    end
    if sent >= nslice then
       -- Nothing left: an empty write leaves this connection idle until the thread stops.
@@ -137,7 +174,7 @@ function request()
    end
    sent = sent + 1
    if sent == 1 then first_at = now() end
-   return build(slice[sent])
+   return build(line_at(sent))
 end
 
 local function finished()

@@ -3,8 +3,10 @@
 //! Tree `log` holds one record per group commit, `e<seq>` → the deliveries of that batch, so a
 //! batch costs one insert and one flush however many deliveries it carries. Tree `jobs` holds a
 //! checkpoint of every job's state (`j<job-id>`, including the delivery ids it has seen) and the
-//! last batch it reflects (`applied`), written atomically. Start-up loads the checkpoint and
-//! replays the batches after it; merging is idempotent, so replaying a batch twice is harmless.
+//! last batch it reflects (`applied`). Start-up loads the checkpoint and replays the batches
+//! after it; merging is idempotent, so replaying a batch twice is harmless. That is also what
+//! lets a checkpoint be fuzzy: job states may be written while later batches are committed
+//! (each state as it is when written), so a checkpoint never holds up the group commits.
 
 use std::path::Path;
 
@@ -15,6 +17,8 @@ use crate::demand::{Job, JobEvent};
 const EVENT: u8 = b'e';
 const JOB: u8 = b'j';
 const APPLIED: &[u8] = b"applied";
+/// Batches dropped per `trim` call by a checkpoint written in one go.
+const TRIM_STEP: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -129,13 +133,28 @@ impl Journal {
         Ok(seq)
     }
 
-    /// Writes a checkpoint: the given job states, the removal of forgotten jobs, and the batch
-    /// they reflect, atomically; then flushes and drops the batches it covers.
+    /// Writes a checkpoint in one go: the given job states and the removal of forgotten jobs,
+    /// then the batch they reflect; flushes and drops the batches it covers. The writer spreads
+    /// the same steps (`write_jobs`, `seal`, `trim`) over many group commits instead.
     pub fn checkpoint<'a>(
         &self,
         changed: impl IntoIterator<Item = &'a Job>,
         forgotten: &[u64],
         applied: u64,
+    ) -> Result<(), JournalError> {
+        self.write_jobs(changed, forgotten)?;
+        self.seal(applied)?;
+        while !self.trim(applied, TRIM_STEP)? {}
+        Ok(())
+    }
+
+    /// Writes job states (the current ones, which may be newer than the checkpoint they belong
+    /// to: replaying a batch onto a state that already holds it changes nothing) and removes
+    /// forgotten jobs. Not flushed: the next flush, whichever writes it, covers them.
+    pub fn write_jobs<'a>(
+        &self,
+        changed: impl IntoIterator<Item = &'a Job>,
+        forgotten: &[u64],
     ) -> Result<(), JournalError> {
         let mut batch = sled::Batch::default();
         for job in changed {
@@ -145,15 +164,31 @@ impl Journal {
         for id in forgotten {
             batch.remove(key(JOB, &id.to_be_bytes()));
         }
-        batch.insert(APPLIED, &applied.to_be_bytes());
         self.jobs.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Records that the job states written so far reflect every batch up to `applied`, and
+    /// flushes: from now on start-up replays only the batches after it.
+    pub fn seal(&self, applied: u64) -> Result<(), JournalError> {
+        self.jobs.insert(APPLIED, &applied.to_be_bytes())?;
         self.db.flush()?;
+        Ok(())
+    }
+
+    /// Drops up to `limit` batches a sealed checkpoint covers; true once none are left.
+    pub fn trim(&self, applied: u64, limit: usize) -> Result<bool, JournalError> {
         let mut covered = sled::Batch::default();
-        for item in self.log.range(key(EVENT, &0u64.to_be_bytes())..=key(EVENT, &applied.to_be_bytes())) {
+        let range = key(EVENT, &0u64.to_be_bytes())..=key(EVENT, &applied.to_be_bytes());
+        for (count, item) in self.log.range(range).enumerate() {
+            if count == limit {
+                self.log.apply_batch(covered)?;
+                return Ok(false);
+            }
             covered.remove(item?.0);
         }
         self.log.apply_batch(covered)?;
-        Ok(())
+        Ok(true)
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -196,6 +231,61 @@ mod tests {
         assert_eq!(recovered.tail.iter().map(|e| e.event.job_id).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(recovered.last_seq, 2);
         assert_eq!(journal.append(&[entry(4, 4, JobStatus::Queued)]).unwrap(), 3);
+    }
+
+    /// A fuzzy checkpoint: job states written while later batches were committed, so some
+    /// states already hold batches after the seal. Rebuilding from it and replaying those
+    /// batches gives the state the writer had.
+    #[test]
+    fn a_checkpoint_written_between_commits_rebuilds_the_same_state() {
+        use crate::demand::{DemandState, Runner, RunnerIndex, RunnerKey, ScaleFactor};
+        let key = RunnerKey::new("ci", "linux");
+        let index =
+            || RunnerIndex::new([Runner::new(key.clone(), "acme", "api", ["linux"], 0, 9, ScaleFactor::Linear)]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut live = DemandState::new(index());
+        {
+            let mut journal = Journal::open(dir.path()).unwrap();
+            journal.recover().unwrap();
+            let commit = |journal: &mut Journal, live: &mut DemandState, batch: &[Entry]| {
+                for e in batch {
+                    live.record(e.delivery, &e.event, 100);
+                }
+                journal.append(batch).unwrap()
+            };
+            commit(&mut journal, &mut live, &[entry(1, 1, JobStatus::Queued), entry(2, 2, JobStatus::Queued)]);
+            let upto = commit(&mut journal, &mut live, &[entry(3, 3, JobStatus::Queued)]);
+            // The checkpoint of jobs 1-3 starts; job 1 is written as it is then.
+            journal.write_jobs([live.job(1).unwrap()], &[]).unwrap();
+            // Later batches move jobs 1 and 2 on before the rest of the checkpoint is written.
+            commit(&mut journal, &mut live, &[entry(4, 1, JobStatus::InProgress), entry(5, 2, JobStatus::InProgress)]);
+            commit(&mut journal, &mut live, &[entry(6, 2, JobStatus::Completed)]);
+            journal.write_jobs([live.job(2).unwrap(), live.job(3).unwrap()], &[]).unwrap();
+            journal.seal(upto).unwrap();
+            assert!(!journal.trim(upto, 1).unwrap(), "two batches are covered, one dropped per call");
+            assert!(journal.trim(upto, 1).unwrap());
+        }
+        let mut journal = Journal::open(dir.path()).unwrap();
+        let recovered = journal.recover().unwrap();
+        assert_eq!(recovered.tail.len(), 3, "only the batches after the seal are replayed");
+        let mut rebuilt = DemandState::new(index());
+        for job in recovered.jobs {
+            rebuilt.restore(job);
+        }
+        for e in &recovered.tail {
+            rebuilt.record(e.delivery, &e.event, 100);
+        }
+        assert_eq!(rebuilt.counts(&key), live.counts(&key));
+        assert_eq!(
+            live.counts(&key).in_progress,
+            1,
+            "job 1 runs, job 2 finished, job 3 waits: {:?}",
+            live.counts(&key)
+        );
+        for id in 1..=3 {
+            assert_eq!(rebuilt.job(id).map(|j| j.status), live.job(id).map(|j| j.status), "job {id}");
+            assert_eq!(rebuilt.job(id).map(|j| j.deliveries.clone()), live.job(id).map(|j| j.deliveries.clone()));
+        }
     }
 
     #[test]

@@ -23,6 +23,13 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 2048;
 /// Deliveries that may wait for the writer before handlers are told to retry.
 const QUEUE_DEPTH: usize = 16 * 1024;
+/// Checkpoint items (job states, covered batches) written after each group commit: a few, plus
+/// a few per delivery in the batch, so a checkpoint keeps pace with any load without holding
+/// up the answers of the batch in hand.
+const CHECKPOINT_STEP_BASE: usize = 16;
+const CHECKPOINT_STEP_PER_DELIVERY: usize = 4;
+/// Checkpoint items written at a time when no delivery is waiting.
+const IDLE_CHECKPOINT_STEP: usize = 512;
 
 /// The clock, in unix seconds; passed in so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -189,8 +196,20 @@ impl StoreHandle {
             shared_view: shared_view.clone(),
         };
         let every = config.checkpoint_every;
-        let mut writer =
-            Writer { journal, state, board, metrics, config, dirty, applied, last_forget: now, healthy, sync };
+        let mut writer = Writer {
+            journal,
+            state,
+            board,
+            metrics,
+            config,
+            dirty,
+            run: None,
+            again: false,
+            applied,
+            last_forget: now,
+            healthy,
+            sync,
+        };
         std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || {
@@ -306,8 +325,12 @@ struct Writer {
     board: Arc<Board>,
     metrics: Arc<Metrics>,
     config: WriterConfig,
-    /// Jobs changed since the last checkpoint.
+    /// Jobs changed since the current (or last) checkpoint started.
     dirty: HashSet<u64>,
+    /// The checkpoint being written, a few jobs after every group commit.
+    run: Option<CheckpointRun>,
+    /// A checkpoint was asked for while one was being written.
+    again: bool,
     /// Highest sequence number reflected in `state`.
     applied: u64,
     last_forget: i64,
@@ -320,7 +343,23 @@ impl Writer {
     /// Serves commands until shutdown; returns whom to tell once the journal is closed.
     fn run(&mut self, mut rx: mpsc::Receiver<Command>) -> Option<oneshot::Sender<()>> {
         let mut records = Vec::with_capacity(MAX_BATCH);
-        while let Some(command) = rx.blocking_recv() {
+        loop {
+            // With a checkpoint under way, time with nothing to commit goes to the checkpoint.
+            let command = if self.run.is_some() {
+                match rx.try_recv() {
+                    Ok(command) => command,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.checkpoint_step(IDLE_CHECKPOINT_STEP);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.blocking_recv() {
+                    Some(command) => command,
+                    None => break,
+                }
+            };
             let mut next = Some(command);
             while let Some(command) = next.take() {
                 match command {
@@ -330,11 +369,15 @@ impl Writer {
                             next = rx.try_recv().ok();
                         }
                         if next.as_ref().is_none_or(|c| !matches!(c, Command::Record { .. })) {
+                            let deliveries = records.len();
                             self.commit(std::mem::take(&mut records));
+                            // A checkpoint keeps pace with the deliveries: each one dirties at
+                            // most one job, and each commit writes several per delivery.
+                            self.checkpoint_step(CHECKPOINT_STEP_BASE + CHECKPOINT_STEP_PER_DELIVERY * deliveries);
                         }
                     }
                     Command::SetRunners(index) => self.set_runners(index),
-                    Command::Checkpoint => self.checkpoint(),
+                    Command::Checkpoint => self.start_checkpoint(),
                     Command::OpenJobs { repo, reply } => {
                         let _ = reply.send(self.state.open_jobs(&repo).into_iter().cloned().collect());
                     }
@@ -346,7 +389,7 @@ impl Writer {
                             }
                         }
                         self.commit(std::mem::take(&mut records));
-                        self.checkpoint();
+                        self.checkpoint_now();
                         if let Some(sync) = self.sync.take() {
                             // Best effort: what is not merged now is republished from the journal
                             // at the next start.
@@ -360,7 +403,7 @@ impl Writer {
                 }
             }
         }
-        self.checkpoint();
+        self.checkpoint_now();
         None
     }
 
@@ -468,9 +511,15 @@ impl Writer {
         }
     }
 
-    /// Expires jobs GitHub has ended, forgets old finished jobs and delivery ids, writes the
-    /// checkpoint and drops the events it covers.
-    fn checkpoint(&mut self) {
+    /// Expires jobs GitHub has ended, forgets old finished jobs and delivery ids, and starts a
+    /// checkpoint of every job changed since the last one. The checkpoint is written a few jobs
+    /// at a time between group commits (`checkpoint_step`), so however many jobs changed, no
+    /// delivery waits for it.
+    fn start_checkpoint(&mut self) {
+        if self.run.is_some() {
+            self.again = true;
+            return;
+        }
         let now = (self.config.clock)();
         let expired = self.state.expired(now);
         if !expired.is_empty() {
@@ -497,17 +546,84 @@ impl Writer {
         if let Some(sync) = self.sync.as_ref().filter(|_| !forgotten.is_empty()) {
             let _ = sync.send(SyncMessage::Forget(forgotten.clone()));
         }
-        let changed: Vec<_> = self.dirty.iter().filter_map(|id| self.state.job(*id)).collect();
-        if let Err(error) = self.journal.checkpoint(changed, &forgotten, self.applied) {
-            tracing::error!(%error, "journal checkpoint failed; will retry");
-            return;
-        }
-        self.dirty.clear();
         if forget_due {
             self.last_forget = now;
         }
         self.metrics.jobs_tracked.set(i64::try_from(self.state.job_count()).unwrap_or(i64::MAX));
-        self.metrics.journal_bytes.set(i64::try_from(self.journal.size_on_disk()).unwrap_or(i64::MAX));
-        self.metrics.last_checkpoint.set(now as f64);
+        let pending: Vec<u64> = std::mem::take(&mut self.dirty).into_iter().collect();
+        self.run = Some(CheckpointRun { upto: self.applied, pending, forgotten, sealed: false, started_at: now });
     }
+
+    /// Does up to `budget` items of the checkpoint under way: job states to write, then the seal
+    /// (one flush), then covered batches to drop.
+    fn checkpoint_step(&mut self, budget: usize) {
+        let Some(mut run) = self.run.take() else { return };
+        match self.advance(&mut run, budget) {
+            Ok(false) => self.run = Some(run),
+            Ok(true) => {
+                self.metrics.last_checkpoint.set(run.started_at as f64);
+                self.metrics.journal_bytes.set(i64::try_from(self.journal.size_on_disk()).unwrap_or(i64::MAX));
+                if std::mem::take(&mut self.again) {
+                    self.start_checkpoint();
+                }
+            }
+            Err(error) => {
+                // Nothing is lost: the batches stay until a checkpoint covering them is sealed,
+                // and the jobs not yet written are written by the next one.
+                tracing::error!(%error, "journal checkpoint failed; will retry");
+                if !run.sealed {
+                    self.dirty.extend(run.pending);
+                }
+            }
+        }
+    }
+
+    /// True once the run is complete.
+    fn advance(&mut self, run: &mut CheckpointRun, budget: usize) -> Result<bool, JournalError> {
+        if !run.forgotten.is_empty() {
+            self.journal.write_jobs([], &std::mem::take(&mut run.forgotten))?;
+        }
+        if !run.pending.is_empty() {
+            let take = run.pending.len().min(budget);
+            let chunk = run.pending.split_off(run.pending.len() - take);
+            let written = self.journal.write_jobs(chunk.iter().filter_map(|id| self.state.job(*id)), &[]);
+            if let Err(error) = written {
+                run.pending.extend(chunk);
+                return Err(error);
+            }
+            return Ok(false);
+        }
+        if !run.sealed {
+            self.journal.seal(run.upto)?;
+            run.sealed = true;
+            return Ok(false);
+        }
+        self.journal.trim(run.upto, budget)
+    }
+
+    /// Finishes the checkpoint under way, then writes one of everything changed since.
+    fn checkpoint_now(&mut self) {
+        for _ in 0..2 {
+            if self.run.is_none() {
+                self.start_checkpoint();
+            }
+            self.again = false;
+            // A step that fails drops the run (and logs why), which ends this loop too.
+            while self.run.is_some() {
+                self.checkpoint_step(usize::MAX);
+            }
+        }
+    }
+}
+
+/// A checkpoint being written between group commits.
+struct CheckpointRun {
+    /// The last batch every job state of this checkpoint reflects (or is newer than).
+    upto: u64,
+    /// Jobs still to write.
+    pending: Vec<u64>,
+    /// Jobs to remove from the checkpoint.
+    forgotten: Vec<u64>,
+    sealed: bool,
+    started_at: i64,
 }

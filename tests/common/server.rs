@@ -105,6 +105,11 @@ impl Server {
             .await
             .unwrap()
     }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        get(format!("http://{}/metrics", self.addr)).await.unwrap().text().await.unwrap()
+    }
 }
 
 impl Drop for Server {
