@@ -181,6 +181,11 @@ pub struct ServeArgs {
     /// How often job states are checkpointed and the journal compacted (e.g. `10s`).
     #[arg(long, env = "GAA_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub checkpoint_interval: std::time::Duration,
+    /// Under load (a group commit carried several deliveries), wait this long before the next
+    /// one so more deliveries share its flush: fewer flushes, more deliveries per second, at
+    /// most this much added latency. A lone delivery never waits. `0s` turns it off.
+    #[arg(long, env = "GAA_COMMIT_DELAY", default_value = "400us", value_parser = parse_duration)]
+    pub commit_delay: std::time::Duration,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -199,6 +204,7 @@ impl ServeArgs {
             webhook_secret_file: None,
             journal_retention: std::time::Duration::from_secs(4 * 24 * 3600),
             checkpoint_interval: std::time::Duration::from_secs(10),
+            commit_delay: std::time::Duration::from_micros(400),
             store: "sled".into(),
             memcached_user: None,
             memcached_password_file: None,

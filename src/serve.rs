@@ -237,6 +237,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         .map_err(|source| ServeError::DataDir { path: args.data_dir.display().to_string(), source })?;
     let config = WriterConfig {
         checkpoint_every: args.checkpoint_interval,
+        commit_delay: args.commit_delay,
         retention: args.journal_retention,
         shared: shared_store(&args)?,
         ..WriterConfig::default()

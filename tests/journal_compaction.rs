@@ -32,7 +32,7 @@ async fn finished_jobs_and_their_delivery_ids_are_forgotten_after_the_retention_
         checkpoint_every: Duration::from_secs(3600),
         retention: Duration::from_secs(RETENTION),
         clock,
-        shared: None,
+        ..WriterConfig::default()
     };
     let store = StoreHandle::start(dir.path(), catalog(None).runners, config, Arc::new(Metrics::new())).unwrap();
     assert_eq!(store.record("q1", event(1, JobStatus::Queued)).await.unwrap(), Recorded::Accepted);

@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 const MAX_BATCH: usize = 2048;
 /// Deliveries that may wait for the writer before handlers are told to retry.
 const QUEUE_DEPTH: usize = 16 * 1024;
+/// A group commit this large means deliveries are arriving faster than flushes complete: the
+/// next batch is then given `commit_delay` to gather. Smaller batches (a lone delivery, light
+/// load) are committed at once, so the delay never adds latency where it buys nothing.
+const COMMIT_SIBLINGS: usize = 4;
 /// Checkpoint items (job states, covered batches) written after each group commit: a few, plus
 /// a few per delivery in the batch, so a checkpoint keeps pace with any load without holding
 /// up the answers of the batch in hand.
@@ -54,6 +58,9 @@ pub struct SharedSetup {
 pub struct WriterConfig {
     /// How often job states are checkpointed and covered events dropped.
     pub checkpoint_every: Duration,
+    /// After a group commit of at least `COMMIT_SIBLINGS` deliveries, how long to let the next
+    /// batch gather before committing it (zero: commit at once).
+    pub commit_delay: Duration,
     /// How long finished jobs and delivery ids are remembered (must exceed GitHub's 3-day
     /// redelivery window, or a late redelivery could bring a finished job back).
     pub retention: Duration,
@@ -66,6 +73,7 @@ impl std::fmt::Debug for WriterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriterConfig")
             .field("checkpoint_every", &self.checkpoint_every)
+            .field("commit_delay", &self.commit_delay)
             .field("retention", &self.retention)
             .field("shared", &self.shared.as_ref().map(|s| &s.config))
             .finish_non_exhaustive()
@@ -76,6 +84,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             checkpoint_every: Duration::from_secs(10),
+            commit_delay: Duration::ZERO,
             retention: Duration::from_secs(4 * 24 * 3600),
             clock: system_clock(),
             shared: None,
@@ -374,6 +383,12 @@ impl Writer {
                             // A checkpoint keeps pace with the deliveries: each one dirties at
                             // most one job, and each commit writes several per delivery.
                             self.checkpoint_step(CHECKPOINT_STEP_BASE + CHECKPOINT_STEP_PER_DELIVERY * deliveries);
+                            if deliveries >= COMMIT_SIBLINGS && !self.config.commit_delay.is_zero() {
+                                // Every flush costs the same however many deliveries it carries
+                                // (and wakes sled's I/O threads); under load, fewer and larger
+                                // flushes leave more CPU to receive deliveries.
+                                std::thread::sleep(self.config.commit_delay);
+                            }
                         }
                     }
                     Command::SetRunners(index) => self.set_runners(index),
