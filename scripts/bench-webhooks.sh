@@ -15,6 +15,8 @@
 #   BENCH_DELIVERIES=480000  deliveries per run (a third each queued / in_progress / completed);
 #                            enough for the server to run past its 10 s checkpoint interval
 #   BENCH_CONNECTIONS="32 64 128"  wrk connection counts to run each target at
+#   BENCH_REPEAT=3           runs of each target at each count; the table shows the median run
+#                            (by deliveries/s), since one run of a few seconds varies by +-5%
 #   BENCH_THREADS=2          wrk threads
 #   BENCH_TARGET_ONLY=       "server" or "ceiling" to run only one of the two
 #   BENCH_SERVER_PORT=18080  BENCH_CEILING_PORT=18090
@@ -36,6 +38,8 @@ ROOT=$PWD
 
 DELIVERIES=${BENCH_DELIVERIES:-480000}
 read -r -a CONNECTION_COUNTS <<<"${BENCH_CONNECTIONS:-32 64 128}"
+REPEAT=${BENCH_REPEAT:-3}
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_REPEAT must be a positive count" >&2; exit 2; }
 for c in "${CONNECTION_COUNTS[@]}"; do
   [[ "$c" =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_CONNECTIONS must be connection counts, got '$c'" >&2; exit 2; }
 done
@@ -133,8 +137,8 @@ port_free() {
 }
 
 declare -A RESULT
-run() { # name, connections
-  local name=$1 conns=$2 port pid ready want memcached_pid=""
+run() { # name, connections, repetition
+  local name=$1 conns=$2 rep=$3 port pid ready want memcached_pid=""
   case "$name" in
     server | server-memcached)
       port=$SERVER_PORT
@@ -165,12 +169,12 @@ run() { # name, connections
   PIDS+=("$pid")
   wait_ready "$ready" "$want" "$pid" "$name"
 
-  log "$name: replaying $DELIVERIES deliveries with $THREADS threads, $conns connections"
+  log "$name: replaying $DELIVERIES deliveries with $THREADS threads, $conns connections (run $rep of $REPEAT)"
   rm -rf "$WORK/$name.done"
   mkdir -p "$WORK/$name.done"
   wrk -t"$THREADS" -c"$conns" -d"${TIMEOUT}s" --timeout 10s --latency \
     -s scripts/bench/replay.lua "http://127.0.0.1:$port/webhook" -- \
-    file="$WORK/requests.txt" threads="$THREADS" donedir="$WORK/$name.done" | tee "$WORK/$name.$conns.wrk.txt"
+    file="$WORK/requests.txt" threads="$THREADS" donedir="$WORK/$name.done" | tee "$WORK/$name.$conns.$rep.wrk.txt"
 
   if [[ "$name" == server* ]]; then
     # Every job was completed, so every runner's demand should be back to zero.
@@ -210,7 +214,7 @@ print("  group commit: %d batches, %.1f deliveries per batch; %d flushes, mean f
 
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  RESULT[$name@$conns]=$(grep '^GAA-BENCH ' "$WORK/$name.$conns.wrk.txt" || echo "GAA-BENCH missing=1")
+  RUNS[$name@$conns]+="$(grep '^GAA-BENCH ' "$WORK/$name.$conns.$rep.wrk.txt" || echo "GAA-BENCH missing=1 rate=0")"$'\n'
   if [[ -n "$memcached_pid" ]]; then
     kill "$memcached_pid" 2>/dev/null || true
     wait "$memcached_pid" 2>/dev/null || true
@@ -219,8 +223,22 @@ print("  group commit: %d batches, %.1f deliveries per batch; %d flushes, mean f
   rm -rf "$WORK/$name-data"
 }
 
-for conns in "${CONNECTION_COUNTS[@]}"; do
-  for target in "${TARGETS[@]}"; do run "$target" "$conns"; done
+declare -A RUNS
+# Repetitions are interleaved, so a slow spell of the machine does not fall on one target only.
+for rep in $(seq 1 "$REPEAT"); do
+  for conns in "${CONNECTION_COUNTS[@]}"; do
+    for target in "${TARGETS[@]}"; do run "$target" "$conns" "$rep"; done
+  done
+done
+# The median run of each target and count, by deliveries/s.
+for key in "${!RUNS[@]}"; do
+  RESULT[$key]=$(printf '%s' "${RUNS[$key]}" | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^rate=/) r = substr($i, 6); print r "\t" $0 }' |
+    sort -g | awk -v n="$REPEAT" 'NR == int((n + 1) / 2) { sub(/^[^\t]*\t/, ""); print }')
+  bad=$(printf '%s' "${RUNS[$key]}" | awk '{ e = a = n = ""; for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "expected") e = kv[2]; if (kv[1] == "answered") a = kv[2]; if (kv[1] == "non2xx") n = kv[2] } if (e == "" || e != a || n != 0) c++ } END { print c + 0 }')
+  if [[ "$bad" != 0 ]]; then
+    log "${key%@*} at ${key#*@} connections: $bad run(s) did not answer every delivery 2xx (see $WORK/${key%@*}.${key#*@}.*.wrk.txt)"
+    FAILED_RUNS=1
+  fi
 done
 
 # --- summary ------------------------------------------------------------------------------------
@@ -231,7 +249,7 @@ ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 
 status=0
 echo
-echo "Webhook benchmark: $DELIVERIES deliveries per run (from $FIXTURE, mean body $MEAN_BYTES bytes), wrk $THREADS threads, $(nproc) CPUs, data dir on $(stat -f -c %T "$WORK")"
+echo "Webhook benchmark: median of $REPEAT runs, $DELIVERIES deliveries per run (from $FIXTURE, mean body $MEAN_BYTES bytes), wrk $THREADS threads, $(nproc) CPUs, data dir on $(stat -f -c %T "$WORK")"
 printf '%-17s %11s %11s %9s %8s %9s %13s %10s %10s\n' target connections deliveries answered non-2xx seconds deliveries/s p50 p99
 declare -A PEAK
 for target in "${TARGETS[@]}"; do
@@ -241,7 +259,6 @@ for target in "${TARGETS[@]}"; do
       "$(field "$r" answered)" "$(field "$r" non2xx)" "$(field "$r" seconds)" "$(field "$r" rate)" \
       "$(ms "$(field "$r" p50_us)")" "$(ms "$(field "$r" p99_us)")"
     if [[ "$(field "$r" answered)" != "$(field "$r" expected)" || "$(field "$r" non2xx)" != 0 ]]; then
-      log "$target at $conns connections: not every delivery was answered 2xx (see $WORK/$target.$conns.wrk.txt and $target.log)"
       status=1
     fi
     best=${PEAK[$target]:-}
@@ -250,6 +267,15 @@ for target in "${TARGETS[@]}"; do
     fi
   done
 done
+if [[ "$REPEAT" -gt 1 ]]; then
+  echo "every run, deliveries/s:"
+  for target in "${TARGETS[@]}"; do
+    for conns in "${CONNECTION_COUNTS[@]}"; do
+      printf '  %-17s %4s connections: %s\n' "$target" "$conns" "$(printf '%s' "${RUNS[$target@$conns]}" |
+        awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^rate=/) printf "%s%.0f", (NR > 1 ? " " : ""), substr($i, 6) }')"
+    done
+  done
+fi
 if [[ -n "${PEAK[ceiling]:-}" ]]; then
   c=${RESULT[ceiling@${PEAK[ceiling]}]}
   for target in "${SERVERS[@]}"; do
@@ -261,5 +287,6 @@ if [[ -n "${PEAK[ceiling]:-}" ]]; then
           name, sr, sn, s99 / 1000, cr, cn, (cr > 0 ? sr / cr : 0) }'
   done
 fi
+if [[ -n "${FAILED_RUNS:-}" ]]; then status=1; fi
 if [[ $status -ne 0 ]]; then BENCH_KEEP=1; fi # the messages above point into $WORK
 exit $status
