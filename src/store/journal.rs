@@ -12,11 +12,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::demand::{Job, JobEvent};
+use crate::demand::{Job, JobEvent, JobStatus, RepoRef};
 
 const EVENT: u8 = b'e';
 const JOB: u8 = b'j';
 const APPLIED: &[u8] = b"applied";
+/// A batch is journaled in parts of about this many bytes (see `Journal::append`): 17 of them
+/// with their keys stay under the 128 KB at which sled moves a leaf to a file of its own.
+const PART_BYTES: usize = 5 * 1024;
 /// Batches dropped per `trim` call by a checkpoint written in one go.
 const TRIM_STEP: usize = 4096;
 
@@ -72,6 +75,64 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     k
 }
 
+/// `e<seq><part>`: one part of a journaled batch. Sorts after an older `e<seq>` record of the
+/// same batch and before every key of `seq + 1`.
+fn part_key(seq: u64, part: u16) -> Vec<u8> {
+    let mut rest = [0u8; 10];
+    rest[..8].copy_from_slice(&seq.to_be_bytes());
+    rest[8..].copy_from_slice(&part.to_be_bytes());
+    key(EVENT, &rest)
+}
+
+const PART_KEY_LEN: usize = 11;
+
+/// An entry as a journal part holds it: a JSON array in a fixed order, half the size of the
+/// object form (`[delivery, received_at, job_id, run_id, run_attempt, repo_id, repo, status,
+/// labels, since]`).
+#[derive(Serialize)]
+struct WireEntryRef<'a>(u64, i64, u64, u64, u32, u64, &'a str, JobStatus, &'a [String], Option<i64>);
+
+#[derive(Deserialize)]
+struct WireEntry(u64, i64, u64, u64, u32, u64, String, JobStatus, Vec<String>, Option<i64>);
+
+impl<'a> From<&'a Entry> for WireEntryRef<'a> {
+    fn from(e: &'a Entry) -> Self {
+        let v = &e.event;
+        Self(
+            e.delivery,
+            e.received_at,
+            v.job_id,
+            v.run_id,
+            v.run_attempt,
+            v.repo.id,
+            &v.repo.full_name,
+            v.status,
+            &v.labels,
+            v.since,
+        )
+    }
+}
+
+impl From<WireEntry> for Entry {
+    fn from(w: WireEntry) -> Self {
+        let WireEntry(delivery, received_at, job_id, run_id, run_attempt, repo_id, full_name, status, labels, since) =
+            w;
+        Entry {
+            delivery,
+            received_at,
+            event: JobEvent {
+                job_id,
+                run_id,
+                run_attempt,
+                repo: RepoRef { id: repo_id, full_name },
+                status,
+                labels,
+                since,
+            },
+        }
+    }
+}
+
 fn corrupt(key: &[u8], reason: impl std::fmt::Display) -> JournalError {
     JournalError::Corrupt { key: format!("{key:?}"), reason: reason.to_string() }
 }
@@ -108,26 +169,51 @@ impl Journal {
         }
         let mut tail = Vec::new();
         let mut last = applied;
-        for item in self.log.range(key(EVENT, &(applied + 1).to_be_bytes())..=key(EVENT, &u64::MAX.to_be_bytes())) {
+        // Every batch after the checkpoint, in order (the log tree holds nothing else): parts
+        // `e<seq><part>` of compact entries, or `e<seq>` records of whole entries as earlier
+        // versions wrote them.
+        for item in self.log.range(key(EVENT, &applied.saturating_add(1).to_be_bytes())..) {
             let (k, v) = item?;
             let seq = read_u64(&k, &k[1..])?;
-            let batch: Vec<Entry> = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
-            tail.extend(batch);
+            if k.len() == PART_KEY_LEN {
+                let part: Vec<WireEntry> = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+                tail.extend(part.into_iter().map(Entry::from));
+            } else {
+                let batch: Vec<Entry> = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+                tail.extend(batch);
+            }
             last = last.max(seq);
         }
         self.last_seq = last;
         Ok(Recovered { jobs, tail, last_seq: last })
     }
 
-    /// Journals a batch as one record and flushes it to disk (group commit): when this returns,
-    /// every entry survives a crash. Returns the batch's sequence number.
+    /// Journals a batch and flushes it to disk (group commit): when this returns, every entry
+    /// survives a crash. Returns the batch's sequence number.
+    ///
+    /// The batch goes in compact parts of about `PART_BYTES` (`e<seq><part>`), in one atomic
+    /// sled batch, so no value grows with the batch: sled keeps up to 17 values in a leaf and
+    /// writes a leaf over 128 KB to a file of its own, which it neither syncs nor keeps (it
+    /// creates one, and deletes another, every few commits under load).
     pub fn append(&mut self, entries: &[Entry]) -> Result<u64, JournalError> {
         if entries.is_empty() {
             return Ok(self.last_seq);
         }
         let seq = self.last_seq + 1;
-        let body = serde_json::to_vec(entries).map_err(|e| corrupt(&seq.to_be_bytes(), e))?;
-        self.log.insert(key(EVENT, &seq.to_be_bytes()), body)?;
+        let fail = |e: serde_json::Error| corrupt(&seq.to_be_bytes(), e);
+        let mut batch = sled::Batch::default();
+        let mut part: u16 = 0;
+        let mut record = Vec::with_capacity(PART_BYTES + 1024);
+        for (i, entry) in entries.iter().enumerate() {
+            record.push(if record.is_empty() { b'[' } else { b',' });
+            serde_json::to_writer(&mut record, &WireEntryRef::from(entry)).map_err(fail)?;
+            if record.len() >= PART_BYTES || i + 1 == entries.len() {
+                record.push(b']');
+                batch.insert(part_key(seq, part), std::mem::take(&mut record));
+                part = part.checked_add(1).ok_or_else(|| corrupt(&seq.to_be_bytes(), "too many parts"))?;
+            }
+        }
+        self.log.apply_batch(batch)?;
         self.db.flush()?;
         self.last_seq = seq;
         Ok(seq)
@@ -179,7 +265,8 @@ impl Journal {
     /// Drops up to `limit` batches a sealed checkpoint covers; true once none are left.
     pub fn trim(&self, applied: u64, limit: usize) -> Result<bool, JournalError> {
         let mut covered = sled::Batch::default();
-        let range = key(EVENT, &0u64.to_be_bytes())..=key(EVENT, &applied.to_be_bytes());
+        // Every part of every batch up to `applied`: the keys below `e<applied + 1>`.
+        let range = key(EVENT, &0u64.to_be_bytes())..key(EVENT, &applied.saturating_add(1).to_be_bytes());
         for (count, item) in self.log.range(range).enumerate() {
             if count == limit {
                 self.log.apply_batch(covered)?;
@@ -231,6 +318,51 @@ mod tests {
         assert_eq!(recovered.tail.iter().map(|e| e.event.job_id).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(recovered.last_seq, 2);
         assert_eq!(journal.append(&[entry(4, 4, JobStatus::Queued)]).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_large_batch_is_written_in_compact_parts_and_read_back_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries: Vec<Entry> = (1..=300).map(|i| entry(i, i, JobStatus::Queued)).collect();
+        entries[7].event.since = Some(1_764_000_000);
+        entries[8].event.labels = vec!["gpu".into(), "linux".into(), "self-hosted".into()];
+        {
+            let mut journal = Journal::open(dir.path()).unwrap();
+            journal.recover().unwrap();
+            assert_eq!(journal.append(&entries).unwrap(), 1);
+            assert!(journal.log.len() > 1, "300 entries take several parts");
+            for item in journal.log.iter() {
+                let (_, value) = item.unwrap();
+                assert!(value.len() < PART_BYTES + 1024, "a part of {} bytes", value.len());
+            }
+            assert_eq!(journal.append(&[entry(301, 301, JobStatus::Completed)]).unwrap(), 2);
+        }
+        let mut journal = Journal::open(dir.path()).unwrap();
+        let recovered = journal.recover().unwrap();
+        assert_eq!(recovered.last_seq, 2);
+        entries.push(entry(301, 301, JobStatus::Completed));
+        assert_eq!(recovered.tail, entries, "every field survives the compact form");
+        journal.checkpoint([], &[], 2).unwrap();
+        assert_eq!(journal.log.len(), 0, "a checkpoint drops every part of the batches it covers");
+    }
+
+    #[test]
+    fn a_batch_journaled_whole_by_an_earlier_version_is_still_replayed_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open(dir.path()).unwrap();
+            let old = serde_json::to_vec(&[entry(1, 1, JobStatus::Queued), entry(2, 2, JobStatus::Queued)]).unwrap();
+            journal.log.insert(key(EVENT, &1u64.to_be_bytes()), old).unwrap();
+            journal.db.flush().unwrap();
+        }
+        let mut journal = Journal::open(dir.path()).unwrap();
+        let recovered = journal.recover().unwrap();
+        assert_eq!(recovered.last_seq, 1);
+        assert_eq!(recovered.tail, vec![entry(1, 1, JobStatus::Queued), entry(2, 2, JobStatus::Queued)]);
+        assert_eq!(journal.append(&[entry(3, 3, JobStatus::Queued)]).unwrap(), 2);
+        journal.checkpoint([], &[], 1).unwrap();
+        let recovered = journal.recover().unwrap();
+        assert_eq!(recovered.tail, vec![entry(3, 3, JobStatus::Queued)], "batch 1 is dropped, batch 2 kept");
     }
 
     /// A fuzzy checkpoint: job states written while later batches were committed, so some
