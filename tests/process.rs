@@ -3,17 +3,33 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::server::{Server, join_all, manifests_dir};
 use serde_json::Value;
+
+/// SIGKILL (no shutdown hook runs), then a new server on the same data directory.
+async fn kill_9_and_restart(mut server: Server, data: &Path, manifests: &Path) -> Server {
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    Server::start(data, manifests).await
+}
+
+async fn assert_counts(server: &Server, queued: u64, in_progress: u64) {
+    let view = server.runner("ci", "api-linux").await;
+    assert_eq!(view["queued"], queued, "{view}");
+    assert_eq!(view["inProgress"], in_progress, "{view}");
+    assert_eq!(view["demand"], queued + in_progress, "{view}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_delivery_survives_kill_9() {
     let root = tempfile::tempdir().unwrap();
     let manifests = manifests_dir(root.path(), "");
     let data = root.path().join("data");
-    let mut server = Server::start(&data, &manifests).await;
+    let server = Server::start(&data, &manifests).await;
     let client = common::server::http();
 
     // 150 jobs queued, 50 of them started, 20 of those finished; sent concurrently so the
@@ -31,16 +47,9 @@ async fn every_acknowledged_delivery_survives_kill_9() {
         }
     }
     assert_eq!(acknowledged, 220);
-    // SIGKILL right after the last 2xx: no shutdown hook runs.
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-    drop(server);
-
-    let server = Server::start(&data, &manifests).await;
-    let view = server.runner("ci", "api-linux").await;
-    assert_eq!(view["queued"], 100, "{view}");
-    assert_eq!(view["inProgress"], 30, "{view}");
-    assert_eq!(view["demand"], 130, "{view}");
+    // SIGKILL right after the last 2xx.
+    let server = kill_9_and_restart(server, &data, &manifests).await;
+    assert_counts(&server, 100, 30).await;
     // Delivery ids survived too: a redelivery is still a duplicate.
     assert_eq!(server.deliver(&client, "q-1", "acme/api", 1, "queued").await, 200);
     assert_eq!(server.runner("ci", "api-linux").await["demand"], 130);
@@ -54,7 +63,7 @@ async fn every_acknowledged_delivery_survives_kill_9_while_checkpoints_are_writt
     let root = tempfile::tempdir().unwrap();
     let manifests = manifests_dir(root.path(), "");
     let data = root.path().join("data");
-    let mut server = Server::start_with(&data, &manifests, &["--checkpoint-interval", "100ms"]).await;
+    let server = Server::start_with(&data, &manifests, &["--checkpoint-interval", "100ms"]).await;
     let client = common::server::http();
 
     let checkpoint_at = |metrics: &str| {
@@ -87,15 +96,8 @@ async fn every_acknowledged_delivery_survives_kill_9_while_checkpoints_are_writt
             }
         }
     }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-    drop(server);
-
-    let server = Server::start(&data, &manifests).await;
-    let view = server.runner("ci", "api-linux").await;
-    assert_eq!(view["queued"], 300, "{view}");
-    assert_eq!(view["inProgress"], 150, "{view}");
-    assert_eq!(view["demand"], 450, "{view}");
+    let server = kill_9_and_restart(server, &data, &manifests).await;
+    assert_counts(&server, 300, 150).await;
     assert_eq!(server.deliver(&client, "i-1", "acme/api", 1, "in_progress").await, 200, "still a duplicate");
     assert_eq!(server.runner("ci", "api-linux").await["demand"], 450);
 }
