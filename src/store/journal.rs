@@ -20,8 +20,6 @@ const APPLIED: &[u8] = b"applied";
 /// A batch is journaled in parts of about this many bytes (see `Journal::append`): 17 of them
 /// with their keys stay under the 128 KB at which sled moves a leaf to a file of its own.
 const PART_BYTES: usize = 5 * 1024;
-/// Batches dropped per `trim` call by a checkpoint written in one go.
-const TRIM_STEP: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -219,21 +217,6 @@ impl Journal {
         Ok(seq)
     }
 
-    /// Writes a checkpoint in one go: the given job states and the removal of forgotten jobs,
-    /// then the batch they reflect; flushes and drops the batches it covers. The writer spreads
-    /// the same steps (`write_jobs`, `seal`, `trim`) over many group commits instead.
-    pub fn checkpoint<'a>(
-        &self,
-        changed: impl IntoIterator<Item = &'a Job>,
-        forgotten: &[u64],
-        applied: u64,
-    ) -> Result<(), JournalError> {
-        self.write_jobs(changed, forgotten)?;
-        self.seal(applied)?;
-        while !self.trim(applied, TRIM_STEP)? {}
-        Ok(())
-    }
-
     /// Writes job states (the current ones, which may be newer than the checkpoint they belong
     /// to: replaying a batch onto a state that already holds it changes nothing) and removes
     /// forgotten jobs. Not flushed: the next flush, whichever writes it, covers them.
@@ -290,6 +273,21 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Journal {
+        /// A checkpoint in one go, as the writer's steps (`write_jobs`, `seal`, `trim`) add up to.
+        fn checkpoint<'a>(
+            &self,
+            changed: impl IntoIterator<Item = &'a Job>,
+            forgotten: &[u64],
+            applied: u64,
+        ) -> Result<(), JournalError> {
+            self.write_jobs(changed, forgotten)?;
+            self.seal(applied)?;
+            while !self.trim(applied, 4096)? {}
+            Ok(())
+        }
+    }
     use crate::demand::{JobStatus, RepoRef};
 
     fn entry(delivery: u64, job: u64, status: JobStatus) -> Entry {
