@@ -24,6 +24,7 @@
 #   BENCH_NO_BUILD=1         use the binaries already in target/release
 #   BENCH_KEEP=1             keep the work directory (requests, logs, server data) afterwards
 #   BENCH_SERVER_WRAP=       command prefix for the server, e.g. "perf record -g -o /tmp/perf.data"
+#                            (the CPU column then counts the wrapper's process, not the server's)
 #   BENCH_CEILING_WRAP=      the same for the ceiling
 #   BENCH_STORE=sled         "sled", "memcached" (starts a local memcached and serves with
 #                            --store memcached://…), or "both" (sled and memcached in one run)
@@ -136,7 +137,11 @@ port_free() {
   [[ "$code" == 000 ]] || { log "port $1 is already in use"; exit 2; }
 }
 
-declare -A RESULT
+cpu_ticks() { # pid: user + system clock ticks of the process so far (0 if it is gone)
+  awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+declare -A RESULT CPU_US
 run() { # name, connections, repetition
   local name=$1 conns=$2 rep=$3 port pid ready want memcached_pid=""
   case "$name" in
@@ -172,9 +177,17 @@ run() { # name, connections, repetition
   log "$name: replaying $DELIVERIES deliveries with $THREADS threads, $conns connections (run $rep of $REPEAT)"
   rm -rf "$WORK/$name.done"
   mkdir -p "$WORK/$name.done"
+  local cpu_before
+  cpu_before=$(cpu_ticks "$pid")
   wrk -t"$THREADS" -c"$conns" -d"${TIMEOUT}s" --timeout 10s --latency \
     -s scripts/bench/replay.lua "http://127.0.0.1:$port/webhook" -- \
     file="$WORK/requests.txt" threads="$THREADS" donedir="$WORK/$name.done" | tee "$WORK/$name.$conns.$rep.wrk.txt"
+  # CPU the target spent on the run (all its threads), per delivery: less noisy than the rate
+  # when the machine's speed drifts, and what the two targets are really compared on.
+  local cpu_after
+  cpu_after=$(cpu_ticks "$pid")
+  CPU_US[$name@$conns@$rep]=$(awk -v a="$cpu_before" -v b="$cpu_after" -v hz="$(getconf CLK_TCK)" -v n="$DELIVERIES" \
+    'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
 
   if [[ "$name" == server* ]]; then
     # Every job was completed, so every runner's demand should be back to zero.
@@ -214,7 +227,7 @@ print("  group commit: %d batches, %.1f deliveries per batch; %d flushes, mean f
 
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  RUNS[$name@$conns]+="$(grep '^GAA-BENCH ' "$WORK/$name.$conns.$rep.wrk.txt" || echo "GAA-BENCH missing=1 rate=0")"$'\n'
+  RUNS[$name@$conns]+="$(grep '^GAA-BENCH ' "$WORK/$name.$conns.$rep.wrk.txt" || echo "GAA-BENCH missing=1 rate=0") cpu_us=${CPU_US[$name@$conns@$rep]}"$'\n'
   if [[ -n "$memcached_pid" ]]; then
     kill "$memcached_pid" 2>/dev/null || true
     wait "$memcached_pid" 2>/dev/null || true
@@ -250,14 +263,14 @@ ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 status=0
 echo
 echo "Webhook benchmark: median of $REPEAT runs, $DELIVERIES deliveries per run (from $FIXTURE, mean body $MEAN_BYTES bytes), wrk $THREADS threads, $(nproc) CPUs, data dir on $(stat -f -c %T "$WORK")"
-printf '%-17s %11s %11s %9s %8s %9s %13s %10s %10s\n' target connections deliveries answered non-2xx seconds deliveries/s p50 p99
+printf '%-17s %11s %11s %9s %8s %9s %13s %10s %10s %9s\n' target connections deliveries answered non-2xx seconds deliveries/s p50 p99 cpu-us/dlv
 declare -A PEAK
 for target in "${TARGETS[@]}"; do
   for conns in "${CONNECTION_COUNTS[@]}"; do
     r=${RESULT[$target@$conns]}
-    printf '%-17s %11s %11s %9s %8s %9s %13s %10s %10s\n' "$target" "$conns" "$(field "$r" expected)" \
+    printf '%-17s %11s %11s %9s %8s %9s %13s %10s %10s %9s\n' "$target" "$conns" "$(field "$r" expected)" \
       "$(field "$r" answered)" "$(field "$r" non2xx)" "$(field "$r" seconds)" "$(field "$r" rate)" \
-      "$(ms "$(field "$r" p50_us)")" "$(ms "$(field "$r" p99_us)")"
+      "$(ms "$(field "$r" p50_us)")" "$(ms "$(field "$r" p99_us)")" "$(field "$r" cpu_us)"
     if [[ "$(field "$r" answered)" != "$(field "$r" expected)" || "$(field "$r" non2xx)" != 0 ]]; then
       status=1
     fi
@@ -268,11 +281,12 @@ for target in "${TARGETS[@]}"; do
   done
 done
 if [[ "$REPEAT" -gt 1 ]]; then
-  echo "every run, deliveries/s:"
+  echo "every run, deliveries/s (the target's CPU microseconds per delivery):"
   for target in "${TARGETS[@]}"; do
     for conns in "${CONNECTION_COUNTS[@]}"; do
       printf '  %-17s %4s connections: %s\n' "$target" "$conns" "$(printf '%s' "${RUNS[$target@$conns]}" |
-        awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^rate=/) printf "%s%.0f", (NR > 1 ? " " : ""), substr($i, 6) }')"
+        awk '{ r = c = ""; for (i = 1; i <= NF; i++) { if ($i ~ /^rate=/) r = substr($i, 6); if ($i ~ /^cpu_us=/) c = substr($i, 8) }
+               printf "%s%.0f (%s)", (NR > 1 ? "  " : ""), r, c }')"
     done
   done
 fi

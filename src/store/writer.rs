@@ -563,7 +563,10 @@ impl Writer {
             self.last_forget = now;
         }
         self.metrics.jobs_tracked.set(i64::try_from(self.state.job_count()).unwrap_or(i64::MAX));
-        let pending: Vec<u64> = std::mem::take(&mut self.dirty).into_iter().collect();
+        // Written in ascending job order (chunks are taken from the end): job ids grow over time,
+        // so each chunk lands in a few neighbouring leaves of the tree rather than all over it.
+        let mut pending: Vec<u64> = std::mem::take(&mut self.dirty).into_iter().collect();
+        pending.sort_unstable_by(|a, b| b.cmp(a));
         self.run = Some(CheckpointRun { upto: self.applied, pending, forgotten, sealed: false, started_at: now });
     }
 
