@@ -2,7 +2,11 @@
 //! real payloads omit fields their schema calls required; `JobDelivery::from_payload` decides
 //! what is truly needed.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::demand::{JobEvent, JobStatus, RepoRef};
 
@@ -32,41 +36,97 @@ impl EventKind {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct Payload {
-    #[serde(default)]
     pub action: Option<String>,
-    #[serde(default)]
     pub workflow_job: Option<WorkflowJob>,
-    #[serde(default)]
     pub repository: Option<Repository>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct WorkflowJob {
-    #[serde(default)]
     pub id: Option<u64>,
-    #[serde(default)]
     pub run_id: Option<u64>,
-    #[serde(default)]
     pub run_attempt: Option<u32>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
     pub labels: Option<Vec<String>>,
-    #[serde(default)]
     pub created_at: Option<String>,
-    #[serde(default)]
     pub started_at: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub struct Repository {
-    #[serde(default)]
     pub id: Option<u64>,
-    #[serde(default)]
     pub full_name: Option<String>,
 }
+
+/// A JSON object key as bytes. serde_json hands a key over this way without the UTF-8 check a
+/// `&str` key costs (about a third of matching a key; a repository object has some 80 of them).
+/// It checks UTF-8 only in the strings it hands over as text, so the values we keep are still
+/// checked, as skipped values never were. A key written with escapes arrives unescaped, owned.
+struct Key<'de>(Cow<'de, [u8]>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_vec())))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v.as_bytes())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.as_bytes().to_vec())))
+            }
+        }
+        deserializer.deserialize_bytes(KeyVisitor)
+    }
+}
+
+/// `Deserialize` for a struct of `Option` fields read from a JSON object: the named keys fill
+/// their fields (the last wins if a key repeats), every other key's value is skipped unread.
+/// What serde's derive does, with the cheaper keys above.
+macro_rules! object_fields {
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct ObjectVisitor;
+                impl<'de> Visitor<'de> for ObjectVisitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a ", stringify!($ty), " object"))
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                        let mut object = $ty::default();
+                        while let Some(Key(key)) = map.next_key()? {
+                            $(
+                                if *key == *stringify!($field).as_bytes() {
+                                    object.$field = map.next_value()?;
+                                    continue;
+                                }
+                            )+
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        Ok(object)
+                    }
+                }
+                deserializer.deserialize_map(ObjectVisitor)
+            }
+        }
+    };
+}
+
+object_fields!(Payload { action, workflow_job, repository });
+object_fields!(WorkflowJob { id, run_id, run_attempt, status, labels, created_at, started_at });
+object_fields!(Repository { id, full_name });
 
 /// Only the repository name, for payloads whose other fields do not fit `Payload`: enough to
 /// find the secret that must have signed them.
@@ -195,6 +255,29 @@ mod tests {
             r#"{"action":"requeued_by_magic","workflow_job":{"id":5,"status":"weird"},"repository":{"id":9,"full_name":"a/b"}}"#,
         );
         assert_eq!(d, Ok(JobDelivery::UnknownAction));
+    }
+
+    #[test]
+    fn keys_are_matched_unescaped_and_unknown_keys_are_skipped_whatever_they_hold() {
+        let d = parse(
+            r#"{"action":"queued","sender":{"login":"x","id":[1,{"a":null}]},
+            "workflow_job":{"node_id":"J","id":7,"steps":[{"name":"a\"b"}],"st\u0061tus":"in_progress",
+            "started_at":"2026-01-01T00:00:20Z","labels":[]},"repository":{"id":3,"full\u005fname":"o/r","owner":{"id":4}}}"#,
+        );
+        let JobDelivery::Event(e) = d.unwrap() else { panic!("expected an event") };
+        assert_eq!((e.job_id, e.status, e.since), (7, JobStatus::InProgress, Some(1_767_225_620)));
+        assert_eq!(e.repo, RepoRef::new(3, "o/r"), "the owner's id must not be taken for the repository's");
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value_and_a_field_of_the_wrong_shape_is_an_error() {
+        let p: Payload = serde_json::from_str(r#"{"action":"queued","action":"completed"}"#).unwrap();
+        assert_eq!(p.action.as_deref(), Some("completed"));
+        assert!(serde_json::from_str::<Payload>(r#"{"repository":["o/r",1]}"#).is_err());
+        assert!(serde_json::from_str::<Payload>(r#"{"workflow_job":{"id":"seven"}}"#).is_err());
+        assert!(serde_json::from_str::<Payload>(r#"{"workflow_job":{"id":7,}}"#).is_err());
+        let p: Payload = serde_json::from_str(r#"{"workflow_job":{"id":null,"labels":null}}"#).unwrap();
+        assert!(p.workflow_job.is_some_and(|j| j.id.is_none() && j.labels.is_none()));
     }
 
     #[test]
