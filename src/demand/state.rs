@@ -146,6 +146,9 @@ impl DemandState {
             if let Some(ids) = self.open_by_repo.get_mut(&job.repo.full_name) {
                 ids.remove(&id);
             }
+        } else if let Some(ids) = self.open_by_repo.get_mut(&job.repo.full_name) {
+            // Looked up before `entry`, which would want the name cloned on every delivery.
+            ids.insert(id);
         } else {
             self.open_by_repo.entry(job.repo.full_name.clone()).or_default().insert(id);
         }
@@ -177,16 +180,27 @@ impl DemandState {
         }
         let mut touched = Vec::with_capacity(2);
         if let Some((key, status)) = before {
-            self.counts.entry(key.clone()).or_default().remove(status);
+            self.adjust_counts(&key, |counts| counts.remove(status));
             touched.push(key);
         }
         if let Some((key, status)) = after {
-            self.counts.entry(key.clone()).or_default().add(status);
+            self.adjust_counts(&key, |counts| counts.add(status));
             if !touched.contains(&key) {
                 touched.push(key);
             }
         }
         touched
+    }
+
+    /// Changes a runner's counts, starting from empty ones; the key is cloned only then.
+    fn adjust_counts(&mut self, key: &RunnerKey, change: impl FnOnce(&mut Counts)) {
+        if let Some(counts) = self.counts.get_mut(key) {
+            change(counts);
+            return;
+        }
+        let mut counts = Counts::default();
+        change(&mut counts);
+        self.counts.insert(key.clone(), counts);
     }
 
     /// Replaces the runner set and reassigns every open job. Returns the runners whose counts
