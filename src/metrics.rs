@@ -85,7 +85,11 @@ impl Metrics {
         let demand = Family::<RunnerLabels, Gauge>::default();
         registry.register("runner_demand", "Queued plus in-progress jobs assigned to a runner", demand.clone());
         let desired = Family::<RunnerLabels, Gauge>::default();
-        registry.register("runner_desired", "Desired runner count after scaleFactor and min/max", desired.clone());
+        registry.register(
+            "runner_desired",
+            "Desired runner count after scaleFactor, min/max and forced scale-ups",
+            desired.clone(),
+        );
         let journal_bytes = Gauge::default();
         registry.register("journal_size_bytes", "Size of the sled journal on disk", journal_bytes.clone());
         let journal_batch = Histogram::new(exponential_buckets(1.0, 2.0, 12));

@@ -96,6 +96,15 @@ fn decorate(view: &RunnerDemand, stale: bool, resync: Option<&ResyncInfo>, force
     view
 }
 
+/// What `Board::refresh_forced` found.
+#[derive(Debug, Default)]
+pub struct ForcedRefresh {
+    /// Unix time at which the next window opens or closes, if any runner has a schedule.
+    pub next: Option<i64>,
+    /// The runners whose window opened or closed, as now served.
+    pub changed: Vec<RunnerDemand>,
+}
+
 /// The published view, and a version that ticks on every change (for push consumers).
 #[derive(Debug)]
 pub struct Board {
@@ -144,21 +153,24 @@ impl Board {
     }
 
     /// Opens and closes forced scale-up windows as of unix time `now` (a change reaches push
-    /// consumers like any other); returns when the next window opens or closes.
-    pub fn refresh_forced(&self, now: i64) -> Option<i64> {
+    /// consumers like any other): says when the next window opens or closes, and gives the views
+    /// of the runners whose window just opened or closed.
+    pub fn refresh_forced(&self, now: i64) -> ForcedRefresh {
         let mut forced = self.forced.write().unwrap_or_else(|p| p.into_inner());
         let active: HashSet<RunnerKey> =
             forced.schedules.iter().filter(|(_, schedule)| schedule.active(now)).map(|(key, _)| key.clone()).collect();
         let next = forced.schedules.values().map(|schedule| schedule.next_change(now)).min();
-        if active != forced.active {
-            for key in active.symmetric_difference(&forced.active) {
-                tracing::info!(runner = %key, active = active.contains(key), "forced scale-up window");
-            }
-            forced.active = active;
-            drop(forced);
-            self.version.send_modify(|v| *v += 1);
+        if active == forced.active {
+            return ForcedRefresh { next, changed: Vec::new() };
         }
-        next
+        let flipped: Vec<RunnerKey> = active.symmetric_difference(&forced.active).cloned().collect();
+        for key in &flipped {
+            tracing::info!(runner = %key, active = active.contains(key), "forced scale-up window");
+        }
+        forced.active = active;
+        drop(forced);
+        self.version.send_modify(|v| *v += 1);
+        ForcedRefresh { next, changed: flipped.iter().filter_map(|key| self.get(key)).collect() }
     }
 
     /// Records what the resync found for a runner.
@@ -219,12 +231,17 @@ impl Board {
         self.version.send_modify(|v| *v += 1);
     }
 
-    /// Republishes the given runners' counts; returns the views that changed.
+    /// Republishes the given runners' counts; returns the views that changed, as served (a
+    /// runner inside a forced window asks for `maxRunners`).
     pub fn publish<'a>(
         &self,
         index: &RunnerIndex,
         counts: impl IntoIterator<Item = (&'a RunnerKey, Counts)>,
     ) -> Vec<RunnerDemand> {
+        let stale = self.is_stale();
+        // The same lock order as `get` and `list`: resync, forced, runners.
+        let resync = self.resync.read().unwrap_or_else(|p| p.into_inner());
+        let forced = self.forced.read().unwrap_or_else(|p| p.into_inner());
         let mut updated = Vec::new();
         {
             let mut runners = self.write();
@@ -232,11 +249,12 @@ impl Board {
                 let Some(runner) = index.get(key) else { continue };
                 let view = RunnerDemand::new(runner, counts);
                 if runners.get(key) != Some(&view) {
-                    runners.insert(key.clone(), view.clone());
-                    updated.push(view);
+                    updated.push(decorate(&view, stale, resync.get(key), forced.active.contains(key)));
+                    runners.insert(key.clone(), view);
                 }
             }
         }
+        drop((forced, resync));
         if !updated.is_empty() {
             self.version.send_modify(|v| *v += 1);
         }
@@ -266,20 +284,42 @@ mod tests {
         let mut version = board.subscribe();
         version.borrow_and_update();
 
-        assert_eq!(board.refresh_forced(50), Some(100), "open until 100");
+        let opened = board.refresh_forced(50);
+        assert_eq!(opened.next, Some(100), "open until 100");
         assert!(version.has_changed().unwrap(), "the opening is pushed");
         let view = board.get(&key).unwrap();
         assert!(view.forced_scale_up);
         assert_eq!((view.desired_runners, view.value, view.demand), (4, 4, 0));
+        assert_eq!(opened.changed, vec![view], "the opened runner is reported as served");
         version.borrow_and_update();
-        assert_eq!(board.refresh_forced(60), Some(100));
+        let unchanged = board.refresh_forced(60);
+        assert_eq!((unchanged.next, unchanged.changed.len()), (Some(100), 0));
         assert!(!version.has_changed().unwrap(), "nothing changed, nothing pushed");
 
-        assert_eq!(board.refresh_forced(100), Some(1000));
+        let closed = board.refresh_forced(100);
+        assert_eq!(closed.next, Some(1000));
         assert!(version.has_changed().unwrap());
         let view = board.get(&key).unwrap();
         assert!(!view.forced_scale_up);
         assert_eq!(view.desired_runners, 0);
+        assert_eq!(closed.changed, vec![view]);
+    }
+
+    #[test]
+    fn counts_published_inside_a_forced_window_are_returned_as_served() {
+        let board = Board::default();
+        let index = index(ForcedScaleUp::new(Duration::from_secs(1000), Duration::from_secs(100), 0));
+        board.publish_all(&index, |_| None);
+        board.refresh_forced(50);
+        let key = RunnerKey::new("ci", "web");
+        let counts = Counts { queued: 1, in_progress: 0 };
+        let published = board.publish(&index, [(&key, counts)]);
+        assert_eq!(published.len(), 1);
+        assert!(published[0].forced_scale_up);
+        assert_eq!((published[0].demand, published[0].desired_runners), (1, 4));
+        board.refresh_forced(100);
+        let published = board.publish(&index, [(&key, Counts::default())]);
+        assert_eq!((published[0].demand, published[0].desired_runners), (0, 0));
     }
 
     #[test]
@@ -288,7 +328,7 @@ mod tests {
         board.publish_all(&index(ForcedScaleUp::new(Duration::from_secs(1000), Duration::from_secs(100), 0)), |_| None);
         board.refresh_forced(10);
         board.publish_all(&index(None), |_| None);
-        assert_eq!(board.refresh_forced(20), None);
+        assert_eq!(board.refresh_forced(20).next, None);
         assert!(!board.get(&RunnerKey::new("ci", "web")).unwrap().forced_scale_up);
     }
 }
