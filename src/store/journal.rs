@@ -1,12 +1,14 @@
 //! The journal: every accepted delivery, durable before it is acknowledged.
 //!
-//! Tree `log` holds one record per group commit, `e<seq>` → the deliveries of that batch, so a
-//! batch costs one insert and one flush however many deliveries it carries. Tree `jobs` holds a
-//! checkpoint of every job's state (`j<job-id>`, including the delivery ids it has seen) and the
-//! last batch it reflects (`applied`). Start-up loads the checkpoint and replays the batches
-//! after it; merging is idempotent, so replaying a batch twice is harmless. That is also what
-//! lets a checkpoint be fuzzy: job states may be written while later batches are committed
-//! (each state as it is when written), so a checkpoint never holds up the group commits.
+//! Tree `log` holds each group commit's deliveries in parts of about 5 KB, `e<seq><part>`,
+//! written in one atomic sled batch, so a batch costs one flush however many deliveries it
+//! carries (an `e<seq>` record of a whole batch, as earlier versions wrote, is still read).
+//! Tree `jobs` holds a checkpoint of every job's state (`j<job-id>`, including the delivery ids
+//! it has seen) and the last batch it reflects (`applied`). Start-up loads the checkpoint and
+//! replays the batches after it; merging is idempotent, so replaying a batch twice is harmless.
+//! That is also what lets a checkpoint be fuzzy: job states may be written while later batches
+//! are committed (each state as it is when written), so a checkpoint never holds up the group
+//! commits.
 
 use std::path::Path;
 
@@ -288,7 +290,6 @@ mod tests {
             Ok(())
         }
     }
-    use crate::demand::{JobStatus, RepoRef};
 
     fn entry(delivery: u64, job: u64, status: JobStatus) -> Entry {
         Entry {
