@@ -112,15 +112,20 @@ fn rate_headers(remaining: u64) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Job and run times are relative to the day the test runs, never fixed dates.
+fn an_hour_ago() -> String {
+    (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 fn run(id: u64) -> Value {
     json!({"id": id, "name": "CI", "status": "queued", "conclusion": null, "run_attempt": 1,
-           "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:05Z",
+           "created_at": an_hour_ago(), "updated_at": an_hour_ago(),
            "head_branch": "main", "event": "push", "workflow_id": 7})
 }
 
 fn job(id: u64) -> Value {
     json!({"id": id, "run_id": 42, "run_attempt": 1, "status": "queued", "conclusion": null,
-           "labels": ["self-hosted", "linux"], "created_at": "2026-01-01T00:00:00Z", "started_at": null,
+           "labels": ["self-hosted", "linux"], "created_at": an_hour_ago(), "started_at": null,
            "runner_id": null, "runner_name": null, "name": format!("job {id}"), "steps": []})
 }
 

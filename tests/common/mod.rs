@@ -102,14 +102,21 @@ pub fn job_payload(repo: &str, job_id: u64, action: &str, labels: &[&str]) -> Va
             "status": action,
             "conclusion": if action == "completed" { json!("success") } else { Value::Null },
             "labels": labels,
-            "created_at": "2026-11-28T00:00:00Z",
-            "started_at": "2026-11-28T00:00:05Z",
+            "created_at": seconds_ago(60),
+            "started_at": seconds_ago(55),
             "runner_id": Value::Null,
             "name": "build",
         },
         "repository": {"id": repo_id, "full_name": repo, "name": repo.split('/').nth(1)},
         "sender": {"login": "octocat"},
     })
+}
+
+/// An RFC 3339 time `seconds` before now: job times in test data are always relative to the day
+/// the test runs, because the server ends jobs GitHub itself would have cancelled by now.
+pub fn seconds_ago(seconds: i64) -> String {
+    let then = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(seconds);
+    then.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 pub fn signature(secret: &str, body: &[u8]) -> String {
