@@ -10,7 +10,7 @@ use axum::http::{Request, StatusCode};
 use common::*;
 use gaa::serve::{AppState, router};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 struct Delivery {
@@ -164,6 +164,46 @@ async fn payload_signed_for_another_repository_is_rejected() {
     assert_eq!(demand(&state, "ci", "api-linux").await, 0);
     let (status, _) = deliver(&state, &Delivery::job(WEB_SECRET, "d3", "acme/web", 13, "queued", &["linux"])).await;
     assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+/// A tenant holding only acme/web's secret names acme/api's job ids in deliveries for acme/web
+/// (with a larger repository id, which used to win the job's merge).
+fn web_delivery_naming(delivery: &str, job: u64, action: &str) -> Delivery {
+    let mut payload = job_payload("acme/web", job, action, &["linux"]);
+    payload["repository"]["id"] = json!(u64::MAX);
+    Delivery::signed(WEB_SECRET, "workflow_job", delivery, serde_json::to_vec(&payload).unwrap())
+}
+
+#[tokio::test]
+async fn a_delivery_signed_for_one_repository_cannot_move_or_end_another_repositorys_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), None).await;
+    let victim = Delivery::job(API_SECRET, "v1", "acme/api", 500, "queued", &["linux"]);
+    assert_eq!(deliver(&state, &victim).await.0, StatusCode::ACCEPTED);
+    for (delivery, action) in [("a1", "queued"), ("a2", "completed")] {
+        assert_eq!(deliver(&state, &web_delivery_naming(delivery, 500, action)).await.0, StatusCode::ACCEPTED);
+    }
+    assert_eq!(demand(&state, "ci", "api-linux").await, 1, "the victim's job still counts");
+    assert_eq!(demand(&state, "frontend", "web").await, 0);
+    let started = Delivery::job(API_SECRET, "v2", "acme/api", 500, "in_progress", &["linux"]);
+    assert_eq!(deliver(&state, &started).await.0, StatusCode::ACCEPTED);
+    let (_, body) = runner(&state, "ci", "api-linux").await;
+    assert_eq!((body["queued"].as_u64(), body["inProgress"].as_u64()), (Some(0), Some(1)), "{body}");
+}
+
+#[tokio::test]
+async fn job_ids_completed_in_advance_by_another_repository_do_not_hide_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), None).await;
+    for job in 600..605 {
+        let attack = web_delivery_naming(&format!("a{job}"), job, "completed");
+        assert_eq!(deliver(&state, &attack).await.0, StatusCode::ACCEPTED);
+    }
+    for job in 600..605 {
+        let queued = Delivery::job(API_SECRET, &format!("v{job}"), "acme/api", job, "queued", &["linux"]);
+        assert_eq!(deliver(&state, &queued).await.0, StatusCode::ACCEPTED);
+    }
+    assert_eq!(demand(&state, "ci", "api-linux").await, 5);
 }
 
 #[tokio::test]

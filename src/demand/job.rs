@@ -72,6 +72,23 @@ impl RepoRef {
     }
 }
 
+/// Who a job is: GitHub's job id within the repository (lower-cased `owner/name`) whose webhook
+/// secret signed for it. Ids are global at GitHub, but a delivery can only be trusted for the
+/// repository it was signed for, so a job is found by both: a delivery signed for one repository
+/// can never reach another repository's job, however it names the id. Ordered by id first, so
+/// jobs written in key order land next to each other (ids grow over time).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobKey {
+    pub id: u64,
+    pub repo: String,
+}
+
+impl JobKey {
+    pub fn new(repo: &str, id: u64) -> Self {
+        Self { id, repo: repo.to_ascii_lowercase() }
+    }
+}
+
 /// One observation of a job, as a delivery (or, later, the GitHub API) reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobEvent {
@@ -104,6 +121,10 @@ impl JobEvent {
         self.since = unix_seconds;
         self
     }
+
+    pub fn key(&self) -> JobKey {
+        JobKey { id: self.job_id, repo: self.repo.full_name.clone() }
+    }
 }
 
 /// Labels compare case-insensitively; keep one canonical spelling, sorted.
@@ -115,7 +136,9 @@ pub fn normalize_labels(labels: impl IntoIterator<Item = impl AsRef<str>>) -> Ve
     out
 }
 
-/// What is known of a job: the greatest observation under (status, repo, labels, run) order.
+/// What is known of a job: the greatest observation under (status, labels, run) order. The
+/// repository is part of the job's identity ([`JobKey`]), never of its state: no observation
+/// moves a job to another repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub id: u64,
@@ -149,6 +172,10 @@ impl Job {
         }
     }
 
+    pub fn key(&self) -> JobKey {
+        JobKey { id: self.id, repo: self.repo.full_name.clone() }
+    }
+
     /// Whether the delivery with this key was already seen for this job.
     pub fn has_delivery(&self, key: u64) -> bool {
         self.deliveries.contains(&key)
@@ -162,8 +189,8 @@ impl Job {
         self.deliveries.push(key);
     }
 
-    fn rank(&self) -> (JobStatus, &RepoRef, &[String], u64, u32, Option<i64>) {
-        (self.status, &self.repo, &self.labels, self.run_id, self.run_attempt, self.since)
+    fn rank(&self) -> (JobStatus, &[String], u64, u32, Option<i64>) {
+        (self.status, &self.labels, self.run_id, self.run_attempt, self.since)
     }
 
     /// Merges an observation of this job. Returns whether anything changed.
@@ -171,13 +198,12 @@ impl Job {
     /// Merging is a join: commutative, associative and idempotent, hence order-independent.
     /// A status never moves backwards and `completed` is final.
     pub fn merge(&mut self, event: &JobEvent, now: i64) -> bool {
-        debug_assert_eq!(self.id, event.job_id);
-        let candidate = (event.status, &event.repo, &event.labels[..], event.run_id, event.run_attempt, event.since);
+        debug_assert_eq!((self.id, &self.repo.full_name), (event.job_id, &event.repo.full_name));
+        let candidate = (event.status, &event.labels[..], event.run_id, event.run_attempt, event.since);
         if candidate <= self.rank() {
             return false;
         }
         self.status = event.status;
-        self.repo = event.repo.clone();
         self.labels = event.labels.clone();
         self.run_id = event.run_id;
         self.run_attempt = event.run_attempt;
@@ -251,6 +277,15 @@ mod tests {
         }
         assert!(!job.has_delivery(0));
         assert!(job.has_delivery(1) && job.has_delivery(DELIVERIES_PER_JOB as u64));
+    }
+
+    #[test]
+    fn the_repository_id_a_delivery_claims_is_not_part_of_the_state() {
+        let mut job = Job::from_event(&event(JobStatus::Queued), 0);
+        let mut other_id = event(JobStatus::Queued);
+        other_id.repo.id = u64::MAX;
+        assert!(!job.merge(&other_id, 1), "a larger repository id must not win the join");
+        assert_eq!(job.repo.id, 1);
     }
 
     #[test]

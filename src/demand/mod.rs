@@ -7,7 +7,7 @@ pub mod runners;
 pub mod scaling;
 pub mod state;
 
-pub use job::{Job, JobEvent, JobStatus, RepoRef};
+pub use job::{Job, JobEvent, JobKey, JobStatus, RepoRef};
 pub use runners::{Runner, RunnerIndex, RunnerKey};
 pub use scaling::{ForcedScaleUp, ScaleFactor};
 pub use state::{Counts, DemandState};

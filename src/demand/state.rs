@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::job::{Job, JobEvent, JobStatus};
+use super::job::{Job, JobEvent, JobKey, JobStatus};
 use super::runners::{RunnerIndex, RunnerKey};
 
 /// GitHub cancels a job that has waited for a runner for 24 hours; one more hour of grace.
@@ -54,15 +54,26 @@ pub struct Applied {
     pub runners: Vec<RunnerKey>,
 }
 
-/// Every known job and the demand it makes of each runner.
+/// The jobs of one repository, and which of them are not completed (what a resync compares
+/// with GitHub).
 #[derive(Debug, Default)]
-pub struct DemandState {
-    index: RunnerIndex,
+struct RepoState {
     /// Boxed: growing the map then moves 16-byte entries, not whole jobs. At 100,000 jobs an
     /// unboxed resize held the writer (and every delivery waiting on it) for 20 ms.
     jobs: HashMap<u64, Box<Job>>,
-    /// Jobs not yet completed, by repository: what a resync compares with GitHub.
-    open_by_repo: HashMap<String, HashSet<u64>>,
+    open: HashSet<u64>,
+}
+
+/// Every known job and the demand it makes of each runner.
+///
+/// Jobs are kept per repository and found by [`JobKey`] (repository and id): a delivery is
+/// trusted only for the repository its signature covers, so it can reach no other repository's
+/// jobs, whatever job id it names.
+#[derive(Debug, Default)]
+pub struct DemandState {
+    index: RunnerIndex,
+    repos: HashMap<String, RepoState>,
+    job_count: usize,
     counts: HashMap<RunnerKey, Counts>,
 }
 
@@ -75,16 +86,21 @@ impl DemandState {
         &self.index
     }
 
-    pub fn job(&self, id: u64) -> Option<&Job> {
-        self.jobs.get(&id).map(|job| &**job)
+    /// The job `id` of `repo` (lower-cased `owner/name`).
+    pub fn job(&self, repo: &str, id: u64) -> Option<&Job> {
+        self.repos.get(repo)?.jobs.get(&id).map(|job| &**job)
+    }
+
+    pub fn job_by_key(&self, key: &JobKey) -> Option<&Job> {
+        self.job(&key.repo, key.id)
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
-        self.jobs.values().map(|job| &**job)
+        self.repos.values().flat_map(|repo| repo.jobs.values()).map(|job| &**job)
     }
 
     pub fn job_count(&self) -> usize {
-        self.jobs.len()
+        self.job_count
     }
 
     /// Counts of one runner (zero for runners with no demand or unknown runners).
@@ -98,75 +114,93 @@ impl DemandState {
     }
 
     /// The runner a job in `job`'s state counts toward, if it is demand at all.
-    fn contribution(&self, job: &Job) -> Option<(RunnerKey, JobStatus)> {
+    fn contribution(index: &RunnerIndex, job: &Job) -> Option<(RunnerKey, JobStatus)> {
         if !job.status.is_demand() {
             return None;
         }
-        self.index.assign(&job.repo.full_name, &job.labels).map(|key| (key.clone(), job.status))
+        index.assign(&job.repo.full_name, &job.labels).map(|key| (key.clone(), job.status))
+    }
+
+    /// The repository's jobs, created on first use; the name is cloned only then.
+    fn repo_mut(&mut self, repo: &str) -> &mut RepoState {
+        if !self.repos.contains_key(repo) {
+            self.repos.insert(repo.to_owned(), RepoState::default());
+        }
+        self.repos.get_mut(repo).expect("inserted above")
     }
 
     /// Merges an observation; `now` is our clock in unix seconds.
     pub fn apply(&mut self, event: &JobEvent, now: i64) -> Applied {
-        let before = self.jobs.get(&event.job_id).and_then(|job| self.contribution(job));
-        let changed = match self.jobs.get_mut(&event.job_id) {
-            Some(job) => job.merge(event, now),
+        let index = &self.index;
+        let repos = &mut self.repos;
+        let repo = match repos.get_mut(&event.repo.full_name) {
+            Some(repo) => repo,
+            None => repos.entry(event.repo.full_name.clone()).or_default(),
+        };
+        let (before, after) = match repo.jobs.get_mut(&event.job_id) {
+            Some(job) => {
+                let before = Self::contribution(index, job);
+                if !job.merge(event, now) {
+                    return Applied::default();
+                }
+                (before, Self::contribution(index, job))
+            }
             None => {
-                self.jobs.insert(event.job_id, Box::new(Job::from_event(event, now)));
-                self.index_open(event.job_id);
-                true
+                let job = Box::new(Job::from_event(event, now));
+                let after = Self::contribution(index, &job);
+                repo.jobs.insert(event.job_id, job);
+                self.job_count += 1;
+                (None, after)
             }
         };
-        if !changed {
-            return Applied::default();
+        if event.status == JobStatus::Completed {
+            repo.open.remove(&event.job_id);
+        } else if repo.jobs.get(&event.job_id).is_some_and(|job| job.status != JobStatus::Completed) {
+            repo.open.insert(event.job_id);
         }
-        self.index_open(event.job_id);
-        let after = self.jobs.get(&event.job_id).and_then(|job| self.contribution(job));
-        Applied { duplicate: false, changed, runners: self.move_contribution(before, after) }
+        Applied { duplicate: false, changed: true, runners: self.move_contribution(before, after) }
     }
 
     /// Applies a delivery, unless this job has already seen the delivery (`delivery_key` of its
     /// `X-GitHub-Delivery`), in which case nothing changes and the result says `duplicate`.
     pub fn record(&mut self, delivery: u64, event: &JobEvent, now: i64) -> Applied {
-        if self.jobs.get(&event.job_id).is_some_and(|job| job.has_delivery(delivery)) {
+        if self.job(&event.repo.full_name, event.job_id).is_some_and(|job| job.has_delivery(delivery)) {
             return Applied { duplicate: true, ..Applied::default() };
         }
         let applied = self.apply(event, now);
-        if let Some(job) = self.jobs.get_mut(&event.job_id) {
+        if let Some(job) = self.repos.get_mut(&event.repo.full_name).and_then(|repo| repo.jobs.get_mut(&event.job_id)) {
             job.remember_delivery(delivery);
         }
         applied
     }
 
-    /// Keeps `open_by_repo` in step with the job's current state (or absence).
-    fn index_open(&mut self, id: u64) {
-        // A completed job was removed from its repository's set when it completed, so a
-        // forgotten (absent) job is in no set.
-        let Some(job) = self.jobs.get(&id) else { return };
-        if job.status == JobStatus::Completed {
-            if let Some(ids) = self.open_by_repo.get_mut(&job.repo.full_name) {
-                ids.remove(&id);
-            }
-        } else if let Some(ids) = self.open_by_repo.get_mut(&job.repo.full_name) {
-            // Looked up before `entry`, which would want the name cloned on every delivery.
-            ids.insert(id);
-        } else {
-            self.open_by_repo.entry(job.repo.full_name.clone()).or_default().insert(id);
-        }
-    }
-
     /// Jobs of `repo` (lower-cased `owner/name`) that are not completed.
     pub fn open_jobs(&self, repo: &str) -> Vec<&Job> {
-        let open = |id: &u64| self.jobs.get(id).map(|job| &**job).filter(|job| job.status != JobStatus::Completed);
-        self.open_by_repo.get(repo).into_iter().flatten().filter_map(open).collect()
+        let Some(repo) = self.repos.get(repo) else { return Vec::new() };
+        repo.open
+            .iter()
+            .filter_map(|id| repo.jobs.get(id))
+            .map(|job| &**job)
+            .filter(|job| job.status != JobStatus::Completed)
+            .collect()
     }
 
     /// Restores a job from a snapshot (start-up); later events still merge into it.
     pub fn restore(&mut self, job: Job) {
-        let before = self.jobs.get(&job.id).and_then(|old| self.contribution(old));
-        let after = self.contribution(&job);
-        let id = job.id;
-        self.jobs.insert(id, Box::new(job));
-        self.index_open(id);
+        let index = &self.index;
+        let after = Self::contribution(index, &job);
+        let (id, open) = (job.id, job.status != JobStatus::Completed);
+        let repo = self.repo_mut(&job.repo.full_name.clone());
+        let old = repo.jobs.insert(id, Box::new(job));
+        if open {
+            repo.open.insert(id);
+        } else {
+            repo.open.remove(&id);
+        }
+        if old.is_none() {
+            self.job_count += 1;
+        }
+        let before = old.and_then(|old| Self::contribution(&self.index, &old));
         self.move_contribution(before, after);
     }
 
@@ -208,8 +242,8 @@ impl DemandState {
     pub fn set_runners(&mut self, index: RunnerIndex) -> Vec<RunnerKey> {
         self.index = index;
         let mut fresh: HashMap<RunnerKey, Counts> = HashMap::new();
-        for job in self.jobs.values() {
-            if let Some((key, status)) = self.contribution(job) {
+        for job in self.jobs() {
+            if let Some((key, status)) = Self::contribution(&self.index, job) {
                 fresh.entry(key).or_default().add(status);
             }
         }
@@ -233,8 +267,7 @@ impl DemandState {
     /// over five), so a lost `completed` delivery cannot hold a runner up forever.
     /// Returns the expired jobs as completion events to journal.
     pub fn expired(&self, now: i64) -> Vec<JobEvent> {
-        self.jobs
-            .values()
+        self.jobs()
             .filter(|job| {
                 let lifetime = match job.status {
                     JobStatus::Waiting | JobStatus::Queued => QUEUED_LIFETIME_SECS,
@@ -255,18 +288,21 @@ impl DemandState {
             .collect()
     }
 
-    /// Forgets completed jobs that finished before `cutoff` (our clock). Their ids are returned
+    /// Forgets completed jobs that finished before `cutoff` (our clock). Their keys are returned
     /// so the snapshot can drop them too.
-    pub fn forget_completed_before(&mut self, cutoff: i64) -> Vec<u64> {
-        let gone: Vec<u64> = self
-            .jobs
-            .values()
-            .filter(|job| job.status == JobStatus::Completed && job.changed_at < cutoff)
-            .map(|job| job.id)
-            .collect();
-        for id in &gone {
-            self.jobs.remove(id);
-        }
+    pub fn forget_completed_before(&mut self, cutoff: i64) -> Vec<JobKey> {
+        let mut gone = Vec::new();
+        self.repos.retain(|name, repo| {
+            repo.jobs.retain(|id, job| {
+                let forget = job.status == JobStatus::Completed && job.changed_at < cutoff;
+                if forget {
+                    gone.push(JobKey { id: *id, repo: name.clone() });
+                }
+                !forget
+            });
+            !repo.jobs.is_empty()
+        });
+        self.job_count -= gone.len();
         gone
     }
 }
@@ -364,7 +400,57 @@ mod tests {
         state.apply(&ev(1, JobStatus::Completed, &["linux"]), 10);
         state.apply(&ev(2, JobStatus::Queued, &["linux"]), 10);
         state.apply(&ev(3, JobStatus::Completed, &["linux"]), 30);
-        assert_eq!(state.forget_completed_before(20), vec![1]);
-        assert!(state.job(2).is_some() && state.job(3).is_some());
+        assert_eq!(state.forget_completed_before(20), vec![JobKey::new("acme/api", 1)]);
+        assert!(state.job("acme/api", 2).is_some() && state.job("acme/api", 3).is_some());
+        assert_eq!(state.job_count(), 2);
+    }
+
+    fn two_repositories() -> RunnerIndex {
+        RunnerIndex::new([
+            Runner::new(RunnerKey::new("pay", "linux"), "acme", "payments-api", ["linux"], 0, 5, ScaleFactor::Linear),
+            Runner::new(RunnerKey::new("web", "linux"), "acme", "web", ["linux"], 0, 5, ScaleFactor::Linear),
+        ])
+    }
+
+    fn in_repo(repo_id: u64, repo: &str, job: u64, status: JobStatus) -> JobEvent {
+        JobEvent::new(job, 1, 1, RepoRef::new(repo_id, repo), status, ["linux"])
+    }
+
+    #[test]
+    fn a_delivery_for_one_repository_cannot_move_or_end_another_repositorys_job() {
+        let mut state = DemandState::new(two_repositories());
+        let (payments, web) = (RunnerKey::new("pay", "linux"), RunnerKey::new("web", "linux"));
+        state.apply(&in_repo(1, "acme/payments-api", 77, JobStatus::Queued), 0);
+        // The same job id, named by a delivery signed for acme/web, with a larger repository id.
+        state.apply(&in_repo(u64::MAX, "acme/web", 77, JobStatus::Queued), 0);
+        state.apply(&in_repo(u64::MAX, "acme/web", 77, JobStatus::Completed), 0);
+        assert_eq!(state.counts(&payments), Counts { queued: 1, in_progress: 0 });
+        assert_eq!(state.counts(&web).demand(), 0);
+        // The victim's own later deliveries still move its job.
+        state.apply(&in_repo(1, "acme/payments-api", 77, JobStatus::InProgress), 0);
+        assert_eq!(state.counts(&payments), Counts { queued: 0, in_progress: 1 });
+        assert_eq!(state.open_jobs("acme/payments-api").len(), 1);
+        assert!(state.open_jobs("acme/web").is_empty());
+    }
+
+    #[test]
+    fn ids_completed_in_advance_by_another_repository_do_not_hide_later_jobs() {
+        let mut state = DemandState::new(two_repositories());
+        for id in 100..105 {
+            state.apply(&in_repo(2, "acme/web", id, JobStatus::Completed), 0);
+        }
+        for id in 100..105 {
+            assert!(state.apply(&in_repo(1, "acme/payments-api", id, JobStatus::Queued), 0).changed);
+        }
+        assert_eq!(state.counts(&RunnerKey::new("pay", "linux")).queued, 5);
+        assert_eq!(state.job_count(), 10);
+    }
+
+    #[test]
+    fn a_redelivery_id_replayed_under_another_repository_is_that_repositorys_own() {
+        let mut state = DemandState::new(two_repositories());
+        assert!(!state.record(5, &in_repo(1, "acme/payments-api", 9, JobStatus::Queued), 0).duplicate);
+        assert!(!state.record(5, &in_repo(2, "acme/web", 9, JobStatus::Queued), 0).duplicate);
+        assert!(state.record(5, &in_repo(1, "acme/payments-api", 9, JobStatus::Queued), 0).duplicate);
     }
 }

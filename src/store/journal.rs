@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::demand::{Job, JobEvent, JobStatus, RepoRef};
+use crate::demand::{Job, JobEvent, JobKey, JobStatus, RepoRef};
 
 const EVENT: u8 = b'e';
 const JOB: u8 = b'j';
@@ -72,6 +72,16 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
     k.push(prefix);
     k.extend_from_slice(rest);
+    k
+}
+
+/// `J<id><repo>`: a job's state. The id comes first, so jobs written in ascending id order land
+/// in neighbouring leaves; the repository makes it the job's whole identity ([`JobKey`]).
+fn job_key(id: u64, repo: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + 8 + repo.len());
+    k.push(JOB);
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(repo.as_bytes());
     k
 }
 
@@ -163,10 +173,19 @@ impl Journal {
             None => 0,
         };
         let mut jobs = Vec::new();
+        // Earlier versions keyed a job by its id alone (`J<id>`); such a job moves to its
+        // `J<id><repo>` key here, written by the next flush (until then it is read again).
+        let mut rekeyed = sled::Batch::default();
         for item in self.jobs.scan_prefix([JOB]) {
             let (k, v) = item?;
-            jobs.push(serde_json::from_slice::<Job>(&v).map_err(|e| corrupt(&k, e))?);
+            let job = serde_json::from_slice::<Job>(&v).map_err(|e| corrupt(&k, e))?;
+            if k.len() == 1 + 8 {
+                rekeyed.remove(k);
+                rekeyed.insert(job_key(job.id, &job.repo.full_name), v);
+            }
+            jobs.push(job);
         }
+        self.jobs.apply_batch(rekeyed)?;
         let mut tail = Vec::new();
         let mut last = applied;
         // Every batch after the checkpoint, in order (the log tree holds nothing else): parts
@@ -225,15 +244,15 @@ impl Journal {
     pub fn write_jobs<'a>(
         &self,
         changed: impl IntoIterator<Item = &'a Job>,
-        forgotten: &[u64],
+        forgotten: &[JobKey],
     ) -> Result<(), JournalError> {
         let mut batch = sled::Batch::default();
         for job in changed {
             let body = serde_json::to_vec(job).map_err(|e| corrupt(&job.id.to_be_bytes(), e))?;
-            batch.insert(key(JOB, &job.id.to_be_bytes()), body);
+            batch.insert(job_key(job.id, &job.repo.full_name), body);
         }
-        for id in forgotten {
-            batch.remove(key(JOB, &id.to_be_bytes()));
+        for forgotten in forgotten {
+            batch.remove(job_key(forgotten.id, &forgotten.repo));
         }
         self.jobs.apply_batch(batch)?;
         Ok(())
@@ -281,7 +300,7 @@ mod tests {
         fn checkpoint<'a>(
             &self,
             changed: impl IntoIterator<Item = &'a Job>,
-            forgotten: &[u64],
+            forgotten: &[JobKey],
             applied: u64,
         ) -> Result<(), JournalError> {
             self.write_jobs(changed, forgotten)?;
@@ -387,11 +406,11 @@ mod tests {
             commit(&mut journal, &mut live, &[entry(1, 1, JobStatus::Queued), entry(2, 2, JobStatus::Queued)]);
             let upto = commit(&mut journal, &mut live, &[entry(3, 3, JobStatus::Queued)]);
             // The checkpoint of jobs 1-3 starts; job 1 is written as it is then.
-            journal.write_jobs([live.job(1).unwrap()], &[]).unwrap();
+            journal.write_jobs([live.job("acme/api", 1).unwrap()], &[]).unwrap();
             // Later batches move jobs 1 and 2 on before the rest of the checkpoint is written.
             commit(&mut journal, &mut live, &[entry(4, 1, JobStatus::InProgress), entry(5, 2, JobStatus::InProgress)]);
             commit(&mut journal, &mut live, &[entry(6, 2, JobStatus::Completed)]);
-            journal.write_jobs([live.job(2).unwrap(), live.job(3).unwrap()], &[]).unwrap();
+            journal.write_jobs([live.job("acme/api", 2).unwrap(), live.job("acme/api", 3).unwrap()], &[]).unwrap();
             journal.seal(upto).unwrap();
             assert!(!journal.trim(upto, 1).unwrap(), "two batches are covered, one dropped per call");
             assert!(journal.trim(upto, 1).unwrap());
@@ -414,9 +433,54 @@ mod tests {
             live.counts(&key)
         );
         for id in 1..=3 {
-            assert_eq!(rebuilt.job(id).map(|j| j.status), live.job(id).map(|j| j.status), "job {id}");
-            assert_eq!(rebuilt.job(id).map(|j| j.deliveries.clone()), live.job(id).map(|j| j.deliveries.clone()));
+            assert_eq!(
+                rebuilt.job("acme/api", id).map(|j| j.status),
+                live.job("acme/api", id).map(|j| j.status),
+                "job {id}"
+            );
+            assert_eq!(
+                rebuilt.job("acme/api", id).map(|j| j.deliveries.clone()),
+                live.job("acme/api", id).map(|j| j.deliveries.clone())
+            );
         }
+    }
+
+    #[test]
+    fn jobs_of_two_repositories_with_one_id_are_kept_apart_and_old_id_keys_are_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = |repo: &str, status| {
+            Job::from_event(&JobEvent::new(7, 1, 1, RepoRef::new(1, repo), status, ["linux"]), 100)
+        };
+        {
+            let mut journal = Journal::open(dir.path()).unwrap();
+            journal.recover().unwrap();
+            // As an earlier version wrote it: keyed by the id alone.
+            let old = job("acme/old", JobStatus::Queued);
+            journal.jobs.insert(key(JOB, &7u64.to_be_bytes()), serde_json::to_vec(&old).unwrap()).unwrap();
+            journal
+                .checkpoint([&job("acme/api", JobStatus::Queued), &job("acme/web", JobStatus::Completed)], &[], 0)
+                .unwrap();
+        }
+        {
+            let mut journal = Journal::open(dir.path()).unwrap();
+            let mut repos: Vec<_> =
+                journal.recover().unwrap().jobs.into_iter().map(|j| (j.repo.full_name, j.status)).collect();
+            repos.sort();
+            assert_eq!(
+                repos,
+                [
+                    ("acme/api".to_string(), JobStatus::Queued),
+                    ("acme/old".to_string(), JobStatus::Queued),
+                    ("acme/web".to_string(), JobStatus::Completed)
+                ]
+            );
+            assert!(journal.jobs.get(key(JOB, &7u64.to_be_bytes())).unwrap().is_none(), "moved to its new key");
+            journal.checkpoint([], &[JobKey::new("acme/web", 7)], 0).unwrap();
+        }
+        let mut journal = Journal::open(dir.path()).unwrap();
+        let mut left: Vec<_> = journal.recover().unwrap().jobs.into_iter().map(|j| j.repo.full_name).collect();
+        left.sort();
+        assert_eq!(left, ["acme/api", "acme/old"], "forgetting one repository's job keeps the other's");
     }
 
     #[test]

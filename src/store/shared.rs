@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::board::Board;
 use crate::demand::repo_jobs::{RepoJobs, SharedJob};
-use crate::demand::{Counts, Job, RunnerIndex, RunnerKey};
+use crate::demand::{Counts, Job, JobKey, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 
 /// memcached's default item limit is 1 MiB; stay well under it.
@@ -107,7 +107,7 @@ pub enum SyncMessage {
     /// Current states of jobs that changed (or, at start-up, of every job).
     Jobs(Vec<Job>),
     /// Jobs forgotten locally.
-    Forget(Vec<u64>),
+    Forget(Vec<JobKey>),
     Runners(RunnerIndex),
     /// Merge what is pending now, then stop; the sender is told when done.
     Shutdown(std::sync::mpsc::Sender<()>),
@@ -136,7 +136,6 @@ pub fn start(
         metrics,
         clock,
         known: HashMap::new(),
-        job_repo: HashMap::new(),
         pending: HashMap::new(),
         contributed: HashMap::new(),
         failures: 0,
@@ -159,7 +158,6 @@ struct Syncer {
     clock: super::writer::Clock,
     /// Everything the local journal knows, by repository: what is republished after a loss.
     known: HashMap<String, HashMap<u64, SharedJob>>,
-    job_repo: HashMap<u64, String>,
     /// Jobs changed since their repository's value last took them: the backlog.
     pending: HashMap<String, HashSet<u64>>,
     /// The generation of each repository's value that this replica has given all it knows.
@@ -243,20 +241,17 @@ impl Syncer {
         for job in jobs {
             let repo = job.repo.full_name.clone();
             self.known.entry(repo.clone()).or_default().insert(job.id, SharedJob::from_job(&job));
-            self.pending.entry(repo.clone()).or_default().insert(job.id);
-            self.job_repo.insert(job.id, repo);
+            self.pending.entry(repo).or_default().insert(job.id);
         }
     }
 
-    fn forget(&mut self, ids: &[u64]) {
-        for id in ids {
-            if let Some(repo) = self.job_repo.remove(id) {
-                if let Some(jobs) = self.known.get_mut(&repo) {
-                    jobs.remove(id);
-                }
-                if let Some(pending) = self.pending.get_mut(&repo) {
-                    pending.remove(id);
-                }
+    fn forget(&mut self, keys: &[JobKey]) {
+        for key in keys {
+            if let Some(jobs) = self.known.get_mut(&key.repo) {
+                jobs.remove(&key.id);
+            }
+            if let Some(pending) = self.pending.get_mut(&key.repo) {
+                pending.remove(&key.id);
             }
         }
     }

@@ -16,7 +16,7 @@ use super::board::Board;
 use super::journal::{Entry, Journal, JournalError};
 use super::shared::{self, SharedKv, SharedView, SyncConfig, SyncMessage, SyncSender};
 use crate::demand::job::delivery_key;
-use crate::demand::{DemandState, Job, JobEvent, RunnerIndex, RunnerKey};
+use crate::demand::{DemandState, Job, JobEvent, JobKey, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 
 /// Most deliveries journaled by one flush.
@@ -154,7 +154,7 @@ impl StoreHandle {
         let mut dirty = HashSet::new();
         for entry in &recovered.tail {
             if !state.record(entry.delivery, &entry.event, now).duplicate {
-                dirty.insert(entry.event.job_id);
+                dirty.insert(entry.event.key());
             }
         }
         tracing::info!(
@@ -335,7 +335,7 @@ struct Writer {
     metrics: Arc<Metrics>,
     config: WriterConfig,
     /// Jobs changed since the current (or last) checkpoint started.
-    dirty: HashSet<u64>,
+    dirty: HashSet<JobKey>,
     /// The checkpoint being written, a few jobs after every group commit.
     run: Option<CheckpointRun>,
     /// A checkpoint was asked for while one was being written.
@@ -436,7 +436,7 @@ impl Writer {
         }
         let now = (self.config.clock)();
         let mut touched: Vec<RunnerKey> = Vec::new();
-        let mut changed_jobs: Vec<u64> = Vec::new();
+        let mut changed_jobs: Vec<JobKey> = Vec::new();
         let mut journaled = Vec::with_capacity(records.len());
         let mut replies = Vec::with_capacity(records.len());
         for (entry, reply) in records {
@@ -445,10 +445,11 @@ impl Writer {
                 replies.push((reply, Recorded::Duplicate));
                 continue;
             }
-            self.dirty.insert(entry.event.job_id);
+            let key = entry.event.key();
             if applied.changed {
-                changed_jobs.push(entry.event.job_id);
+                changed_jobs.push(key.clone());
             }
+            self.dirty.insert(key);
             for key in applied.runners {
                 if !touched.contains(&key) {
                     touched.push(key);
@@ -485,11 +486,11 @@ impl Writer {
 
     /// Shared mode hands changed jobs to the sync thread (demand then comes back from the shared
     /// store); otherwise the local counts are the demand.
-    fn share_or_publish(&self, changed_jobs: &[u64], touched: &[RunnerKey]) {
+    fn share_or_publish(&self, changed_jobs: &[JobKey], touched: &[RunnerKey]) {
         match &self.sync {
             Some(sync) => {
                 if !changed_jobs.is_empty() {
-                    let jobs = changed_jobs.iter().filter_map(|id| self.state.job(*id).cloned()).collect();
+                    let jobs = changed_jobs.iter().filter_map(|key| self.state.job_by_key(key).cloned()).collect();
                     let _ = sync.send(SyncMessage::Jobs(jobs));
                 }
             }
@@ -539,22 +540,22 @@ impl Writer {
             let mut touched = Vec::new();
             for event in &expired {
                 let applied = self.state.apply(event, now);
-                self.dirty.insert(event.job_id);
+                self.dirty.insert(event.key());
                 touched.extend(applied.runners);
             }
             self.metrics.jobs_expired.inc_by(expired.len() as u64);
             tracing::warn!(jobs = expired.len(), "expired jobs GitHub would have ended; no completed delivery came");
             touched.sort();
             touched.dedup();
-            let ids: Vec<u64> = expired.iter().map(|e| e.job_id).collect();
-            self.share_or_publish(&ids, &touched);
+            let keys: Vec<JobKey> = expired.iter().map(JobEvent::key).collect();
+            self.share_or_publish(&keys, &touched);
         }
         let retention = i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_sub(retention);
         let forget_due = now - self.last_forget >= 60;
         let forgotten = if forget_due { self.state.forget_completed_before(cutoff) } else { Vec::new() };
-        for id in &forgotten {
-            self.dirty.remove(id);
+        for key in &forgotten {
+            self.dirty.remove(key);
         }
         if let Some(sync) = self.sync.as_ref().filter(|_| !forgotten.is_empty()) {
             let _ = sync.send(SyncMessage::Forget(forgotten.clone()));
@@ -565,7 +566,7 @@ impl Writer {
         self.metrics.jobs_tracked.set(i64::try_from(self.state.job_count()).unwrap_or(i64::MAX));
         // Written in ascending job order (chunks are taken from the end): job ids grow over time,
         // so each chunk lands in a few neighbouring leaves of the tree rather than all over it.
-        let mut pending: Vec<u64> = std::mem::take(&mut self.dirty).into_iter().collect();
+        let mut pending: Vec<JobKey> = std::mem::take(&mut self.dirty).into_iter().collect();
         pending.sort_unstable_by(|a, b| b.cmp(a));
         self.run = Some(CheckpointRun { upto: self.applied, pending, forgotten, sealed: false, started_at: now });
     }
@@ -602,7 +603,7 @@ impl Writer {
         if !run.pending.is_empty() {
             let take = run.pending.len().min(budget);
             let chunk = run.pending.split_off(run.pending.len() - take);
-            let written = self.journal.write_jobs(chunk.iter().filter_map(|id| self.state.job(*id)), &[]);
+            let written = self.journal.write_jobs(chunk.iter().filter_map(|key| self.state.job_by_key(key)), &[]);
             if let Err(error) = written {
                 run.pending.extend(chunk);
                 return Err(error);
@@ -637,9 +638,9 @@ struct CheckpointRun {
     /// The last batch every job state of this checkpoint reflects (or is newer than).
     upto: u64,
     /// Jobs still to write.
-    pending: Vec<u64>,
+    pending: Vec<JobKey>,
     /// Jobs to remove from the checkpoint.
-    forgotten: Vec<u64>,
+    forgotten: Vec<JobKey>,
     sealed: bool,
     started_at: i64,
 }
