@@ -24,13 +24,15 @@ use crate::store::shared::SyncConfig;
 use crate::store::writer::SharedSetup;
 use crate::store::{JournalError, StoreHandle, WriterConfig};
 use crate::tls::{ReloadingTls, SecretToken, TlsFiles, require_bearer, serve_tls};
-use crate::webhook::{self, MAX_BODY_BYTES, SecretBytes, WebhookSecrets};
+use crate::webhook::{self, Intake, MAX_BODY_BYTES, SecretBytes, WebhookSecrets};
 
 /// Shared by every handler.
 #[derive(Debug)]
 pub struct AppState {
     pub store: StoreHandle,
     pub metrics: Arc<Metrics>,
+    /// The budget of body bytes that requests not yet verified may hold.
+    pub intake: Intake,
     /// Swapped whole when the runners' Secrets change; a request clones the `Arc` once.
     secrets: RwLock<Arc<WebhookSecrets>>,
     manifest_problems: AtomicUsize,
@@ -44,6 +46,7 @@ impl AppState {
         Self {
             store,
             metrics,
+            intake: Intake::default(),
             secrets: RwLock::new(Arc::new(secrets)),
             manifest_problems: AtomicUsize::new(manifest_problems),
             catalog_loaded: AtomicBool::new(true),

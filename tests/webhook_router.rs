@@ -213,7 +213,7 @@ async fn a_repository_without_a_secret_is_refused_unless_the_organisation_secret
     let (status, body) =
         deliver(&state, &Delivery::job(ORG_SECRET, "d1", "acme/other", 11, "queued", &["linux"])).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error"], "no webhook secret is configured for this repository");
+    assert_eq!(body["error"], "signature does not match");
 
     let dir = tempfile::tempdir().unwrap();
     let state = common::state(dir.path(), Some(ORG_SECRET)).await;
@@ -283,14 +283,67 @@ async fn missing_event_or_delivery_headers_are_bad_requests() {
 }
 
 #[tokio::test]
-async fn a_body_over_25_mib_is_too_large() {
+async fn a_body_over_1_mib_is_too_large() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
     let mut body = br#"{"padding":""#.to_vec();
-    body.resize(25 * 1024 * 1024 + 1, b'x');
+    body.resize(gaa::webhook::MAX_BODY_BYTES + 1, b'x');
     let delivery = Delivery::signed(API_SECRET, "workflow_job", "d1", body);
-    let (status, _) = deliver(&state, &delivery).await;
+    let (status, body) = deliver(&state, &delivery).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["error"], "payload larger than 1024 KiB");
+    assert_eq!(state.intake.in_use(), 0);
+}
+
+/// A body that never ends: a handler that reads it before refusing never answers.
+fn endless_body() -> Body {
+    Body::from_stream(futures::stream::unfold((), |()| async {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"xxxxxxxx")), ()))
+    }))
+}
+
+#[tokio::test]
+async fn a_missing_or_malformed_signature_is_refused_before_the_body_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), None).await;
+    for signature in [None, Some("sha1=00"), Some("sha256=zz")] {
+        let mut request = Request::post("/webhook").header("x-github-event", "workflow_job");
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            send(&state, request.body(endless_body()).unwrap()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer with signature {signature:?}: the body was read first"));
+        assert_eq!(answered.0, StatusCode::UNAUTHORIZED, "{signature:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unserved_repository_and_a_wrong_signature_get_the_same_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), None).await;
+    let unserved = deliver(&state, &Delivery::job("guess", "d1", "acme/unserved", 1, "queued", &[])).await;
+    let wrong = deliver(&state, &Delivery::job("guess", "d2", "acme/api", 1, "queued", &[])).await;
+    assert_eq!(unserved, wrong);
+    assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_body_naming_a_second_repository_after_the_signed_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path(), None).await;
+    // Signed with acme/web's secret for the first repository it names; the parser used to take
+    // the last one, acme/api.
+    let payload = job_payload("acme/api", 700, "queued", &["linux"]).to_string();
+    let body = payload.replacen("{", r#"{"repository":{"id":2002,"full_name":"acme/web"},"#, 1);
+    let (status, body) = deliver(&state, &Delivery::signed(WEB_SECRET, "workflow_job", "d1", body.into_bytes())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(demand(&state, "ci", "api-linux").await, 0);
+    assert_eq!(demand(&state, "frontend", "web").await, 0);
 }
 
 #[tokio::test]

@@ -3,20 +3,17 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Request, State};
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::payload::{EventKind, JobDelivery, Payload, RepositoryProbe, action_label};
+use super::intake::BodyError;
+use super::payload::{EventKind, JobDelivery, Payload, action_label, locate_repository};
 use super::signature::{self, SignatureError};
 use crate::serve::AppState;
 use crate::store::{Recorded, StoreError};
-
-/// GitHub caps payloads at 25 MB; anything larger is not from GitHub.
-pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 
 const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 const EVENT_HEADER: &str = "x-github-event";
@@ -32,6 +29,8 @@ pub enum Outcome {
     Unauthorized(&'static str),
     BadRequest(String),
     TooLarge,
+    /// The budget for unverified bodies is spent.
+    Busy,
     Unavailable(StoreError),
 }
 
@@ -45,6 +44,7 @@ impl Outcome {
             Self::Unauthorized(_) => "unauthorized",
             Self::BadRequest(_) => "bad_request",
             Self::TooLarge => "too_large",
+            Self::Busy => "busy",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -66,7 +66,15 @@ impl IntoResponse for Outcome {
             Self::Ignored(why) => json(StatusCode::ACCEPTED, json!({"outcome": "ignored", "reason": why}).to_string()),
             Self::Unauthorized(why) => json(StatusCode::UNAUTHORIZED, json!({"error": why}).to_string()),
             Self::BadRequest(why) => json(StatusCode::BAD_REQUEST, json!({"error": why}).to_string()),
-            Self::TooLarge => fixed(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"payload larger than 25 MiB"}"#),
+            Self::TooLarge => {
+                json(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": BodyError::TooLarge.to_string()}).to_string())
+            }
+            Self::Busy => {
+                let mut response =
+                    json(StatusCode::SERVICE_UNAVAILABLE, json!({"error": BodyError::Busy.to_string()}).to_string());
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                response
+            }
             Self::Unavailable(e) => {
                 let mut response = json(StatusCode::SERVICE_UNAVAILABLE, json!({"error": e.to_string()}).to_string());
                 response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -93,10 +101,9 @@ fn json_document<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<std::borrow:
         .ok_or("form body has no payload field")
 }
 
-pub async fn webhook(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
-    // Take the headers rather than have an extractor clone them: this is the hot path.
-    let headers = std::mem::take(request.headers_mut());
-    let body = Bytes::from_request(request, &state).await;
+pub async fn webhook(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let event = header_str(&headers, EVENT_HEADER).map(EventKind::parse);
     let (outcome, action) = receive(&state, &headers, event, body).await;
     let event_label = event.map_or("none", EventKind::as_str);
@@ -108,6 +115,7 @@ pub async fn webhook(State(state): State<Arc<AppState>>, mut request: Request) -
         Outcome::BadRequest(why) => {
             tracing::info!(event = event_label, reason = %why, "delivery refused")
         }
+        Outcome::Busy => tracing::warn!("delivery refused: the budget for unverified bodies is spent"),
         Outcome::Unavailable(e) => {
             tracing::warn!(error = %e, "delivery refused: store unavailable")
         }
@@ -116,22 +124,25 @@ pub async fn webhook(State(state): State<Arc<AppState>>, mut request: Request) -
     outcome.into_response()
 }
 
+/// Cheapest refusal first: the signature header before a byte of the body is read, the body
+/// under its cap and the shared budget, the repository (which says whose secrets may sign it)
+/// read from the front of the document, the signature over the whole body, and only then the
+/// whole document parsed.
 async fn receive(
     state: &AppState,
     headers: &HeaderMap,
     event: Option<EventKind>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> (Outcome, &'static str) {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return (Outcome::TooLarge, "none");
-        }
-        Err(rejection) => return (Outcome::BadRequest(rejection.body_text()), "none"),
-    };
     let signature = match signature::Signature::parse(header_str(headers, SIGNATURE_HEADER)) {
         Ok(signature) => signature,
         Err(e) => return (Outcome::Unauthorized(reason(e)), "none"),
+    };
+    let (body, _held) = match state.intake.read(headers, body).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => return (Outcome::TooLarge, "none"),
+        Err(BodyError::Busy) => return (Outcome::Busy, "none"),
+        Err(e @ BodyError::Read(_)) => return (Outcome::BadRequest(e.to_string()), "none"),
     };
     let document = match json_document(headers, &body) {
         Ok(document) => document,
@@ -143,20 +154,21 @@ async fn receive(
             return (outcome, "none");
         }
     };
-    let payload: Result<Payload, _> = serde_json::from_slice(&document);
-    let repo = match &payload {
-        Ok(payload) => payload.repository_name(),
-        Err(_) => serde_json::from_slice::<RepositoryProbe>(&document).ok().and_then(|p| p.repository_name()),
-    };
+    let repo = locate_repository(&document);
     if let Err(why) = verify(state, &signature, &body, repo.as_deref()) {
         return (Outcome::Unauthorized(why), "none");
     }
-    let payload = match payload {
+    let payload: Payload = match serde_json::from_slice(&document) {
         Ok(payload) => payload,
         Err(e) => {
             return (Outcome::BadRequest(format!("payload is not valid JSON for this event: {e}")), "none");
         }
     };
+    // The signature was checked against the secrets of the first repository the document names;
+    // a document that names another one further on is not GitHub's.
+    if payload.repository_name() != repo {
+        return (Outcome::BadRequest("payload names more than one repository".into()), "none");
+    }
     let action = action_label(payload.action.as_deref());
     let Some(event) = event else {
         return (Outcome::BadRequest("missing X-GitHub-Event header".into()), action);
@@ -185,7 +197,9 @@ async fn receive(
     }
 }
 
-/// Whether the body is signed with a secret that covers a payload naming `repo`.
+/// Whether the body is signed with a secret that covers a payload naming `repo`. A repository
+/// nobody holds a secret for gets the same answer as a wrong signature (and costs no hashing),
+/// so a stranger cannot learn which repositories are served.
 fn verify(
     state: &AppState,
     signature: &signature::Signature,
@@ -193,11 +207,7 @@ fn verify(
     repo: Option<&str>,
 ) -> Result<(), &'static str> {
     let secrets = state.secrets();
-    let mut candidates = secrets.for_repo(repo).peekable();
-    if candidates.peek().is_none() {
-        return Err("no webhook secret is configured for this repository");
-    }
-    if candidates.any(|secret| signature.matches(secret, body)) {
+    if secrets.for_repo(repo).any(|secret| signature.matches(secret, body)) {
         Ok(())
     } else {
         Err(reason(SignatureError::Mismatch))

@@ -145,20 +145,6 @@ object_fields!(Payload { action, workflow_job, repository });
 object_fields!(WorkflowJob { id, run_id, run_attempt, status, labels, created_at, started_at });
 object_fields!(Repository { id, full_name });
 
-/// Only the repository name, for payloads whose other fields do not fit `Payload`: enough to
-/// find the secret that must have signed them.
-#[derive(Debug, Default, Deserialize)]
-pub struct RepositoryProbe {
-    #[serde(default)]
-    pub repository: Option<RepositoryNameProbe>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct RepositoryNameProbe {
-    #[serde(default)]
-    pub full_name: Option<serde_json::Value>,
-}
-
 impl Payload {
     /// The lower-cased `owner/name` the payload names, if any.
     pub fn repository_name(&self) -> Option<String> {
@@ -166,9 +152,43 @@ impl Payload {
     }
 }
 
-impl RepositoryProbe {
-    pub fn repository_name(&self) -> Option<String> {
-        self.repository.as_ref()?.full_name.as_ref()?.as_str().map(str::to_ascii_lowercase)
+/// The lower-cased `repository.full_name` of a JSON document, read only as far as the top-level
+/// `repository` object: what decides which secrets may have signed the document, found before
+/// the signature is checked without parsing (or paying for) the rest of it. The first
+/// `repository` key counts; a document that names another one later is refused once parsed
+/// whole (see the webhook handler), so the two readings can never disagree on a verified body.
+pub fn locate_repository(document: &[u8]) -> Option<String> {
+    let mut found = None;
+    let mut deserializer = serde_json::Deserializer::from_slice(document);
+    // The seek ends with an error as soon as it has the repository, leaving the rest unread;
+    // `found` holds what was read either way.
+    let _ = serde::de::DeserializeSeed::deserialize(RepositorySeek(&mut found), &mut deserializer);
+    found.and_then(|repository| repository.full_name).map(|name| name.to_ascii_lowercase())
+}
+
+struct RepositorySeek<'a>(&'a mut Option<Repository>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for RepositorySeek<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RepositorySeek<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a webhook payload object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key()? {
+            if *key == *b"repository" {
+                *self.0 = map.next_value()?;
+                return Err(serde::de::Error::custom("repository found; the rest is not read"));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
     }
 }
 
@@ -316,6 +336,19 @@ mod tests {
             let payload = serde_json::from_slice::<Payload>(doc).unwrap();
             assert_eq!(payload.action.as_deref(), Some("queued"));
         }
+    }
+
+    #[test]
+    fn the_repository_is_located_without_reading_the_document_past_it() {
+        let document = br#"{"action":"queued","workflow_job":{"id":1,"steps":[{"name":"a"}],"labels":["x"]},
+            "repository":{"id":9,"owner":{"full_name":"not/this"},"full\u005fname":"Acme/API"},"sender":"#;
+        assert_eq!(locate_repository(document).as_deref(), Some("acme/api"), "the document is cut after it");
+        let twice = br#"{"repository":{"full_name":"acme/web"},"repository":{"full_name":"acme/api"}}"#;
+        assert_eq!(locate_repository(twice).as_deref(), Some("acme/web"), "the first one counts");
+        assert_eq!(locate_repository(br#"{"action":"queued","sender":{}}"#), None);
+        assert_eq!(locate_repository(br#"{"repository":{"full_name":7}}"#), None);
+        assert_eq!(locate_repository(b"[1,2]"), None);
+        assert_eq!(locate_repository(b"{not json"), None);
     }
 
     #[test]
