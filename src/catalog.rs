@@ -150,6 +150,9 @@ impl Catalog {
                     continue;
                 }
             };
+            if let Some((owner, _)) = runner.repo.split_once('/') {
+                webhook_secrets.serve_owner(owner);
+            }
             if let Some(name) = object.spec.webhook_secret.as_deref().filter(|n| !n.is_empty()) {
                 let namespace = runner.key.namespace.clone();
                 match secrets.get(&(namespace.clone(), name.to_string())) {

@@ -192,6 +192,32 @@ async fn a_delivery_signed_for_one_repository_cannot_move_or_end_another_reposit
 }
 
 #[tokio::test]
+async fn a_replayed_delivery_of_a_forgotten_job_does_not_open_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(jiff::Timestamp::now().as_second()));
+    let clock: gaa::store::writer::Clock = {
+        let now = now.clone();
+        Arc::new(move || now.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let retention = std::time::Duration::from_secs(3600);
+    let state = state_with(dir.path(), None, gaa::store::WriterConfig { retention, clock, ..Default::default() });
+    let started = Delivery::job(API_SECRET, "d1", "acme/api", 900, "in_progress", &["linux"]);
+    assert_eq!(deliver(&state, &started).await.0, StatusCode::ACCEPTED);
+    let done = Delivery::job(API_SECRET, "d2", "acme/api", 900, "completed", &["linux"]);
+    assert_eq!(deliver(&state, &done).await.0, StatusCode::ACCEPTED);
+    // Two hours on, the finished job has been forgotten; a captured delivery comes back with a
+    // new delivery id.
+    now.fetch_add(2 * 3600, std::sync::atomic::Ordering::SeqCst);
+    state.store.checkpoint().await.unwrap();
+    let mut replay = started;
+    replay.id = Some("replayed".into());
+    let (status, body) = deliver(&state, &replay).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["reason"], "job is older than the journal's retention");
+    assert_eq!(demand(&state, "ci", "api-linux").await, 0);
+}
+
+#[tokio::test]
 async fn job_ids_completed_in_advance_by_another_repository_do_not_hide_its_jobs() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
@@ -207,7 +233,7 @@ async fn job_ids_completed_in_advance_by_another_repository_do_not_hide_its_jobs
 }
 
 #[tokio::test]
-async fn a_repository_without_a_secret_is_refused_unless_the_organisation_secret_signs_it() {
+async fn a_repository_without_a_secret_is_refused_unless_its_organisations_secret_signs_it() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;
     let (status, body) =
@@ -220,8 +246,10 @@ async fn a_repository_without_a_secret_is_refused_unless_the_organisation_secret
     let (status, _) = deliver(&state, &Delivery::job(ORG_SECRET, "d1", "acme/other", 11, "queued", &["linux"])).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let (status, _) = deliver(&state, &Delivery::job(ORG_SECRET, "d2", "acme/api", 12, "queued", &["linux"])).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "the organisation secret covers every repository");
+    assert_eq!(status, StatusCode::ACCEPTED, "the organisation secret covers the organisation's repositories");
     assert_eq!(demand(&state, "ci", "api-linux").await, 1);
+    let (status, _) = deliver(&state, &Delivery::job(ORG_SECRET, "d3", "other/api", 13, "queued", &["linux"])).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "but no other organisation's");
 }
 
 #[tokio::test]

@@ -174,6 +174,15 @@ impl DemandState {
         applied
     }
 
+    /// Whether `event` is of a job not known here whose GitHub time (`since`) is `retention` or
+    /// more before `now`. A finished job is forgotten `retention` after it finished, so this is
+    /// what a replay of one of its deliveries looks like once it is forgotten; it must not open
+    /// the job again. (GitHub ends every job long before: 24 hours queued, 5 days running.)
+    pub fn is_past_retention(&self, event: &JobEvent, now: i64, retention: i64) -> bool {
+        event.since.is_some_and(|since| since <= now.saturating_sub(retention))
+            && self.job(&event.repo.full_name, event.job_id).is_none()
+    }
+
     /// Jobs of `repo` (lower-cased `owner/name`) that are not completed.
     pub fn open_jobs(&self, repo: &str) -> Vec<&Job> {
         let Some(repo) = self.repos.get(repo) else { return Vec::new() };
@@ -403,6 +412,20 @@ mod tests {
         assert_eq!(state.forget_completed_before(20), vec![JobKey::new("acme/api", 1)]);
         assert!(state.job("acme/api", 2).is_some() && state.job("acme/api", 3).is_some());
         assert_eq!(state.job_count(), 2);
+    }
+
+    #[test]
+    fn a_replay_of_a_forgotten_job_is_past_retention_and_a_known_or_recent_job_is_not() {
+        let mut state = DemandState::new(index());
+        let (day, retention) = (86_400, 4 * 86_400);
+        let started = ev(1, JobStatus::InProgress, &["linux"]).since(Some(0));
+        state.apply(&started, 0);
+        state.apply(&ev(1, JobStatus::Completed, &["linux"]).since(Some(0)), day);
+        assert!(!state.is_past_retention(&started, 10 * day, retention), "known jobs merge as ever");
+        state.forget_completed_before(day + 1);
+        assert!(state.is_past_retention(&started, day + retention, retention));
+        assert!(!state.is_past_retention(&started, retention - 1, retention));
+        assert!(!state.is_past_retention(&ev(2, JobStatus::Queued, &["linux"]), 10 * day, retention), "no time");
     }
 
     fn two_repositories() -> RunnerIndex {

@@ -107,6 +107,9 @@ pub enum StoreError {
 pub enum Recorded {
     Accepted,
     Duplicate,
+    /// A job this journal does not know, older than its retention: most likely a finished job
+    /// already forgotten, replayed. Not journaled, so it cannot bring the job back.
+    PastRetention,
 }
 
 enum Command {
@@ -439,7 +442,12 @@ impl Writer {
         let mut changed_jobs: Vec<JobKey> = Vec::new();
         let mut journaled = Vec::with_capacity(records.len());
         let mut replies = Vec::with_capacity(records.len());
+        let retention = i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX);
         for (entry, reply) in records {
+            if self.state.is_past_retention(&entry.event, now, retention) {
+                replies.push((reply, Recorded::PastRetention));
+                continue;
+            }
             let applied = self.state.record(entry.delivery, &entry.event, now);
             if applied.duplicate {
                 replies.push((reply, Recorded::Duplicate));

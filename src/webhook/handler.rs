@@ -191,6 +191,7 @@ async fn receive(
             match state.store.record(delivery_id, delivery).await {
                 Ok(Recorded::Accepted) => (Outcome::Accepted, action),
                 Ok(Recorded::Duplicate) => (Outcome::Duplicate, action),
+                Ok(Recorded::PastRetention) => (Outcome::Ignored("job is older than the journal's retention"), action),
                 Err(e) => (Outcome::Unavailable(e), action),
             }
         }

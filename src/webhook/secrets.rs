@@ -1,6 +1,6 @@
 //! Which secrets may sign a delivery for which repository.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// Secret bytes that never show in logs or `Debug` output.
@@ -33,16 +33,25 @@ impl fmt::Debug for SecretBytes {
 }
 
 /// Per-repository webhook secrets (any runner of the repository may name one) and an optional
-/// organisation-wide secret that covers every repository.
+/// organisation-wide secret that covers every repository of the organisations served: the
+/// owners of the runners, and no one else's.
 #[derive(Debug, Clone, Default)]
 pub struct WebhookSecrets {
     by_repo: HashMap<String, Vec<SecretBytes>>,
     organisation: Option<SecretBytes>,
+    owners: HashSet<String>,
 }
 
 impl WebhookSecrets {
     pub fn new(organisation: Option<SecretBytes>) -> Self {
-        Self { by_repo: HashMap::new(), organisation: organisation.filter(|s| !s.is_empty()) }
+        Self { organisation: organisation.filter(|s| !s.is_empty()), ..Self::default() }
+    }
+
+    /// Lets the organisation-wide secret sign for the repositories of `owner` (any case).
+    pub fn serve_owner(&mut self, owner: &str) {
+        if !self.owners.contains(owner) {
+            self.owners.insert(owner.to_ascii_lowercase());
+        }
     }
 
     /// Adds a secret for `repo` (`owner/name`, any case).
@@ -56,11 +65,14 @@ impl WebhookSecrets {
         }
     }
 
-    /// The secrets that may sign a delivery naming `repo` (lower-cased), or only the
-    /// organisation-wide one when the payload names no repository.
+    /// The secrets that may sign a delivery naming `repo` (lower-cased): its own, and the
+    /// organisation-wide one when its owner is served (or the payload names no repository, so it
+    /// can change no job).
     pub fn for_repo<'a>(&'a self, repo: Option<&str>) -> impl Iterator<Item = &'a [u8]> + 'a {
         let repo_secrets = repo.and_then(|r| self.by_repo.get(r)).into_iter().flatten();
-        repo_secrets.chain(self.organisation.iter()).map(SecretBytes::expose)
+        let owner_served = repo.is_none_or(|r| r.split_once('/').is_some_and(|(owner, _)| self.owners.contains(owner)));
+        let organisation = self.organisation.iter().filter(move |_| owner_served);
+        repo_secrets.chain(organisation).map(SecretBytes::expose)
     }
 
     pub fn has_organisation_secret(&self) -> bool {
@@ -89,10 +101,13 @@ mod tests {
         let mut secrets = WebhookSecrets::new(Some(SecretBytes::new("org")));
         secrets.add("Acme/API", SecretBytes::new("a"));
         secrets.add("acme/web", SecretBytes::new("b"));
+        secrets.serve_owner("Acme");
         let for_api: Vec<&[u8]> = secrets.for_repo(Some("acme/api")).collect();
         assert_eq!(for_api, vec![b"a".as_slice(), b"org".as_slice()]);
         let for_unknown: Vec<&[u8]> = secrets.for_repo(Some("acme/other")).collect();
         assert_eq!(for_unknown, vec![b"org".as_slice()]);
+        assert_eq!(secrets.for_repo(Some("evil/other")).count(), 0, "only the served organisations' repositories");
+        assert_eq!(secrets.for_repo(Some("noslash")).count(), 0);
     }
 
     #[test]

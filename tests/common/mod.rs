@@ -84,9 +84,14 @@ pub fn catalog(organisation: Option<&str>) -> Catalog {
 
 /// A server state over a fresh journal in `dir`.
 pub async fn state(dir: &Path, organisation: Option<&str>) -> Arc<AppState> {
+    state_with(dir, organisation, WriterConfig::default())
+}
+
+/// A server state over a fresh journal in `dir`, its writer configured by `config`.
+pub fn state_with(dir: &Path, organisation: Option<&str>, config: WriterConfig) -> Arc<AppState> {
     let catalog = catalog(organisation);
     let metrics = Arc::new(Metrics::new());
-    let store = StoreHandle::start(dir, catalog.runners, WriterConfig::default(), metrics.clone()).unwrap();
+    let store = StoreHandle::start(dir, catalog.runners, config, metrics.clone()).unwrap();
     Arc::new(AppState::new(store, metrics, catalog.secrets, 0))
 }
 
