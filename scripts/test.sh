@@ -13,12 +13,22 @@ step() { printf '\n== %s\n' "$*"; }
 # The shared-store tests run against a real memcached (Debian's package), and the SASL test
 # needs saslpasswd2 (sasl2-bin) to make its password database. The tests start their own
 # servers on free loopback ports; the packages only have to be installed.
-if ! command -v memcached >/dev/null 2>&1 || ! command -v saslpasswd2 >/dev/null 2>&1; then
-  step "installing memcached and sasl2-bin (Debian packages)"
+# The durability tests (tests/durability.rs) run as root: they make an ext4 image (e2fsprogs),
+# attach it to a loop device and mount it (util-linux, mount), cut its power with an ioctl made
+# by python3, and mount a small tmpfs to fill. They fail, never skip, without these.
+packages=()
+command -v memcached >/dev/null 2>&1 || packages+=(memcached)
+command -v saslpasswd2 >/dev/null 2>&1 || packages+=(sasl2-bin)
+command -v mkfs.ext4 >/dev/null 2>&1 || packages+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || packages+=(util-linux)
+command -v mount >/dev/null 2>&1 || packages+=(mount)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
+if [ "${#packages[@]}" -gt 0 ]; then
+  step "installing ${packages[*]} (Debian packages)"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends memcached sasl2-bin >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 memcached -V
 

@@ -49,9 +49,16 @@ pub async fn list_runners(State(state): State<Arc<AppState>>) -> Response {
     Json(json!({"items": state.store.board().list()})).into_response()
 }
 
-/// `GET /healthz`: the process is up.
-pub async fn healthz() -> &'static str {
-    "ok"
+/// `GET /healthz`: the process is up and can still journal. Once a journal write has failed
+/// (a full or failing disk), the state may hold deliveries that are not on disk and sled may
+/// refuse every later write, so liveness fails: the kubelet restarts the container, which
+/// rebuilds the state from the journal (and fails to start until the disk can be written again).
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if !state.store.is_healthy() {
+        let body = json!({"status": "journal write failed; restart to rebuild from the journal"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    "ok".into_response()
 }
 
 /// `GET /readyz`: the journal is open and replayed, runners (and in a cluster their Secrets) are

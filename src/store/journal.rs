@@ -14,6 +14,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::durable::DataSync;
 use crate::demand::{Job, JobEvent, JobKey, JobStatus, RepoRef};
 
 const EVENT: u8 = b'e';
@@ -59,6 +60,8 @@ pub struct Journal {
     db: sled::Db,
     log: sled::Tree,
     jobs: sled::Tree,
+    /// sled's flush is not durable on its own (see `durable`): synced after each one.
+    disk: DataSync,
     last_seq: u64,
 }
 
@@ -163,7 +166,8 @@ impl Journal {
             .map_err(open_error)?;
         let log = db.open_tree("log").map_err(open_error)?;
         let jobs = db.open_tree("jobs").map_err(open_error)?;
-        Ok(Self { db, log, jobs, last_seq: 0 })
+        let disk = DataSync::open(path).map_err(|e| open_error(sled::Error::Io(e)))?;
+        Ok(Self { db, log, jobs, disk, last_seq: 0 })
     }
 
     /// Reads the checkpoint and the deliveries after it; must be called once before `append`.
@@ -233,7 +237,7 @@ impl Journal {
             }
         }
         self.log.apply_batch(batch)?;
-        self.db.flush()?;
+        self.flush()?;
         self.last_seq = seq;
         Ok(seq)
     }
@@ -262,7 +266,13 @@ impl Journal {
     /// flushes: from now on start-up replays only the batches after it.
     pub fn seal(&self, applied: u64) -> Result<(), JournalError> {
         self.jobs.insert(APPLIED, &applied.to_be_bytes())?;
+        self.flush()
+    }
+
+    /// sled's flush, then what makes it reach the disk (fdatasync).
+    fn flush(&self) -> Result<(), JournalError> {
         self.db.flush()?;
+        self.disk.sync().map_err(sled::Error::Io)?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! serves from.
 
 pub mod board;
+pub mod durable;
 pub mod journal;
 pub mod memcached;
 pub mod memcached_kv;

@@ -261,7 +261,8 @@ impl StoreHandle {
     }
 
     /// False once a journal write has failed: the state may then hold deliveries that are not
-    /// on disk, so the server must be restarted to rebuild it from the journal.
+    /// on disk, so the server must be restarted to rebuild it from the journal (`/healthz` and
+    /// `/readyz` then fail).
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -476,10 +477,11 @@ impl Writer {
         match appended {
             Ok(seq) => self.applied = seq,
             Err(error) => {
-                // The state now holds deliveries that are not on disk; refuse everything until a
-                // restart rebuilds the state from the journal.
+                // The state now holds deliveries that are not on disk, and sled may refuse every
+                // later write; refuse everything and fail liveness (`/healthz`) until a restart
+                // rebuilds the state from the journal.
                 self.healthy.store(false, Ordering::Relaxed);
-                tracing::error!(%error, deliveries = replies.len(), "journal write failed; refusing deliveries until restart");
+                tracing::error!(%error, deliveries = replies.len(), "journal write failed; refusing deliveries and failing liveness until restart");
                 for (reply, _) in replies {
                     let _ = reply.send(Err(StoreError::Journal));
                 }
