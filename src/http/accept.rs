@@ -428,8 +428,9 @@ where
         finished = served.as_mut() => finished,
         () = close.cancelled() => return,
         () = stop.cancelled() => {
-            // Nothing in flight: nothing to wait for (a partial request head is not a request).
-            if connection.progress().active == 0 {
+            // Never sent a whole request: nothing to answer or flush (a partial head is no request).
+            let progress = connection.progress();
+            if progress.active == 0 && progress.served == 0 {
                 return;
             }
             served.as_mut().graceful_shutdown();
