@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use common::server::{Server, free_port, http, manifests_dir};
 use gaa::metrics_api::external_scaler::ExternalScalerClient;
 use gaa::metrics_api::external_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const PARTIAL_HEAD: &[u8] = b"POST /webhook HTTP/1.1\r\nHost: autoscaler\r\nX-GitHub-Event: workflow_job\r\n";
 const PARTIAL_BODY: &[u8] = b"POST /webhook HTTP/1.1\r\nHost: autoscaler\r\nContent-Type: application/json\r\nX-GitHub-Event: workflow_job\r\nContent-Length: 100000\r\n\r\n{\"action\":";
@@ -213,4 +213,150 @@ async fn grpc_calls_need_the_token_and_a_listener_that_authenticates_nobody_refu
     let refused = scaler.stream_is_active(object()).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     drop(open_tls);
+}
+
+/// A CA, and one certificate for `localhost` good for both ends of mutual TLS: (ca, cert, key).
+fn pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let mut params = CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "test ca");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(params, ca_key);
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
+    (ca, cert, key.serialize_pem())
+}
+
+/// Opens `n` connections to `addr` that never send a byte.
+async fn idle_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        sockets.push(TcpStream::connect(addr).await.unwrap());
+    }
+    sockets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_and_grpc_listeners_also_serve_a_complete_request_while_idle_sockets_fill_them() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki();
+    let path = |name: &str| root.path().join(name).display().to_string();
+    for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
+        std::fs::write(path(name), pem).unwrap();
+    }
+    let (tls_addr, grpc_addr) = (free_port(), free_port());
+    let (tls_listen, grpc_listen) = (tls_addr.to_string(), grpc_addr.to_string());
+    let args = [
+        "--tls-listen",
+        &tls_listen,
+        "--grpc-listen",
+        &grpc_listen,
+        "--tls-cert",
+        &path("tls.crt"),
+        "--tls-key",
+        &path("tls.key"),
+        "--client-ca",
+        &path("ca.crt"),
+    ];
+    // 256 open files for three listeners: 300 idle sockets on each would take them all.
+    let server = Server::launch(&root.path().join("data"), &manifests_dir(root.path(), ""), &args, &[], Some(256)).await;
+    let _plain = idle_sockets(server.addr, 300).await;
+    let _tls = idle_sockets(tls_addr, 300).await;
+    let _grpc = idle_sockets(grpc_addr, 300).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let delivered =
+        tokio::time::timeout(Duration::from_secs(5), server.deliver(&http(), "d-1", "acme/api", 1, "queued")).await;
+    assert_eq!(delivered, Ok(202), "plain: a signed delivery is answered; log:\n{}", server.log());
+
+    let identity = reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap();
+    let reader = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+        .identity(identity)
+        .resolve("localhost", tls_addr)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/api/v1/namespaces/ci/scaledactionrunners/api-linux", tls_addr.port());
+    let answer = reader.get(&url).send().await.unwrap_or_else(|e| panic!("TLS read: {e}; log:\n{}", server.log()));
+    assert_eq!(answer.status(), 200);
+    assert_eq!(gjson::get(&answer.text().await.unwrap(), "demand").i64(), 1);
+
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca))
+        .identity(Identity::from_pem(&cert, &key))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{grpc_addr}")).unwrap().tls_config(tls).unwrap();
+    let active = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut scaler = ExternalScalerClient::new(channel.connect().await.unwrap());
+        scaler.is_active(object()).await.unwrap().into_inner().result
+    })
+    .await;
+    assert_eq!(active, Ok(true), "gRPC: answered over mutual TLS; log:\n{}", server.log());
+}
+
+/// Reads until the server closes the connection; the bytes it sent, or `None` if it is still
+/// open after `within`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_are_closed_at_their_timeouts_on_plain_and_tls_listeners() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = pki();
+    let path = |name: &str| root.path().join(name).display().to_string();
+    for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
+        std::fs::write(path(name), pem).unwrap();
+    }
+    let tls_addr = free_port();
+    let tls_listen = tls_addr.to_string();
+    let args = ["--tls-listen", &tls_listen, "--tls-cert", &path("tls.crt"), "--tls-key", &path("tls.key")];
+    let env = [("GAA_HEADER_READ_TIMEOUT", "1s"), ("GAA_BODY_READ_TIMEOUT", "1s"), ("GAA_IDLE_TIMEOUT", "1s")];
+    let server = Server::launch(&root.path().join("data"), &manifests_dir(root.path(), ""), &args, &env, None).await;
+    let within = Duration::from_secs(5);
+
+    // Plain: silent from the start, a head that never ends, a body that never ends.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut head = TcpStream::connect(server.addr).await.unwrap();
+    head.write_all(PARTIAL_HEAD).await.unwrap();
+    let mut body = TcpStream::connect(server.addr).await.unwrap();
+    body.write_all(PARTIAL_BODY).await.unwrap();
+    // Kept alive after one answered request.
+    let mut kept = TcpStream::connect(server.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: autoscaler\r\n\r\n").await.unwrap();
+    assert!(closed_within(&mut silent, within).await.is_some(), "a silent connection is closed");
+    assert!(closed_within(&mut head, within).await.is_some(), "a head that never ends is cut off");
+    assert!(closed_within(&mut body, within).await.is_some(), "a body that never ends is cut off");
+    let answered = closed_within(&mut kept, within).await.expect("an idle keep-alive connection is closed");
+    assert!(answered.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answered));
+
+    // TLS: a client that completes the handshake and then sends nothing.
+    let mut roots = rustls::RootCertStore::empty();
+    for der in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(ca.as_bytes()) {
+        roots.add(der.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    assert!(closed_within(&mut tls, within).await.is_some(), "a TLS client that sends no request is closed");
 }
