@@ -16,6 +16,9 @@ use crate::demand::RunnerIndex;
 use crate::github::client::{GitHubClient, Token};
 use crate::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
 use crate::github::resync::Windows;
+use crate::http::ReadAccess;
+use crate::http::accept::{self, Listener, Protocol, Shutdown, Transport};
+use crate::http::limits;
 use crate::lease::LeaseConfig;
 use crate::manifests;
 use crate::metrics::Metrics;
@@ -23,9 +26,6 @@ use crate::store::memcached::{Credentials, Memcached, MemcachedOptions, StoreUrl
 use crate::store::shared::SyncConfig;
 use crate::store::writer::SharedSetup;
 use crate::store::{JournalError, StoreHandle, WriterConfig};
-use crate::http::ReadAccess;
-use crate::http::accept::{self, Listener, Protocol, Shutdown, Transport};
-use crate::http::limits;
 use crate::tls::{ReloadingTls, SecretToken, TlsFiles, require_bearer};
 use crate::webhook::{self, MAX_BODY_BYTES, SecretBytes, WebhookSecrets};
 
@@ -357,7 +357,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         start_reconciler(&args, &catalog_runners, repo_tokens, store.clone(), metrics.clone(), stop_rx, catalogs)?;
     let access = reads(false);
     tracing::info!(listen = %local, reads = access.describe(), "serving HTTP");
-    let listener = Listener { name: "http", tcp: listener, transport: Transport::Plain, protocol: Protocol::Http, limits };
+    let listener =
+        Listener { name: "http", tcp: listener, transport: Transport::Plain, protocol: Protocol::Http, limits };
     accept::serve(listener, router_for(state, &access), shutdown).await;
     for server in extra {
         let _ = server.await;

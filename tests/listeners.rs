@@ -40,7 +40,8 @@ async fn a_signed_delivery_is_answered_while_idle_and_trickling_clients_hold_eve
     let manifests = manifests_dir(root.path(), "");
     // 256 open files: without a cap below it, 300 idle sockets leave the server none to accept with.
     let server = Server::launch(&root.path().join("data"), &manifests, &[], &[], Some(256)).await;
-    let tricklers: Vec<_> = (0..40).map(|n| trickle(server.addr, if n % 2 == 0 { PARTIAL_HEAD } else { PARTIAL_BODY })).collect();
+    let tricklers: Vec<_> =
+        (0..40).map(|n| trickle(server.addr, if n % 2 == 0 { PARTIAL_HEAD } else { PARTIAL_BODY })).collect();
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(TcpStream::connect(server.addr).await.unwrap());
@@ -86,7 +87,11 @@ async fn sigterm_ends_the_process_within_the_grace_while_a_client_holds_a_partia
         if let Some(status) = server.child.try_wait().unwrap() {
             break status;
         }
-        assert!(signalled.elapsed() < Duration::from_secs(20), "still running 20 s after SIGTERM; log:\n{}", server.log());
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "still running 20 s after SIGTERM; log:\n{}",
+            server.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     eprintln!("exited {:?} after SIGTERM with a partial request held", signalled.elapsed());
@@ -131,7 +136,8 @@ async fn a_plain_listener_serves_demand_only_with_a_token_or_when_told_to() {
     std::fs::write(root.path().join("token"), "reader-token\n").unwrap();
     let token_file = root.path().join("token").display().to_string();
     let guarded =
-        Server::launch(&root.path().join("guarded"), &manifests, &["--metrics-token-file", &token_file], &[], None).await;
+        Server::launch(&root.path().join("guarded"), &manifests, &["--metrics-token-file", &token_file], &[], None)
+            .await;
     for path in reads {
         assert_eq!(status(&guarded, path, None).await, 401, "{path} without the token");
         assert_eq!(status(&guarded, path, Some("reader-token")).await, 200, "{path} with the token");
@@ -264,7 +270,8 @@ async fn the_tls_and_grpc_listeners_also_serve_a_complete_request_while_idle_soc
         &path("ca.crt"),
     ];
     // 256 open files for three listeners: 300 idle sockets on each would take them all.
-    let server = Server::launch(&root.path().join("data"), &manifests_dir(root.path(), ""), &args, &[], Some(256)).await;
+    let server =
+        Server::launch(&root.path().join("data"), &manifests_dir(root.path(), ""), &args, &[], Some(256)).await;
     let _plain = idle_sockets(server.addr, 300).await;
     let _tls = idle_sockets(tls_addr, 300).await;
     let _grpc = idle_sockets(grpc_addr, 300).await;

@@ -340,8 +340,16 @@ async fn the_runner_status_reads_demand_over_mutual_tls_with_the_certificate_of_
     }
     let tls = free_port();
     let tls_listen = tls.to_string();
-    let args =
-        ["--tls-listen", &tls_listen, "--tls-cert", &path("tls.crt"), "--tls-key", &path("tls.key"), "--client-ca", &path("ca.crt")];
+    let args = [
+        "--tls-listen",
+        &tls_listen,
+        "--tls-cert",
+        &path("tls.crt"),
+        "--tls-key",
+        &path("tls.key"),
+        "--client-ca",
+        &path("ca.crt"),
+    ];
     // As in a cluster: the plain listener serves no reads.
     let server = Server::launch(&root.path().join("data"), &manifests_dir(root.path(), ""), &args, &[], None).await;
     assert_eq!(server.deliver(&http(), "d-1", "acme/api", 41, "queued").await, 202);

@@ -216,7 +216,8 @@ Max open files            1024                 524288               files     \n
         let start = Instant::now();
         let busy = Progress { active: 1, ..Progress::new(start) };
         let idle_long = Progress { served: 1, idle_since: at(start, 1), ..Progress::new(start) };
-        let trickling = Progress { active: 1, reading: 1, reading_since: Some(at(start, 2)), ..Progress::new(at(start, 2)) };
+        let trickling =
+            Progress { active: 1, reading: 1, reading_since: Some(at(start, 2)), ..Progress::new(at(start, 2)) };
         let fresh = Progress::new(at(start, 3));
         let all = [("busy", busy), ("fresh", fresh), ("trickling", trickling), ("idle", idle_long)];
         assert_eq!(victim(all), Some("idle"));

@@ -53,6 +53,9 @@ mod tests {
         assert!(matches!(ReadAccess::of_listener(false, None, true), ReadAccess::Open));
         assert!(matches!(ReadAccess::of_listener(true, None, false), ReadAccess::Open));
         assert!(matches!(ReadAccess::of_listener(false, Some(&token), false), ReadAccess::Token(_)));
-        assert!(matches!(ReadAccess::of_listener(true, Some(&token), true), ReadAccess::Token(_)), "the token is always required");
+        assert!(
+            matches!(ReadAccess::of_listener(true, Some(&token), true), ReadAccess::Token(_)),
+            "the token is always required"
+        );
     }
 }

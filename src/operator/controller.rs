@@ -83,8 +83,11 @@ pub struct DemandReader {
     /// certificate.
     base: Option<String>,
     /// The mutual-TLS client and a digest of the Secret data it was built from.
-    tls: Arc<Mutex<Option<([u8; 32], reqwest::Client)>>>,
+    tls: Arc<Mutex<Option<CertifiedClient>>>,
 }
+
+/// A client presenting a certificate, and the digest of the Secret data it was built from.
+type CertifiedClient = ([u8; 32], reqwest::Client);
 
 /// How long one read of demand may take.
 const DEMAND_READ_TIMEOUT: Duration = Duration::from_secs(3);
