@@ -190,11 +190,11 @@ pub struct ServeArgs {
     /// A TLS client must complete its handshake within this.
     #[arg(long, env = "GAA_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub tls_handshake_timeout: std::time::Duration,
-    /// A new connection must send a complete request head within this (and, HTTP/1.1, each
-    /// later head within this of its first byte).
+    /// A new connection must send a complete request head within this.
     #[arg(long, env = "GAA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: std::time::Duration,
-    /// A kept-alive connection with no request in flight is closed after this.
+    /// A kept-alive connection with no request in flight (nor the complete head of the next
+    /// one) is closed after this.
     #[arg(long, env = "GAA_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: std::time::Duration,
     /// A request body must arrive whole within this of its head (GitHub itself gives up on a

@@ -396,7 +396,7 @@ async fn serve_http<IO>(context: ConnectionContext, io: TokioIo<IO>, chain: Opti
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ConnectionContext { connection, peer, router, limits, protocol, stop, .. } = context;
+    let ConnectionContext { connection, peer, router, protocol, stop, .. } = context;
     let tracked = connection.clone();
     let router = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -412,8 +412,9 @@ where
             Ok::<_, Infallible>(response.map(|inner| ResponseBody { inner, _answering: answering }))
         }
     });
+    // No HTTP/1 timer: hyper's header-read timeout would also close kept-alive connections
+    // after the header timeout; the sweeper applies both timeouts instead.
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())

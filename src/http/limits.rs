@@ -25,10 +25,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// From accept to a completed TLS handshake.
     pub handshake_timeout: Duration,
-    /// From accept to the first complete request head (and, HTTP/1.1, for each later head once
-    /// its first byte arrived).
+    /// From accept to the first complete request head.
     pub header_timeout: Duration,
-    /// A kept-alive connection with no request in flight is closed after this.
+    /// A kept-alive connection with no request in flight (nor a complete head of the next one)
+    /// is closed after this.
     pub idle_timeout: Duration,
     /// From a request head to the end of its body.
     pub body_timeout: Duration,
