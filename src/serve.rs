@@ -230,8 +230,8 @@ fn load_catalog(
     Ok((catalog, problems))
 }
 
-/// Runs the server until `shutdown` resolves; then stops taking requests, finishes those in
-/// flight, and flushes the journal.
+/// Runs the server until `shutdown` resolves; then stops taking requests, gives those in flight
+/// `--shutdown-grace` to finish, drops the rest, and flushes the journal.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let organisation = organisation_secret(&args)?;
