@@ -272,6 +272,15 @@ async fn the_tls_and_grpc_listeners_also_serve_a_complete_request_while_idle_soc
     // 256 open files for three listeners: 300 idle sockets on each would take them all.
     let server =
         Server::launch(&root.path().join("data"), &manifests_dir(root.path(), ""), &args, &[], Some(256)).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca))
+        .identity(Identity::from_pem(&cert, &key))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{grpc_addr}")).unwrap().tls_config(tls).unwrap();
+    // KEDA's stream, open before the flood: busy, so never the one closed to make room.
+    let mut keda = ExternalScalerClient::new(channel.connect().await.unwrap());
+    let mut stream = keda.stream_is_active(object()).await.unwrap().into_inner();
+    assert!(!stream.message().await.unwrap().unwrap().result);
     let _plain = idle_sockets(server.addr, 300).await;
     let _tls = idle_sockets(tls_addr, 300).await;
     let _grpc = idle_sockets(grpc_addr, 300).await;
@@ -280,6 +289,11 @@ async fn the_tls_and_grpc_listeners_also_serve_a_complete_request_while_idle_soc
     let delivered =
         tokio::time::timeout(Duration::from_secs(5), server.deliver(&http(), "d-1", "acme/api", 1, "queued")).await;
     assert_eq!(delivered, Ok(202), "plain: a signed delivery is answered; log:\n{}", server.log());
+    let flipped = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+    assert!(
+        matches!(flipped, Ok(Ok(Some(ref message))) if message.result),
+        "KEDA's stream survived the flood and was pushed the flip: {flipped:?}"
+    );
 
     let identity = reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap();
     let reader = reqwest::Client::builder()
@@ -294,11 +308,7 @@ async fn the_tls_and_grpc_listeners_also_serve_a_complete_request_while_idle_soc
     assert_eq!(answer.status(), 200);
     assert_eq!(gjson::get(&answer.text().await.unwrap(), "demand").i64(), 1);
 
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&ca))
-        .identity(Identity::from_pem(&cert, &key))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://{grpc_addr}")).unwrap().tls_config(tls).unwrap();
+    // A new connection is still served.
     let active = tokio::time::timeout(Duration::from_secs(5), async {
         let mut scaler = ExternalScalerClient::new(channel.connect().await.unwrap());
         scaler.is_active(object()).await.unwrap().into_inner().result
