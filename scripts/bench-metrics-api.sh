@@ -36,7 +36,7 @@ with open(f"{work}/paths.lua", "w") as out:
 PY
 mkdir -p "$WORK/manifests" && mv "$WORK/runners.yaml" "$WORK/manifests/"
 RUST_LOG=warn target/release/github-action-autoscaler serve --manifests "$WORK/manifests" --data-dir "$WORK/data" \
-  --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
+  --listen "127.0.0.1:$PORT" --unauthenticated-reads >"$WORK/server.log" 2>&1 &
 PID=$!
 for _ in $(seq 1 300); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
 loaded=$(curl -s "127.0.0.1:$PORT/readyz" | python3 -c 'import json,sys; print(json.load(sys.stdin)["runners"])')

@@ -159,7 +159,7 @@ run() { # name, connections, repetition
       fi
       # shellcheck disable=SC2086 # BENCH_SERVER_WRAP is a command prefix, e.g. "perf record -g -o F"
       RUST_LOG=warn ${BENCH_SERVER_WRAP:-} "$SERVER_BIN" serve --manifests "$MANIFESTS" --data-dir "$WORK/$name-data" \
-        --listen "127.0.0.1:$port" "${store[@]}" >"$WORK/$name.log" 2>&1 &
+        --listen "127.0.0.1:$port" --unauthenticated-reads "${store[@]}" >"$WORK/$name.log" 2>&1 &
       ready="http://127.0.0.1:$port/healthz" want=200
       ;;
     ceiling)

@@ -172,9 +172,39 @@ pub struct ServeArgs {
     #[arg(long, env = "GAA_CLIENT_CA", value_delimiter = ',')]
     pub client_ca: Vec<PathBuf>,
     /// File holding a bearer token that reading demand and metrics then requires (KEDA's
-    /// `authMode: bearer`), on every listener. Webhooks and health probes stay open.
+    /// `authMode: bearer`; gRPC: `authorization` metadata), on every listener, in addition to
+    /// the client certificate where `--client-ca` asks for one. Webhooks and health probes stay open.
     #[arg(long, env = "GAA_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// Serve reads (read API, custom metrics, `/metrics`, gRPC) on listeners that authenticate
+    /// nobody (plain HTTP or gRPC without `--metrics-token-file`, TLS without `--client-ca`).
+    /// Without it such listeners serve only `/webhook`, `/healthz` and `/readyz`. For
+    /// standalone use on a trusted machine.
+    #[arg(long, env = "GAA_UNAUTHENTICATED_READS")]
+    pub unauthenticated_reads: bool,
+    /// Connections each listener holds at once; lowered at start so every listener fits under
+    /// the open-files limit. When full, the connection stalled longest (idle, or trickling a
+    /// request) is closed to make room for a new one.
+    #[arg(long, env = "GAA_MAX_CONNECTIONS", default_value_t = crate::http::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// A TLS client must complete its handshake within this.
+    #[arg(long, env = "GAA_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: std::time::Duration,
+    /// A new connection must send a complete request head within this.
+    #[arg(long, env = "GAA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// A kept-alive connection with no request in flight (nor the complete head of the next
+    /// one) is closed after this.
+    #[arg(long, env = "GAA_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// A request body must arrive whole within this of its head (GitHub itself gives up on a
+    /// delivery after 10 seconds).
+    #[arg(long, env = "GAA_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: std::time::Duration,
+    /// On SIGTERM, requests in flight get this long to finish before their connections are
+    /// dropped and the journal is flushed; keep it well under the pod's termination grace.
+    #[arg(long, env = "GAA_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: std::time::Duration,
     /// Address of KEDA's external-push gRPC scaler (`externalscaler.ExternalScaler`).
     #[arg(long, env = "GAA_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
@@ -193,6 +223,17 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 impl ServeArgs {
+    /// The limits of every listener, before the cap is fitted to the open-files limit.
+    pub fn limits(&self) -> crate::http::limits::Limits {
+        crate::http::limits::Limits {
+            max_connections: self.max_connections,
+            handshake_timeout: self.tls_handshake_timeout,
+            header_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.body_read_timeout,
+        }
+    }
+
     /// Settings for a server on `listen` with its journal in `data_dir` and nothing else.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
         Self {
@@ -221,6 +262,13 @@ impl ServeArgs {
             tls_key: None,
             client_ca: Vec::new(),
             metrics_token_file: None,
+            unauthenticated_reads: false,
+            max_connections: crate::http::limits::DEFAULT_MAX_CONNECTIONS,
+            tls_handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            body_read_timeout: std::time::Duration::from_secs(10),
+            shutdown_grace: std::time::Duration::from_secs(10),
             grpc_listen: None,
         }
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod crd;
 pub mod demand;
 pub mod github;
+pub mod http;
 pub mod lease;
 pub mod manifests;
 pub mod metrics;

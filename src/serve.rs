@@ -16,6 +16,9 @@ use crate::demand::RunnerIndex;
 use crate::github::client::{GitHubClient, Token};
 use crate::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
 use crate::github::resync::Windows;
+use crate::http::ReadAccess;
+use crate::http::accept::{self, Listener, Protocol, Shutdown, Transport};
+use crate::http::limits;
 use crate::lease::LeaseConfig;
 use crate::manifests;
 use crate::metrics::Metrics;
@@ -23,7 +26,7 @@ use crate::store::memcached::{Credentials, Memcached, MemcachedOptions, StoreUrl
 use crate::store::shared::SyncConfig;
 use crate::store::writer::SharedSetup;
 use crate::store::{JournalError, StoreHandle, WriterConfig};
-use crate::tls::{ReloadingTls, SecretToken, TlsFiles, require_bearer, serve_tls};
+use crate::tls::{ReloadingTls, SecretToken, TlsFiles, require_bearer};
 use crate::webhook::{self, Intake, MAX_BODY_BYTES, SecretBytes, WebhookSecrets};
 
 /// Shared by every handler.
@@ -84,29 +87,37 @@ impl AppState {
     }
 }
 
+/// Every route, reads open to all: for tests and embedding behind something that authenticates.
 pub fn router(state: Arc<AppState>) -> Router {
-    router_with(state, None)
+    router_for(state, &ReadAccess::Open)
 }
 
 /// The routes; with a token, reading demand and metrics requires `Authorization: Bearer`
 /// (KEDA's `authMode: bearer`), while webhooks (signed) and health probes stay open.
 pub fn router_with(state: Arc<AppState>, token: Option<SecretToken>) -> Router {
-    let mut reads = Router::new()
-        .route("/api/v1/scaledactionrunners", get(api::list_runners))
-        .route("/api/v1/namespaces/{namespace}/scaledactionrunners/{name}", get(api::get_runner))
-        .route("/metrics", get(api::metrics))
-        .merge(crate::metrics_api::custom_metrics::routes());
-    if let Some(token) = token {
-        reads = reads.route_layer(require_bearer(token));
-    }
-    Router::new()
+    router_for(state, &token.map_or(ReadAccess::Open, ReadAccess::Token))
+}
+
+/// The routes of a listener with `access`: webhooks (signed) and health probes always; reading
+/// demand and metrics only when the listener may serve reads, behind the token when it has one.
+pub fn router_for(state: Arc<AppState>, access: &ReadAccess) -> Router {
+    let reads = || {
+        Router::new()
+            .route("/api/v1/scaledactionrunners", get(api::list_runners))
+            .route("/api/v1/namespaces/{namespace}/scaledactionrunners/{name}", get(api::get_runner))
+            .route("/metrics", get(api::metrics))
+            .merge(crate::metrics_api::custom_metrics::routes())
+    };
+    let routes = Router::new()
         .route("/webhook", post(webhook::webhook))
         .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .merge(reads)
-        .fallback(api::fallback)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .route("/readyz", get(api::readyz));
+    let routes = match access {
+        ReadAccess::Closed => routes,
+        ReadAccess::Open => routes.merge(reads()),
+        ReadAccess::Token(token) => routes.merge(reads().route_layer(require_bearer(token.clone()))),
+    };
+    routes.fallback(api::fallback).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,8 +233,8 @@ fn load_catalog(
     Ok((catalog, problems))
 }
 
-/// Runs the server until `shutdown` resolves; then stops taking requests, finishes those in
-/// flight, and flushes the journal.
+/// Runs the server until `shutdown` resolves; then stops taking requests, gives those in flight
+/// `--shutdown-grace` to finish, drops the rest, and flushes the journal.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let organisation = organisation_secret(&args)?;
@@ -265,23 +276,44 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         followers.push(watching);
         followers.push(tokio::spawn(follow_catalog(state.clone(), updates, default_token, Some(to_reconciler))));
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| ServeError::Bind { addr: args.listen.to_string(), source })?;
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr: addr.to_string(), source })
+    };
+    let listener = bind(args.listen).await?;
     let local = listener.local_addr().map_err(ServeError::Http)?;
     tracing::info!(listen = %local, data_dir = %args.data_dir.display(), "serving");
-    // One shutdown signal for every listener.
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = shutdown_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    // One shutdown for every listener: stop accepting, then drop what is left after the grace.
+    let shutdown = Shutdown::after(shutdown, args.shutdown_grace);
     let token = match &args.metrics_token_file {
         None => None,
         Some(path) => Some(SecretToken::from_file(path).map_err(|e| ServeError::Tls(e.to_string()))?),
+    };
+    let listeners = 1 + usize::from(args.tls_listen.is_some()) + usize::from(args.grpc_listen.is_some());
+    let open_files = limits::open_files_limit();
+    let limits = crate::http::limits::Limits {
+        max_connections: limits::connection_cap(args.max_connections, listeners, open_files),
+        ..args.limits()
+    };
+    if limits.max_connections < args.max_connections {
+        tracing::warn!(
+            wanted = args.max_connections,
+            max_connections = limits.max_connections,
+            open_files = open_files.unwrap_or_default(),
+            listeners,
+            "--max-connections lowered to fit the open-files limit"
+        );
+    }
+    tracing::info!(
+        max_connections = limits.max_connections,
+        tls_handshake_timeout = ?limits.handshake_timeout,
+        header_read_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        body_read_timeout = ?limits.body_timeout,
+        shutdown_grace = ?args.shutdown_grace,
+        "connection limits of every listener"
+    );
+    let reads = |client_certificates: bool| {
+        ReadAccess::of_listener(client_certificates, token.as_ref(), args.unauthenticated_reads)
     };
     let mut extra = Vec::new();
     let mut grpc_tls: Option<ReloadingTls> = None;
@@ -292,44 +324,45 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         let files = TlsFiles { cert, key, client_ca: args.client_ca.clone() };
         let tls = ReloadingTls::start(files, crate::tls::DEFAULT_POLL_INTERVAL)
             .map_err(|e| ServeError::Tls(e.to_string()))?;
-        let tls_listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
-        tracing::info!(tls_listen = %addr, client_certificates = !args.client_ca.is_empty(), "serving TLS");
+        let tcp = bind(addr).await?;
+        let access = reads(!args.client_ca.is_empty());
+        tracing::info!(tls_listen = %addr, client_certificates = !args.client_ca.is_empty(), reads = access.describe(), "serving TLS");
         grpc_tls = Some(tls.clone());
-        let routes = router_with(state.clone(), token.clone());
-        extra.push(tokio::spawn(serve_tls(tls_listener, tls, routes, stopped(shutdown_rx.clone()))));
+        let listener = Listener { name: "tls", tcp, transport: Transport::Tls(tls), protocol: Protocol::Http, limits };
+        extra.push(tokio::spawn(accept::serve(listener, router_for(state.clone(), &access), shutdown.clone())));
     }
     if let Some(addr) = args.grpc_listen {
-        let grpc_listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })?;
-        tracing::info!(grpc_listen = %addr, tls = grpc_tls.is_some(), "serving KEDA external-push gRPC");
-        let board = store.board().clone();
-        let stop = stopped(shutdown_rx.clone());
-        extra.push(tokio::spawn(async move {
-            let served = match grpc_tls {
-                None => crate::metrics_api::external_scaler::serve_tcp(grpc_listener, board, stop).await,
-                Some(tls) => {
-                    let incoming = tls_incoming(grpc_listener, tls);
-                    crate::metrics_api::external_scaler::serve_incoming(incoming, board, stop).await
-                }
-            };
-            if let Err(error) = served {
-                tracing::error!(%error, "gRPC server failed");
-            }
-        }));
+        let tcp = bind(addr).await?;
+        let access = reads(grpc_tls.is_some() && !args.client_ca.is_empty());
+        if matches!(access, ReadAccess::Closed) {
+            tracing::warn!(grpc_listen = %addr, "the gRPC listener authenticates nobody: every call is refused");
+        }
+        tracing::info!(grpc_listen = %addr, tls = grpc_tls.is_some(), reads = access.describe(), "serving KEDA external-push gRPC");
+        let scaler = crate::metrics_api::external_scaler::PushScaler::new(store.board().clone());
+        // Open streams never end by themselves: end them when shutdown starts.
+        let (closer, stop) = (scaler.clone(), shutdown.stop.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            closer.close_streams();
+        });
+        let transport = grpc_tls.map_or(Transport::Plain, Transport::Tls);
+        let listener = Listener { name: "grpc", tcp, transport, protocol: Protocol::Grpc, limits };
+        let routes = crate::metrics_api::external_scaler::router(scaler, access);
+        extra.push(tokio::spawn(accept::serve(listener, routes, shutdown.clone())));
     }
     extra.push(tokio::spawn(keep_forced_windows(
         store.board().clone(),
         metrics.clone(),
         crate::store::writer::system_clock(),
-        stopped(shutdown_rx.clone()),
+        shutdown.stop.clone().cancelled_owned(),
     )));
     let resync =
         start_reconciler(&args, &catalog_runners, repo_tokens, store.clone(), metrics.clone(), stop_rx, catalogs)?;
-    let served =
-        axum::serve(listener, router_with(state, token)).with_graceful_shutdown(stopped(shutdown_rx.clone())).await;
+    let access = reads(false);
+    tracing::info!(listen = %local, reads = access.describe(), "serving HTTP");
+    let listener =
+        Listener { name: "http", tcp: listener, transport: Transport::Plain, protocol: Protocol::Http, limits };
+    accept::serve(listener, router_for(state, &access), shutdown).await;
     for server in extra {
         let _ = server.await;
     }
@@ -342,44 +375,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         follower.abort();
     }
     store.shutdown().await;
-    served.map_err(ServeError::Http)
-}
-
-/// TLS connections accepted on `listener`: handshakes run on their own tasks (a slow or broken
-/// client cannot hold up the others), with the certificates in force at accept time.
-fn tls_incoming(
-    listener: tokio::net::TcpListener,
-    tls: ReloadingTls,
-) -> tokio_stream::wrappers::ReceiverStream<
-    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
-> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::debug!(%error, "gRPC accept failed");
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            if tx.is_closed() {
-                return;
-            }
-            let (acceptor, tx) = (tls.acceptor(), tx.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%error, "gRPC TLS handshake failed"),
-                    Err(_) => tracing::debug!("gRPC TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+    Ok(())
 }
 
 /// The token of `--github-token-file`, for repositories whose runners name none.

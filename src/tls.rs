@@ -8,24 +8,17 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{FromExtractorLayer, from_extractor_with_state};
 use axum::response::{IntoResponse, Response};
-use hyper::body::Incoming;
-use hyper::service::Service as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::RootCertStore;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -33,19 +26,22 @@ use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+
+use crate::http::accept::{Listener, Protocol, Transport, serve_until};
+use crate::http::limits::Limits;
 
 /// How often the certificate files are re-read unless the caller says otherwise.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A client that opens a connection and never finishes the handshake is dropped after this.
+/// A client that opens a connection and never finishes the handshake is dropped after this
+/// (the default of `--tls-handshake-timeout`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// After a failed `accept` (e.g. out of file descriptors), pause instead of spinning.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How long requests in flight may finish once [`serve_tls`] is told to stop.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Where the server's certificate chain, its key and (for mutual TLS) the client CA live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,89 +352,22 @@ async fn poll_files(
 #[derive(Debug, Clone)]
 pub struct ClientCertChain(pub Arc<[CertificateDer<'static>]>);
 
-/// Serves `router` over TLS until `shutdown` completes, then stops accepting and waits for the
-/// connections in flight to finish their requests.
+/// Serves `router` over TLS until `shutdown` completes, then stops accepting and gives the
+/// requests in flight [`DEFAULT_SHUTDOWN_GRACE`] to finish.
 ///
-/// Each connection does its handshake on its own task, bounded by [`HANDSHAKE_TIMEOUT`]; failures
-/// are logged at debug and never stop the loop. HTTP/1.1 and HTTP/2 are both served. Requests carry
-/// [`ConnectInfo<SocketAddr>`] and, with mutual TLS, [`ClientCertChain`] in their extensions.
+/// The shared accept loop ([`crate::http::accept`]) with default [`Limits`]: handshakes on their
+/// own tasks, bounded by [`HANDSHAKE_TIMEOUT`], failures logged at debug. HTTP/1.1 and HTTP/2 are
+/// both served. Requests carry [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo) and, with
+/// mutual TLS, [`ClientCertChain`] in their extensions.
 pub async fn serve_tls(listener: TcpListener, tls: ReloadingTls, router: Router, shutdown: impl Future<Output = ()>) {
-    let mut shutdown = pin!(shutdown);
-    let (stop, stopping) = watch::channel(());
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(finished) = connections.join_next(), if !connections.is_empty() => log_task_end(finished),
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let connection = serve_connection(tcp, peer, tls.acceptor(), router.clone(), stopping.clone());
-                    connections.spawn(connection);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accepting a metrics connection failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    stop.send_replace(());
-    tracing::debug!(connections = connections.len(), "metrics server draining");
-    while let Some(finished) = connections.join_next().await {
-        log_task_end(finished);
-    }
-}
-
-fn log_task_end(finished: Result<(), tokio::task::JoinError>) {
-    if let Err(error) = finished {
-        tracing::error!(%error, "a metrics connection task failed");
-    }
-}
-
-async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    router: Router,
-    mut stopping: watch::Receiver<()>,
-) {
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-    let stream = tokio::select! {
-        done = handshake => match done {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                tracing::debug!(%peer, %error, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        },
-        _ = stopping.changed() => return,
+    let listener = Listener {
+        name: "tls",
+        tcp: listener,
+        transport: Transport::Tls(tls),
+        protocol: Protocol::Http,
+        limits: Limits::default(),
     };
-    let chain = stream.get_ref().1.peer_certificates().map(|certs| ClientCertChain(certs.iter().cloned().collect()));
-    let router = TowerToHyperService::new(router);
-    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        if let Some(chain) = &chain {
-            request.extensions_mut().insert(chain.clone());
-        }
-        router.call(request)
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
-    let finished = tokio::select! {
-        finished = connection.as_mut() => finished,
-        _ = stopping.changed() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = finished {
-        tracing::debug!(%peer, %error, "metrics connection ended with an error");
-    }
+    serve_until(listener, router, shutdown, DEFAULT_SHUTDOWN_GRACE).await;
 }
 
 /// A bearer token, kept only as its SHA-256 digest so neither `Debug` nor a heap dump shows it.
@@ -505,7 +434,11 @@ impl fmt::Debug for SecretToken {
 
 /// The token after `Bearer ` (scheme matched case-insensitively, RFC 7235), if any.
 fn presented_bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    bearer_in(headers.get(AUTHORIZATION)?.as_bytes())
+}
+
+/// The token of an `Authorization` value (HTTP header or gRPC metadata) `Bearer <token>`, if any.
+pub fn bearer_in(value: &[u8]) -> Option<&[u8]> {
     let space = value.iter().position(|b| *b == b' ')?;
     let (scheme, rest) = value.split_at(space);
     scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii_start())

@@ -1,5 +1,6 @@
 //! The real binary as KEDA meets it: the read API over mutual TLS with a bearer token, and the
-//! external-push gRPC stream over TLS flipping the moment a signed webhook queues a job.
+//! external-push gRPC stream over mutual TLS with the same token, flipping the moment a signed
+//! webhook queues a job.
 
 mod common;
 
@@ -72,7 +73,8 @@ async fn keda_reads_over_mutual_tls_and_is_pushed_the_flip_from_zero() {
     ];
     let server = Server::start_with(&path("data"), &manifests, &args).await;
 
-    // gRPC over TLS with KEDA's client certificate: inactive, then active once a job is queued.
+    // gRPC over TLS with KEDA's client certificate and, since the server has a token file, the
+    // token as `authorization` metadata: inactive, then active once a job is queued.
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&ca.cert))
         .identity(Identity::from_pem(&client_pem.cert, &client_pem.key))
@@ -80,7 +82,11 @@ async fn keda_reads_over_mutual_tls_and_is_pushed_the_flip_from_zero() {
     let channel = Channel::from_shared(format!("https://{grpc_addr}")).unwrap().tls_config(tls).unwrap();
     let mut scaler = ExternalScalerClient::new(channel.connect().await.unwrap());
     let object = ScaledObjectRef { name: "api-linux".into(), namespace: "ci".into(), ..Default::default() };
-    let mut stream = scaler.stream_is_active(object).await.unwrap().into_inner();
+    let refused = scaler.stream_is_active(object.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "certificate and token are both required: {refused:?}");
+    let mut call = tonic::Request::new(object);
+    call.metadata_mut().insert("authorization", "Bearer keda-bearer-token".parse().unwrap());
+    let mut stream = scaler.stream_is_active(call).await.unwrap().into_inner();
     assert!(!stream.message().await.unwrap().unwrap().result);
     let webhooks = common::server::http();
     assert_eq!(server.deliver(&webhooks, "q-1", "acme/api", 1, "queued").await, 202);

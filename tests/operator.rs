@@ -311,6 +311,73 @@ async fn the_runner_status_shows_the_demand_the_api_server_counts() {
     assert_eq!(status["desiredRunners"], 1);
 }
 
+/// A CA and one certificate for `localhost`, good for both ends of mutual TLS (as the core's
+/// `sslCertSecret` must be for Prometheus and the operator to read demand).
+fn server_and_client_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let mut params = CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "test ca");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(params, ca_key);
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
+    (ca, cert, key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_status_reads_demand_over_mutual_tls_with_the_certificate_of_the_core() {
+    use base64::Engine as _;
+    use common::server::{Server, free_port, http, manifests_dir};
+    let root = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = server_and_client_pki();
+    let path = |name: &str| root.path().join(name).display().to_string();
+    for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
+        std::fs::write(path(name), pem).unwrap();
+    }
+    let tls = free_port();
+    let tls_listen = tls.to_string();
+    let args = [
+        "--tls-listen",
+        &tls_listen,
+        "--tls-cert",
+        &path("tls.crt"),
+        "--tls-key",
+        &path("tls.key"),
+        "--client-ca",
+        &path("ca.crt"),
+    ];
+    // As in a cluster: the plain listener serves no reads.
+    let server = Server::launch(&root.path().join("data"), &manifests_dir(root.path(), ""), &args, &[], None).await;
+    assert_eq!(server.deliver(&http(), "d-1", "acme/api", 41, "queued").await, 202);
+
+    let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls-cert", "namespace": "github"},
+        "data": {"tls.crt": encode(&cert), "tls.key": encode(&key), "ca.crt": encode(&ca)},
+    });
+    let rest = cluster(None, true);
+    let (client, calls) = api_server(move |call| {
+        if call.method == "GET" && call.path == "/api/v1/namespaces/github/secrets/tls-cert" {
+            return (200, secret.clone());
+        }
+        rest(call)
+    });
+    let reader = DemandReader::new(Some(format!("https://localhost:{}", tls.port())));
+    let ctx = Arc::new(Context::new(client, Settings::default(), Some(reader)));
+    let mut object =
+        runner(json!({"owner": "acme", "repo": "api", "maxRunners": 3, "runner": {"runnerLabels": "linux"}}));
+    object.metadata.name = Some("api-linux".into());
+    reconcile_runner(Arc::new(object), ctx).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let status = &patches(&calls, "/scaledactionrunners/api-linux/status")[0].body["status"];
+    assert_eq!(status["demand"], 1, "{status}");
+    assert_eq!(status["desiredRunners"], 1, "{status}");
+}
+
 fn core_object(name: &str) -> gaa::crd::ScaledActionRunnerCore {
     let mut value = core();
     value["metadata"] = json!({"name": name, "uid": "core-uid", "generation": 2});

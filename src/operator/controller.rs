@@ -73,31 +73,94 @@ impl ReconcileError {
 }
 
 /// Reads a runner's demand from the API server's read API, for the runner's status.
+///
+/// In a cluster over the API server's mutual-TLS port, presenting the core's `sslCertSecret`
+/// certificate (its plain port serves no reads); the client is rebuilt when the Secret changes.
 #[derive(Debug, Clone)]
 pub struct DemandReader {
     http: reqwest::Client,
-    /// Base URL used instead of the API server's Service (tests).
+    /// Base URL used instead of the API server's Service (tests); `http://` reads without a
+    /// certificate.
     base: Option<String>,
+    /// The mutual-TLS client and a digest of the Secret data it was built from.
+    tls: Arc<Mutex<Option<CertifiedClient>>>,
 }
 
+/// A client presenting a certificate, and the digest of the Secret data it was built from.
+type CertifiedClient = ([u8; 32], reqwest::Client);
+
+/// How long one read of demand may take.
+const DEMAND_READ_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl DemandReader {
-    /// Plain HTTP to the API server's Service, port 8080, inside the cluster.
     pub fn new(base: Option<String>) -> Self {
         crate::github::client::install_crypto_provider();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap_or_default();
-        Self { http, base }
+        let http = reqwest::Client::builder().timeout(DEMAND_READ_TIMEOUT).build().unwrap_or_default();
+        Self { http, base, tls: Arc::default() }
     }
 
     /// The runner's view (`demand`, `queued`, `inProgress`, `desiredRunners`, `lastResyncTime`,
-    /// `lastDrift`), or None when the API server cannot say (it is starting, or unreachable).
-    pub async fn read(&self, api_server: &ApiServer, namespace: &str, name: &str) -> Option<serde_json::Value> {
-        let base = self.base.clone().unwrap_or_else(|| format!("http://{}:{}", api_server.host(), super::ports::HTTP));
-        let url = format!("{base}/api/v1/namespaces/{namespace}/scaledactionrunners/{name}");
-        let answer = self.http.get(&url).send().await.ok()?;
+    /// `lastDrift`), or None when the API server cannot say (it is starting, or unreachable, or
+    /// the certificate Secret is not there yet).
+    pub async fn read(
+        &self,
+        client: &Client,
+        api_server: &ApiServer,
+        cert_secret: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let path = format!("/api/v1/namespaces/{namespace}/scaledactionrunners/{name}");
+        let base = match &self.base {
+            Some(base) => base.clone(),
+            None => format!("https://{}:{}", api_server.host(), super::ports::TLS),
+        };
+        let http = if base.starts_with("https://") {
+            let secret = Api::<Secret>::namespaced(client.clone(), &api_server.namespace)
+                .get_opt(cert_secret)
+                .await
+                .ok()
+                .flatten()?;
+            self.tls_client(&secret)?
+        } else {
+            self.http.clone()
+        };
+        let request = http.get(format!("{base}{path}"));
+        let answer = request.send().await.ok()?;
         if !answer.status().is_success() {
             return None;
         }
         answer.json().await.ok()
+    }
+
+    /// A client trusting the Secret's `ca.crt` and presenting its `tls.crt`/`tls.key`.
+    fn tls_client(&self, secret: &Secret) -> Option<reqwest::Client> {
+        use sha2::Digest as _;
+        let data = secret.data.as_ref()?;
+        let [cert, key, ca] = ["tls.crt", "tls.key", CA_KEY].map(|key| data.get(key).map(|bytes| bytes.0.as_slice()));
+        let (cert, key, ca) = (cert?, key?, ca?);
+        let mut digest = sha2::Sha256::new();
+        for part in [cert, key, ca] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part);
+        }
+        let digest: [u8; 32] = digest.finalize().into();
+        let mut cached = self.tls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, http)) = cached.as_ref()
+            && *seen == digest
+        {
+            return Some(http.clone());
+        }
+        let identity = reqwest::Identity::from_pem(&[cert, b"\n", key].concat()).ok()?;
+        let roots = reqwest::Certificate::from_pem_bundle(ca).ok()?;
+        let http = reqwest::Client::builder()
+            .timeout(DEMAND_READ_TIMEOUT)
+            .tls_certs_only(roots)
+            .identity(identity)
+            .build()
+            .ok()?;
+        *cached = Some((digest, http.clone()));
+        Some(http)
     }
 }
 
@@ -410,8 +473,8 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
     };
     let mut status = ready_status(runner.as_ref(), ready, reason, &message);
     status["replicas"] = json!(replicas);
-    if let (Some(reader), Some(api_server)) = (&ctx.demand, &api_server)
-        && let Some(view) = reader.read(api_server, &namespace, &name).await
+    if let (Some(reader), Some(api_server), Some(core)) = (&ctx.demand, &api_server, &core)
+        && let Some(view) = reader.read(client, api_server, &core.spec.ssl_cert_secret, &namespace, &name).await
     {
         for field in ["demand", "queued", "inProgress", "desiredRunners", "lastResyncTime", "lastDrift"] {
             if let Some(value) = view.get(field).filter(|value| !value.is_null()) {

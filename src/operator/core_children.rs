@@ -12,8 +12,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction,
     KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -61,7 +61,8 @@ pub struct CoreInputs<'a> {
 }
 
 /// The minimal Prometheus operator `ServiceMonitor` the core writes: scrape the API server's
-/// Service on its `http` port. Field names follow the `monitoring.coreos.com/v1` CRD.
+/// Service on its `https` port with a client certificate (the plain `http` port serves only
+/// webhooks and probes). Field names follow the `monitoring.coreos.com/v1` CRD.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[kube(group = "monitoring.coreos.com", version = "v1", kind = "ServiceMonitor", namespaced, schema = "disabled")]
 #[serde(rename_all = "camelCase")]
@@ -76,6 +77,27 @@ pub struct ServiceMonitorSpec {
 pub struct ServiceMonitorEndpoint {
     pub port: String,
     pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<ServiceMonitorTls>,
+}
+
+/// How Prometheus verifies the API server and which client certificate it presents; the
+/// Secrets are read from the ServiceMonitor's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceMonitorTls {
+    pub ca: SecretOrConfigMap,
+    pub cert: SecretOrConfigMap,
+    pub key_secret: SecretKeySelector,
+    pub server_name: String,
+}
+
+/// A key of a Secret (the only source the operator uses).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+pub struct SecretOrConfigMap {
+    pub secret: SecretKeySelector,
 }
 
 /// Everything a core becomes, in apply order (identities and permissions before workloads).
@@ -863,6 +885,11 @@ impl Stack<'_> {
 
     /// In the API server's namespace (kube-prometheus-stack watches every namespace by default),
     /// labelled [`SERVICE_MONITOR_LABEL`] so its default selector picks it up.
+    ///
+    /// It scrapes the mutual-TLS port, presenting the `sslCertSecret` certificate as its client
+    /// certificate (that certificate needs the `client auth` usage): `serve` answers reads only
+    /// where it authenticates the client, and the operator never writes Secrets, so it cannot
+    /// mint a token for the plain port.
     fn service_monitor(&self) -> ServiceMonitor {
         let mut metadata = self.namespaced(self.name(), API_SERVER);
         metadata
@@ -876,8 +903,29 @@ impl Stack<'_> {
                     match_labels: Some(selector_labels(self.instance, API_SERVER)),
                     ..LabelSelector::default()
                 },
-                endpoints: vec![ServiceMonitorEndpoint { port: "http".into(), path: "/metrics".into() }],
+                endpoints: vec![ServiceMonitorEndpoint {
+                    port: "https".into(),
+                    path: "/metrics".into(),
+                    scheme: Some("https".into()),
+                    tls_config: Some(self.scrape_tls()),
+                }],
             },
+        }
+    }
+
+    /// The `sslCertSecret`'s CA to verify the API server as its Service's DNS name, and its
+    /// certificate and key as the client certificate.
+    fn scrape_tls(&self) -> ServiceMonitorTls {
+        let key = |key: &str| SecretKeySelector {
+            name: self.spec.ssl_cert_secret.clone(),
+            key: key.into(),
+            ..SecretKeySelector::default()
+        };
+        ServiceMonitorTls {
+            ca: SecretOrConfigMap { secret: key("ca.crt") },
+            cert: SecretOrConfigMap { secret: key("tls.crt") },
+            key_secret: key("tls.key"),
+            server_name: format!("{}.{}.svc", self.name(), self.namespace()),
         }
     }
 }
@@ -1271,7 +1319,22 @@ mod tests {
         assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
         assert_eq!(monitor["metadata"]["namespace"], "github");
         assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
-        assert_eq!(monitor["spec"]["endpoints"], json!([{"port": "http", "path": "/metrics"}]));
+        let secret = |key: &str| json!({"name": "tls-cert", "key": key});
+        assert_eq!(
+            monitor["spec"]["endpoints"],
+            json!([{
+                "port": "https",
+                "path": "/metrics",
+                "scheme": "https",
+                "tlsConfig": {
+                    "ca": {"secret": secret("ca.crt")},
+                    "cert": {"secret": secret("tls.crt")},
+                    "keySecret": secret("tls.key"),
+                    "serverName": "metrics.github.svc",
+                },
+            }]),
+            "the plain port serves no reads: Prometheus scrapes the mutual-TLS port with the core's certificate"
+        );
         assert_eq!(monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"], "api-server");
     }
 

@@ -38,17 +38,42 @@ impl Server {
         Self::start_with(data, manifests, &[]).await
     }
 
-    /// Starts the binary with extra `serve` arguments.
+    /// Starts the binary with extra `serve` arguments. Reads stay open on the plain listener
+    /// (`GAA_UNAUTHENTICATED_READS`, as the standalone quick start runs it).
     pub async fn start_with(data: &Path, manifests: &Path, extra: &[&str]) -> Self {
+        Self::launch(data, manifests, extra, &[("GAA_UNAUTHENTICATED_READS", "true")], None).await
+    }
+
+    /// Starts the binary with extra arguments and environment (set after the defaults, so they
+    /// win), under a lower open-files limit when `open_files` is given.
+    pub async fn launch(
+        data: &Path,
+        manifests: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        open_files: Option<u32>,
+    ) -> Self {
         let addr = free_port();
         let stderr = data.with_extension(format!("{}.log", addr.port()));
-        let child = Command::new(BIN)
+        let mut command = match open_files {
+            None => Command::new(BIN),
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), BIN]);
+                shell
+            }
+        };
+        command
             .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
             .arg(data)
             .arg("--manifests")
             .arg(manifests)
             .args(extra)
-            .env("GAA_LOG", "info")
+            .env("GAA_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
