@@ -221,22 +221,6 @@ async fn grpc_calls_need_the_token_and_a_listener_that_authenticates_nobody_refu
     drop(open_tls);
 }
 
-/// A CA, and one certificate for `localhost` good for both ends of mutual TLS: (ca, cert, key).
-fn pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-    let mut params = CertificateParams::new(Vec::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "test ca");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = params.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(params, ca_key);
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
-    (ca, cert, key.serialize_pem())
-}
-
 /// Opens `n` connections to `addr` that never send a byte.
 async fn idle_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut sockets = Vec::with_capacity(n);
@@ -250,7 +234,7 @@ async fn idle_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 async fn the_tls_and_grpc_listeners_also_serve_a_complete_request_while_idle_sockets_fill_them() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let root = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = pki();
+    let (ca, cert, key) = common::pki::mutual_tls();
     let path = |name: &str| root.path().join(name).display().to_string();
     for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
         std::fs::write(path(name), pem).unwrap();
@@ -338,7 +322,7 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: 
 async fn stalled_connections_are_closed_at_their_timeouts_on_plain_and_tls_listeners() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let root = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = pki();
+    let (ca, cert, key) = common::pki::mutual_tls();
     let path = |name: &str| root.path().join(name).display().to_string();
     for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
         std::fs::write(path(name), pem).unwrap();

@@ -311,29 +311,12 @@ async fn the_runner_status_shows_the_demand_the_api_server_counts() {
     assert_eq!(status["desiredRunners"], 1);
 }
 
-/// A CA and one certificate for `localhost`, good for both ends of mutual TLS (as the core's
-/// `sslCertSecret` must be for Prometheus and the operator to read demand).
-fn server_and_client_pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-    let mut params = CertificateParams::new(Vec::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "test ca");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = params.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(params, ca_key);
-    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
-    (ca, cert, key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_status_reads_demand_over_mutual_tls_with_the_certificate_of_the_core() {
     use base64::Engine as _;
     use common::server::{Server, free_port, http, manifests_dir};
     let root = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = server_and_client_pki();
+    let (ca, cert, key) = common::pki::mutual_tls();
     let path = |name: &str| root.path().join(name).display().to_string();
     for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
         std::fs::write(path(name), pem).unwrap();

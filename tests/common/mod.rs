@@ -3,6 +3,7 @@
 
 pub mod fake_github;
 pub mod memcached;
+pub mod pki;
 pub mod rng;
 pub mod server;
 
