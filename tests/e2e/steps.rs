@@ -1,0 +1,377 @@
+//! The steps of the suite, in the order they run.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::{Ctx, Process, Res, wait_for};
+use crate::fail;
+
+type Step = for<'a> fn(&'a mut Ctx) -> Pin<Box<dyn Future<Output = Res> + 'a>>;
+
+macro_rules! steps {
+    ($($name:ident),+ $(,)?) => {
+        pub const ALL: &[(&str, Step)] = &[$((stringify!($name), |ctx| Box::pin($name(ctx)))),+];
+    };
+}
+
+steps!(
+    helm_lint_passes_and_helm_template_is_install_yaml,
+    helm_install_and_uninstall_succeed_on_the_real_server,
+    install_yaml_applies_server_side_and_the_crds_become_established,
+    the_operator_runs_as_its_own_service_account,
+    the_original_example_core_becomes_ready_and_owns_its_children,
+    the_original_example_runners_become_ready_and_own_their_children,
+    a_spec_change_is_applied_in_place,
+    the_operator_was_never_forbidden,
+    an_idle_operator_makes_no_writes,
+    deleting_a_runner_removes_its_children,
+    deleting_the_core_removes_everything_it_made,
+);
+
+const OPERATOR_NAMESPACE: &str = "github-action-autoscaler";
+const OPERATOR_ACCOUNT: &str = "github-action-autoscaler-operator";
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn documents(yaml: &str) -> Res<Vec<Value>> {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(yaml)?;
+    let mut documents: Vec<Value> = documents.into_iter().filter(|d| !d.is_null()).collect();
+    documents.sort_by_key(|d| {
+        (d["kind"].to_string(), d["metadata"]["namespace"].to_string(), d["metadata"]["name"].to_string())
+    });
+    Ok(documents)
+}
+
+async fn helm_lint_passes_and_helm_template_is_install_yaml(ctx: &mut Ctx) -> Res {
+    let chart = ctx.path("deploy/chart");
+    let chart = chart.to_str().ok_or("chart path")?;
+    let lint = crate::cluster::run("helm", &["lint", "--strict", chart], None)?;
+    if !lint.contains("0 chart(s) failed") {
+        fail!("helm lint: {lint}");
+    }
+    let rendered = crate::cluster::run("helm", &["template", "gaa", chart, "--include-crds"], None)?;
+    let install = std::fs::read_to_string(ctx.path("deploy/install.yaml"))?;
+    let (rendered, install) = (documents(&rendered)?, documents(&install)?);
+    if rendered.len() != install.len() {
+        fail!("helm template renders {} objects, install.yaml holds {}", rendered.len(), install.len());
+    }
+    for (from_helm, from_install) in rendered.iter().zip(&install) {
+        if from_helm != from_install {
+            fail!("helm template and install.yaml differ:\n{from_helm}\n{from_install}");
+        }
+    }
+    Ok(())
+}
+
+async fn helm_install_and_uninstall_succeed_on_the_real_server(ctx: &mut Ctx) -> Res {
+    let chart = ctx.path("deploy/chart");
+    let chart = chart.to_str().ok_or("chart path")?;
+    crate::cluster::run("helm", &["install", "gaa", chart, "-n", "default"], None)?;
+    let status = crate::cluster::run("helm", &["status", "gaa", "-n", "default", "-o", "json"], None)?;
+    let status: Value = serde_json::from_str(&status)?;
+    if status["info"]["status"] != "deployed" {
+        fail!("helm status: {}", status["info"]);
+    }
+    ctx.kubectl(&["-n", OPERATOR_NAMESPACE, "get", "deployment/github-action-autoscaler-operator"])?;
+    crate::cluster::run("helm", &["uninstall", "gaa", "-n", "default", "--wait", "--timeout", "2m"], None)?;
+    let namespace = OPERATOR_NAMESPACE.to_string();
+    wait_for("the chart's namespace to be gone", Duration::from_secs(120), || {
+        let found =
+            crate::cluster::run("kubectl", &["get", "ns", &namespace, "--ignore-not-found", "-o", "name"], None);
+        async move { Ok(found?.trim().is_empty()) }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn install_yaml_applies_server_side_and_the_crds_become_established(ctx: &mut Ctx) -> Res {
+    let install = ctx.path("deploy/install.yaml");
+    ctx.kubectl(&["apply", "--server-side", "-f", install.to_str().ok_or("path")?])?;
+    ctx.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/scaledactionrunners.runner.devjoes.com",
+        "crd/scaledactionrunnercore.runner.devjoes.com",
+    ])?;
+    Ok(())
+}
+
+async fn the_operator_runs_as_its_own_service_account(ctx: &mut Ctx) -> Res {
+    let kubeconfig = ctx.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let log = ctx.work.path().join("operator.log");
+    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
+    let mut operator = Process::start(
+        &ctx.bin,
+        &["operator", "--listen", &listen],
+        &[("KUBECONFIG", &kubeconfig), ("GAA_LOG", "gaa=debug,info")],
+        log,
+    )?;
+    let health = format!("http://{listen}/healthz");
+    let answered = wait_for("the operator's /healthz", Duration::from_secs(30), || {
+        let health = health.clone();
+        async move { Ok(reqwest::get(health).await.is_ok_and(|r| r.status().is_success())) }
+    })
+    .await;
+    if let Err(e) = answered {
+        fail!("{e}\n{}", operator.log());
+    }
+    if !operator.is_running() {
+        fail!("the operator exited:\n{}", operator.log());
+    }
+    ctx.operator = Some(operator);
+    Ok(())
+}
+
+fn free_port() -> Res<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A certificate Secret as cert-manager writes it: `tls.crt`, `tls.key` and `ca.crt`.
+fn certificate_secret(namespace: &str, name: &str, dns: &[&str]) -> Res<String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let mut params = CertificateParams::new(Vec::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "e2e ca");
+    let ca_key = KeyPair::generate()?;
+    let ca = params.self_signed(&ca_key)?.pem();
+    let issuer = Issuer::new(params, ca_key);
+    let mut leaf = CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    let cert = leaf.signed_by(&key, &issuer)?.pem();
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": {"tls.crt": cert, "tls.key": key.serialize_pem(), "ca.crt": ca},
+    });
+    Ok(secret.to_string())
+}
+
+fn get_json(ctx: &Ctx, args: &[&str]) -> Res<Value> {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    Ok(serde_json::from_str(&ctx.kubectl(&all)?)?)
+}
+
+fn ready(object: &Value) -> bool {
+    object["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn condition_text(object: &Value) -> String {
+    object["status"]["conditions"].to_string()
+}
+
+async fn wait_ready(ctx: &Ctx, what: &[&str]) -> Res {
+    let last = std::cell::RefCell::new(Value::Null);
+    let waited = wait_for(&format!("{} Ready=True", what.join(" ")), Duration::from_secs(90), || {
+        let object = get_json(ctx, what);
+        let ready = object.as_ref().map(ready).unwrap_or(false);
+        if let Ok(object) = object {
+            *last.borrow_mut() = object;
+        }
+        async move { Ok(ready) }
+    })
+    .await;
+    if let Err(e) = waited {
+        fail!("{e}; conditions: {}", condition_text(&last.borrow()));
+    }
+    Ok(())
+}
+
+/// Objects of `kinds` in `namespace` whose controller owner is `owner_uid`, as `kind/name`.
+fn owned(ctx: &Ctx, kinds: &str, namespace: Option<&str>, owner_uid: &str) -> Res<Vec<String>> {
+    let mut args = vec!["get", kinds];
+    match namespace {
+        Some(ns) => args.extend(["-n", ns]),
+        None => args.push("--all-namespaces"),
+    }
+    let list = get_json(ctx, &args)?;
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| {
+            item["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner_uid))
+        })
+        .map(|item| {
+            format!("{}/{}", item["kind"].as_str().unwrap_or("?"), item["metadata"]["name"].as_str().unwrap_or("?"))
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+async fn the_original_example_core_becomes_ready_and_owns_its_children(ctx: &mut Ctx) -> Res {
+    ctx.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: github}\n")?;
+    ctx.apply(&certificate_secret("github", "tls-cert", &["metrics.github.svc"])?)?;
+    let core = ctx.path("fixtures/original/core-example.yaml");
+    ctx.kubectl(&["apply", "--server-side", "-f", core.to_str().ok_or("path")?])?;
+    wait_ready(ctx, &["scaledactionrunnercore", "core"]).await?;
+    let core = get_json(ctx, &["scaledactionrunnercore", "core"])?;
+    let uid = core["metadata"]["uid"].as_str().ok_or("core uid")?.to_owned();
+    let in_namespace =
+        owned(ctx, "deployments,services,serviceaccounts,statefulsets,roles,rolebindings", Some("github"), &uid)?;
+    for wanted in ["Deployment/metrics", "Service/metrics", "ServiceAccount/metrics"] {
+        if !in_namespace.contains(&wanted.to_string()) {
+            fail!("the core owns no {wanted} in github: it owns {in_namespace:?}");
+        }
+    }
+    let cluster_wide = owned(ctx, "apiservices,clusterroles,clusterrolebindings", None, &uid)?;
+    if !cluster_wide.iter().any(|o| o.starts_with("APIService/")) {
+        fail!("the core owns no APIService: it owns {cluster_wide:?}");
+    }
+    println!("  the core owns {in_namespace:?} and {cluster_wide:?}");
+    Ok(())
+}
+
+/// The original example runners, each in its namespace, with the Secrets they name.
+const RUNNER_FIXTURES: [&str; 2] =
+    ["fixtures/original/runner-add-runner.yaml", "fixtures/original/runner-readme-spellings.yaml"];
+
+async fn the_original_example_runners_become_ready_and_own_their_children(ctx: &mut Ctx) -> Res {
+    ctx.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: example-repo}\n")?;
+    let mut secrets = String::new();
+    for name in ["example-repo", "example-repo-0", "example-repo-1", "example-repo-2", "example-repo-3"] {
+        secrets.push_str(&format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: example-repo}}\nstringData: {{token: not-a-real-token, RUNNER_NAME: {name}}}\n"
+        ));
+    }
+    ctx.apply(&secrets)?;
+    for fixture in RUNNER_FIXTURES {
+        let path = ctx.path(fixture);
+        ctx.kubectl(&["apply", "--server-side", "-f", path.to_str().ok_or("path")?])?;
+    }
+    wait_ready(ctx, &["-n", "example-repo", "scaledactionrunner", "example-repo"]).await?;
+    let runner = get_json(ctx, &["-n", "example-repo", "scaledactionrunner", "example-repo"])?;
+    let uid = runner["metadata"]["uid"].as_str().ok_or("runner uid")?.to_owned();
+    let children = owned(ctx, "statefulsets,scaledobjects.keda.sh,roles,rolebindings", Some("example-repo"), &uid)?;
+    for wanted in ["StatefulSet/example-repo", "ScaledObject/example-repo"] {
+        if !children.contains(&wanted.to_string()) {
+            fail!("the runner owns no {wanted}: it owns {children:?}");
+        }
+    }
+    println!("  example-repo owns {children:?}");
+    Ok(())
+}
+
+async fn a_spec_change_is_applied_in_place(ctx: &mut Ctx) -> Res {
+    let what = ["-n", "example-repo", "scaledactionrunner", "example-repo"];
+    let before = get_json(ctx, &what)?;
+    let statefulset = get_json(ctx, &["-n", "example-repo", "statefulset", "example-repo"])?;
+    ctx.kubectl(&[
+        "-n",
+        "example-repo",
+        "patch",
+        "scaledactionrunner",
+        "example-repo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxRunners":3}}"#,
+    ])?;
+    let generation = before["metadata"]["generation"].as_i64().ok_or("generation")? + 1;
+    wait_for("observedGeneration to follow the change", Duration::from_secs(60), || {
+        let runner = get_json(ctx, &what);
+        async move { Ok(runner?["status"]["observedGeneration"].as_i64() == Some(generation)) }
+    })
+    .await?;
+    let scaled = get_json(ctx, &["-n", "example-repo", "scaledobject.keda.sh", "example-repo"])?;
+    if scaled["spec"]["maxReplicaCount"] != 3 {
+        fail!("the ScaledObject did not take maxRunners 3: {}", scaled["spec"]);
+    }
+    let after = get_json(ctx, &["-n", "example-repo", "statefulset", "example-repo"])?;
+    if after["metadata"]["uid"] != statefulset["metadata"]["uid"] {
+        fail!("the StatefulSet was recreated instead of changed in place");
+    }
+    Ok(())
+}
+
+async fn the_operator_was_never_forbidden(ctx: &mut Ctx) -> Res {
+    let operator = ctx.operator.as_mut().ok_or("the operator is not running")?;
+    if !operator.is_running() {
+        fail!("the operator exited:\n{}", operator.log());
+    }
+    let log = operator.log();
+    let forbidden: Vec<&str> = log.lines().filter(|l| l.to_ascii_lowercase().contains("forbidden")).collect();
+    if !forbidden.is_empty() {
+        fail!("the operator was refused by RBAC:\n{}", forbidden.join("\n"));
+    }
+    Ok(())
+}
+
+/// Requests the operator's ServiceAccount made after `since`, read from the audit log: (verb, uri).
+fn operator_requests(ctx: &Ctx, since: &str) -> Res<Vec<(String, String)>> {
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}");
+    let text = std::fs::read_to_string(ctx.audit_log()).map_err(|e| format!("{}: {e}", ctx.audit_log().display()))?;
+    let mut requests = Vec::new();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+        if event["stage"] != "ResponseComplete" || event["user"]["username"] != user.as_str() {
+            continue;
+        }
+        if event["requestReceivedTimestamp"].as_str().is_some_and(|t| t > since) {
+            requests.push((
+                event["verb"].as_str().unwrap_or("?").to_owned(),
+                event["requestURI"].as_str().unwrap_or("?").to_owned(),
+            ));
+        }
+    }
+    Ok(requests)
+}
+
+async fn an_idle_operator_makes_no_writes(ctx: &mut Ctx) -> Res {
+    // Let what the earlier steps changed settle, then count a minute of requests.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let since = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    tokio::time::sleep(SETTLE).await;
+    let requests = operator_requests(ctx, &since)?;
+    let writes: Vec<&(String, String)> =
+        requests.iter().filter(|(verb, _)| !matches!(verb.as_str(), "get" | "list" | "watch")).collect();
+    println!("  an idle minute: {} requests by the operator, {} writes", requests.len(), writes.len());
+    if !writes.is_empty() {
+        fail!("an idle operator wrote: {writes:?}");
+    }
+    Ok(())
+}
+
+async fn gone(ctx: &Ctx, what: &[&str]) -> Res<bool> {
+    let mut args = what.to_vec();
+    args.extend(["--ignore-not-found", "-o", "name"]);
+    Ok(ctx.kubectl(&args)?.trim().is_empty())
+}
+
+async fn deleting_a_runner_removes_its_children(ctx: &mut Ctx) -> Res {
+    ctx.kubectl(&["-n", "example-repo", "delete", "scaledactionrunner", "example-repo", "--wait=true"])?;
+    for child in [["statefulset", "example-repo"], ["scaledobject.keda.sh", "example-repo"]] {
+        let what = ["-n", "example-repo", child[0], child[1]];
+        wait_for(&format!("{} to be garbage-collected", child.join("/")), Duration::from_secs(60), || async {
+            gone(ctx, &what).await
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn deleting_the_core_removes_everything_it_made(ctx: &mut Ctx) -> Res {
+    let core = get_json(ctx, &["scaledactionrunnercore", "core"])?;
+    let uid = core["metadata"]["uid"].as_str().ok_or("core uid")?.to_owned();
+    ctx.kubectl(&["delete", "scaledactionrunnercore", "core", "--wait=true"])?;
+    wait_for("everything the core made to be garbage-collected", Duration::from_secs(90), || {
+        let left =
+            owned(ctx, "deployments,services,serviceaccounts,statefulsets,roles,rolebindings", Some("github"), &uid)
+                .and_then(|mut left| {
+                    left.extend(owned(ctx, "apiservices,clusterroles,clusterrolebindings", None, &uid)?);
+                    Ok(left)
+                });
+        async move { Ok(left?.is_empty()) }
+    })
+    .await?;
+    Ok(())
+}
