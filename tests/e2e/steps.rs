@@ -25,6 +25,7 @@ steps!(
     the_original_example_core_becomes_ready_and_owns_its_children,
     the_original_example_runners_become_ready_and_own_their_children,
     a_spec_change_is_applied_in_place,
+    serve_follows_runners_and_their_secrets_as_its_own_service_account,
     the_operator_was_never_forbidden,
     an_idle_operator_makes_no_writes,
     deleting_a_runner_removes_its_children,
@@ -289,6 +290,86 @@ async fn a_spec_change_is_applied_in_place(ctx: &mut Ctx) -> Res {
     let after = get_json(ctx, &["-n", "example-repo", "statefulset", "example-repo"])?;
     if after["metadata"]["uid"] != statefulset["metadata"]["uid"] {
         fail!("the StatefulSet was recreated instead of changed in place");
+    }
+    Ok(())
+}
+
+/// A runner of our own in `example-repo`, with `max` runners.
+fn probe_runner(max: u32) -> String {
+    format!(
+        "apiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {{name: e2e-probe, namespace: example-repo}}\n\
+         spec: {{owner: devjoes, repo: e2e-probe, maxRunners: {max}, githubTokenSecret: example-repo, runner: {{runnerLabels: linux}}}}\n"
+    )
+}
+
+/// Polls `serve`'s read API for the probe runner until `seen` holds of (status, body).
+async fn until_serve_shows(url: &str, what: &str, seen: impl Fn(u16, &Value) -> bool) -> Res<Duration> {
+    let client = reqwest::Client::new();
+    wait_for(what, Duration::from_secs(10), || {
+        let request = client.get(url).send();
+        let seen = &seen;
+        async move {
+            let response = request.await?;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            Ok(seen(status, &body))
+        }
+    })
+    .await
+}
+
+async fn serve_follows_runners_and_their_secrets_as_its_own_service_account(ctx: &mut Ctx) -> Res {
+    // The API server's ServiceAccount, as the core made it (metrics in github).
+    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
+    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let data = ctx.work.path().join("serve-data");
+    let data = data.to_str().ok_or("path")?.to_owned();
+    // A GitHub API nobody listens on: this suite never talks to GitHub.
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &data,
+        "--unauthenticated-reads",
+        "--github-api-url",
+        "http://127.0.0.1:9",
+    ];
+    let serve = Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], ctx.work.path().join("serve.log"))?;
+    let ready = format!("http://{listen}/readyz");
+    let answered = wait_for("serve's /readyz (runners and their Secrets loaded)", Duration::from_secs(30), || {
+        let ready = ready.clone();
+        async move { Ok(reqwest::get(ready).await.is_ok_and(|r| r.status().is_success())) }
+    })
+    .await;
+    if let Err(e) = answered {
+        fail!("{e}\n{}", serve.log());
+    }
+    let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/e2e-probe");
+    ctx.apply(&probe_runner(2))?;
+    let created = until_serve_shows(&url, "a created runner served", |status, _| status == 200).await?;
+    ctx.apply(&probe_runner(5))?;
+    let changed = until_serve_shows(&url, "a changed runner served", |_, body| body["maxRunners"] == 5).await?;
+    ctx.kubectl(&["-n", "example-repo", "delete", "scaledactionrunner", "e2e-probe"])?;
+    let deleted = until_serve_shows(&url, "a deleted runner gone", |status, _| status == 404).await?;
+    println!("  runner changes reached serve in: created {created:?}, changed {changed:?}, deleted {deleted:?}");
+    let slowest = created.max(changed).max(deleted);
+    if slowest > Duration::from_secs(2) {
+        fail!("a runner change took {slowest:?} to reach serve");
+    }
+    let account = "system:serviceaccount:github:metrics";
+    let can = |what: &str| ctx.kubectl(&["auth", "can-i", "get", what, "-n", "example-repo", "--as", account]);
+    if can("secret/example-repo").map(|a| a.trim().to_owned()).ok().as_deref() != Some("yes") {
+        fail!("serve's ServiceAccount cannot read the token Secret a runner names");
+    }
+    // kubectl answers "no" with exit status 1.
+    if can("secret/example-repo-0").is_ok() || can("secrets").is_ok() {
+        fail!("serve's ServiceAccount can read Secrets no runner names for it");
+    }
+    let log = serve.log();
+    if let Some(line) = log.lines().find(|l| l.to_ascii_lowercase().contains("forbidden")) {
+        fail!("serve was refused by RBAC: {line}");
     }
     Ok(())
 }
