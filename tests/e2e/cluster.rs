@@ -21,6 +21,8 @@ pub struct Ctx {
     pub bin: PathBuf,
     pub work: tempfile::TempDir,
     pub operator: Option<Process>,
+    /// Where the operator serves `/healthz` and `/metrics`.
+    pub operator_listen: String,
 }
 
 /// A process of ours (the operator, `serve`) with its log in a file.
@@ -78,7 +80,7 @@ impl Ctx {
         let bin = std::env::var_os("GAA_E2E_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_github-action-autoscaler")));
-        Ok(Self { root, bin, work: tempfile::tempdir()?, operator: None })
+        Ok(Self { root, bin, work: tempfile::tempdir()?, operator: None, operator_listen: String::new() })
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {

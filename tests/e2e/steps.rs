@@ -26,6 +26,7 @@ steps!(
     the_original_example_runners_become_ready_and_own_their_children,
     a_spec_change_is_applied_in_place,
     serve_follows_runners_and_their_secrets_as_its_own_service_account,
+    prometheus_scrapes_serve_and_the_operator_and_finds_every_documented_series,
     the_operator_was_never_forbidden,
     an_idle_operator_makes_no_writes,
     deleting_a_runner_removes_its_children,
@@ -124,6 +125,7 @@ async fn the_operator_runs_as_its_own_service_account(ctx: &mut Ctx) -> Res {
         fail!("the operator exited:\n{}", operator.log());
     }
     ctx.operator = Some(operator);
+    ctx.operator_listen = listen;
     Ok(())
 }
 
@@ -371,6 +373,101 @@ async fn serve_follows_runners_and_their_secrets_as_its_own_service_account(ctx:
     if let Some(line) = log.lines().find(|l| l.to_ascii_lowercase().contains("forbidden")) {
         fail!("serve was refused by RBAC: {line}");
     }
+    Ok(())
+}
+
+/// The series the README documents for `serve` in every mode (the paragraph after "Metrics
+/// (prefix `gaa_`)", up to the memcached-only ones), without their labels.
+fn documented_series(readme: &str) -> Res<Vec<String>> {
+    let start = readme.find("Metrics (prefix `gaa_`):").ok_or("the README documents no metrics")?;
+    let always = &readme[start..];
+    let always = &always
+        [..always.find("with\nmemcached:").or_else(|| always.find("with memcached:")).ok_or("no memcached part")?];
+    let series: Vec<String> = always
+        .split('`')
+        .skip(3) // "Metrics (prefix ", "gaa_", "): "
+        .step_by(2)
+        .map(|name| format!("gaa_{}", name.split('{').next().unwrap_or(name)))
+        .collect();
+    if series.len() < 8 {
+        fail!("read only {series:?} from the README");
+    }
+    Ok(series)
+}
+
+async fn prometheus_scrapes_serve_and_the_operator_and_finds_every_documented_series(ctx: &mut Ctx) -> Res {
+    let work = ctx.work.path().join("prometheus");
+    std::fs::create_dir_all(&work)?;
+    // serve as it runs standalone, its metrics behind a bearer token as KEDA and Prometheus read them.
+    let token = work.join("token");
+    std::fs::write(&token, "e2e-metrics-token\n")?;
+    let serve_listen = format!("127.0.0.1:{}", free_port()?);
+    let (manifests, data) = (ctx.path("fixtures/manifests/demo"), work.join("serve-data"));
+    let args = [
+        "serve",
+        "--listen",
+        &serve_listen,
+        "--manifests",
+        manifests.to_str().ok_or("path")?,
+        "--data-dir",
+        data.to_str().ok_or("path")?,
+        "--metrics-token-file",
+        token.to_str().ok_or("path")?,
+    ];
+    let _serve = Process::start(&ctx.bin, &args, &[], work.join("serve.log"))?;
+    let prometheus_listen = format!("127.0.0.1:{}", free_port()?);
+    let config = format!(
+        "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n\
+         - job_name: serve\n  authorization: {{credentials_file: {}}}\n  static_configs: [{{targets: ['{serve_listen}']}}]\n\
+         - job_name: operator\n  static_configs: [{{targets: ['{}']}}]\n",
+        token.display(),
+        ctx.operator_listen
+    );
+    std::fs::write(work.join("prometheus.yml"), config)?;
+    let prometheus = Process::start(
+        std::path::Path::new("prometheus"),
+        &[
+            &format!("--config.file={}", work.join("prometheus.yml").display()),
+            &format!("--storage.tsdb.path={}", work.join("tsdb").display()),
+            &format!("--web.listen-address={prometheus_listen}"),
+        ],
+        &[],
+        work.join("prometheus.log"),
+    )?;
+    let api = format!("http://{prometheus_listen}/api/v1");
+    let targets_up = wait_for("both targets up with no scrape error", Duration::from_secs(60), || {
+        let url = format!("{api}/targets");
+        async move {
+            let targets: Value = reqwest::get(url).await?.json().await?;
+            let active = targets["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+            Ok(active.len() == 2 && active.iter().all(|t| t["health"] == "up" && t["lastError"] == ""))
+        }
+    })
+    .await;
+    if let Err(e) = targets_up {
+        let targets = reqwest::get(format!("{api}/targets")).await?.text().await?;
+        fail!("{e}: {targets}\n{}", prometheus.log());
+    }
+    let metadata: Value = reqwest::get(format!("{api}/metadata")).await?.json().await?;
+    let mut wanted = documented_series(&std::fs::read_to_string(ctx.path("README.md"))?)?;
+    wanted.push("gaa_operator_reconciles_total".into());
+    let mut missing = Vec::new();
+    for series in &wanted {
+        // Prometheus keeps an OpenMetrics counter's metadata under its family name.
+        let family = series.strip_suffix("_total").unwrap_or(series);
+        let entry = metadata["data"].get(series.as_str()).or_else(|| metadata["data"].get(family));
+        let kind = entry.and_then(|e| e[0]["type"].as_str());
+        let expected_counter = series.ends_with("_total");
+        match kind {
+            None | Some("unknown") => missing.push(format!("{series} (no type)")),
+            Some(kind) if expected_counter && kind != "counter" => missing.push(format!("{series} is a {kind}")),
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        fail!("documented series Prometheus did not find as documented: {missing:?}");
+    }
+    println!("  Prometheus found all {} documented series with their types", wanted.len());
     Ok(())
 }
 
