@@ -132,6 +132,7 @@ impl Ctx {
     }
 
     pub async fn stop(&mut self) {
+        crate::steps::forget_service_names();
         if let Some(mut operator) = self.operator.take() {
             operator.stop();
         }

@@ -26,6 +26,7 @@ steps!(
     the_original_example_runners_become_ready_and_own_their_children,
     a_spec_change_is_applied_in_place,
     serve_follows_runners_and_their_secrets_as_its_own_service_account,
+    keda_scales_a_runner_from_zero_and_back_on_serves_push,
     prometheus_scrapes_serve_and_the_operator_and_finds_every_documented_series,
     the_operator_was_never_forbidden,
     an_idle_operator_makes_no_writes,
@@ -133,8 +134,9 @@ fn free_port() -> Res<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A certificate Secret as cert-manager writes it: `tls.crt`, `tls.key` and `ca.crt`.
-fn certificate_secret(namespace: &str, name: &str, dns: &[&str]) -> Res<String> {
+/// A certificate Secret as cert-manager writes it: `tls.crt`, `tls.key` and `ca.crt`; the same
+/// files are left in `dir` for `serve`.
+fn certificate_secret(namespace: &str, name: &str, dns: &[&str], dir: &std::path::Path) -> Res<String> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
     let mut params = CertificateParams::new(Vec::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -146,6 +148,10 @@ fn certificate_secret(namespace: &str, name: &str, dns: &[&str]) -> Res<String> 
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let key = KeyPair::generate()?;
     let cert = leaf.signed_by(&key, &issuer)?.pem();
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("ca.crt"), &ca)?;
+    std::fs::write(dir.join("tls.crt"), &cert)?;
+    std::fs::write(dir.join("tls.key"), key.serialize_pem())?;
     let secret = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {"name": name, "namespace": namespace},
@@ -214,7 +220,11 @@ fn owned(ctx: &Ctx, kinds: &str, namespace: Option<&str>, owner_uid: &str) -> Re
 
 async fn the_original_example_core_becomes_ready_and_owns_its_children(ctx: &mut Ctx) -> Res {
     ctx.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: github}\n")?;
-    ctx.apply(&certificate_secret("github", "tls-cert", &["metrics.github.svc"])?)?;
+    let tls = ctx.work.path().join("tls");
+    let secret = certificate_secret("github", "tls-cert", &["metrics.github.svc", "localhost"], &tls)?;
+    ctx.apply(&secret)?;
+    // KEDA presents the same certificate, from a Secret of the same name in its own namespace.
+    ctx.apply(&secret.replace("\"namespace\":\"github\"", "\"namespace\":\"keda\""))?;
     let core = ctx.path("fixtures/original/core-example.yaml");
     ctx.kubectl(&["apply", "--server-side", "-f", core.to_str().ok_or("path")?])?;
     wait_ready(ctx, &["scaledactionrunnercore", "core"]).await?;
@@ -373,6 +383,171 @@ async fn serve_follows_runners_and_their_secrets_as_its_own_service_account(ctx:
     if let Some(line) = log.lines().find(|l| l.to_ascii_lowercase().contains("forbidden")) {
         fail!("serve was refused by RBAC: {line}");
     }
+    Ok(())
+}
+
+const HOSTS_MARK: &str = "# github-action-autoscaler e2e";
+
+/// Points the API server's Service name at loopback, where `serve` runs, for KEDA out of cluster.
+fn resolve_service_name_to_loopback(name: &str) -> Res {
+    let hosts = std::fs::read_to_string("/etc/hosts")?;
+    if !hosts.lines().any(|l| l.contains(HOSTS_MARK) && l.split_whitespace().nth(1) == Some(name)) {
+        let mut hosts = hosts;
+        if !hosts.ends_with('\n') {
+            hosts.push('\n');
+        }
+        hosts.push_str(&format!("127.0.0.1 {name} {HOSTS_MARK}\n"));
+        std::fs::write("/etc/hosts", hosts).map_err(|e| format!("writing /etc/hosts (the suite runs as root): {e}"))?;
+    }
+    Ok(())
+}
+
+pub fn forget_service_names() {
+    if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
+        let kept: String = hosts.lines().filter(|l| !l.contains(HOSTS_MARK)).map(|l| format!("{l}\n")).collect();
+        let _ = std::fs::write("/etc/hosts", kept);
+    }
+}
+
+fn flip_runner() -> &'static str {
+    "apiVersion: v1\nkind: Secret\nmetadata: {name: keda-flip-hook, namespace: example-repo}\nstringData: {webhook-secret: keda-flip-secret}\n\
+     ---\napiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {name: keda-flip, namespace: example-repo}\n\
+     spec:\n  owner: devjoes\n  repo: keda-flip\n  maxRunners: 2\n  webhookSecret: keda-flip-hook\n  runnerSecrets: [example-repo-0, example-repo-1]\n\
+       runner: {runnerLabels: linux}\n  scaling: {cooldownPeriod: 1, pollingInterval: 1, trigger: externalPush}\n"
+}
+
+/// A signed `workflow_job` delivery for the flip runner's repository.
+async fn deliver(client: &reqwest::Client, listen: &str, job: u64, action: &str) -> Res {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let body = serde_json::json!({
+        "action": action,
+        "workflow_job": {"id": job, "run_id": job, "run_attempt": 1, "status": action, "labels": ["self-hosted", "linux"],
+                         "created_at": now, "started_at": now},
+        "repository": {"id": 4242, "full_name": "devjoes/keda-flip"},
+    })
+    .to_string();
+    let signature = gaa::webhook::signature::sign(b"keda-flip-secret", body.as_bytes());
+    let response = client
+        .post(format!("http://{listen}/webhook"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "workflow_job")
+        .header("x-github-delivery", format!("e2e-{job}-{action}"))
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        fail!("delivery {job} {action}: {}", response.status());
+    }
+    Ok(())
+}
+
+fn replicas(ctx: &Ctx) -> Res<i64> {
+    let statefulset = get_json(ctx, &["-n", "example-repo", "statefulset", "keda-flip"])?;
+    statefulset["spec"]["replicas"].as_i64().ok_or_else(|| "the StatefulSet has no spec.replicas".into())
+}
+
+async fn keda_scales_a_runner_from_zero_and_back_on_serves_push(ctx: &mut Ctx) -> Res {
+    resolve_service_name_to_loopback("metrics.github.svc")?;
+    ctx.apply(flip_runner())?;
+    wait_ready(ctx, &["-n", "example-repo", "scaledactionrunner", "keda-flip"]).await?;
+    // serve as the core runs it: mutual TLS on 8443, gRPC on 9090, as its own ServiceAccount.
+    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
+    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
+    let tls = ctx.work.path().join("tls");
+    let file = |name: &str| tls.join(name).display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let data = ctx.work.path().join("keda-serve-data").display().to_string();
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &data,
+        "--tls-listen",
+        "127.0.0.1:8443",
+        "--grpc-listen",
+        "127.0.0.1:9090",
+        "--tls-cert",
+        &file("tls.crt"),
+        "--tls-key",
+        &file("tls.key"),
+        "--client-ca",
+        &file("ca.crt"),
+        "--github-api-url",
+        "http://127.0.0.1:9",
+    ];
+    let serve =
+        Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], ctx.work.path().join("keda-serve.log"))?;
+    let readyz = format!("http://{listen}/readyz");
+    let answered = wait_for("serve's /readyz", Duration::from_secs(30), || {
+        let readyz = readyz.clone();
+        async move { Ok(reqwest::get(readyz).await.is_ok_and(|r| r.status().is_success())) }
+    })
+    .await;
+    if let Err(e) = answered {
+        fail!("{e}\n{}", serve.log());
+    }
+    let what = ["-n", "example-repo", "scaledobject.keda.sh", "keda-flip"];
+    let keda_ready = wait_for("KEDA to make the ScaledObject Ready", Duration::from_secs(90), || {
+        let object = get_json(ctx, &what);
+        async move { Ok(ready(&object?)) }
+    })
+    .await;
+    if let Err(e) = keda_ready {
+        let object = get_json(ctx, &what).unwrap_or_default();
+        fail!("{e}: {}\n{}", object["status"], serve.log());
+    }
+    let client = reqwest::Client::new();
+    let mut flips = Vec::new();
+    for round in 0..10u64 {
+        let job = 1_000 + round;
+        let sent = std::time::Instant::now();
+        deliver(&client, &listen, job, "queued").await?;
+        wait_for("KEDA to scale the runners from 0 to 1", Duration::from_secs(30), || {
+            let replicas = replicas(ctx);
+            async move { Ok(replicas? == 1) }
+        })
+        .await
+        .map_err(|e| format!("round {round}: {e}\n{}", serve.log()))?;
+        flips.push(sent.elapsed());
+        if round == 0 {
+            // Our operator reconciling the runner must leave the replicas KEDA set alone.
+            ctx.kubectl(&[
+                "-n",
+                "example-repo",
+                "annotate",
+                "--overwrite",
+                "scaledactionrunner",
+                "keda-flip",
+                "e2e/touched=1",
+            ])?;
+            ctx.kubectl(&[
+                "-n",
+                "example-repo",
+                "patch",
+                "scaledactionrunner",
+                "keda-flip",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"maxRunners":3}}"#,
+            ])?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if replicas(ctx)? != 1 {
+                fail!("the operator's reconcile reset the replicas KEDA set");
+            }
+        }
+        deliver(&client, &listen, job, "completed").await?;
+        wait_for("KEDA to scale the runners back to 0 after the cooldown", Duration::from_secs(60), || {
+            let replicas = replicas(ctx);
+            async move { Ok(replicas? == 0) }
+        })
+        .await?;
+    }
+    flips.sort();
+    let p50 = flips[flips.len() / 2];
+    let p99 = flips[flips.len() - 1];
+    println!("  webhook to replicas=1 through KEDA over {} flips: p50 {p50:?}, p99 {p99:?} (max)", flips.len());
     Ok(())
 }
 
