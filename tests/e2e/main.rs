@@ -8,6 +8,8 @@
 //! installed (the CRDs, the operator). The suite ends with `N passed, N failed`.
 
 mod cluster;
+#[path = "../common/mod.rs"]
+mod common;
 mod steps;
 
 use std::time::Instant;

@@ -27,6 +27,7 @@ steps!(
     a_spec_change_is_applied_in_place,
     serve_follows_runners_and_their_secrets_as_its_own_service_account,
     keda_scales_a_runner_from_zero_and_back_on_serves_push,
+    what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up,
     prometheus_scrapes_serve_and_the_operator_and_finds_every_documented_series,
     the_operator_was_never_forbidden,
     an_idle_operator_makes_no_writes,
@@ -548,6 +549,98 @@ async fn keda_scales_a_runner_from_zero_and_back_on_serves_push(ctx: &mut Ctx) -
     let p50 = flips[flips.len() / 2];
     let p99 = flips[flips.len() - 1];
     println!("  webhook to replicas=1 through KEDA over {} flips: p50 {p50:?}, p99 {p99:?} (max)", flips.len());
+    Ok(())
+}
+
+async fn what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up(ctx: &mut Ctx) -> Res {
+    // GitHub is the fake one on loopback: onboarding checks the tokens and the repository.
+    let github = crate::common::fake_github::FakeGitHub::start().await;
+    let (admin, read) = ("ghp_E2eAdminToken0123456789", "ghp_E2eReadToken0123456789");
+    github.add_token(admin, 5000);
+    github.add_token(read, 5000);
+    github.add_repo("devjoes/onboarded");
+    let dir = ctx.work.path().join("onboard");
+    std::fs::create_dir_all(&dir)?;
+    let (admin_file, read_file) = (dir.join("admin"), dir.join("read"));
+    std::fs::write(&admin_file, admin)?;
+    std::fs::write(&read_file, read)?;
+    let args = [
+        "onboard",
+        "--dry-run",
+        "-n",
+        "onboarded",
+        "-o",
+        "devjoes",
+        "-r",
+        "onboarded",
+        "-m",
+        "2",
+        "-l",
+        "linux",
+        "-s",
+        "example-repo",
+        "-p",
+        read_file.to_str().ok_or("path")?,
+        "-a",
+        admin_file.to_str().ok_or("path")?,
+        "--github-api-url",
+        &github.url(),
+        "--webhook-url",
+        "https://ci.example.com/webhook",
+    ];
+    let yaml = crate::cluster::run(ctx.bin.to_str().ok_or("path")?, &args, None)?;
+    ctx.apply(&yaml).map_err(|e| format!("what onboard printed does not apply: {e}"))?;
+    let secret = documents(&yaml)?
+        .into_iter()
+        .find(|d| d["kind"] == "Secret" && d["stringData"]["webhook-secret"].is_string())
+        .map(|d| d["stringData"]["webhook-secret"].as_str().unwrap_or_default().to_owned())
+        .ok_or("onboard printed no webhook secret")?;
+
+    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
+    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let data = dir.join("serve-data").display().to_string();
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &data,
+        "--unauthenticated-reads",
+        "--github-api-url",
+        &github.url(),
+    ];
+    let serve = Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], dir.join("serve.log"))?;
+    let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/onboarded");
+    until_serve_shows(&url, "serve to pick the onboarded runner up", |status, _| status == 200)
+        .await
+        .map_err(|e| format!("{e}\n{}", serve.log()))?;
+    // Its webhook secret came through its Secret: a delivery signed with it counts.
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let body = serde_json::json!({
+        "action": "queued",
+        "workflow_job": {"id": 77, "run_id": 7, "status": "queued", "labels": ["self-hosted", "linux"], "created_at": now},
+        "repository": {"id": 77, "full_name": "devjoes/onboarded"},
+    })
+    .to_string();
+    let signature = gaa::webhook::signature::sign(secret.as_bytes(), body.as_bytes());
+    let client = reqwest::Client::new();
+    let delivered = wait_for("a delivery signed with the onboarded secret", Duration::from_secs(10), || {
+        let request = client
+            .post(format!("http://{listen}/webhook"))
+            .header("x-github-event", "workflow_job")
+            .header("x-github-delivery", "e2e-onboarded-77")
+            .header("x-hub-signature-256", signature.clone())
+            .body(body.clone())
+            .send();
+        async move { Ok(request.await?.status().is_success()) }
+    })
+    .await;
+    if let Err(e) = delivered {
+        fail!("{e}\n{}", serve.log());
+    }
+    until_serve_shows(&url, "the onboarded runner's demand", |_, body| body["demand"] == 1).await?;
+    ctx.kubectl(&["-n", "example-repo", "delete", "scaledactionrunner", "onboarded"])?;
     Ok(())
 }
 
