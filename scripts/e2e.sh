@@ -11,6 +11,14 @@ cd "$(dirname "$0")/.."
 export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}"
 
 started=$(date +%s)
+# Debian's Prometheus scrapes serve and the operator in the suite.
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "e2e: installing prometheus (Debian package)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 # Build first, so the cluster is not kept waiting for the compiler.
 cargo build --locked --quiet --bin github-action-autoscaler --test e2e
 
