@@ -19,6 +19,13 @@ if ! command -v prometheus >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+# The Prometheus operator's ServiceMonitor CRD, from its pinned Go module (the suite's core names
+# a Prometheus namespace, so the operator writes a ServiceMonitor).
+PROMETHEUS_OPERATOR=github.com/prometheus-operator/prometheus-operator@v0.85.0
+crd_dir="$(cd /tmp && go mod download -json "$PROMETHEUS_OPERATOR" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+export GAA_E2E_SERVICEMONITOR_CRD="$crd_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
+[ -f "$GAA_E2E_SERVICEMONITOR_CRD" ] || { echo "e2e: no ServiceMonitor CRD at $GAA_E2E_SERVICEMONITOR_CRD" >&2; exit 1; }
+
 # Build first, so the cluster is not kept waiting for the compiler.
 cargo build --locked --quiet --bin github-action-autoscaler --test e2e
 

@@ -213,13 +213,80 @@ pub struct Context {
     pub metrics: OperatorMetrics,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// What was last applied to each child, so an unchanged child is not applied again.
+    applied: AppliedChildren,
+}
+
+/// The digest of what was last applied to each child and the version of the child it left:
+/// while both still hold, applying again would change nothing, so a periodic refresh of an idle
+/// object makes no writes. The version is our field manager's entry in the child's
+/// `managedFields`, which only moves when the fields we own do: a status update (the
+/// aggregator's on an APIService, KEDA's on a ScaledObject) leaves it alone, while anyone else
+/// taking or changing one of our fields moves it, and the next reconcile (the child's watch
+/// starts one) applies again.
+#[derive(Debug, Default)]
+struct AppliedChildren(Mutex<HashMap<String, ([u8; 32], String)>>);
+
+impl AppliedChildren {
+    fn key(child: &Child) -> String {
+        let meta = child.object.meta();
+        format!(
+            "{}/{}/{}/{}",
+            child.resource.group,
+            child.resource.kind,
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    fn digest(child: &Child) -> [u8; 32] {
+        use sha2::Digest as _;
+        // Serializing a JSON value cannot fail; an empty body only means "apply again".
+        sha2::Sha256::digest(serde_json::to_vec(&child.object).unwrap_or_default()).into()
+    }
+
+    /// The version a child was left at by the last apply of what `digest` describes.
+    fn version_after(&self, key: &str, digest: &[u8; 32]) -> Option<String> {
+        let applied = self.0.lock().ok()?;
+        applied.get(key).filter(|(last, _)| last == digest).map(|(_, version)| version.clone())
+    }
+
+    fn record(&self, key: String, digest: [u8; 32], version: Option<String>) {
+        if let Ok(mut applied) = self.0.lock() {
+            match version {
+                Some(version) => applied.insert(key, (digest, version)),
+                None => applied.remove(&key),
+            };
+        }
+    }
+}
+
+/// The version [`AppliedChildren`] compares: a digest of our field manager's `Apply` entry in
+/// the object's `managedFields`, if it has one.
+fn child_version(meta: &kube::api::ObjectMeta) -> Option<String> {
+    use sha2::Digest as _;
+    let ours = meta.managed_fields.as_ref()?.iter().find(|entry| {
+        entry.manager.as_deref() == Some(FIELD_MANAGER)
+            && entry.operation.as_deref() == Some("Apply")
+            && entry.subresource.as_deref().unwrap_or_default().is_empty()
+    })?;
+    let text = serde_json::to_vec(&(&ours.api_version, &ours.fields_v1)).ok()?;
+    Some(hex::encode(sha2::Sha256::digest(text)))
 }
 
 impl Context {
     pub fn new(client: Client, settings: Settings, demand: Option<DemandReader>) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, settings, recorder, demand, metrics: OperatorMetrics::default(), failures: Mutex::default() }
+        Self {
+            client,
+            settings,
+            recorder,
+            demand,
+            metrics: OperatorMetrics::default(),
+            failures: Mutex::default(),
+            applied: AppliedChildren::default(),
+        }
     }
 
     fn succeeded(&self, key: &str) {
@@ -431,7 +498,7 @@ pub async fn reconcile_runner(runner: Arc<ScaledActionRunner>, ctx: Arc<Context>
         if stateful_set {
             create_with_replicas(client, child, runner.spec.min_runners()).await?;
         }
-        match apply(client, child).await {
+        match apply(client, &ctx.applied, child).await {
             Ok(()) => {}
             // The ScaledObject's CRD is absent until KEDA is installed: say so, keep the rest.
             Err(ReconcileError::Apply { source: kube::Error::Api(status), .. })
@@ -534,7 +601,7 @@ pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>
     // Apply, then prune.
     let mut missing = BTreeSet::new();
     for child in &children {
-        match apply(client, child).await {
+        match apply(client, &ctx.applied, child).await {
             Ok(()) => {}
             // KEDA's and Prometheus' CRDs are optional: the rest still works without them.
             Err(ReconcileError::Apply { source: kube::Error::Api(status), .. })
@@ -584,13 +651,30 @@ pub async fn reconcile_core(core: Arc<ScaledActionRunnerCore>, ctx: Arc<Context>
     Ok(Action::requeue(REFRESH))
 }
 
-/// Server-side apply with the one field manager.
-async fn apply(client: &Client, child: &Child) -> Result<(), ReconcileError> {
+/// Server-side apply with the one field manager, unless the child is as the last apply of the
+/// same object left it (then a read, not a write).
+async fn apply(client: &Client, applied: &AppliedChildren, child: &Child) -> Result<(), ReconcileError> {
     let api = api_for(client, &child.resource, child.object.namespace().as_deref());
-    api.patch(&child.object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child.object))
-        .await
-        .map_err(|source| ReconcileError::Apply { object: child.describe(), source })?;
-    Ok(())
+    let name = child.object.name_any();
+    let failed = |source| ReconcileError::Apply { object: child.describe(), source };
+    let (key, digest) = (AppliedChildren::key(child), AppliedChildren::digest(child));
+    if let Some(version) = applied.version_after(&key, &digest) {
+        let live = api.get_metadata_opt(&name).await.map_err(failed)?;
+        if live.is_some_and(|live| child_version(&live.metadata).as_ref() == Some(&version)) {
+            return Ok(());
+        }
+    }
+    let result = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child.object)).await;
+    match result {
+        Ok(object) => {
+            applied.record(key, digest, child_version(&object.metadata));
+            Ok(())
+        }
+        Err(source) => {
+            applied.record(key, digest, None);
+            Err(failed(source))
+        }
+    }
 }
 
 /// Creates a runner StatefulSet that does not exist yet with `replicas` (the runner's

@@ -23,6 +23,8 @@ pub struct Ctx {
     pub operator: Option<Process>,
     /// Where the operator serves `/healthz` and `/metrics`.
     pub operator_listen: String,
+    /// Keeps the suite's node alive while it stands in for a kubelet.
+    pub heartbeat: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A process of ours (the operator, `serve`) with its log in a file.
@@ -70,8 +72,9 @@ impl Ctx {
         if std::env::var_os("KUBECONFIG").is_none() {
             fail!("KUBECONFIG is not set: run the suite through scripts/e2e.sh (or scripts/dev-cluster up)");
         }
-        for tool in ["kubectl", "helm"] {
-            run(tool, &["version", "--client"], None).map_err(|e| format!("{tool} is not usable: {e}"))?;
+        for (tool, args) in [("kubectl", ["version", "--client"]), ("helm", ["version", "--short"])] {
+            let version = run(tool, &args, None).map_err(|e| format!("{tool} is not usable: {e}"))?;
+            println!("{tool}: {}", version.lines().next().unwrap_or_default().trim());
         }
         let client = kube::Client::try_default().await?;
         let version = client.apiserver_version().await?;
@@ -80,7 +83,14 @@ impl Ctx {
         let bin = std::env::var_os("GAA_E2E_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_github-action-autoscaler")));
-        Ok(Self { root, bin, work: tempfile::tempdir()?, operator: None, operator_listen: String::new() })
+        Ok(Self {
+            root,
+            bin,
+            work: tempfile::tempdir()?,
+            operator: None,
+            operator_listen: String::new(),
+            heartbeat: None,
+        })
     }
 
     pub fn path(&self, relative: &str) -> PathBuf {
@@ -132,6 +142,9 @@ impl Ctx {
     }
 
     pub async fn stop(&mut self) {
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.abort();
+        }
         crate::steps::forget_service_names();
         if let Some(mut operator) = self.operator.take() {
             operator.stop();

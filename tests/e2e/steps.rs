@@ -162,7 +162,8 @@ fn certificate_secret(namespace: &str, name: &str, dns: &[&str], dir: &std::path
 }
 
 fn get_json(ctx: &Ctx, args: &[&str]) -> Res<Value> {
-    let mut all = args.to_vec();
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
     all.extend(["-o", "json"]);
     Ok(serde_json::from_str(&ctx.kubectl(&all)?)?)
 }
@@ -196,7 +197,7 @@ async fn wait_ready(ctx: &Ctx, what: &[&str]) -> Res {
 
 /// Objects of `kinds` in `namespace` whose controller owner is `owner_uid`, as `kind/name`.
 fn owned(ctx: &Ctx, kinds: &str, namespace: Option<&str>, owner_uid: &str) -> Res<Vec<String>> {
-    let mut args = vec!["get", kinds];
+    let mut args = vec![kinds];
     match namespace {
         Some(ns) => args.extend(["-n", ns]),
         None => args.push("--all-namespaces"),
@@ -219,7 +220,125 @@ fn owned(ctx: &Ctx, kinds: &str, namespace: Option<&str>, owner_uid: &str) -> Re
     Ok(names)
 }
 
+/// What a kubelet (and the scheduler) would do for the pods of Deployment `name`: bind them to
+/// a node of the suite's and report them running and ready. There is no kubelet here, so pods
+/// stay Pending otherwise; the controllers above them (ReplicaSet, Deployment) and the operator
+/// are the real ones.
+/// Reports the suite's node ready, as its kubelet would every few seconds (the node lifecycle
+/// controller marks a silent node's pods not ready).
+fn node_heartbeat(since: &str) -> Res {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let ready = serde_json::json!({"status": {"conditions": [
+        {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": since}
+    ]}});
+    crate::cluster::run(
+        "kubectl",
+        &["patch", "node", "e2e-node", "--subresource=status", "--type=merge", "-p", &ready.to_string()],
+        None,
+    )?;
+    let lease = serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "e2e-node", "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": "e2e-node", "leaseDurationSeconds": 40,
+                 "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()},
+    });
+    crate::cluster::run(
+        "kubectl",
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&lease.to_string()),
+    )?;
+    Ok(())
+}
+
+async fn run_pods_as_a_kubelet_would(ctx: &mut Ctx, namespace: &str, name: &str) -> Res {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    ctx.apply("apiVersion: v1\nkind: Node\nmetadata: {name: e2e-node}\n")?;
+    node_heartbeat(&now)?;
+    if ctx.heartbeat.is_none() {
+        let since = now.clone();
+        ctx.heartbeat = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let since = since.clone();
+                let _ = tokio::task::spawn_blocking(move || node_heartbeat(&since)).await;
+            }
+        }));
+    }
+    let deployment = get_json(ctx, &["-n", namespace, "deployment", name])?;
+    let selector: Vec<String> = deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .ok_or("the Deployment has no matchLabels")?
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    let selector = selector.join(",");
+    let wanted = deployment["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
+    wait_for("the Deployment's pods to be created", Duration::from_secs(60), || {
+        let pods = get_json(ctx, &["-n", namespace, "pods", "-l", &selector]);
+        async move { Ok(pods?["items"].as_array().map_or(0, Vec::len) >= wanted) }
+    })
+    .await?;
+    let pods = get_json(ctx, &["-n", namespace, "pods", "-l", &selector])?;
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        let pod_name = pod["metadata"]["name"].as_str().ok_or("pod name")?;
+        if pod["spec"]["nodeName"].is_null() {
+            let binding = serde_json::json!({
+                "apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod_name, "namespace": namespace},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": "e2e-node"},
+            });
+            // A pod bound since it was listed is bound; anything else is an error.
+            if let Err(e) = crate::cluster::run("kubectl", &["create", "-f", "-"], Some(&binding.to_string()))
+                && !e.to_string().contains("already assigned")
+            {
+                return Err(e);
+            }
+        }
+        let containers: Vec<Value> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                serde_json::json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": true,
+                "restartCount": 0, "started": true, "state": {"running": {"startedAt": now}}})
+            })
+            .collect();
+        let status = serde_json::json!({"status": {
+            "phase": "Running", "startTime": now, "podIP": "10.244.0.10", "hostIP": "127.0.0.1",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            ],
+            "containerStatuses": containers,
+        }});
+        ctx.kubectl(&[
+            "-n",
+            namespace,
+            "patch",
+            "pod",
+            pod_name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ])?;
+    }
+    Ok(())
+}
+
 async fn the_original_example_core_becomes_ready_and_owns_its_children(ctx: &mut Ctx) -> Res {
+    // The example names a Prometheus namespace: the cluster has the Prometheus operator's
+    // ServiceMonitor CRD, as a cluster that uses it would.
+    let crd = std::env::var("GAA_E2E_SERVICEMONITOR_CRD")
+        .map_err(|_| "GAA_E2E_SERVICEMONITOR_CRD names no ServiceMonitor CRD (scripts/e2e.sh sets it)")?;
+    ctx.kubectl(&["apply", "--server-side", "-f", &crd])?;
+    ctx.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+    ])?;
     ctx.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: github}\n")?;
     let tls = ctx.work.path().join("tls");
     let secret = certificate_secret("github", "tls-cert", &["metrics.github.svc", "localhost"], &tls)?;
@@ -228,6 +347,11 @@ async fn the_original_example_core_becomes_ready_and_owns_its_children(ctx: &mut
     ctx.apply(&secret.replace("\"namespace\":\"github\"", "\"namespace\":\"keda\""))?;
     let core = ctx.path("fixtures/original/core-example.yaml");
     ctx.kubectl(&["apply", "--server-side", "-f", core.to_str().ok_or("path")?])?;
+    wait_for("the core's API server Deployment", Duration::from_secs(60), || async {
+        Ok(!gone(ctx, &["-n", "github", "deployment", "metrics"]).await?)
+    })
+    .await?;
+    run_pods_as_a_kubelet_would(ctx, "github", "metrics").await?;
     wait_ready(ctx, &["scaledactionrunnercore", "core"]).await?;
     let core = get_json(ctx, &["scaledactionrunnercore", "core"])?;
     let uid = core["metadata"]["uid"].as_str().ok_or("core uid")?.to_owned();
@@ -411,10 +535,23 @@ pub fn forget_service_names() {
 }
 
 fn flip_runner() -> &'static str {
-    "apiVersion: v1\nkind: Secret\nmetadata: {name: keda-flip-hook, namespace: example-repo}\nstringData: {webhook-secret: keda-flip-secret}\n\
-     ---\napiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {name: keda-flip, namespace: example-repo}\n\
-     spec:\n  owner: devjoes\n  repo: keda-flip\n  maxRunners: 2\n  webhookSecret: keda-flip-hook\n  runnerSecrets: [example-repo-0, example-repo-1]\n\
-       runner: {runnerLabels: linux}\n  scaling: {cooldownPeriod: 1, pollingInterval: 1, trigger: externalPush}\n"
+    r#"apiVersion: v1
+kind: Secret
+metadata: {name: keda-flip-hook, namespace: example-repo}
+stringData: {webhook-secret: keda-flip-secret}
+---
+apiVersion: runner.devjoes.com/v1alpha1
+kind: ScaledActionRunner
+metadata: {name: keda-flip, namespace: example-repo}
+spec:
+  owner: devjoes
+  repo: keda-flip
+  maxRunners: 2
+  webhookSecret: keda-flip-hook
+  runnerSecrets: [example-repo-0, example-repo-1]
+  runner: {runnerLabels: linux}
+  scaling: {cooldownPeriod: 1, pollingInterval: 1, trigger: externalPush}
+"#
 }
 
 /// A signed `workflow_job` delivery for the flip runner's repository.
@@ -592,9 +729,17 @@ async fn what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up(ctx:
     ctx.apply(&yaml).map_err(|e| format!("what onboard printed does not apply: {e}"))?;
     let secret = documents(&yaml)?
         .into_iter()
-        .find(|d| d["kind"] == "Secret" && d["stringData"]["webhook-secret"].is_string())
-        .map(|d| d["stringData"]["webhook-secret"].as_str().unwrap_or_default().to_owned())
-        .ok_or("onboard printed no webhook secret")?;
+        .filter(|d| d["kind"] == "Secret")
+        .find_map(|d| {
+            let plain = d["stringData"]["webhook-secret"].as_str().map(str::to_owned);
+            plain.or_else(|| {
+                use base64::Engine as _;
+                let encoded = d["data"]["webhook-secret"].as_str()?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+                String::from_utf8(bytes).ok()
+            })
+        })
+        .ok_or_else(|| format!("onboard printed no webhook secret:\n{yaml}"))?;
 
     let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
     let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
@@ -651,9 +796,22 @@ fn documented_series(readme: &str) -> Res<Vec<String>> {
     let always = &readme[start..];
     let always = &always
         [..always.find("with\nmemcached:").or_else(|| always.find("with memcached:")).ok_or("no memcached part")?];
+    // What stands in parentheses explains a series; it names none.
+    let mut depth = 0;
+    let always: String = always
+        .chars()
+        .filter(|c| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => return depth == 0,
+            }
+            false
+        })
+        .collect();
     let series: Vec<String> = always
         .split('`')
-        .skip(3) // "Metrics (prefix ", "gaa_", "): "
+        .skip(1) // "Metrics : "
         .step_by(2)
         .map(|name| format!("gaa_{}", name.split('{').next().unwrap_or(name)))
         .collect();
@@ -683,6 +841,31 @@ async fn prometheus_scrapes_serve_and_the_operator_and_finds_every_documented_se
         token.to_str().ok_or("path")?,
     ];
     let _serve = Process::start(&ctx.bin, &args, &[], work.join("serve.log"))?;
+    // One delivery, so the labelled delivery counter has a series to scrape.
+    let demo_ready = wait_for("the standalone serve", Duration::from_secs(30), || {
+        let url = format!("http://{serve_listen}/readyz");
+        async move { Ok(reqwest::get(url).await.is_ok_and(|r| r.status().is_success())) }
+    });
+    demo_ready.await?;
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let body = serde_json::json!({
+        "action": "queued",
+        "workflow_job": {"id": 5, "run_id": 5, "status": "queued", "labels": ["self-hosted", "linux"], "created_at": now},
+        "repository": {"id": 5, "full_name": "acme/payments-api"},
+    })
+    .to_string();
+    let signature = gaa::webhook::signature::sign(b"demo-webhook-secret", body.as_bytes());
+    let delivered = reqwest::Client::new()
+        .post(format!("http://{serve_listen}/webhook"))
+        .header("x-github-event", "workflow_job")
+        .header("x-github-delivery", "e2e-prometheus")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await?;
+    if !delivered.status().is_success() {
+        fail!("the demo delivery was answered {}", delivered.status());
+    }
     let prometheus_listen = format!("127.0.0.1:{}", free_port()?);
     let config = format!(
         "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n\
@@ -788,7 +971,8 @@ async fn an_idle_operator_makes_no_writes(ctx: &mut Ctx) -> Res {
 }
 
 async fn gone(ctx: &Ctx, what: &[&str]) -> Res<bool> {
-    let mut args = what.to_vec();
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
     args.extend(["--ignore-not-found", "-o", "name"]);
     Ok(ctx.kubectl(&args)?.trim().is_empty())
 }
