@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of github-action-autoscaler on a Debian/Ubuntu machine with Rust:
-# formatting, lints, unit, router, property and process tests.
+# Runs every test of github-action-autoscaler on a Debian/Ubuntu machine with Rust (and Go, for
+# the control plane the end-to-end suite builds): formatting, lints, unit, router, property,
+# process and durability tests, then the end-to-end suite on a real control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,11 @@ command -v mkfs.ext4 >/dev/null 2>&1 || packages+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || packages+=(util-linux)
 command -v mount >/dev/null 2>&1 || packages+=(mount)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
+# The end-to-end suite (scripts/e2e.sh) runs a real control plane built from Go modules: it needs
+# Go (on the machine already), openssl and curl for scripts/dev-cluster, and Debian's prometheus.
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
+command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
 if [ "${#packages[@]}" -gt 0 ]; then
   step "installing ${packages[*]} (Debian packages)"
   SUDO=""
@@ -78,3 +84,7 @@ scripts/validate-manifests --quiet --only runner.devjoes.com --only Secret --onl
 if [ "${#manifests[@]}" -gt 0 ]; then
   scripts/validate-manifests --quiet "${manifests[@]}"
 fi
+
+step "end-to-end suite on a real control plane (scripts/e2e.sh)"
+command -v go >/dev/null 2>&1 || { echo "the end-to-end suite needs Go (1.26 or newer) to build its control plane" >&2; exit 1; }
+scripts/e2e.sh
