@@ -114,20 +114,51 @@ async fn the_operator_runs_as_its_own_service_account(ctx: &mut Ctx) -> Res {
         &[("KUBECONFIG", &kubeconfig), ("GAA_LOG", "gaa=debug,info")],
         log,
     )?;
-    let health = format!("http://{listen}/healthz");
-    let answered = wait_for("the operator's /healthz", Duration::from_secs(30), || {
-        let health = health.clone();
-        async move { Ok(reqwest::get(health).await.is_ok_and(|r| r.status().is_success())) }
-    })
-    .await;
-    if let Err(e) = answered {
-        fail!("{e}\n{}", operator.log());
-    }
+    wait_answering(&operator, &format!("http://{listen}/healthz"), "the operator's /healthz").await?;
     if !operator.is_running() {
         fail!("the operator exited:\n{}", operator.log());
     }
     ctx.operator = Some(operator);
     ctx.operator_listen = listen;
+    Ok(())
+}
+
+/// Waits for `url` to answer 2xx; the error carries `process`'s log.
+async fn wait_answering(process: &Process, url: &str, what: &str) -> Res {
+    let answered = wait_for(what, Duration::from_secs(30), || {
+        let url = url.to_owned();
+        async move { Ok(reqwest::get(url).await.is_ok_and(|r| r.status().is_success())) }
+    })
+    .await;
+    if let Err(e) = answered {
+        fail!("{e}\n{}", process.log());
+    }
+    Ok(())
+}
+
+/// Posts a `workflow_job` delivery for `repo` signed with `secret` to `serve` on `listen`.
+async fn deliver_signed(listen: &str, secret: &str, repo: &str, job: u64, action: &str) -> Res {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let body = serde_json::json!({
+        "action": action,
+        "workflow_job": {"id": job, "run_id": job, "run_attempt": 1, "status": action, "labels": ["self-hosted", "linux"],
+                         "created_at": now, "started_at": now},
+        "repository": {"id": 4242, "full_name": repo},
+    })
+    .to_string();
+    let signature = gaa::webhook::signature::sign(secret.as_bytes(), body.as_bytes());
+    let response = reqwest::Client::new()
+        .post(format!("http://{listen}/webhook"))
+        .header("content-type", "application/json")
+        .header("x-github-event", "workflow_job")
+        .header("x-github-delivery", format!("e2e-{repo}-{job}-{action}"))
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        fail!("delivery {job} {action} for {repo}: {}", response.status());
+    }
     Ok(())
 }
 
@@ -474,15 +505,8 @@ async fn serve_follows_runners_and_their_secrets_as_its_own_service_account(ctx:
         "http://127.0.0.1:9",
     ];
     let serve = Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], ctx.work.path().join("serve.log"))?;
-    let ready = format!("http://{listen}/readyz");
-    let answered = wait_for("serve's /readyz (runners and their Secrets loaded)", Duration::from_secs(30), || {
-        let ready = ready.clone();
-        async move { Ok(reqwest::get(ready).await.is_ok_and(|r| r.status().is_success())) }
-    })
-    .await;
-    if let Err(e) = answered {
-        fail!("{e}\n{}", serve.log());
-    }
+    wait_answering(&serve, &format!("http://{listen}/readyz"), "serve's /readyz (runners and their Secrets loaded)")
+        .await?;
     let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/e2e-probe");
     ctx.apply(&probe_runner(2))?;
     let created = until_serve_shows(&url, "a created runner served", |status, _| status == 200).await?;
@@ -554,32 +578,6 @@ spec:
 "#
 }
 
-/// A signed `workflow_job` delivery for the flip runner's repository.
-async fn deliver(client: &reqwest::Client, listen: &str, job: u64, action: &str) -> Res {
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let body = serde_json::json!({
-        "action": action,
-        "workflow_job": {"id": job, "run_id": job, "run_attempt": 1, "status": action, "labels": ["self-hosted", "linux"],
-                         "created_at": now, "started_at": now},
-        "repository": {"id": 4242, "full_name": "devjoes/keda-flip"},
-    })
-    .to_string();
-    let signature = gaa::webhook::signature::sign(b"keda-flip-secret", body.as_bytes());
-    let response = client
-        .post(format!("http://{listen}/webhook"))
-        .header("content-type", "application/json")
-        .header("x-github-event", "workflow_job")
-        .header("x-github-delivery", format!("e2e-{job}-{action}"))
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        fail!("delivery {job} {action}: {}", response.status());
-    }
-    Ok(())
-}
-
 fn replicas(ctx: &Ctx) -> Res<i64> {
     let statefulset = get_json(ctx, &["-n", "example-repo", "statefulset", "keda-flip"])?;
     statefulset["spec"]["replicas"].as_i64().ok_or_else(|| "the StatefulSet has no spec.replicas".into())
@@ -617,15 +615,7 @@ async fn keda_scales_a_runner_from_zero_and_back_on_serves_push(ctx: &mut Ctx) -
     ];
     let serve =
         Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], ctx.work.path().join("keda-serve.log"))?;
-    let readyz = format!("http://{listen}/readyz");
-    let answered = wait_for("serve's /readyz", Duration::from_secs(30), || {
-        let readyz = readyz.clone();
-        async move { Ok(reqwest::get(readyz).await.is_ok_and(|r| r.status().is_success())) }
-    })
-    .await;
-    if let Err(e) = answered {
-        fail!("{e}\n{}", serve.log());
-    }
+    wait_answering(&serve, &format!("http://{listen}/readyz"), "serve's /readyz").await?;
     let what = ["-n", "example-repo", "scaledobject.keda.sh", "keda-flip"];
     let keda_ready = wait_for("KEDA to make the ScaledObject Ready", Duration::from_secs(90), || {
         let object = get_json(ctx, &what);
@@ -636,12 +626,11 @@ async fn keda_scales_a_runner_from_zero_and_back_on_serves_push(ctx: &mut Ctx) -
         let object = get_json(ctx, &what).unwrap_or_default();
         fail!("{e}: {}\n{}", object["status"], serve.log());
     }
-    let client = reqwest::Client::new();
     let mut flips = Vec::new();
     for round in 0..10u64 {
         let job = 1_000 + round;
         let sent = std::time::Instant::now();
-        deliver(&client, &listen, job, "queued").await?;
+        deliver_signed(&listen, "keda-flip-secret", "devjoes/keda-flip", job, "queued").await?;
         wait_for("KEDA to scale the runners from 0 to 1", Duration::from_secs(30), || {
             let replicas = replicas(ctx);
             async move { Ok(replicas? == 1) }
@@ -675,7 +664,7 @@ async fn keda_scales_a_runner_from_zero_and_back_on_serves_push(ctx: &mut Ctx) -
                 fail!("the operator's reconcile reset the replicas KEDA set");
             }
         }
-        deliver(&client, &listen, job, "completed").await?;
+        deliver_signed(&listen, "keda-flip-secret", "devjoes/keda-flip", job, "completed").await?;
         wait_for("KEDA to scale the runners back to 0 after the cooldown", Duration::from_secs(60), || {
             let replicas = replicas(ctx);
             async move { Ok(replicas? == 0) }
@@ -760,25 +749,11 @@ async fn what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up(ctx:
     until_serve_shows(&url, "serve to pick the onboarded runner up", |status, _| status == 200)
         .await
         .map_err(|e| format!("{e}\n{}", serve.log()))?;
-    // Its webhook secret came through its Secret: a delivery signed with it counts.
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let body = serde_json::json!({
-        "action": "queued",
-        "workflow_job": {"id": 77, "run_id": 7, "status": "queued", "labels": ["self-hosted", "linux"], "created_at": now},
-        "repository": {"id": 77, "full_name": "devjoes/onboarded"},
-    })
-    .to_string();
-    let signature = gaa::webhook::signature::sign(secret.as_bytes(), body.as_bytes());
-    let client = reqwest::Client::new();
+    // Its webhook secret came through its Secret: a delivery signed with it counts. (The Secret
+    // may reach serve a moment after the runner, so the delivery is tried until it is taken.)
     let delivered = wait_for("a delivery signed with the onboarded secret", Duration::from_secs(10), || {
-        let request = client
-            .post(format!("http://{listen}/webhook"))
-            .header("x-github-event", "workflow_job")
-            .header("x-github-delivery", "e2e-onboarded-77")
-            .header("x-hub-signature-256", signature.clone())
-            .body(body.clone())
-            .send();
-        async move { Ok(request.await?.status().is_success()) }
+        let (listen, secret) = (listen.clone(), secret.clone());
+        async move { Ok(deliver_signed(&listen, &secret, "devjoes/onboarded", 77, "queued").await.is_ok()) }
     })
     .await;
     if let Err(e) = delivered {
@@ -840,32 +815,10 @@ async fn prometheus_scrapes_serve_and_the_operator_and_finds_every_documented_se
         "--metrics-token-file",
         token.to_str().ok_or("path")?,
     ];
-    let _serve = Process::start(&ctx.bin, &args, &[], work.join("serve.log"))?;
+    let serve = Process::start(&ctx.bin, &args, &[], work.join("serve.log"))?;
+    wait_answering(&serve, &format!("http://{serve_listen}/readyz"), "the standalone serve").await?;
     // One delivery, so the labelled delivery counter has a series to scrape.
-    let demo_ready = wait_for("the standalone serve", Duration::from_secs(30), || {
-        let url = format!("http://{serve_listen}/readyz");
-        async move { Ok(reqwest::get(url).await.is_ok_and(|r| r.status().is_success())) }
-    });
-    demo_ready.await?;
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let body = serde_json::json!({
-        "action": "queued",
-        "workflow_job": {"id": 5, "run_id": 5, "status": "queued", "labels": ["self-hosted", "linux"], "created_at": now},
-        "repository": {"id": 5, "full_name": "acme/payments-api"},
-    })
-    .to_string();
-    let signature = gaa::webhook::signature::sign(b"demo-webhook-secret", body.as_bytes());
-    let delivered = reqwest::Client::new()
-        .post(format!("http://{serve_listen}/webhook"))
-        .header("x-github-event", "workflow_job")
-        .header("x-github-delivery", "e2e-prometheus")
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .send()
-        .await?;
-    if !delivered.status().is_success() {
-        fail!("the demo delivery was answered {}", delivered.status());
-    }
+    deliver_signed(&serve_listen, "demo-webhook-secret", "acme/payments-api", 5, "queued").await?;
     let prometheus_listen = format!("127.0.0.1:{}", free_port()?);
     let config = format!(
         "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n\
