@@ -234,11 +234,8 @@ async fn idle_sockets(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 async fn the_tls_and_grpc_listeners_also_serve_a_complete_request_while_idle_sockets_fill_them() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let root = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = common::pki::mutual_tls();
+    let (ca, cert, key) = common::pki::write_mutual_tls(root.path());
     let path = |name: &str| root.path().join(name).display().to_string();
-    for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
-        std::fs::write(path(name), pem).unwrap();
-    }
     let (tls_addr, grpc_addr) = (free_port(), free_port());
     let (tls_listen, grpc_listen) = (tls_addr.to_string(), grpc_addr.to_string());
     let args = [
@@ -322,11 +319,8 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: 
 async fn stalled_connections_are_closed_at_their_timeouts_on_plain_and_tls_listeners() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let root = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = common::pki::mutual_tls();
+    let (ca, _, _) = common::pki::write_mutual_tls(root.path());
     let path = |name: &str| root.path().join(name).display().to_string();
-    for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
-        std::fs::write(path(name), pem).unwrap();
-    }
     let tls_addr = free_port();
     let tls_listen = tls_addr.to_string();
     let args = ["--tls-listen", &tls_listen, "--tls-cert", &path("tls.crt"), "--tls-key", &path("tls.key")];

@@ -316,11 +316,8 @@ async fn the_runner_status_reads_demand_over_mutual_tls_with_the_certificate_of_
     use base64::Engine as _;
     use common::server::{Server, free_port, http, manifests_dir};
     let root = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = common::pki::mutual_tls();
+    let (ca, cert, key) = common::pki::write_mutual_tls(root.path());
     let path = |name: &str| root.path().join(name).display().to_string();
-    for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
-        std::fs::write(path(name), pem).unwrap();
-    }
     let tls = free_port();
     let tls_listen = tls.to_string();
     let args = [

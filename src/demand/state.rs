@@ -122,21 +122,17 @@ impl DemandState {
     }
 
     /// The repository's jobs, created on first use; the name is cloned only then.
-    fn repo_mut(&mut self, repo: &str) -> &mut RepoState {
-        if !self.repos.contains_key(repo) {
-            self.repos.insert(repo.to_owned(), RepoState::default());
+    fn repo_mut<'a>(repos: &'a mut HashMap<String, RepoState>, repo: &str) -> &'a mut RepoState {
+        if !repos.contains_key(repo) {
+            repos.insert(repo.to_owned(), RepoState::default());
         }
-        self.repos.get_mut(repo).expect("inserted above")
+        repos.get_mut(repo).expect("inserted above")
     }
 
     /// Merges an observation; `now` is our clock in unix seconds.
     pub fn apply(&mut self, event: &JobEvent, now: i64) -> Applied {
         let index = &self.index;
-        let repos = &mut self.repos;
-        let repo = match repos.get_mut(&event.repo.full_name) {
-            Some(repo) => repo,
-            None => repos.entry(event.repo.full_name.clone()).or_default(),
-        };
+        let repo = Self::repo_mut(&mut self.repos, &event.repo.full_name);
         let (before, after) = match repo.jobs.get_mut(&event.job_id) {
             Some(job) => {
                 let before = Self::contribution(index, job);
@@ -153,9 +149,10 @@ impl DemandState {
                 (None, after)
             }
         };
+        // The job changed, so it is now in the event's status.
         if event.status == JobStatus::Completed {
             repo.open.remove(&event.job_id);
-        } else if repo.jobs.get(&event.job_id).is_some_and(|job| job.status != JobStatus::Completed) {
+        } else {
             repo.open.insert(event.job_id);
         }
         Applied { duplicate: false, changed: true, runners: self.move_contribution(before, after) }
@@ -196,10 +193,9 @@ impl DemandState {
 
     /// Restores a job from a snapshot (start-up); later events still merge into it.
     pub fn restore(&mut self, job: Job) {
-        let index = &self.index;
-        let after = Self::contribution(index, &job);
+        let after = Self::contribution(&self.index, &job);
         let (id, open) = (job.id, job.status != JobStatus::Completed);
-        let repo = self.repo_mut(&job.repo.full_name.clone());
+        let repo = Self::repo_mut(&mut self.repos, &job.repo.full_name);
         let old = repo.jobs.insert(id, Box::new(job));
         if open {
             repo.open.insert(id);

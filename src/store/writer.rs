@@ -455,7 +455,8 @@ impl Writer {
                 continue;
             }
             let key = entry.event.key();
-            if applied.changed {
+            // Only the shared store is handed changed jobs; standalone, the counts are the demand.
+            if applied.changed && self.sync.is_some() {
                 changed_jobs.push(key.clone());
             }
             self.dirty.insert(key);

@@ -17,3 +17,12 @@ pub fn mutual_tls() -> (String, String, String) {
     let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
     (ca, cert, key.serialize_pem())
 }
+
+/// [`mutual_tls`], also written to `dir` as `ca.crt`, `tls.crt` and `tls.key`.
+pub fn write_mutual_tls(dir: &std::path::Path) -> (String, String, String) {
+    let (ca, cert, key) = mutual_tls();
+    for (name, pem) in [("ca.crt", &ca), ("tls.crt", &cert), ("tls.key", &key)] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    (ca, cert, key)
+}

@@ -162,6 +162,23 @@ async fn deliver_signed(listen: &str, secret: &str, repo: &str, job: u64, action
     Ok(())
 }
 
+/// `serve` out of cluster as the core runs it in one: with a token of the ServiceAccount the
+/// core made for it (`metrics` in `github`), its data in `dir`, reads open on its plain listener,
+/// GitHub at `github`. Returns once it is ready (runners and their Secrets loaded).
+async fn serve_as_the_core_runs_it(ctx: &Ctx, dir: &std::path::Path, github: &str) -> Res<(Process, String)> {
+    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
+    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
+    std::fs::create_dir_all(dir)?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let data = dir.join("serve-data").display().to_string();
+    let args =
+        ["serve", "--listen", &listen, "--data-dir", &data, "--unauthenticated-reads", "--github-api-url", github];
+    let serve = Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], dir.join("serve.log"))?;
+    wait_answering(&serve, &format!("http://{listen}/readyz"), "serve's /readyz (runners and their Secrets loaded)")
+        .await?;
+    Ok((serve, listen))
+}
+
 fn free_port() -> Res<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -487,26 +504,9 @@ async fn until_serve_shows(url: &str, what: &str, seen: impl Fn(u16, &Value) -> 
 }
 
 async fn serve_follows_runners_and_their_secrets_as_its_own_service_account(ctx: &mut Ctx) -> Res {
-    // The API server's ServiceAccount, as the core made it (metrics in github).
-    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
-    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let data = ctx.work.path().join("serve-data");
-    let data = data.to_str().ok_or("path")?.to_owned();
     // A GitHub API nobody listens on: this suite never talks to GitHub.
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--data-dir",
-        &data,
-        "--unauthenticated-reads",
-        "--github-api-url",
-        "http://127.0.0.1:9",
-    ];
-    let serve = Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], ctx.work.path().join("serve.log"))?;
-    wait_answering(&serve, &format!("http://{listen}/readyz"), "serve's /readyz (runners and their Secrets loaded)")
-        .await?;
+    let dir = ctx.work.path().join("serve");
+    let (serve, listen) = serve_as_the_core_runs_it(ctx, &dir, "http://127.0.0.1:9").await?;
     let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/e2e-probe");
     ctx.apply(&probe_runner(2))?;
     let created = until_serve_shows(&url, "a created runner served", |status, _| status == 200).await?;
@@ -730,21 +730,7 @@ async fn what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up(ctx:
         })
         .ok_or_else(|| format!("onboard printed no webhook secret:\n{yaml}"))?;
 
-    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
-    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let data = dir.join("serve-data").display().to_string();
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--data-dir",
-        &data,
-        "--unauthenticated-reads",
-        "--github-api-url",
-        &github.url(),
-    ];
-    let serve = Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], dir.join("serve.log"))?;
+    let (serve, listen) = serve_as_the_core_runs_it(ctx, &dir, &github.url()).await?;
     let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/onboarded");
     until_serve_shows(&url, "serve to pick the onboarded runner up", |status, _| status == 200)
         .await
