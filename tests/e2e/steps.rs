@@ -27,6 +27,7 @@ steps!(
     a_spec_change_is_applied_in_place,
     serve_follows_runners_and_their_secrets_as_its_own_service_account,
     keda_scales_a_runner_from_zero_and_back_on_serves_push,
+    the_aggregator_serves_a_runners_demand_through_the_apiservice_the_core_registered,
     what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up,
     prometheus_scrapes_serve_and_the_operator_and_finds_every_documented_series,
     the_operator_was_never_forbidden,
@@ -675,6 +676,108 @@ async fn keda_scales_a_runner_from_zero_and_back_on_serves_push(ctx: &mut Ctx) -
     let p50 = flips[flips.len() / 2];
     let p99 = flips[flips.len() - 1];
     println!("  webhook to replicas=1 through KEDA over {} flips: p50 {p50:?}, p99 {p99:?} (max)", flips.len());
+    Ok(())
+}
+
+/// The custom metrics API through the real aggregator: kube-apiserver proxies
+/// `/apis/custom.metrics.k8s.io/…` to the Service the APIService names, on its ClusterIP, and
+/// authenticates with its front-proxy client certificate. `scripts/dev-cluster` draws ClusterIPs
+/// from 127.96.0.0/16, so loopback plays kube-proxy's part: `serve` listens on the ClusterIP.
+async fn the_aggregator_serves_a_runners_demand_through_the_apiservice_the_core_registered(ctx: &mut Ctx) -> Res {
+    let service = get_json(ctx, &["-n", "github", "service", "metrics"])?;
+    let cluster_ip = service["spec"]["clusterIP"].as_str().ok_or("the metrics Service has no clusterIP")?.to_owned();
+    if !cluster_ip.starts_with("127.") {
+        fail!("the metrics Service's ClusterIP {cluster_ip} is not on loopback: the cluster's service range must be");
+    }
+    let api_service = get_json(ctx, &["apiservice", "v1beta1.custom.metrics.k8s.io"])?;
+    let port = api_service["spec"]["service"]["port"].as_u64().ok_or("the APIService names no service port")?;
+    if api_service["spec"]["caBundle"].as_str().is_none_or(str::is_empty) {
+        fail!("the APIService carries no caBundle: {}", api_service["spec"]);
+    }
+    // The aggregator's client CA, as the core publishes it for serve's pod to mount.
+    let published = get_json(ctx, &["-n", "github", "configmap", "metrics-front-proxy-ca"])?;
+    let front_proxy_ca = published["data"]["ca.crt"].as_str().ok_or("the core published no front-proxy CA")?;
+    let tls = ctx.work.path().join("tls");
+    std::fs::write(tls.join("front-proxy-ca.crt"), front_proxy_ca)?;
+    let file = |name: &str| tls.join(name).display().to_string();
+    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
+    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let tls_listen = format!("{cluster_ip}:{port}");
+    let data = ctx.work.path().join("aggregated-serve-data").display().to_string();
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &data,
+        "--tls-listen",
+        &tls_listen,
+        "--tls-cert",
+        &file("tls.crt"),
+        "--tls-key",
+        &file("tls.key"),
+        "--client-ca",
+        &file("ca.crt"),
+        "--client-ca",
+        &file("front-proxy-ca.crt"),
+        "--github-api-url",
+        "http://127.0.0.1:9",
+    ];
+    let serve =
+        Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], ctx.work.path().join("aggregated-serve.log"))?;
+    wait_answering(&serve, &format!("http://{listen}/readyz"), "serve's /readyz").await?;
+    let available = wait_for("the aggregator to find the APIService Available", Duration::from_secs(90), || {
+        let object = get_json(ctx, &["apiservice", "v1beta1.custom.metrics.k8s.io"]);
+        async move {
+            let object = object?;
+            Ok(object["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Available" && c["status"] == "True"))
+        }
+    })
+    .await;
+    if let Err(e) = available {
+        let object = get_json(ctx, &["apiservice", "v1beta1.custom.metrics.k8s.io"]).unwrap_or_default();
+        fail!("{e}: {}\n{}", object["status"], serve.log());
+    }
+    let path = "/apis/custom.metrics.k8s.io/v1beta1/namespaces/example-repo/scaledactionrunners.runner.devjoes.com/keda-flip/demand";
+    let demand = |ctx: &Ctx| -> Res<String> {
+        let list: Value = serde_json::from_str(&ctx.kubectl(&["get", "--raw", path])?)?;
+        let value = &list["items"][0]["value"];
+        value.as_str().map(str::to_owned).ok_or_else(|| format!("no demand in {list}").into())
+    };
+    let before = demand(ctx)?;
+    if before != "0" {
+        fail!("an idle runner's demand through the aggregator is {before}, not 0");
+    }
+    deliver_signed(&listen, "keda-flip-secret", "devjoes/keda-flip", 2_000, "queued").await?;
+    let seen = wait_for("the queued job's demand through the aggregator", Duration::from_secs(10), || {
+        let value = demand(ctx);
+        async move { Ok(value? == "1") }
+    })
+    .await?;
+    println!("  demand 1 read through the aggregator {seen:?} after the signed delivery");
+    // Anyone the aggregator did not vouch for is refused at the TLS handshake.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stranger = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(tls.join("ca.crt"))?)?)
+        .resolve("metrics.github.svc", tls_listen.parse()?)
+        .build()?
+        .get(format!("https://metrics.github.svc:{port}{path}"))
+        .send()
+        .await;
+    if let Ok(response) = stranger {
+        fail!("a client without a certificate read the custom metrics API: {}", response.status());
+    }
+    deliver_signed(&listen, "keda-flip-secret", "devjoes/keda-flip", 2_000, "completed").await?;
+    wait_for("the completed job's demand through the aggregator", Duration::from_secs(10), || {
+        let value = demand(ctx);
+        async move { Ok(value? == "0") }
+    })
+    .await?;
     Ok(())
 }
 
