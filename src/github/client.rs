@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use crate::clock::{Clock, system_clock};
 use super::models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};
 use crate::metrics::Metrics;
 
@@ -390,8 +391,6 @@ pub(crate) fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
 /// The GitHub REST client. Cheap to clone; clones share the connection pool, the ETag cache and
 /// the rate-limit records.
 #[derive(Clone)]
@@ -493,7 +492,7 @@ impl GitHubClient {
             metrics,
             cache: Arc::new(Mutex::new(EtagCache::new(CACHE_MAX_ENTRIES, CACHE_MAX_BYTES))),
             limits: Arc::new(Mutex::new(HashMap::new())),
-            clock: Arc::new(|| jiff::Timestamp::now().as_second()),
+            clock: system_clock(),
         })
     }
 

@@ -9,6 +9,8 @@ pub mod memcached_kv;
 pub mod shared;
 pub mod writer;
 
-pub use board::{Board, ResyncInfo, RunnerDemand};
+pub use board::{Board, ResyncInfo};
+// The read API's view lives with the demand it reports; kept here for existing callers.
+pub use crate::demand::RunnerDemand;
 pub use journal::{Journal, JournalError};
 pub use writer::{Recorded, StoreError, StoreHandle, WriterConfig};

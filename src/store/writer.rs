@@ -16,6 +16,7 @@ use super::board::Board;
 use super::journal::{Entry, Journal, JournalError};
 use super::shared::{self, SharedKv, SharedView, SyncConfig, SyncMessage, SyncSender};
 use crate::demand::job::delivery_key;
+use crate::demand::repo_jobs::join_open_jobs;
 use crate::demand::{DemandState, Job, JobEvent, JobKey, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 
@@ -35,17 +36,8 @@ const CHECKPOINT_STEP_BASE: usize = 32;
 /// Checkpoint items written at a time when no delivery is waiting.
 const IDLE_CHECKPOINT_STEP: usize = 512;
 
-/// The clock, in unix seconds; passed in so tests control time.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    })
-}
+// Kept at its old path so callers outside the store compile; new code imports `crate::clock`.
+pub use crate::clock::{Clock, system_clock};
 
 /// Shared mode: where and how to merge with the other replicas.
 #[derive(Clone)]
@@ -296,31 +288,11 @@ impl StoreHandle {
     pub async fn open_jobs(&self, repo: &str) -> Result<Vec<Job>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::OpenJobs { repo: repo.to_string(), reply }).await.map_err(|_| StoreError::Closed)?;
-        let mut jobs = answer.await.map_err(|_| StoreError::Closed)?;
-        if let Some(view) = &self.shared_view {
-            let known: std::collections::HashMap<u64, usize> =
-                jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
-            for (id, shared) in view.jobs(repo) {
-                match known.get(&id) {
-                    Some(&i) if jobs[i].status >= shared.status => {}
-                    Some(&i) => jobs[i].status = shared.status,
-                    None if shared.status == crate::demand::JobStatus::Completed => {}
-                    None => jobs.push(Job {
-                        id,
-                        run_id: 0,
-                        run_attempt: 1,
-                        repo: crate::demand::RepoRef { id: 0, full_name: repo.to_string() },
-                        status: shared.status,
-                        labels: shared.labels,
-                        since: None,
-                        changed_at: i64::from(shared.stamp_minutes) * 60,
-                        deliveries: Vec::new(),
-                    }),
-                }
-            }
-            jobs.retain(|j| j.status != crate::demand::JobStatus::Completed);
-        }
-        Ok(jobs)
+        let jobs = answer.await.map_err(|_| StoreError::Closed)?;
+        Ok(match &self.shared_view {
+            Some(view) => join_open_jobs(repo, jobs, view.jobs(repo)),
+            None => jobs,
+        })
     }
 
     /// Journals everything queued, checkpoints, flushes and stops the writer.
