@@ -22,12 +22,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::clock::{Clock, system_clock};
 use super::models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};
+use crate::clock::{Clock, system_clock};
 use crate::metrics::Metrics;
 
 /// Sent on every request, as GitHub asks (requests without one are rejected).
@@ -64,7 +65,7 @@ const ACCEPT_GITHUB_JSON: &str = "application/vnd.github+json";
 /// A GitHub token. Neither `Debug` nor `Display` shows it: only [`Token::id`].
 #[derive(Clone)]
 pub struct Token {
-    secret: String,
+    secret: SecretString,
     digest: [u8; 32],
 }
 
@@ -75,7 +76,7 @@ impl Token {
         let mut secret = secret.into();
         secret.truncate(secret.trim_end().len());
         let digest = Sha256::digest(secret.as_bytes()).into();
-        Self { secret, digest }
+        Self { secret: SecretString::from(secret), digest }
     }
 
     /// The first 8 hex digits of the token's SHA-256: safe for logs and metric labels.
@@ -84,12 +85,12 @@ impl Token {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.secret.is_empty()
+        self.secret.expose_secret().is_empty()
     }
 
     fn authorization(&self) -> Result<HeaderValue, GitHubError> {
-        let mut value =
-            HeaderValue::from_str(&format!("Bearer {}", self.secret)).map_err(|_| GitHubError::InvalidToken)?;
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.secret.expose_secret()))
+            .map_err(|_| GitHubError::InvalidToken)?;
         // Keeps the value out of hyper's and reqwest's debug output.
         value.set_sensitive(true);
         Ok(value)

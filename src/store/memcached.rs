@@ -18,6 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use memcache::{ClientError, CommandError, ConnectionManager, MemcacheError, ServerError, Url};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 /// Port memcached listens on when the store URL names a host without one.
@@ -207,11 +208,19 @@ fn hash64(bytes: &[u8]) -> u64 {
 
 /// memcached credentials: SASL PLAIN on the binary protocol (`memcached -S`), or the ASCII `auth`
 /// of `memcached -Y <file>`. The password never appears in `Debug`, errors or logs.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Credentials {
     username: String,
-    password: String,
+    password: SecretString,
 }
+
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.username == other.username && self.password.expose_secret() == other.password.expose_secret()
+    }
+}
+
+impl Eq for Credentials {}
 
 /// Why credentials were refused. Never includes the secret itself.
 #[derive(Debug, thiserror::Error)]
@@ -240,8 +249,10 @@ impl Credentials {
     /// Checks that the memcache crate can transmit both values unchanged: it reads them back from
     /// a connection URL without decoding, so anything URL syntax would escape is refused.
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Result<Self, CredentialsError> {
-        let credentials = Credentials { username: username.into(), password: password.into() };
-        for (what, value) in [("username", &credentials.username), ("password", &credentials.password)] {
+        let credentials = Credentials { username: username.into(), password: SecretString::from(password.into()) };
+        for (what, value) in
+            [("username", credentials.username.as_str()), ("password", credentials.password.expose_secret())]
+        {
             if value.is_empty() {
                 return Err(CredentialsError::Empty(what));
             }
@@ -279,17 +290,12 @@ impl Credentials {
         if url.username() != self.username {
             return Err("username");
         }
-        url.set_password(Some(&self.password)).map_err(|()| "password")?;
-        if url.password() != Some(self.password.as_str()) {
+        let password = self.password.expose_secret();
+        url.set_password(Some(password)).map_err(|()| "password")?;
+        if url.password() != Some(password) {
             return Err("password");
         }
         Ok(())
-    }
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
     }
 }
 
@@ -593,7 +599,7 @@ pub struct Memcached {
     timeout: Duration,
     protocol: Protocol,
     /// Only to scrub it from error texts, should a dependency ever echo it.
-    password: Option<String>,
+    password: Option<SecretString>,
 }
 
 impl fmt::Debug for Memcached {
@@ -850,7 +856,7 @@ impl Memcached {
             other => other.to_string(),
         };
         let mut text = text.trim().replace(['\r', '\n'], " ");
-        if let Some(password) = self.password.as_deref().filter(|p| !p.is_empty()) {
+        if let Some(password) = self.password.as_ref().map(ExposeSecret::expose_secret).filter(|p| !p.is_empty()) {
             text = text.replace(password, "<redacted>");
         }
         if text.len() > MAX_CAUSE_LEN {
