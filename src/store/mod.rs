@@ -5,7 +5,6 @@ pub mod board;
 pub mod durable;
 pub mod journal;
 pub mod memcached;
-pub mod memcached_kv;
 pub mod shared;
 pub mod writer;
 
