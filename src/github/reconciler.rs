@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::client::{GitHubClient, GitHubError, RunStatus, Token};
+use super::client::{GitHubClient, RunStatus};
+use super::error::GitHubError;
 use super::models::WorkflowJob;
 use super::resync::{Comparison, GitHubJob, KnownJob, Schedule, Windows, compare};
+use super::token::Token;
 use crate::demand::job::normalize_labels;
 use crate::demand::{JobEvent, JobStatus, RepoRef, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
