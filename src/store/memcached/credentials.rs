@@ -1,8 +1,5 @@
 //! The memcached username and password, checked so the memcache crate can send them unchanged.
 
-use std::io;
-use std::path::{Path, PathBuf};
-
 use memcache::Url;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -14,24 +11,9 @@ pub struct Credentials {
     password: SecretString,
 }
 
-impl PartialEq for Credentials {
-    fn eq(&self, other: &Self) -> bool {
-        self.username == other.username && self.password.expose_secret() == other.password.expose_secret()
-    }
-}
-
-impl Eq for Credentials {}
-
 /// Why credentials were refused. Never includes the secret itself.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("cannot read the memcached {what} file {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("the memcached {0} is empty")]
     Empty(&'static str),
     #[error("the memcached {0} contains whitespace or control characters, which the auth command cannot carry")]
@@ -67,16 +49,6 @@ impl Credentials {
             Url::parse("memcache://127.0.0.1:11211").map_err(|_| CredentialsError::UrlEscaped("username"))?;
         credentials.apply(&mut probe).map_err(CredentialsError::UrlEscaped)?;
         Ok(credentials)
-    }
-
-    /// Reads both values from files (Kubernetes secret mounts), dropping trailing line breaks.
-    pub fn from_files(username_file: &Path, password_file: &Path) -> Result<Self, CredentialsError> {
-        let read = |what: &'static str, path: &Path| {
-            std::fs::read_to_string(path)
-                .map(|text| text.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|source| CredentialsError::Read { what, path: path.to_path_buf(), source })
-        };
-        Credentials::new(read("username", username_file)?, read("password", password_file)?)
     }
 
     pub fn username(&self) -> &str {
@@ -138,18 +110,5 @@ mod tests {
         assert!(matches!(Credentials::new("alice", ""), Err(CredentialsError::Empty("password"))));
         assert!(matches!(Credentials::new("alice", "two words"), Err(CredentialsError::Whitespace("password"))));
         assert!(matches!(Credentials::new("al:ice", "pw"), Err(CredentialsError::Colon)));
-    }
-
-    #[test]
-    fn credentials_from_files_drop_the_trailing_newline_and_name_a_missing_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (user, password) = (dir.path().join("username"), dir.path().join("password"));
-        std::fs::write(&user, "alice\n").unwrap();
-        std::fs::write(&password, "hunter2\r\n").unwrap();
-        assert_eq!(Credentials::from_files(&user, &password).unwrap(), Credentials::new("alice", "hunter2").unwrap());
-
-        let missing = dir.path().join("absent");
-        let error = Credentials::from_files(&user, &missing).unwrap_err().to_string();
-        assert!(error.contains("password file") && error.contains("absent"), "{error}");
     }
 }
