@@ -3,6 +3,7 @@
 use std::fmt;
 
 use reqwest::header::HeaderValue;
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
@@ -40,8 +41,9 @@ impl Token {
     }
 
     pub(super) fn authorization(&self) -> Result<HeaderValue, GitHubError> {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.secret.expose_secret()))
-            .map_err(|_| GitHubError::InvalidToken)?;
+        // The header text is a copy of the secret: zeroed once the header holds it.
+        let text = Zeroizing::new(format!("Bearer {}", self.secret.expose_secret()));
+        let mut value = HeaderValue::from_str(&text).map_err(|_| GitHubError::InvalidToken)?;
         // Keeps the value out of hyper's and reqwest's debug output.
         value.set_sensitive(true);
         Ok(value)

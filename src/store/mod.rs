@@ -1,5 +1,6 @@
-//! Durable state: the sled journal, the single writer that owns it, and the board the read API
-//! serves from.
+//! Durable state: the sled journal, the single writer that owns it, the board the read API
+//! serves from, and shared mode (the memcached client and the sync thread that merges with the
+//! other replicas).
 
 pub mod board;
 pub mod durable;
