@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use fake_github::{FakeGitHub, JobState};
+use gaa::clock::Clock;
 use gaa::demand::{JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor};
-use gaa::github::client::{GitHubClient, Token};
 use gaa::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
+use gaa::github::{GitHubClient, Token};
 use gaa::metrics::Metrics;
-use gaa::store::writer::Clock;
 use gaa::store::{StoreHandle, WriterConfig};
 use rng::Rng;
 

@@ -118,7 +118,7 @@ pub async fn try_lead(api: &Api<Lease>, config: &LeaseConfig, now: i64) -> Resul
 pub async fn run(
     api: Api<Lease>,
     config: LeaseConfig,
-    clock: crate::store::writer::Clock,
+    clock: crate::clock::Clock,
     leading: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {

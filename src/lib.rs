@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod crd;

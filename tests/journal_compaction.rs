@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use common::*;
+use gaa::clock::Clock;
 use gaa::demand::{JobEvent, JobStatus, RepoRef};
 use gaa::metrics::Metrics;
 use gaa::store::journal::Journal;
-use gaa::store::writer::Clock;
 use gaa::store::{Recorded, StoreHandle, WriterConfig};
 
 const RETENTION: u64 = 3600;

@@ -4,13 +4,13 @@
 #[path = "common/memcached.rs"]
 mod memcached_harness;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use gaa::store::memcached::{
-    Credentials, ErrorKind, Expiry, Memcached, MemcachedOptions, Operation, Protocol, StoreUrl,
+    Credentials, ErrorKind, Memcached, MemcachedOptions, MultiGet, Operation, Protocol, StoreUrl,
 };
 use memcached_harness::MemcachedServer;
 
@@ -27,6 +27,12 @@ fn connect_with(servers: &[&MemcachedServer], options: MemcachedOptions) -> Memc
     Memcached::new(&store_url(servers), options).expect("memcached client")
 }
 
+/// Every value of a multi-get, failing the test if any server did not answer.
+fn complete(multi: MultiGet) -> HashMap<String, (Vec<u8>, u64)> {
+    assert!(multi.failures.is_empty(), "{:?}", multi.failures);
+    multi.values
+}
+
 fn counter(value: &[u8]) -> u64 {
     std::str::from_utf8(value).expect("utf-8 counter").parse().expect("numeric counter")
 }
@@ -36,8 +42,8 @@ fn adding_a_key_that_exists_reports_false_and_keeps_the_first_value() {
     let server = MemcachedServer::start();
     let store = connect(&[&server]);
 
-    assert!(store.add("demand/acme/api", b"first", Expiry::NEVER).unwrap());
-    assert!(!store.add("demand/acme/api", b"second", Expiry::NEVER).unwrap());
+    assert!(store.add("demand/acme/api", b"first").unwrap());
+    assert!(!store.add("demand/acme/api", b"second").unwrap());
     assert_eq!(store.gets("demand/acme/api").unwrap().unwrap().0, b"first");
 }
 
@@ -47,10 +53,10 @@ fn gets_returns_the_value_with_a_token_that_cas_accepts() {
     let store = connect(&[&server]);
     assert_eq!(store.gets("k").unwrap(), None);
 
-    store.set("k", b"v1", Expiry::NEVER).unwrap();
+    assert!(store.add("k", b"v1").unwrap());
     let (value, token) = store.gets("k").unwrap().unwrap();
     assert_eq!(value, b"v1");
-    assert!(store.cas("k", b"v2", token, Expiry::NEVER).unwrap());
+    assert!(store.cas("k", b"v2", token).unwrap());
 
     let (value, next_token) = store.gets("k").unwrap().unwrap();
     assert_eq!(value, b"v2");
@@ -61,11 +67,11 @@ fn gets_returns_the_value_with_a_token_that_cas_accepts() {
 fn cas_with_a_stale_token_is_refused_and_leaves_the_value_unchanged() {
     let server = MemcachedServer::start();
     let store = connect(&[&server]);
-    store.set("k", b"original", Expiry::NEVER).unwrap();
+    assert!(store.add("k", b"original").unwrap());
     let (_, stale) = store.gets("k").unwrap().unwrap();
-    store.set("k", b"written by another replica", Expiry::NEVER).unwrap();
+    server.set("k", b"written by another replica");
 
-    assert!(!store.cas("k", b"lost update", stale, Expiry::NEVER).unwrap());
+    assert!(!store.cas("k", b"lost update", stale).unwrap());
     assert_eq!(store.gets("k").unwrap().unwrap().0, b"written by another replica");
 }
 
@@ -73,19 +79,19 @@ fn cas_with_a_stale_token_is_refused_and_leaves_the_value_unchanged() {
 fn cas_on_a_key_that_vanished_reports_false_and_does_not_create_it() {
     let server = MemcachedServer::start();
     let store = connect(&[&server]);
-    store.set("k", b"v", Expiry::NEVER).unwrap();
+    assert!(store.add("k", b"v").unwrap());
     let (_, token) = store.gets("k").unwrap().unwrap();
-    assert!(store.delete("k").unwrap());
-    assert!(!store.delete("k").unwrap());
+    assert!(server.delete("k"));
+    assert!(!server.delete("k"));
 
-    assert!(!store.cas("k", b"resurrected", token, Expiry::NEVER).unwrap());
+    assert!(!store.cas("k", b"resurrected", token).unwrap());
     assert_eq!(store.gets("k").unwrap(), None);
 }
 
 #[test]
 fn two_threads_incrementing_with_gets_and_cas_lose_no_update() {
     let server = MemcachedServer::start();
-    connect(&[&server]).set("counter", b"0", Expiry::NEVER).unwrap();
+    assert!(connect(&[&server]).add("counter", b"0").unwrap());
     let start = Arc::new(Barrier::new(2));
 
     let workers: Vec<_> = (0..2)
@@ -100,7 +106,7 @@ fn two_threads_incrementing_with_gets_and_cas_lose_no_update() {
                 while done < 500 {
                     let (value, token) = store.gets("counter").unwrap().unwrap();
                     let next = (counter(&value) + 1).to_string();
-                    if store.cas("counter", next.as_bytes(), token, Expiry::NEVER).unwrap() {
+                    if store.cas("counter", next.as_bytes(), token).unwrap() {
                         done += 1;
                     } else {
                         conflicts += 1;
@@ -123,19 +129,18 @@ fn get_multi_across_two_servers_returns_every_key_each_from_its_own_server() {
     let store = connect(&[&first, &second]);
     let keys: Vec<String> = (0..300).map(|i| format!("demand/acme/runner-{i}")).collect();
     for key in &keys {
-        store.set(key, key.as_bytes(), Expiry::NEVER).unwrap();
+        assert!(store.add(key, key.as_bytes()).unwrap());
     }
 
-    let multi = store.get_multi(&keys);
-    assert!(multi.is_complete(), "{:?}", multi.failures);
-    assert_eq!(multi.values.len(), keys.len());
+    let values = complete(store.get_multi(&keys));
+    assert_eq!(values.len(), keys.len());
     for key in &keys {
-        assert_eq!(multi.values[key].0, key.as_bytes(), "{key}");
+        assert_eq!(values[key].0, key.as_bytes(), "{key}");
     }
 
     // Ask each server on its own: every key is on exactly one of them, and both hold some.
-    let on_first = connect(&[&first]).get_multi(&keys).into_complete().unwrap();
-    let on_second = connect(&[&second]).get_multi(&keys).into_complete().unwrap();
+    let on_first = complete(connect(&[&first]).get_multi(&keys));
+    let on_second = complete(connect(&[&second]).get_multi(&keys));
     assert!(!on_first.is_empty() && !on_second.is_empty(), "{} / {}", on_first.len(), on_second.len());
     assert_eq!(on_first.len() + on_second.len(), keys.len());
     for key in &keys {
@@ -151,12 +156,12 @@ fn get_multi_reads_keys_in_batches_and_ignores_duplicates_and_misses() {
     let store = connect(&[&server]);
     let keys: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
     for key in keys.iter().step_by(2) {
-        store.set(key, b"x", Expiry::NEVER).unwrap();
+        server.set(key, b"x");
     }
     let mut asked = keys.clone();
     asked.extend(keys.iter().take(10).cloned());
 
-    let found = store.get_multi(&asked).into_complete().unwrap();
+    let found = complete(store.get_multi(&asked));
     let expected: HashSet<&String> = keys.iter().step_by(2).collect();
     assert_eq!(found.keys().collect::<HashSet<_>>(), expected);
 }
@@ -167,7 +172,7 @@ fn get_multi_returns_the_live_servers_values_and_names_the_dead_server_and_its_k
     let store = connect(&[&live, &dead]);
     let keys: Vec<String> = (0..100).map(|i| format!("key-{i}")).collect();
     for key in &keys {
-        store.set(key, b"v", Expiry::NEVER).unwrap();
+        assert!(store.add(key, b"v").unwrap());
     }
     dead.kill();
 
@@ -183,7 +188,7 @@ fn get_multi_returns_the_live_servers_values_and_names_the_dead_server_and_its_k
         assert_eq!(unknown.contains(key), on_dead, "{key}");
         assert_eq!(multi.values.contains_key(key), !on_dead, "{key}");
     }
-    assert!(store.get_multi(&keys).into_complete().is_err());
+    assert!(!store.get_multi(&keys).failures.is_empty());
 }
 
 #[test]
@@ -193,20 +198,20 @@ fn a_value_written_through_one_client_is_read_through_another_with_the_same_serv
     let reader = connect(&[&first, &second]);
     let keys: Vec<String> = (0..50).map(|i| format!("shared/{i}")).collect();
     for key in &keys {
-        writer.set(key, format!("value of {key}").as_bytes(), Expiry::NEVER).unwrap();
+        assert!(writer.add(key, format!("value of {key}").as_bytes()).unwrap());
     }
 
     for key in &keys {
         assert_eq!(reader.gets(key).unwrap().unwrap().0, format!("value of {key}").as_bytes());
     }
-    assert_eq!(reader.get_multi(&keys).into_complete().unwrap().len(), keys.len());
+    assert_eq!(complete(reader.get_multi(&keys)).len(), keys.len());
 }
 
 #[test]
 fn a_killed_server_fails_calls_quickly_as_unavailable_and_a_restart_is_picked_up_by_the_same_client() {
     let mut server = MemcachedServer::start();
     let store = connect(&[&server]);
-    store.set("k", b"before", Expiry::NEVER).unwrap();
+    assert!(store.add("k", b"before").unwrap());
 
     server.kill();
     for attempt in 0..3 {
@@ -216,21 +221,19 @@ fn a_killed_server_fails_calls_quickly_as_unavailable_and_a_restart_is_picked_up
         assert!(error.is_unavailable(), "attempt {attempt}: {error}");
         assert_eq!((error.server(), error.operation()), (server.addr().as_str(), Operation::Gets));
     }
-    assert!(store.ping()[0].as_ref().is_err_and(|e| e.is_unavailable()));
 
     server.restart();
     assert_eq!(store.gets("k").unwrap(), None, "a restarted memcached comes back empty");
-    store.set("k", b"after", Expiry::NEVER).unwrap();
+    assert!(store.add("k", b"after").unwrap());
     assert_eq!(store.gets("k").unwrap().unwrap().0, b"after");
-    assert!(store.ping()[0].is_ok());
 }
 
 #[test]
 fn a_hung_server_times_out_and_its_late_answer_is_never_taken_for_the_next_one() {
     let server = MemcachedServer::start();
     let store = Arc::new(connect(&[&server]));
-    store.set("a", b"value of a", Expiry::NEVER).unwrap();
-    store.set("b", b"value of b", Expiry::NEVER).unwrap();
+    server.set("a", b"value of a");
+    server.set("b", b"value of b");
 
     server.freeze();
     let started = Instant::now();
@@ -257,10 +260,10 @@ fn a_client_built_while_memcached_is_down_works_once_it_is_up() {
     server.kill();
 
     let store = connect(&[&server]);
-    assert!(store.set("k", b"v", Expiry::NEVER).unwrap_err().is_unavailable());
+    assert!(store.add("k", b"v").unwrap_err().is_unavailable());
 
     server.restart();
-    store.set("k", b"v", Expiry::NEVER).unwrap();
+    assert!(store.add("k", b"v").unwrap());
     assert_eq!(store.gets("k").unwrap().unwrap().0, b"v");
 }
 
@@ -269,49 +272,11 @@ fn a_value_over_the_item_size_limit_is_reported_as_too_large_and_the_connection_
     let server = MemcachedServer::start_with_args(&["-I", "1m"]);
     let store = connect(&[&server]);
 
-    let error = store.set("big", &vec![b'x'; 2 << 20], Expiry::NEVER).unwrap_err();
-    assert!(error.is_value_too_large(), "{error}");
+    let error = store.add("big", &vec![b'x'; 2 << 20]).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::ValueTooLarge, "{error}");
     assert!(!error.is_unavailable());
-    store.set("small", b"ok", Expiry::NEVER).unwrap();
+    assert!(store.add("small", b"ok").unwrap());
     assert_eq!(store.gets("small").unwrap().unwrap().0, b"ok");
-}
-
-#[test]
-fn an_item_with_an_expiry_disappears_after_it() {
-    let server = MemcachedServer::start();
-    let store = connect(&[&server]);
-    store.set("short", b"v", Expiry::after(Duration::from_secs(1))).unwrap();
-    store.set("forever", b"v", Expiry::NEVER).unwrap();
-    assert!(store.gets("short").unwrap().is_some());
-
-    thread::sleep(Duration::from_millis(2500));
-    assert_eq!(store.gets("short").unwrap(), None);
-    assert!(store.gets("forever").unwrap().is_some());
-}
-
-#[test]
-fn flush_all_empties_every_server() {
-    let (first, second) = (MemcachedServer::start(), MemcachedServer::start());
-    let store = connect(&[&first, &second]);
-    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
-    for key in &keys {
-        store.set(key, b"v", Expiry::NEVER).unwrap();
-    }
-
-    store.flush_all().unwrap();
-    assert!(store.get_multi(&keys).into_complete().unwrap().is_empty());
-}
-
-#[test]
-fn ping_reports_each_servers_version_in_order() {
-    let (first, mut second) = (MemcachedServer::start(), MemcachedServer::start());
-    let store = connect(&[&first, &second]);
-    second.kill();
-
-    let answers = store.ping();
-    assert_eq!(answers.len(), 2);
-    assert!(answers[0].as_ref().is_ok_and(|version| version.starts_with("1.")), "{:?}", answers[0]);
-    assert_eq!(answers[1].as_ref().unwrap_err().server(), second.addr());
 }
 
 #[test]
@@ -319,15 +284,15 @@ fn the_ascii_protocol_supports_gets_cas_and_get_multi_but_refuses_add() {
     let server = MemcachedServer::start();
     let store = connect_with(&[&server], MemcachedOptions { protocol: Protocol::Ascii, ..Default::default() });
 
-    store.set("k", b"v1", Expiry::NEVER).unwrap();
+    server.set("k", b"v1");
     let (_, token) = store.gets("k").unwrap().unwrap();
-    assert!(store.cas("k", b"v2", token, Expiry::NEVER).unwrap());
-    assert!(!store.cas("k", b"v3", token, Expiry::NEVER).unwrap());
-    let found = store.get_multi(&["k".to_string(), "absent".to_string()]).into_complete().unwrap();
+    assert!(store.cas("k", b"v2", token).unwrap());
+    assert!(!store.cas("k", b"v3", token).unwrap());
+    let found = complete(store.get_multi(&["k".to_string(), "absent".to_string()]));
     assert_eq!(found["k"].0, b"v2");
     assert_eq!(found.len(), 1);
 
-    let error = store.add("new", b"v", Expiry::NEVER).unwrap_err();
+    let error = store.add("new", b"v").unwrap_err();
     assert_eq!((error.kind(), error.operation()), (ErrorKind::Unsupported, Operation::Add));
 }
 
@@ -359,11 +324,11 @@ fn the_right_credentials_open_an_ascii_auth_server() {
     let credentials = Credentials::new("alice", "S3cret-pw").unwrap();
     let store = connect_with(&[&auth.server], ascii_with(Some(credentials)));
 
-    store.set("k", b"v1", Expiry::NEVER).unwrap();
+    auth.server.set_as("bob", "other", "k", b"v1");
     let (value, token) = store.gets("k").unwrap().unwrap();
     assert_eq!(value, b"v1");
-    assert!(store.cas("k", b"v2", token, Expiry::NEVER).unwrap());
-    assert_eq!(store.get_multi(&["k".to_string()]).into_complete().unwrap()["k"].0, b"v2");
+    assert!(store.cas("k", b"v2", token).unwrap());
+    assert_eq!(complete(store.get_multi(&["k".to_string()]))["k"].0, b"v2");
 }
 
 #[test]
@@ -372,7 +337,7 @@ fn a_wrong_password_fails_as_authentication_without_revealing_it() {
     let credentials = Credentials::new("alice", "Wrong-pw").unwrap();
     let store = connect_with(&[&auth.server], ascii_with(Some(credentials)));
 
-    let error = store.set("k", b"v", Expiry::NEVER).unwrap_err();
+    let error = store.gets("k").unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Authentication, "{error}");
     assert!(!error.is_unavailable());
     assert!(!format!("{error} {error:?} {store:?}").contains("Wrong-pw"), "{error}");
@@ -424,8 +389,8 @@ fn sasl_plain_admits_the_right_password_and_refuses_a_wrong_one_on_the_binary_pr
     let with = |credentials| MemcachedOptions { credentials, ..Default::default() };
 
     let store = connect_with(&[&sasl.server], with(Some(Credentials::new("alice", "S3cret-pw").unwrap())));
-    store.set("k", b"v", Expiry::NEVER).unwrap();
-    assert!(!store.add("k", b"other", Expiry::NEVER).unwrap());
+    assert!(store.add("k", b"v").unwrap());
+    assert!(!store.add("k", b"other").unwrap());
     assert_eq!(store.gets("k").unwrap().unwrap().0, b"v");
 
     let wrong = connect_with(&[&sasl.server], with(Some(Credentials::new("alice", "Wrong-pw").unwrap())));

@@ -1,7 +1,9 @@
 //! Order and duplicates do not matter: any permutation of a trace, with any deliveries repeated,
 //! ends in the same demand as the trace in order.
 
-use gaa::demand::{DemandState, JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use std::collections::BTreeMap;
+
+use gaa::demand::{Counts, DemandState, JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor};
 use proptest::prelude::*;
 
 const STATUSES: [JobStatus; 4] = [JobStatus::Waiting, JobStatus::Queued, JobStatus::InProgress, JobStatus::Completed];
@@ -40,7 +42,9 @@ fn final_counts(events: &[JobEvent]) -> Vec<(RunnerKey, u64, u64)> {
     for event in events {
         state.apply(event, 0);
     }
-    state.all_counts().into_iter().map(|(k, c)| (k, c.queued, c.in_progress)).collect()
+    let counts: BTreeMap<RunnerKey, Counts> =
+        state.index().iter().map(|runner| (runner.key.clone(), state.counts(&runner.key))).collect();
+    counts.into_iter().map(|(k, c)| (k, c.queued, c.in_progress)).collect()
 }
 
 proptest! {

@@ -3,11 +3,13 @@
 
 pub mod job;
 pub mod repo_jobs;
+pub mod runner_demand;
 pub mod runners;
 pub mod scaling;
 pub mod state;
 
 pub use job::{Job, JobEvent, JobKey, JobStatus, RepoRef};
+pub use runner_demand::RunnerDemand;
 pub use runners::{Runner, RunnerIndex, RunnerKey};
 pub use scaling::{ForcedScaleUp, ScaleFactor};
 pub use state::{Counts, DemandState};

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::job::{Job, JobStatus};
+use super::job::{Job, JobStatus, RepoRef};
 use super::runners::{RunnerIndex, RunnerKey};
 use super::state::Counts;
 
@@ -203,6 +203,33 @@ impl RepoJobs {
     }
 }
 
+/// The open jobs of `repo` (lower-cased `owner/name`) as every replica knows them: this journal's
+/// `local` open jobs joined with the `shared` value's (the furthest state wins). A job only the
+/// shared value knows is made from it; completed jobs are left out.
+pub fn join_open_jobs(repo: &str, mut local: Vec<Job>, shared: impl IntoIterator<Item = (u64, SharedJob)>) -> Vec<Job> {
+    let known: HashMap<u64, usize> = local.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
+    for (id, shared) in shared {
+        match known.get(&id) {
+            Some(&i) if local[i].status >= shared.status => {}
+            Some(&i) => local[i].status = shared.status,
+            None if shared.status == JobStatus::Completed => {}
+            None => local.push(Job {
+                id,
+                run_id: 0,
+                run_attempt: 1,
+                repo: RepoRef { id: 0, full_name: repo.to_string() },
+                status: shared.status,
+                labels: shared.labels,
+                since: None,
+                changed_at: i64::from(shared.stamp_minutes) * 60,
+                deliveries: Vec::new(),
+            }),
+        }
+    }
+    local.retain(|j| j.status != JobStatus::Completed);
+    local
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -301,5 +328,34 @@ mod tests {
         let limit = jobs.encoded_len() - 15 * 10;
         assert_eq!(jobs.shrink_to(limit), 10);
         assert!(!jobs.jobs.contains_key(&9) && jobs.jobs.contains_key(&10) && jobs.jobs.contains_key(&1000));
+    }
+
+    #[test]
+    fn open_jobs_join_the_shared_value_and_the_furthest_state_wins() {
+        let mine = |id, status| Job {
+            id,
+            run_id: 9,
+            run_attempt: 1,
+            repo: RepoRef::new(1, "acme/api"),
+            status,
+            labels: vec!["linux".into()],
+            since: None,
+            changed_at: 0,
+            deliveries: Vec::new(),
+        };
+        let local = vec![mine(1, JobStatus::Queued), mine(2, JobStatus::InProgress), mine(3, JobStatus::Queued)];
+        let shared = [
+            (1, job(JobStatus::InProgress, &["linux"], 5)),
+            (2, job(JobStatus::Queued, &["linux"], 5)),
+            (3, job(JobStatus::Completed, &["linux"], 5)),
+            (4, job(JobStatus::Queued, &["gpu"], 7)),
+            (5, job(JobStatus::Completed, &["gpu"], 7)),
+        ];
+        let joined = join_open_jobs("acme/api", local, shared);
+        let seen: Vec<(u64, JobStatus)> = joined.iter().map(|j| (j.id, j.status)).collect();
+        assert_eq!(seen, [(1, JobStatus::InProgress), (2, JobStatus::InProgress), (4, JobStatus::Queued)]);
+        let other = &joined[2];
+        assert_eq!((other.repo.full_name.as_str(), other.changed_at, other.run_id), ("acme/api", 420, 0));
+        assert_eq!(other.labels, ["gpu"]);
     }
 }

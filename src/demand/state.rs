@@ -1,6 +1,6 @@
 //! Per-runner demand derived from job states and the runner index.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -106,11 +106,6 @@ impl DemandState {
     /// Counts of one runner (zero for runners with no demand or unknown runners).
     pub fn counts(&self, runner: &RunnerKey) -> Counts {
         self.counts.get(runner).copied().unwrap_or_default()
-    }
-
-    /// Counts of every runner in the index, in namespace/name order.
-    pub fn all_counts(&self) -> BTreeMap<RunnerKey, Counts> {
-        self.index.iter().map(|r| (r.key.clone(), self.counts(&r.key))).collect()
     }
 
     /// The runner a job in `job`'s state counts toward, if it is demand at all.

@@ -1,9 +1,17 @@
-//! GitHub REST: the client the reconciler lists Actions runs and jobs with, and its models.
+//! GitHub REST: the client the reconciler lists Actions runs and jobs with (its token, rate-limit
+//! accounting and ETag cache beside it), its models, and the resync built on it.
 
 pub mod client;
+pub mod error;
+mod etag_cache;
 pub mod models;
+pub mod rate_limit;
 pub mod reconciler;
 pub mod resync;
+pub mod token;
 
-pub use client::{Fetched, GitHubClient, GitHubError, RateLimit, RunStatus, Token, backoff, rate_limit_wait};
+pub use client::{Fetched, GitHubClient, RunStatus};
+pub use error::GitHubError;
 pub use models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};
+pub use rate_limit::{RateLimit, rate_limit_wait};
+pub use token::Token;

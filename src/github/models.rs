@@ -89,16 +89,6 @@ impl WorkflowJob {
     pub fn created_unix(&self) -> Option<i64> {
         unix_seconds(self.created_at.as_deref())
     }
-
-    /// Unix seconds of `started_at`, when present and RFC 3339.
-    pub fn started_unix(&self) -> Option<i64> {
-        unix_seconds(self.started_at.as_deref())
-    }
-
-    /// Unix seconds of `completed_at`, when present and RFC 3339.
-    pub fn completed_unix(&self) -> Option<i64> {
-        unix_seconds(self.completed_at.as_deref())
-    }
 }
 
 fn unix_seconds(text: Option<&str>) -> Option<i64> {
@@ -146,8 +136,8 @@ mod tests {
         assert_eq!((job.runner_id, job.runner_name.as_deref()), (Some(1), Some("my runner")));
         // The documentation's example has no `run_attempt` and no `created_at`.
         assert_eq!((job.run_attempt, job.created_at.as_deref()), (None, None));
-        assert_eq!(job.started_unix(), Some(1_579_542_160));
-        assert_eq!(job.completed_unix(), Some(1_579_542_279));
+        assert_eq!(job.started_at.as_deref(), Some("2020-01-20T17:42:40Z"));
+        assert_eq!(job.completed_at.as_deref(), Some("2020-01-20T17:44:39Z"));
     }
 
     #[test]
@@ -162,7 +152,7 @@ mod tests {
         assert!(job.labels.is_empty());
         assert_eq!((job.runner_id, job.conclusion.as_deref()), (None, None));
         assert_eq!(job.created_unix(), Some(1_767_225_610));
-        assert_eq!(job.started_unix(), None);
+        assert_eq!(job.started_at, None);
     }
 
     #[test]

@@ -14,13 +14,15 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::client::{GitHubClient, GitHubError, RunStatus, Token};
+use super::client::{GitHubClient, RunStatus};
+use super::error::GitHubError;
 use super::models::WorkflowJob;
 use super::resync::{Comparison, GitHubJob, KnownJob, Schedule, Windows, compare};
+use super::token::Token;
 use crate::demand::job::normalize_labels;
 use crate::demand::{JobEvent, JobStatus, RepoRef, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
-use crate::store::{ResyncInfo, StoreHandle};
+use crate::store::{ResyncInfo, StoreError, StoreHandle};
 
 /// GitHub's secondary limit is 900 points a minute per token; leave headroom for retries.
 const POINTS_PER_MINUTE: u32 = 800;
@@ -76,8 +78,20 @@ pub struct Pass {
     pub corrections: usize,
 }
 
+/// Why one repository's resync failed, by the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResyncError {
+    /// Listing runs and jobs, or looking one up.
+    #[error(transparent)]
+    GitHub(#[from] GitHubError),
+    #[error("reading our open jobs from the store: {0}")]
+    OpenJobs(#[source] StoreError),
+    #[error("journaling a correction: {0}")]
+    Correction(#[source] StoreError),
+}
+
 /// A finished repository resync: repository, token id, outcome, the jobs GitHub listed.
-type Finished = (String, String, Result<RepoOutcome, GitHubError>, Vec<GitHubJob>);
+type Finished = (String, String, Result<RepoOutcome, ResyncError>, Vec<GitHubJob>);
 
 /// Per-token pacing: points spent in the last minute, and a pause after a limit answer.
 #[derive(Debug, Default)]
@@ -243,7 +257,7 @@ impl Reconciler {
                     self.record_outcome(&repo, &outcome, now);
                     self.schedule.done(&repo, now, outcome.busy, self.shared.config.windows);
                 }
-                Err(GitHubError::RateLimited { retry_after, secondary }) => {
+                Err(ResyncError::GitHub(GitHubError::RateLimited { retry_after, secondary })) => {
                     // Keep the last good demand; wait as GitHub asks, longer on repeats.
                     let wait = if secondary {
                         let doubled = pace.secondary_backoff.map_or(retry_after, |b| (b * 2).max(retry_after));
@@ -291,7 +305,7 @@ impl Reconciler {
     /// `catalogs` (runners and tokens watched in a cluster) replaces the current one.
     pub async fn run(
         mut self,
-        clock: crate::store::writer::Clock,
+        clock: crate::clock::Clock,
         mut leading: tokio::sync::watch::Receiver<bool>,
         mut stop: tokio::sync::watch::Receiver<bool>,
         mut catalogs: Option<tokio::sync::watch::Receiver<(RunnerIndex, RepoTokens)>>,
@@ -366,7 +380,7 @@ async fn resync_repo(
     now: i64,
     cached: Option<Vec<GitHubJob>>,
     jobs_seen: &mut Vec<GitHubJob>,
-) -> Result<RepoOutcome, GitHubError> {
+) -> Result<RepoOutcome, ResyncError> {
     let client = &shared.client;
     let mut outcome = RepoOutcome::default();
     let mut count = |requests: u32, credits: u32, not_modified: u32| {
@@ -395,7 +409,7 @@ async fn resync_repo(
         .store
         .open_jobs(repo)
         .await
-        .map_err(|e| GitHubError::Http(format!("store: {e}")))?
+        .map_err(ResyncError::OpenJobs)?
         .into_iter()
         .map(|j| KnownJob { id: j.id, status: j.status, labels: j.labels, changed_at: j.changed_at })
         .collect();
@@ -428,7 +442,7 @@ async fn resync_repo(
     outcome.busy = github.iter().any(|j| j.status.is_some_and(JobStatus::is_demand));
     for event in &corrections {
         let delivery = format!("resync:{}:{}", event.job_id, event.status.as_str());
-        shared.store.record(&delivery, event.clone()).await.map_err(|e| GitHubError::Http(format!("store: {e}")))?;
+        shared.store.record(&delivery, event.clone()).await.map_err(ResyncError::Correction)?;
     }
     outcome.corrections = corrections.len();
     outcome.drift = drift;

@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::board::Board;
+use crate::clock::Clock;
 use crate::demand::repo_jobs::{RepoJobs, SharedJob};
 use crate::demand::{Counts, Job, JobKey, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
@@ -124,7 +125,7 @@ pub fn start(
     board: Arc<Board>,
     view: SharedView,
     metrics: Arc<Metrics>,
-    clock: super::writer::Clock,
+    clock: Clock,
 ) -> std::io::Result<SyncSender> {
     let (tx, rx) = std::sync::mpsc::channel();
     let mut sync = Syncer {
@@ -155,7 +156,7 @@ struct Syncer {
     board: Arc<Board>,
     view: SharedView,
     metrics: Arc<Metrics>,
-    clock: super::writer::Clock,
+    clock: Clock,
     /// Everything the local journal knows, by repository: what is republished after a loss.
     known: HashMap<String, HashMap<u64, SharedJob>>,
     /// Jobs changed since their repository's value last took them: the backlog.

@@ -16,8 +16,13 @@ use super::board::Board;
 use super::journal::{Entry, Journal, JournalError};
 use super::shared::{self, SharedKv, SharedView, SyncConfig, SyncMessage, SyncSender};
 use crate::demand::job::delivery_key;
+use crate::demand::repo_jobs::join_open_jobs;
 use crate::demand::{DemandState, Job, JobEvent, JobKey, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
+
+mod checkpoint;
+
+use checkpoint::CheckpointRun;
 
 /// Most deliveries journaled by one flush.
 const MAX_BATCH: usize = 2048;
@@ -35,17 +40,8 @@ const CHECKPOINT_STEP_BASE: usize = 32;
 /// Checkpoint items written at a time when no delivery is waiting.
 const IDLE_CHECKPOINT_STEP: usize = 512;
 
-/// The clock, in unix seconds; passed in so tests control time.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    })
-}
+// Kept at its old path so callers outside the store compile; new code imports `crate::clock`.
+pub use crate::clock::{Clock, system_clock};
 
 /// Shared mode: where and how to merge with the other replicas.
 #[derive(Clone)]
@@ -296,31 +292,11 @@ impl StoreHandle {
     pub async fn open_jobs(&self, repo: &str) -> Result<Vec<Job>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Command::OpenJobs { repo: repo.to_string(), reply }).await.map_err(|_| StoreError::Closed)?;
-        let mut jobs = answer.await.map_err(|_| StoreError::Closed)?;
-        if let Some(view) = &self.shared_view {
-            let known: std::collections::HashMap<u64, usize> =
-                jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
-            for (id, shared) in view.jobs(repo) {
-                match known.get(&id) {
-                    Some(&i) if jobs[i].status >= shared.status => {}
-                    Some(&i) => jobs[i].status = shared.status,
-                    None if shared.status == crate::demand::JobStatus::Completed => {}
-                    None => jobs.push(Job {
-                        id,
-                        run_id: 0,
-                        run_attempt: 1,
-                        repo: crate::demand::RepoRef { id: 0, full_name: repo.to_string() },
-                        status: shared.status,
-                        labels: shared.labels,
-                        since: None,
-                        changed_at: i64::from(shared.stamp_minutes) * 60,
-                        deliveries: Vec::new(),
-                    }),
-                }
-            }
-            jobs.retain(|j| j.status != crate::demand::JobStatus::Completed);
-        }
-        Ok(jobs)
+        let jobs = answer.await.map_err(|_| StoreError::Closed)?;
+        Ok(match &self.shared_view {
+            Some(view) => join_open_jobs(repo, jobs, view.jobs(repo)),
+            None => jobs,
+        })
     }
 
     /// Journals everything queued, checkpoints, flushes and stops the writer.
@@ -535,123 +511,4 @@ impl Writer {
             self.metrics.runner(&view);
         }
     }
-
-    /// Expires jobs GitHub has ended, forgets old finished jobs and delivery ids, and starts a
-    /// checkpoint of every job changed since the last one. The checkpoint is written a few jobs
-    /// at a time between group commits (`checkpoint_step`), so however many jobs changed, no
-    /// delivery waits for it.
-    fn start_checkpoint(&mut self) {
-        if self.run.is_some() {
-            self.again = true;
-            return;
-        }
-        let now = (self.config.clock)();
-        let expired = self.state.expired(now);
-        if !expired.is_empty() {
-            let mut touched = Vec::new();
-            for event in &expired {
-                let applied = self.state.apply(event, now);
-                self.dirty.insert(event.key());
-                touched.extend(applied.runners);
-            }
-            self.metrics.jobs_expired.inc_by(expired.len() as u64);
-            tracing::warn!(jobs = expired.len(), "expired jobs GitHub would have ended; no completed delivery came");
-            touched.sort();
-            touched.dedup();
-            let keys: Vec<JobKey> = expired.iter().map(JobEvent::key).collect();
-            self.share_or_publish(&keys, &touched);
-        }
-        let retention = i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX);
-        let cutoff = now.saturating_sub(retention);
-        let forget_due = now - self.last_forget >= 60;
-        let forgotten = if forget_due { self.state.forget_completed_before(cutoff) } else { Vec::new() };
-        for key in &forgotten {
-            self.dirty.remove(key);
-        }
-        if let Some(sync) = self.sync.as_ref().filter(|_| !forgotten.is_empty()) {
-            let _ = sync.send(SyncMessage::Forget(forgotten.clone()));
-        }
-        if forget_due {
-            self.last_forget = now;
-        }
-        self.metrics.jobs_tracked.set(i64::try_from(self.state.job_count()).unwrap_or(i64::MAX));
-        // Written in ascending job order (chunks are taken from the end): job ids grow over time,
-        // so each chunk lands in a few neighbouring leaves of the tree rather than all over it.
-        let mut pending: Vec<JobKey> = std::mem::take(&mut self.dirty).into_iter().collect();
-        pending.sort_unstable_by(|a, b| b.cmp(a));
-        self.run = Some(CheckpointRun { upto: self.applied, pending, forgotten, sealed: false, started_at: now });
-    }
-
-    /// Does up to `budget` items of the checkpoint under way: job states to write, then the seal
-    /// (one flush), then covered batches to drop.
-    fn checkpoint_step(&mut self, budget: usize) {
-        let Some(mut run) = self.run.take() else { return };
-        match self.advance(&mut run, budget) {
-            Ok(false) => self.run = Some(run),
-            Ok(true) => {
-                self.metrics.last_checkpoint.set(run.started_at as f64);
-                self.metrics.journal_bytes.set(i64::try_from(self.journal.size_on_disk()).unwrap_or(i64::MAX));
-                if std::mem::take(&mut self.again) {
-                    self.start_checkpoint();
-                }
-            }
-            Err(error) => {
-                // Nothing is lost: the batches stay until a checkpoint covering them is sealed,
-                // and the jobs not yet written are written by the next one.
-                tracing::error!(%error, "journal checkpoint failed; will retry");
-                if !run.sealed {
-                    self.dirty.extend(run.pending);
-                }
-            }
-        }
-    }
-
-    /// True once the run is complete.
-    fn advance(&mut self, run: &mut CheckpointRun, budget: usize) -> Result<bool, JournalError> {
-        if !run.forgotten.is_empty() {
-            self.journal.write_jobs([], &std::mem::take(&mut run.forgotten))?;
-        }
-        if !run.pending.is_empty() {
-            let take = run.pending.len().min(budget);
-            let chunk = run.pending.split_off(run.pending.len() - take);
-            let written = self.journal.write_jobs(chunk.iter().filter_map(|key| self.state.job_by_key(key)), &[]);
-            if let Err(error) = written {
-                run.pending.extend(chunk);
-                return Err(error);
-            }
-            return Ok(false);
-        }
-        if !run.sealed {
-            self.journal.seal(run.upto)?;
-            run.sealed = true;
-            return Ok(false);
-        }
-        self.journal.trim(run.upto, budget)
-    }
-
-    /// Finishes the checkpoint under way, then writes one of everything changed since.
-    fn checkpoint_now(&mut self) {
-        for _ in 0..2 {
-            if self.run.is_none() {
-                self.start_checkpoint();
-            }
-            self.again = false;
-            // A step that fails drops the run (and logs why), which ends this loop too.
-            while self.run.is_some() {
-                self.checkpoint_step(usize::MAX);
-            }
-        }
-    }
-}
-
-/// A checkpoint being written between group commits.
-struct CheckpointRun {
-    /// The last batch every job state of this checkpoint reflects (or is newer than).
-    upto: u64,
-    /// Jobs still to write.
-    pending: Vec<JobKey>,
-    /// Jobs to remove from the checkpoint.
-    forgotten: Vec<JobKey>,
-    sealed: bool,
-    started_at: i64,
 }

@@ -1,7 +1,7 @@
 //! A real memcached for tests: Debian's `memcached` binary run in the foreground as a child
 //! process on a free loopback port, killed when dropped.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -46,6 +46,37 @@ impl MemcachedServer {
     /// `127.0.0.1:PORT`
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Writes `key` over a plain ASCII connection, around the client under test: test setup, or
+    /// another replica's write.
+    pub fn set(&self, key: &str, value: &[u8]) {
+        let mut connection = self.connect();
+        assert_eq!(ask(&mut connection, &set_request(key, value)), "STORED", "set {key}");
+    }
+
+    /// [`MemcachedServer::set`] on a `-Y` server, authenticating first as memcached's ASCII auth
+    /// asks: a `set` of any key whose value is `username password`.
+    pub fn set_as(&self, username: &str, password: &str, key: &str, value: &[u8]) {
+        let mut connection = self.connect();
+        let auth = set_request("auth", format!("{username} {password}").as_bytes());
+        assert_eq!(ask(&mut connection, &auth), "STORED", "authenticate as {username}");
+        assert_eq!(ask(&mut connection, &set_request(key, value)), "STORED", "set {key}");
+    }
+
+    /// Deletes `key` around the client under test; false when it was absent.
+    pub fn delete(&self, key: &str) -> bool {
+        match ask(&mut self.connect(), format!("delete {key}\r\n").as_bytes()).as_str() {
+            "DELETED" => true,
+            "NOT_FOUND" => false,
+            other => panic!("delete {key}: memcached answered {other:?}"),
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let connection = TcpStream::connect(self.addr()).expect("connect to memcached");
+        connection.set_read_timeout(Some(READY_WITHIN)).expect("set a read timeout");
+        connection
     }
 
     /// SIGSTOP: the port still accepts connections (the kernel completes the handshake) but
@@ -132,4 +163,23 @@ impl Drop for MemcachedServer {
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("local address of a bound socket").port()
+}
+
+fn set_request(key: &str, value: &[u8]) -> Vec<u8> {
+    let mut request = format!("set {key} 0 0 {}\r\n", value.len()).into_bytes();
+    request.extend_from_slice(value);
+    request.extend_from_slice(b"\r\n");
+    request
+}
+
+/// Sends one request and reads memcached's one-line answer.
+fn ask(connection: &mut TcpStream, request: &[u8]) -> String {
+    connection.write_all(request).expect("write to memcached");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        connection.read_exact(&mut byte).expect("read memcached's answer");
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).trim_end().to_string()
 }

@@ -1,7 +1,8 @@
 //! memcached as the shared store: the `SharedKv` operations on `Memcached`.
 
-use super::memcached::{Expiry, Memcached, MemcachedError};
-use super::shared::{KvError, MultiRead, SharedKv};
+use super::client::Memcached;
+use super::error::MemcachedError;
+use crate::store::shared::{KvError, MultiRead, SharedKv};
 
 fn kv_error(error: MemcachedError) -> KvError {
     KvError { unavailable: error.is_unavailable(), message: error.to_string() }
@@ -13,11 +14,11 @@ impl SharedKv for Memcached {
     }
 
     fn add(&self, key: &str, value: &[u8]) -> Result<bool, KvError> {
-        Memcached::add(self, key, value, Expiry::NEVER).map_err(kv_error)
+        Memcached::add(self, key, value).map_err(kv_error)
     }
 
     fn cas(&self, key: &str, value: &[u8], token: u64) -> Result<bool, KvError> {
-        Memcached::cas(self, key, value, token, Expiry::NEVER).map_err(kv_error)
+        Memcached::cas(self, key, value, token).map_err(kv_error)
     }
 
     fn get_multi(&self, keys: &[String]) -> MultiRead {

@@ -1,0 +1,53 @@
+//! Why a GitHub call failed, by what GitHub (or the network) answered.
+
+use std::time::Duration;
+
+/// Why a GitHub call failed. Never carries the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitHubError {
+    #[error("GitHub {} rate limit: retry after {}s", if *.secondary { "secondary" } else { "primary" }, .retry_after.as_secs())]
+    RateLimited { retry_after: Duration, secondary: bool },
+    #[error("GitHub rejected the token (401)")]
+    Unauthorized,
+    #[error("GitHub refused the request (403): {message}")]
+    Forbidden { message: String },
+    #[error("GitHub has no such resource, or the token cannot see it (404)")]
+    NotFound,
+    #[error("GitHub server error ({status})")]
+    Server { status: u16 },
+    #[error("unexpected GitHub answer ({status})")]
+    Unexpected { status: u16 },
+    #[error("GitHub request failed: {0}")]
+    Http(String),
+    #[error("GitHub answer did not decode: {0}")]
+    Decode(String),
+    #[error("GitHub pagination: {0}")]
+    Pagination(String),
+    #[error("not an owner/name repository: {0:?}")]
+    InvalidRepository(String),
+    #[error("the token cannot be sent as an HTTP header")]
+    InvalidToken,
+    #[error("invalid GitHub API URL: {0}")]
+    InvalidUrl(String),
+}
+
+impl GitHubError {
+    /// A fixed label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::RateLimited { secondary: false, .. } => "rate_limited",
+            Self::RateLimited { secondary: true, .. } => "secondary_rate_limited",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Server { .. } => "server",
+            Self::Unexpected { .. } => "unexpected",
+            Self::Http(_) => "http",
+            Self::Decode(_) => "decode",
+            Self::Pagination(_) => "pagination",
+            Self::InvalidRepository(_) => "invalid_repository",
+            Self::InvalidToken => "invalid_token",
+            Self::InvalidUrl(_) => "invalid_url",
+        }
+    }
+}
