@@ -36,21 +36,17 @@ pub struct DemandView {
 impl DemandView {
     /// Sets what the view knows; what it does not know keeps its last value.
     fn write_into(&self, status: &mut ScaledActionRunnerStatus) {
-        let keep = |value: &Option<i64>, into: &mut Option<i64>| {
+        fn known<T: Clone>(value: &Option<T>, into: &mut Option<T>) {
             if value.is_some() {
-                *into = *value;
+                into.clone_from(value);
             }
-        };
-        keep(&self.demand, &mut status.demand);
-        keep(&self.queued, &mut status.queued);
-        keep(&self.in_progress, &mut status.in_progress);
-        keep(&self.last_drift, &mut status.last_drift);
-        if self.desired_runners.is_some() {
-            status.desired_runners = self.desired_runners;
         }
-        if self.last_resync_time.is_some() {
-            status.last_resync_time.clone_from(&self.last_resync_time);
-        }
+        known(&self.demand, &mut status.demand);
+        known(&self.queued, &mut status.queued);
+        known(&self.in_progress, &mut status.in_progress);
+        known(&self.desired_runners, &mut status.desired_runners);
+        known(&self.last_resync_time, &mut status.last_resync_time);
+        known(&self.last_drift, &mut status.last_drift);
     }
 }
 

@@ -18,11 +18,10 @@ mod invalid;
 mod runner;
 mod status;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::fmt::Debug;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt, stream};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -49,7 +48,7 @@ const CORE_KIND: &str = "ScaledActionRunnerCore";
 const REFRESH: Duration = Duration::from_secs(60);
 
 /// Runs both controllers and the demand task until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
