@@ -693,3 +693,29 @@ async fn the_ready_condition_keeps_its_transition_time_while_its_status_holds() 
     assert_eq!(condition["lastTransitionTime"], "2020-01-01T00:00:00Z", "{condition}");
     assert_ne!(condition["message"], "an older message");
 }
+
+#[tokio::test]
+async fn fields_of_the_status_other_managers_own_are_neither_written_nor_a_reason_to_write() {
+    let (client, calls) = api_server(cluster(None, true));
+    let ctx = context(client);
+    reconcile_runner(watched(runner(web_spec())), ctx.clone()).await.unwrap();
+    let mut status = status_of(&calls.lock().unwrap());
+    status["referencedSecrets"] = json!({"web-hook": "17"});
+    let foreign = json!({"type": "Audited", "status": "True", "reason": "Checked", "message": "",
+        "lastTransitionTime": "2020-01-01T00:00:00Z"});
+    status["conditions"].as_array_mut().unwrap().push(foreign);
+    let mut again = runner(web_spec());
+    again.status = Some(serde_json::from_value(status).unwrap());
+    calls.lock().unwrap().clear();
+    reconcile_runner(watched(again.clone()), ctx.clone()).await.unwrap();
+    assert!(patches(&calls.lock().unwrap(), "/status").is_empty(), "another manager's fields caused a write");
+
+    // When the status does change, only our fields are applied.
+    again.metadata.generation = Some(4);
+    reconcile_runner(watched(again), ctx).await.unwrap();
+    let written = status_of(&calls.lock().unwrap());
+    assert_eq!(written["observedGeneration"], 4);
+    assert!(written.get("referencedSecrets").is_none(), "{written}");
+    let types: Vec<_> = written["conditions"].as_array().unwrap().iter().map(|c| c["type"].clone()).collect();
+    assert_eq!(types, [json!("Ready")]);
+}
