@@ -1,20 +1,24 @@
 //! What a `ScaledActionRunnerCore` becomes: the API server stack (Deployment, Service,
 //! ServiceAccount, least-privilege RBAC, memcached, the custom metrics APIService, KEDA's
 //! ClusterTriggerAuthentication and a ServiceMonitor). Pure: the controller reads the inputs.
-//! [`validate`] checks the spec, [`server_args`] writes the API server's command line and
-//! [`objects`] the Kubernetes objects.
+//! [`validate`] checks the spec, [`server_args`] writes the API server's command line, and
+//! one file per part of the stack builds its objects ([`stack`] holds what they share).
 
-mod objects;
+mod api_server;
+mod memcached;
+mod rbac;
+mod registration;
 mod server_args;
 mod service_monitor;
+mod stack;
 #[cfg(test)]
 mod tests;
 mod validate;
 
-use self::objects::Stack;
 pub use self::service_monitor::{
     SecretOrConfigMap, ServiceMonitor, ServiceMonitorEndpoint, ServiceMonitorSpec, ServiceMonitorTls,
 };
+use self::stack::Stack;
 use super::{Child, Settings, SpecError};
 use crate::crd::{CORE_NAME, ScaledActionRunnerCore, ScaledActionRunnerCoreSpec};
 
