@@ -1,16 +1,20 @@
 //! The controllers against kube's tower-test mock API server: each test scripts the answers and
-//! then asserts on the requests the reconcile made.
+//! then asserts on the requests the reconcile (or the demand task) made. The core comes from the
+//! context's store, as the core watch would leave it, never from a request.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 
-use gaa::crd::ScaledActionRunner;
+use gaa::crd::{ScaledActionRunner, ScaledActionRunnerCore};
 use gaa::operator::Settings;
-use gaa::operator::controller::{Context, DemandReader, INITIAL_REPLICAS_MANAGER, reconcile_runner};
+use gaa::operator::controller::{
+    Context, DemandReader, INITIAL_REPLICAS_MANAGER, RunnerObject, publish_demand, reconcile_core, reconcile_runner,
+};
 use hyper::{Request, Response};
 use kube::Client;
 use kube::client::Body;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
@@ -78,6 +82,15 @@ fn runner(spec: Value) -> ScaledActionRunner {
     .unwrap()
 }
 
+/// A runner as the watch hands it to the reconcile.
+fn watched(runner: ScaledActionRunner) -> Arc<RunnerObject> {
+    Arc::new(DeserializeGuard(Ok(runner)))
+}
+
+fn watched_core(core: ScaledActionRunnerCore) -> Arc<DeserializeGuard<ScaledActionRunnerCore>> {
+    Arc::new(DeserializeGuard(Ok(core)))
+}
+
 fn web_spec() -> Value {
     json!({"owner": "acme", "repo": "web", "maxRunners": 5, "minRunners": 1,
            "webhookSecret": "web-hook", "githubTokenSecret": "web-token",
@@ -90,7 +103,6 @@ fn cluster(existing_set: Option<Value>, keda: bool) -> impl Fn(&Call) -> (u16, V
     move |call: &Call| {
         let path = call.path.as_str();
         match call.method.as_str() {
-            "GET" if path.ends_with("/scaledactionrunnercore/core") => (200, core()),
             "GET" if path.ends_with("/statefulsets/web") => {
                 created.lock().unwrap().clone().map_or_else(not_found, |set| (200, set))
             }
@@ -119,8 +131,14 @@ fn cluster(existing_set: Option<Value>, keda: bool) -> impl Fn(&Call) -> (u16, V
     }
 }
 
+/// A context whose core store holds the core named `core`, as the core watch leaves it.
 fn context(client: Client) -> Arc<Context> {
-    Arc::new(Context::new(client, Settings::default(), None))
+    with_core(Context::new(client, Settings::default(), None))
+}
+
+fn with_core(ctx: Context) -> Arc<Context> {
+    ctx.remember_core(serde_json::from_value(core()).unwrap());
+    Arc::new(ctx)
 }
 
 fn patches<'a>(calls: &'a [Call], suffix: &str) -> Vec<&'a Call> {
@@ -134,7 +152,7 @@ fn status_of(calls: &[Call]) -> Value {
 #[tokio::test]
 async fn a_new_runner_starts_at_min_runners_and_keda_owns_replicas_from_then_on() {
     let (client, calls) = api_server(cluster(None, true));
-    let action = reconcile_runner(Arc::new(runner(web_spec())), context(client)).await.unwrap();
+    let action = reconcile_runner(watched(runner(web_spec())), context(client)).await.unwrap();
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(60)));
     let calls = calls.lock().unwrap().clone();
 
@@ -164,6 +182,11 @@ async fn a_new_runner_starts_at_min_runners_and_keda_owns_replicas_from_then_on(
         json!({"kind": "ServiceAccount", "name": "metrics", "namespace": "github"})
     );
 
+    let written = patches(&calls, "/scaledactionrunners/web/status");
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].field_manager().as_deref(), Some("github-action-autoscaler"), "server-side apply");
+    assert!(written[0].query.contains("force=true"));
+    assert_eq!(written[0].body["kind"], "ScaledActionRunner");
     let status = status_of(&calls);
     assert_eq!(status["observedGeneration"], 3);
     assert_eq!(status["replicas"], 1);
@@ -179,7 +202,7 @@ async fn a_changed_runner_is_updated_in_place_and_its_statefulset_never_recreate
     let (client, calls) = api_server(cluster(Some(existing), true));
     let mut spec = web_spec();
     spec["runner"]["image"] = json!("registry.example/runner:2");
-    reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    reconcile_runner(watched(runner(spec)), context(client)).await.unwrap();
     let calls = calls.lock().unwrap().clone();
     let sets = patches(&calls, "/statefulsets/web");
     assert_eq!(sets.len(), 1, "one apply, no create: {sets:#?}");
@@ -215,7 +238,7 @@ async fn a_runner_that_stops_naming_secrets_loses_the_access_it_had_and_nothing_
         base(call)
     });
     let spec = json!({"owner": "acme", "repo": "web", "maxRunners": 2});
-    reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    reconcile_runner(watched(runner(spec)), context(client)).await.unwrap();
     let calls = calls.lock().unwrap().clone();
     let deleted: Vec<&str> =
         calls.iter().filter(|call| call.method == "DELETE").map(|call| call.path.as_str()).collect();
@@ -228,7 +251,7 @@ async fn an_invalid_spec_becomes_a_condition_and_an_event_and_waits_for_a_change
     let (client, calls) = api_server(cluster(None, true));
     let spec = json!({"owner": "acme", "repo": "web", "maxRunners": 2, "minRunners": 3});
     let ctx = context(client);
-    let action = reconcile_runner(Arc::new(runner(spec)), ctx.clone()).await.unwrap();
+    let action = reconcile_runner(watched(runner(spec)), ctx.clone()).await.unwrap();
     assert_eq!(action, Action::await_change(), "no retry loop on a spec only the user can fix");
     let metrics = ctx.metrics.encode();
     assert!(
@@ -250,7 +273,7 @@ async fn an_invalid_spec_becomes_a_condition_and_an_event_and_waits_for_a_change
 #[tokio::test]
 async fn without_keda_the_runner_keeps_its_statefulset_and_says_what_is_missing() {
     let (client, calls) = api_server(cluster(None, false));
-    reconcile_runner(Arc::new(runner(web_spec())), context(client)).await.unwrap();
+    reconcile_runner(watched(runner(web_spec())), context(client)).await.unwrap();
     let calls = calls.lock().unwrap().clone();
     assert_eq!(patches(&calls, "/statefulsets/web").len(), 2);
     let status = status_of(&calls);
@@ -260,24 +283,34 @@ async fn without_keda_the_runner_keeps_its_statefulset_and_says_what_is_missing(
 
 #[tokio::test]
 async fn without_a_core_the_runner_gets_its_statefulset_but_no_scaled_object() {
-    let base = cluster(None, true);
-    let (client, calls) = api_server(move |call| {
-        if call.path.ends_with("/scaledactionrunnercore/core") {
-            return not_found();
-        }
-        base(call)
-    });
-    reconcile_runner(Arc::new(runner(web_spec())), context(client)).await.unwrap();
+    let (client, calls) = api_server(cluster(None, true));
+    let ctx = Arc::new(Context::new(client, Settings::default(), None));
+    reconcile_runner(watched(runner(web_spec())), ctx).await.unwrap();
     let calls = calls.lock().unwrap().clone();
     assert!(patches(&calls, "/scaledobjects/web").is_empty());
     assert!(patches(&calls, "/roles/web-api-server").is_empty(), "no API server to grant access to");
     assert_eq!(status_of(&calls)["conditions"][0]["reason"], "CoreMissing");
+    assert!(calls.iter().all(|call| !call.path.contains("scaledactionrunnercore")), "the core is never asked for");
+}
+
+#[tokio::test]
+async fn a_core_our_types_cannot_read_leaves_the_runner_as_it_is_and_is_retried_with_its_step() {
+    let (client, calls) = api_server(cluster(None, true));
+    let ctx = Context::new(client, Settings::default(), None);
+    let mut unreadable = core();
+    unreadable["spec"]["apiServerReplicas"] = json!("several");
+    ctx.remember_core(serde_json::from_value(unreadable).unwrap());
+    let error = reconcile_runner(watched(runner(web_spec())), Arc::new(ctx)).await.unwrap_err();
+    assert_eq!(error.category(), "dereference");
+    assert!(error.to_string().contains("ScaledActionRunnerCore core"), "{error}");
+    let calls = calls.lock().unwrap();
+    assert!(calls.iter().all(|call| call.method == "GET"), "nothing applied, pruned or written: {calls:#?}");
 }
 
 #[tokio::test]
 async fn an_api_server_error_is_returned_for_a_retry_with_its_step() {
     let (client, _calls) = api_server(|call| {
-        if call.path.ends_with("/scaledactionrunnercore/core") {
+        if call.path == "/api/v1/namespaces/github/secrets/tls-cert" {
             return (
                 500,
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "code": 500, "message": "etcd timeout"}),
@@ -285,13 +318,22 @@ async fn an_api_server_error_is_returned_for_a_retry_with_its_step() {
         }
         not_found()
     });
-    let error = reconcile_runner(Arc::new(runner(web_spec())), context(client)).await.unwrap_err();
+    let error = reconcile_core(watched_core(core_object("core")), context(client)).await.unwrap_err();
     assert_eq!(error.category(), "dereference");
-    assert!(error.to_string().contains("ScaledActionRunnerCore core"), "{error}");
+    assert!(error.to_string().contains("Secret github/tls-cert"), "{error}");
+}
+
+/// A runner named `api-linux` for acme/api, with `status`.
+fn api_runner(status: Value) -> Arc<RunnerObject> {
+    let mut object =
+        runner(json!({"owner": "acme", "repo": "api", "maxRunners": 3, "runner": {"runnerLabels": "linux"}}));
+    object.metadata.name = Some("api-linux".into());
+    object.status = Some(serde_json::from_value(status).unwrap());
+    watched(object)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_runner_status_shows_the_demand_the_api_server_counts() {
+async fn the_demand_task_writes_the_demand_the_api_server_counts_and_keeps_the_rest_of_the_status() {
     use common::server::{Server, http, manifests_dir};
     let root = tempfile::tempdir().unwrap();
     let server = Server::start(&root.path().join("data"), &manifests_dir(root.path(), "")).await;
@@ -299,20 +341,64 @@ async fn the_runner_status_shows_the_demand_the_api_server_counts() {
 
     let (client, calls) = api_server(cluster(None, true));
     let reader = DemandReader::new(Some(format!("http://{}", server.addr)));
-    let ctx = Arc::new(Context::new(client, Settings::default(), Some(reader)));
-    let mut object =
-        runner(json!({"owner": "acme", "repo": "api", "maxRunners": 3, "runner": {"runnerLabels": "linux"}}));
-    object.metadata.name = Some("api-linux".into());
-    reconcile_runner(Arc::new(object), ctx).await.unwrap();
+    let ctx = with_core(Context::new(client, Settings::default(), Some(reader)));
+    let ready = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Applied", "message": "5 objects applied",
+        "lastTransitionTime": "2020-01-01T00:00:00Z", "observedGeneration": 3}], "observedGeneration": 3, "replicas": 1});
+    publish_demand(&ctx, &[api_runner(ready.clone())]).await;
     let calls = calls.lock().unwrap().clone();
-    let status = &patches(&calls, "/scaledactionrunners/api-linux/status")[0].body["status"];
+    let written = patches(&calls, "/scaledactionrunners/api-linux/status");
+    assert_eq!(written.len(), 1, "{calls:#?}");
+    assert_eq!(written[0].field_manager().as_deref(), Some("github-action-autoscaler"), "the reconcile's manager");
+    assert!(written[0].query.contains("force=true"));
+    let status = &written[0].body["status"];
     assert_eq!(status["demand"], 1, "{status}");
     assert_eq!(status["queued"], 1);
     assert_eq!(status["desiredRunners"], 1);
+    // One manager applies all of its fields each time, or the ones left out would be removed.
+    assert_eq!(status["conditions"], ready["conditions"]);
+    assert_eq!(status["replicas"], 1);
+    assert!(calls.iter().all(|call| call.method == "GET" || call.path.ends_with("/status")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_runner_status_reads_demand_over_mutual_tls_with_the_certificate_of_the_core() {
+async fn the_demand_task_writes_nothing_while_the_demand_holds() {
+    use common::server::{Server, http, manifests_dir};
+    let root = tempfile::tempdir().unwrap();
+    let server = Server::start(&root.path().join("data"), &manifests_dir(root.path(), "")).await;
+    assert_eq!(server.deliver(&http(), "d-1", "acme/api", 41, "queued").await, 202);
+
+    let (client, calls) = api_server(cluster(None, true));
+    let reader = DemandReader::new(Some(format!("http://{}", server.addr)));
+    let ctx = with_core(Context::new(client, Settings::default(), Some(reader)));
+    publish_demand(&ctx, &[api_runner(json!({}))]).await;
+    let written = status_of_runner(&calls.lock().unwrap(), "api-linux");
+    calls.lock().unwrap().clear();
+    publish_demand(&ctx, &[api_runner(written)]).await;
+    let calls = calls.lock().unwrap();
+    assert!(patches(&calls, "/status").is_empty(), "the same demand was written again: {calls:#?}");
+    assert!(calls.iter().all(|call| call.method == "GET"), "{calls:#?}");
+}
+
+#[tokio::test]
+async fn a_reconcile_keeps_the_demand_the_demand_task_wrote() {
+    let (client, calls) = api_server(cluster(None, true));
+    // Nothing answers there: the demand shown is the one already in the status.
+    let reader = DemandReader::new(Some("http://127.0.0.1:9".into()));
+    let ctx = with_core(Context::new(client, Settings::default(), Some(reader)));
+    reconcile_runner(api_runner(json!({"demand": 4, "queued": 4})), ctx).await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let status = &patches(&calls, "/scaledactionrunners/api-linux/status")[0].body["status"];
+    assert_eq!(status["demand"], 4, "the demand the task wrote is kept: {status}");
+    assert_eq!(status["conditions"][0]["type"], "Ready");
+}
+
+fn status_of_runner(calls: &[Call], name: &str) -> Value {
+    let suffix = format!("/scaledactionrunners/{name}/status");
+    patches(calls, &suffix).last().expect("a status patch").body["status"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demand_task_reads_over_mutual_tls_with_the_certificate_of_the_core() {
     use base64::Engine as _;
     use common::server::{Server, free_port, http, manifests_dir};
     let root = tempfile::tempdir().unwrap();
@@ -347,13 +433,9 @@ async fn the_runner_status_reads_demand_over_mutual_tls_with_the_certificate_of_
         rest(call)
     });
     let reader = DemandReader::new(Some(format!("https://localhost:{}", tls.port())));
-    let ctx = Arc::new(Context::new(client, Settings::default(), Some(reader)));
-    let mut object =
-        runner(json!({"owner": "acme", "repo": "api", "maxRunners": 3, "runner": {"runnerLabels": "linux"}}));
-    object.metadata.name = Some("api-linux".into());
-    reconcile_runner(Arc::new(object), ctx).await.unwrap();
-    let calls = calls.lock().unwrap().clone();
-    let status = &patches(&calls, "/scaledactionrunners/api-linux/status")[0].body["status"];
+    let ctx = with_core(Context::new(client, Settings::default(), Some(reader)));
+    publish_demand(&ctx, &[api_runner(json!({}))]).await;
+    let status = status_of_runner(&calls.lock().unwrap(), "api-linux");
     assert_eq!(status["demand"], 1, "{status}");
     assert_eq!(status["desiredRunners"], 1, "{status}");
 }
@@ -398,9 +480,8 @@ fn core_cluster(call: &Call) -> (u16, Value) {
 
 #[tokio::test]
 async fn the_core_applies_its_stack_trusting_the_ca_of_its_certificate_secret_and_owns_all_of_it() {
-    use gaa::operator::controller::reconcile_core;
     let (client, calls) = api_server(core_cluster);
-    reconcile_core(Arc::new(core_object("core")), context(client)).await.unwrap();
+    reconcile_core(watched_core(core_object("core")), context(client)).await.unwrap();
     let calls = calls.lock().unwrap().clone();
     let applied: Vec<&Call> =
         calls.iter().filter(|call| call.method == "PATCH" && !call.path.ends_with("/status")).collect();
@@ -428,14 +509,13 @@ async fn the_core_applies_its_stack_trusting_the_ca_of_its_certificate_secret_an
 
 #[tokio::test]
 async fn a_core_without_its_certificate_yet_applies_the_rest_and_says_what_it_waits_for() {
-    use gaa::operator::controller::reconcile_core;
     let (client, calls) = api_server(|call| {
         if call.path == "/api/v1/namespaces/github/secrets/tls-cert" {
             return not_found();
         }
         core_cluster(call)
     });
-    reconcile_core(Arc::new(core_object("core")), context(client)).await.unwrap();
+    reconcile_core(watched_core(core_object("core")), context(client)).await.unwrap();
     let calls = calls.lock().unwrap().clone();
     let api_service = patches(&calls, "/apiservices/v1beta1.custom.metrics.k8s.io");
     assert!(api_service[0].body["spec"].get("caBundle").is_none());
@@ -445,9 +525,8 @@ async fn a_core_without_its_certificate_yet_applies_the_rest_and_says_what_it_wa
 
 #[tokio::test]
 async fn a_core_not_named_core_is_left_alone_with_a_reason() {
-    use gaa::operator::controller::reconcile_core;
     let (client, calls) = api_server(core_cluster);
-    let action = reconcile_core(Arc::new(core_object("staging")), context(client)).await.unwrap();
+    let action = reconcile_core(watched_core(core_object("staging")), context(client)).await.unwrap();
     assert_eq!(action, Action::await_change());
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 1, "only its status is written: {calls:#?}");
@@ -456,11 +535,10 @@ async fn a_core_not_named_core_is_left_alone_with_a_reason() {
 
 #[tokio::test]
 async fn an_invalid_core_becomes_a_condition_and_an_event() {
-    use gaa::operator::controller::reconcile_core;
     let (client, calls) = api_server(core_cluster);
     let mut core = core_object("core");
     core.spec.create_memcached = Some(false);
-    let action = reconcile_core(Arc::new(core), context(client)).await.unwrap();
+    let action = reconcile_core(watched_core(core), context(client)).await.unwrap();
     assert_eq!(action, Action::await_change());
     let calls = calls.lock().unwrap().clone();
     assert!(calls.iter().all(|call| call.method != "PATCH" || call.path.ends_with("/status")), "nothing applied");
@@ -475,7 +553,7 @@ async fn what_is_not_honoured_as_written_is_said_in_the_ready_condition() {
     let (client, calls) = api_server(cluster(None, true));
     let mut spec = web_spec();
     spec["runnerSecrets"] = json!(["web-0", "web-1"]);
-    reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    reconcile_runner(watched(runner(spec)), context(client)).await.unwrap();
     let calls = calls.lock().unwrap().clone();
     assert_eq!(patches(&calls, "/scaledobjects/web")[0].body["spec"]["maxReplicaCount"], 2);
     let condition = &status_of(&calls)["conditions"][0];
@@ -485,30 +563,75 @@ async fn what_is_not_honoured_as_written_is_said_in_the_ready_condition() {
 
 #[tokio::test]
 async fn an_object_our_types_cannot_read_gets_a_condition_and_never_stalls_the_others() {
-    use gaa::operator::controller::reconcile_runner_object;
-    use kube::api::DynamicObject;
-    let (client, calls) = api_server(cluster(None, true));
-    let ctx = context(client);
-    let unreadable: DynamicObject = serde_json::from_value(json!({
+    let raw = json!({
         "apiVersion": "runner.devjoes.com/v1alpha1", "kind": "ScaledActionRunner",
         "metadata": {"name": "web", "namespace": "ci", "uid": "runner-uid", "generation": 3},
         "spec": {"owner": "acme", "repo": "web", "maxRunners": "plenty"}
-    }))
-    .unwrap();
-    let action = reconcile_runner_object(Arc::new(unreadable), ctx.clone()).await.unwrap();
+    });
+    let base = cluster(None, true);
+    let live = raw.clone();
+    let (client, calls) = api_server(move |call| {
+        if call.method == "GET"
+            && call.path == "/apis/runner.devjoes.com/v1alpha1/namespaces/ci/scaledactionrunners/web"
+        {
+            return (200, live.clone());
+        }
+        if call.method == "PATCH" && call.path.ends_with("/web/status") {
+            // Answered as the cluster would: an object our types still cannot read.
+            let mut object = live.clone();
+            object["status"] = call.body["status"].clone();
+            return (200, object);
+        }
+        base(call)
+    });
+    let ctx = context(client);
+    let unreadable: Arc<RunnerObject> = Arc::new(serde_json::from_value(raw).unwrap());
+    assert!(unreadable.0.is_err(), "the watch hands the reconcile an error, not a failed list");
+    let action = reconcile_runner(unreadable, ctx.clone()).await.expect("the written status is not read back as ours");
     assert_eq!(action, Action::await_change());
     {
         let calls = calls.lock().unwrap();
         let status = status_of(&calls);
         assert_eq!(status["conditions"][0]["reason"], "InvalidSpec");
         assert!(status["conditions"][0]["message"].as_str().unwrap().contains("cannot be read"), "{status}");
-        assert!(calls.iter().any(|call| call.method == "POST" && call.path.ends_with("/events")));
+        assert_eq!(status["observedGeneration"], 3);
+        let event =
+            calls.iter().find(|call| call.method == "POST" && call.path.ends_with("/events")).expect("an Event");
+        assert_eq!(event.body["regarding"]["kind"], "ScaledActionRunner");
+        assert_eq!(event.body["regarding"]["name"], "web");
         assert!(patches(&calls, "/statefulsets/web").is_empty());
     }
     // The next object, readable, is reconciled as usual by the same controller.
-    let readable: DynamicObject = serde_json::from_value(serde_json::to_value(runner(web_spec())).unwrap()).unwrap();
-    reconcile_runner_object(Arc::new(readable), ctx).await.unwrap();
+    reconcile_runner(watched(runner(web_spec())), ctx).await.unwrap();
     assert_eq!(patches(&calls.lock().unwrap(), "/statefulsets/web").len(), 2);
+}
+
+#[tokio::test]
+async fn an_unreadable_object_whose_status_already_says_so_is_not_written_again() {
+    let mut raw = json!({
+        "apiVersion": "runner.devjoes.com/v1alpha1", "kind": "ScaledActionRunner",
+        "metadata": {"name": "web", "namespace": "ci", "uid": "runner-uid", "generation": 3},
+        "spec": {"owner": "acme", "repo": "web", "maxRunners": "plenty"}
+    });
+    let live = Arc::new(Mutex::new(raw.clone()));
+    let seen = live.clone();
+    let (client, calls) = api_server(move |call| match call.method.as_str() {
+        "GET" if call.path.ends_with("/scaledactionrunners/web") => (200, seen.lock().unwrap().clone()),
+        "PATCH" => {
+            let mut object = seen.lock().unwrap().clone();
+            object["status"] = call.body["status"].clone();
+            *seen.lock().unwrap() = object.clone();
+            (200, object)
+        }
+        "POST" => (201, call.body.clone()),
+        _ => not_found(),
+    });
+    let ctx = context(client);
+    reconcile_runner(Arc::new(serde_json::from_value(raw.clone()).unwrap()), ctx.clone()).await.unwrap();
+    raw["status"] = live.lock().unwrap()["status"].clone();
+    calls.lock().unwrap().clear();
+    reconcile_runner(Arc::new(serde_json::from_value(raw).unwrap()), ctx).await.unwrap();
+    assert!(patches(&calls.lock().unwrap(), "/status").is_empty(), "the same condition was written again");
 }
 
 #[tokio::test]
@@ -529,7 +652,7 @@ async fn a_change_the_statefulset_cannot_take_in_place_is_explained_and_nothing_
     let mut spec = web_spec();
     spec["runner"]["workVolumeClaimTemplate"] =
         json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "50Gi"}}});
-    reconcile_runner(Arc::new(runner(spec)), context(client)).await.unwrap();
+    reconcile_runner(watched(runner(spec)), context(client)).await.unwrap();
     let calls = calls.lock().unwrap().clone();
     assert!(
         calls.iter().all(|call| call.method != "DELETE"),
@@ -545,12 +668,12 @@ async fn a_change_the_statefulset_cannot_take_in_place_is_explained_and_nothing_
 async fn a_reconcile_that_changes_nothing_writes_no_status_so_it_does_not_wake_itself() {
     let (client, calls) = api_server(cluster(None, true));
     let ctx = context(client);
-    reconcile_runner(Arc::new(runner(web_spec())), ctx.clone()).await.unwrap();
+    reconcile_runner(watched(runner(web_spec())), ctx.clone()).await.unwrap();
     let written = status_of(&calls.lock().unwrap());
     let mut again = runner(web_spec());
     again.status = Some(serde_json::from_value(written).unwrap());
     calls.lock().unwrap().clear();
-    reconcile_runner(Arc::new(again), ctx).await.unwrap();
+    reconcile_runner(watched(again), ctx).await.unwrap();
     let calls = calls.lock().unwrap();
     assert!(patches(&calls, "/status").is_empty(), "the same status was written again");
 }
@@ -564,9 +687,35 @@ async fn the_ready_condition_keeps_its_transition_time_while_its_status_holds() 
             "message": "an older message", "lastTransitionTime": "2020-01-01T00:00:00Z", "observedGeneration": 2}]}))
         .unwrap(),
     );
-    reconcile_runner(Arc::new(object), context(client)).await.unwrap();
+    reconcile_runner(watched(object), context(client)).await.unwrap();
     let condition = &status_of(&calls.lock().unwrap())["conditions"][0];
     assert_eq!(condition["status"], "True");
     assert_eq!(condition["lastTransitionTime"], "2020-01-01T00:00:00Z", "{condition}");
     assert_ne!(condition["message"], "an older message");
+}
+
+#[tokio::test]
+async fn fields_of_the_status_other_managers_own_are_neither_written_nor_a_reason_to_write() {
+    let (client, calls) = api_server(cluster(None, true));
+    let ctx = context(client);
+    reconcile_runner(watched(runner(web_spec())), ctx.clone()).await.unwrap();
+    let mut status = status_of(&calls.lock().unwrap());
+    status["referencedSecrets"] = json!({"web-hook": "17"});
+    let foreign = json!({"type": "Audited", "status": "True", "reason": "Checked", "message": "",
+        "lastTransitionTime": "2020-01-01T00:00:00Z"});
+    status["conditions"].as_array_mut().unwrap().push(foreign);
+    let mut again = runner(web_spec());
+    again.status = Some(serde_json::from_value(status).unwrap());
+    calls.lock().unwrap().clear();
+    reconcile_runner(watched(again.clone()), ctx.clone()).await.unwrap();
+    assert!(patches(&calls.lock().unwrap(), "/status").is_empty(), "another manager's fields caused a write");
+
+    // When the status does change, only our fields are applied.
+    again.metadata.generation = Some(4);
+    reconcile_runner(watched(again), ctx).await.unwrap();
+    let written = status_of(&calls.lock().unwrap());
+    assert_eq!(written["observedGeneration"], 4);
+    assert!(written.get("referencedSecrets").is_none(), "{written}");
+    let types: Vec<_> = written["conditions"].as_array().unwrap().iter().map(|c| c["type"].clone()).collect();
+    assert_eq!(types, [json!("Ready")]);
 }

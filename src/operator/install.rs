@@ -7,16 +7,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, Namespace, PodSpec, PodTemplateSpec, ResourceRequirements, ServiceAccount,
+    Container, Namespace, PodSpec, PodTemplateSpec, ResourceRequirements, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::children::{labels, selector_labels};
-use super::core_children::{
-    IMAGE_USER, container_port, container_security, http_probe, pod_security, role_ref, rule, service_account_subject,
+use super::builders::{
+    IMAGE_USER, container_port, container_security, env, http_probe, pod_security, role_ref, rule,
+    service_account_subject,
 };
+use super::children::{labels, selector_labels};
 use super::{Child, Settings, ports};
 use crate::crd::CrdError;
 
@@ -177,10 +178,6 @@ fn objects(values: &Values) -> Vec<Child> {
         Child::typed(&binding),
         Child::typed(&deployment(values, metadata(Some(&values.namespace)))),
     ]
-}
-
-fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
 }
 
 fn deployment(values: &Values, metadata: ObjectMeta) -> Deployment {

@@ -2,6 +2,7 @@
 //! resources ([`runner_children`], [`core_children`]); the controllers only read the cluster,
 //! apply those objects and report status. `render` prints the same objects offline.
 
+pub mod builders;
 pub mod children;
 pub mod controller;
 pub mod core_children;

@@ -1,0 +1,157 @@
+//! What the reconcilers share: the client, the settings, the core as the watch last saw it,
+//! the retry backoff and the metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::core::DeserializeGuard;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+
+use super::applied::AppliedChildren;
+use super::demand::DemandReader;
+use super::error::ReconcileError;
+use crate::crd::{CORE_NAME, ScaledActionRunnerCore};
+use crate::operator::{FIELD_MANAGER, Settings};
+
+/// A core as the watch reads it: ours, or why our types cannot read it.
+pub type CoreObject = DeserializeGuard<ScaledActionRunnerCore>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `ScaledActionRunner` or `ScaledActionRunnerCore`.
+    pub kind: &'static str,
+    /// `applied`, `invalid`, `ignored`, or the failed step's [`ReconcileError::category`].
+    pub outcome: &'static str,
+}
+
+/// The operator's Prometheus metrics (prefix `gaa_operator_`).
+#[derive(Debug)]
+pub struct OperatorMetrics {
+    registry: prometheus_client::registry::Registry,
+    pub reconciles:
+        prometheus_client::metrics::family::Family<ReconcileLabels, prometheus_client::metrics::counter::Counter>,
+}
+
+impl Default for OperatorMetrics {
+    fn default() -> Self {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("gaa_operator");
+        let reconciles = prometheus_client::metrics::family::Family::default();
+        registry.register("reconciles", "Reconciles by kind and outcome", reconciles.clone());
+        Self { registry, reconciles }
+    }
+}
+
+impl OperatorMetrics {
+    pub(super) fn count(&self, kind: &'static str, outcome: &'static str) {
+        self.reconciles.get_or_create(&ReconcileLabels { kind, outcome }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// What the reconcilers share.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    /// Where runner status reads the demand; None leaves demand out of the status.
+    pub demand: Option<DemandReader>,
+    pub metrics: OperatorMetrics,
+    /// Consecutive failures per object, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// What was last applied to each child, so an unchanged child is not applied again.
+    pub(super) applied: AppliedChildren,
+    /// Every core, as the core watch last saw it: runners read it here instead of asking.
+    cores: Store<CoreObject>,
+    /// Fills `cores`: taken by the watch when the controllers run.
+    cores_writer: Mutex<Option<reflector::store::Writer<CoreObject>>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, demand: Option<DemandReader>) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let (cores, writer) = reflector::store();
+        Self {
+            client,
+            settings,
+            recorder,
+            demand,
+            metrics: OperatorMetrics::default(),
+            failures: Mutex::default(),
+            applied: AppliedChildren::default(),
+            cores,
+            cores_writer: Mutex::new(Some(writer)),
+        }
+    }
+
+    /// Records a core as a watch event would, for reconciles driven without the watch.
+    pub fn remember_core(&self, core: CoreObject) {
+        if let Ok(mut writer) = self.cores_writer.lock()
+            && let Some(writer) = writer.as_mut()
+        {
+            writer.apply_watcher_event(&watcher::Event::Apply(core));
+        }
+    }
+
+    /// The writer of the core store, once: the watch that keeps it current takes it.
+    pub(super) fn take_cores_writer(&self) -> Option<reflector::store::Writer<CoreObject>> {
+        self.cores_writer.lock().ok()?.take()
+    }
+
+    pub(super) fn cores(&self) -> &Store<CoreObject> {
+        &self.cores
+    }
+
+    /// The core named `core` as last seen: None when there is none; an error when our types
+    /// cannot read it, so that runners keep what they have instead of losing their ScaledObjects.
+    pub(super) fn core(&self) -> Result<Option<Arc<ScaledActionRunnerCore>>, ReconcileError> {
+        let Some(object) = self.cores.get(&ObjectRef::new(CORE_NAME)) else {
+            return Ok(None);
+        };
+        match &object.0 {
+            Ok(core) => Ok(Some(Arc::new(core.clone()))),
+            Err(invalid) => {
+                Err(ReconcileError::UnreadableCore { name: CORE_NAME.to_owned(), error: invalid.error.clone() })
+            }
+        }
+    }
+
+    pub(super) fn succeeded(&self, key: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+
+    /// 5 s, 10 s, 20 s … up to 5 minutes.
+    pub(super) fn backoff(&self, key: &str) -> Duration {
+        let attempt = self
+            .failures
+            .lock()
+            .map(|mut failures| {
+                let count = failures.entry(key.to_owned()).or_default();
+                *count = count.saturating_add(1);
+                *count
+            })
+            .unwrap_or(1);
+        Duration::from_secs(5u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)).min(300))
+    }
+}
+
+/// The key an object's consecutive failures are counted under.
+pub(super) fn backoff_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(namespace) => format!("{kind}/{namespace}/{name}"),
+        None => format!("{kind}/{name}"),
+    }
+}
