@@ -1,11 +1,39 @@
-//! Command line and environment. Every flag has a `GAA_…` environment twin.
+//! Command line and environment. Every flag has a `GAA_…` environment twin, and the environment
+//! is read here alone, through clap. The arguments are grouped by the module they configure;
+//! each group converts into that module's own configuration. Imports nothing of the product.
+
+pub mod duration;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
 
-use crate::telemetry::LogFormat;
+/// Runner image for ScaledActionRunners that name none: GitHub's own runner image.
+pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/actions/actions-runner:latest";
+/// Image of this product (API server, operator, credential init container).
+pub const DEFAULT_IMAGE: &str =
+    concat!("ghcr.io/github-action-autoscaler/github-action-autoscaler:", env!("CARGO_PKG_VERSION"));
+/// memcached image for a ScaledActionRunnerCore that names none.
+pub const DEFAULT_MEMCACHED_IMAGE: &str = "docker.io/library/memcached:1.6-alpine";
+/// Connections per listener unless `--max-connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// `--tls-handshake-timeout`: a client that never finishes its handshake is dropped after this.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--header-read-timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `--body-read-timeout`.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--shutdown-grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The log filter when neither `--log` nor `RUST_LOG` gives one. The memcached client's
+/// connection pool logs every failed reconnect (several a second while memcached is down); the
+/// server reports the outage itself, once.
+pub const DEFAULT_LOG_FILTER: &str = "info,r2d2=off";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,12 +44,35 @@ use crate::telemetry::LogFormat;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logging, for every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct LoggingArgs {
     /// Log format.
     #[arg(long, env = "GAA_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
     /// Log filter in RUST_LOG syntax, e.g. `info` or `gaa=debug,info` (default: `RUST_LOG`, else `info`).
     #[arg(long, env = "GAA_LOG", global = true)]
     pub log: Option<String>,
+    /// `RUST_LOG`, the fallback of `--log`.
+    #[arg(long, env = "RUST_LOG", global = true, hide = true)]
+    pub rust_log: Option<String>,
+}
+
+impl LoggingArgs {
+    /// `--log`, else `RUST_LOG`, else [`DEFAULT_LOG_FILTER`].
+    pub fn filter(&self) -> &str {
+        self.log.as_deref().or(self.rust_log.as_deref()).unwrap_or(DEFAULT_LOG_FILTER)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,7 +89,7 @@ pub enum Command {
     Render(RenderArgs),
     /// Onboard a repository: create (or update) its webhook and print the Secrets and the
     /// ScaledActionRunner to apply.
-    Onboard(Box<crate::onboard::OnboardArgs>),
+    Onboard(Box<OnboardArgs>),
     /// Init container of a runner pod: copies the registration files of this pod's ordinal
     /// from its runner Secret into a directory.
     #[command(hide = true)]
@@ -62,14 +113,14 @@ pub struct RunnerCredentialsArgs {
 #[derive(Debug, Clone, Args)]
 pub struct OperatorSettingsArgs {
     /// Runner image for ScaledActionRunners that name none.
-    #[arg(long, env = "GAA_RUNNER_IMAGE", default_value = crate::operator::DEFAULT_RUNNER_IMAGE)]
+    #[arg(long, env = "GAA_RUNNER_IMAGE", default_value = DEFAULT_RUNNER_IMAGE)]
     pub runner_image: String,
     /// API server image for a ScaledActionRunnerCore that names none (also the image of the
     /// runner pods' credential init container).
-    #[arg(long, env = "GAA_IMAGE", default_value = crate::operator::DEFAULT_IMAGE)]
+    #[arg(long, env = "GAA_IMAGE", default_value = DEFAULT_IMAGE)]
     pub image: String,
     /// memcached image for a ScaledActionRunnerCore that names none.
-    #[arg(long, env = "GAA_MEMCACHED_IMAGE", default_value = crate::operator::DEFAULT_MEMCACHED_IMAGE)]
+    #[arg(long, env = "GAA_MEMCACHED_IMAGE", default_value = DEFAULT_MEMCACHED_IMAGE)]
     pub memcached_image: String,
 }
 
@@ -92,14 +143,97 @@ pub struct RenderArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// `serve`, by concern.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub github: GitHubArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+/// The plain listener, the gRPC listener and who may read on them.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
     /// Address for the webhook receiver, read API, health and metrics.
     #[arg(long, env = "GAA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Directory of the journal (created if missing).
-    #[arg(long, env = "GAA_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
+    /// Address of KEDA's external-push gRPC scaler (`externalscaler.ExternalScaler`).
+    #[arg(long, env = "GAA_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// File holding a bearer token that reading demand and metrics then requires (KEDA's
+    /// `authMode: bearer`; gRPC: `authorization` metadata), on every listener, in addition to
+    /// the client certificate where `--client-ca` asks for one. Webhooks and health probes stay open.
+    #[arg(long, env = "GAA_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve reads (read API, custom metrics, `/metrics`, gRPC) on listeners that authenticate
+    /// nobody (plain HTTP or gRPC without `--metrics-token-file`, TLS without `--client-ca`).
+    /// Without it such listeners serve only `/webhook`, `/healthz` and `/readyz`. For
+    /// standalone use on a trusted machine.
+    #[arg(long, env = "GAA_UNAUTHENTICATED_READS")]
+    pub unauthenticated_reads: bool,
+    /// On SIGTERM, requests in flight get this long to finish before their connections are
+    /// dropped and the journal is flushed; keep it well under the pod's termination grace.
+    #[arg(long, env = "GAA_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// The TLS listener and its certificates.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Address of the TLS listener (read API, custom.metrics.k8s.io, webhooks, health).
+    #[arg(long, env = "GAA_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for the TLS listeners (re-read when the file changes).
+    #[arg(long, env = "GAA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS listeners (re-read when the file changes).
+    #[arg(long, env = "GAA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: clients of the TLS listener must present a certificate it signed (mutual TLS).
+    /// Repeat (or comma-separate) to trust several; a file that does not exist yet is skipped
+    /// until it appears.
+    #[arg(long, env = "GAA_CLIENT_CA", value_delimiter = ',')]
+    pub client_ca: Vec<PathBuf>,
+}
+
+/// What a connection may cost, on every listener.
+#[derive(Debug, Clone, Args)]
+pub struct LimitsArgs {
+    /// Connections each listener holds at once; lowered at start so every listener fits under
+    /// the open-files limit. When full, the connection stalled longest (idle, or trickling a
+    /// request) is closed to make room for a new one.
+    #[arg(long, env = "GAA_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// A TLS client must complete its handshake within this.
+    #[arg(long, env = "GAA_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// A new connection must send a complete request head within this.
+    #[arg(long, env = "GAA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request in flight (nor the complete head of the next
+    /// one) is closed after this.
+    #[arg(long, env = "GAA_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// A request body must arrive whole within this of its head (GitHub itself gives up on a
+    /// delivery after 10 seconds).
+    #[arg(long, env = "GAA_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+}
+
+/// Where the runners and their Secrets come from, and the organisation's webhook secret.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
     /// Standalone mode: a directory of ScaledActionRunner and Secret YAML, as for `kubectl apply`.
     /// Without it, runners and their Secrets are watched through the Kubernetes API.
     #[arg(long, env = "GAA_MANIFESTS")]
@@ -115,10 +249,26 @@ pub struct ServeArgs {
     /// File holding an organisation-wide webhook secret that may sign deliveries for any repository.
     #[arg(long, env = "GAA_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// The journal and the demand store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the journal (created if missing).
+    #[arg(long, env = "GAA_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
     /// How long finished jobs and delivery ids are remembered; keep it above GitHub's 3-day
     /// redelivery window (e.g. `96h`, `4d`).
     #[arg(long, env = "GAA_JOURNAL_RETENTION", default_value = "4d", value_parser = parse_duration)]
-    pub journal_retention: std::time::Duration,
+    pub journal_retention: Duration,
+    /// How often job states are checkpointed and the journal compacted (e.g. `10s`).
+    #[arg(long, env = "GAA_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Under load (a group commit carried several deliveries), wait this long before the next
+    /// one so more deliveries share its flush: fewer flushes, more deliveries per second, at
+    /// most this much added latency. A lone delivery never waits. `0s` turns it off.
+    #[arg(long, env = "GAA_COMMIT_DELAY", default_value = "400us", value_parser = parse_duration)]
+    pub commit_delay: Duration,
     /// Demand store: `sled` (embedded, one replica) or `memcached://HOST:PORT[,HOST:PORT…]`
     /// (shared by every replica; keys spread over the servers by consistent hashing).
     #[arg(long, env = "GAA_STORE", default_value = "sled")]
@@ -130,12 +280,20 @@ pub struct ServeArgs {
     /// File holding the memcached password.
     #[arg(long, env = "GAA_MEMCACHED_PASSWORD_FILE")]
     pub memcached_password_file: Option<PathBuf>,
+    /// The memcached password, from the environment only (a flag would show it to `ps`).
+    #[arg(long, env = "GAA_MEMCACHED_PASSWORD", hide = true, hide_env_values = true, value_parser = parse_secret)]
+    pub memcached_password: Option<SecretString>,
     /// How often demand is re-read from the shared store (memcached only).
     #[arg(long, env = "GAA_STORE_REFRESH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    pub store_refresh_interval: std::time::Duration,
+    pub store_refresh_interval: Duration,
     /// Prefix of every memcached key, so several installations can share one memcached.
     #[arg(long, env = "GAA_STORE_PREFIX", default_value = "gaa:v1:")]
     pub store_prefix: String,
+}
+
+/// GitHub's REST API and how often it is asked.
+#[derive(Debug, Clone, Args)]
+pub struct GitHubArgs {
     /// GitHub REST API base URL (GitHub Enterprise Server: `https://HOST/api/v3`).
     #[arg(long, env = "GAA_GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
@@ -145,11 +303,16 @@ pub struct ServeArgs {
     pub github_token_file: Option<PathBuf>,
     /// Resync a repository with demand at most this often (the original `cacheWindow`).
     #[arg(long, env = "GAA_CACHE_WINDOW", default_value = "5m", value_parser = parse_duration)]
-    pub cache_window: std::time::Duration,
+    pub cache_window: Duration,
     /// Resync an idle repository this often (the original `cacheWindowWhenEmpty`): the longest
     /// a lost webhook can go unrepaired.
     #[arg(long, env = "GAA_CACHE_WINDOW_WHEN_EMPTY", default_value = "30m", value_parser = parse_duration)]
-    pub cache_window_when_empty: std::time::Duration,
+    pub cache_window_when_empty: Duration,
+}
+
+/// The Lease that lets one replica at a time resync from GitHub.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
     /// In a cluster: the namespace of the Lease that lets one replica at a time resync from
     /// GitHub. Unset (standalone): this process always resyncs.
     #[arg(long, env = "GAA_LEASE_NAMESPACE")]
@@ -157,119 +320,143 @@ pub struct ServeArgs {
     /// Name of that Lease.
     #[arg(long, env = "GAA_LEASE_NAME", default_value = "github-action-autoscaler-resync")]
     pub lease_name: String,
-    /// Address of the TLS listener (read API, custom.metrics.k8s.io, webhooks, health).
-    #[arg(long, env = "GAA_TLS_LISTEN")]
-    pub tls_listen: Option<SocketAddr>,
-    /// PEM certificate chain for the TLS listeners (re-read when the file changes).
-    #[arg(long, env = "GAA_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for the TLS listeners (re-read when the file changes).
-    #[arg(long, env = "GAA_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA: clients of the TLS listener must present a certificate it signed (mutual TLS).
-    /// Repeat (or comma-separate) to trust several; a file that does not exist yet is skipped
-    /// until it appears.
-    #[arg(long, env = "GAA_CLIENT_CA", value_delimiter = ',')]
-    pub client_ca: Vec<PathBuf>,
-    /// File holding a bearer token that reading demand and metrics then requires (KEDA's
-    /// `authMode: bearer`; gRPC: `authorization` metadata), on every listener, in addition to
-    /// the client certificate where `--client-ca` asks for one. Webhooks and health probes stay open.
-    #[arg(long, env = "GAA_METRICS_TOKEN_FILE")]
-    pub metrics_token_file: Option<PathBuf>,
-    /// Serve reads (read API, custom metrics, `/metrics`, gRPC) on listeners that authenticate
-    /// nobody (plain HTTP or gRPC without `--metrics-token-file`, TLS without `--client-ca`).
-    /// Without it such listeners serve only `/webhook`, `/healthz` and `/readyz`. For
-    /// standalone use on a trusted machine.
-    #[arg(long, env = "GAA_UNAUTHENTICATED_READS")]
-    pub unauthenticated_reads: bool,
-    /// Connections each listener holds at once; lowered at start so every listener fits under
-    /// the open-files limit. When full, the connection stalled longest (idle, or trickling a
-    /// request) is closed to make room for a new one.
-    #[arg(long, env = "GAA_MAX_CONNECTIONS", default_value_t = crate::http::limits::DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
-    /// A TLS client must complete its handshake within this.
-    #[arg(long, env = "GAA_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub tls_handshake_timeout: std::time::Duration,
-    /// A new connection must send a complete request head within this.
-    #[arg(long, env = "GAA_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub header_read_timeout: std::time::Duration,
-    /// A kept-alive connection with no request in flight (nor the complete head of the next
-    /// one) is closed after this.
-    #[arg(long, env = "GAA_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub idle_timeout: std::time::Duration,
-    /// A request body must arrive whole within this of its head (GitHub itself gives up on a
-    /// delivery after 10 seconds).
-    #[arg(long, env = "GAA_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub body_read_timeout: std::time::Duration,
-    /// On SIGTERM, requests in flight get this long to finish before their connections are
-    /// dropped and the journal is flushed; keep it well under the pod's termination grace.
-    #[arg(long, env = "GAA_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
-    pub shutdown_grace: std::time::Duration,
-    /// Address of KEDA's external-push gRPC scaler (`externalscaler.ExternalScaler`).
-    #[arg(long, env = "GAA_GRPC_LISTEN")]
-    pub grpc_listen: Option<SocketAddr>,
-    /// How often job states are checkpointed and the journal compacted (e.g. `10s`).
-    #[arg(long, env = "GAA_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
-    pub checkpoint_interval: std::time::Duration,
-    /// Under load (a group commit carried several deliveries), wait this long before the next
-    /// one so more deliveries share its flush: fewer flushes, more deliveries per second, at
-    /// most this much added latency. A lone delivery never waits. `0s` turns it off.
-    #[arg(long, env = "GAA_COMMIT_DELAY", default_value = "400us", value_parser = parse_duration)]
-    pub commit_delay: std::time::Duration,
+    /// This replica's name in the Lease: the pod's name (the downward API's `POD_NAME`)...
+    #[arg(long, env = "POD_NAME", hide = true)]
+    pub pod_name: Option<String>,
+    /// ...else the host name (a pod's is its name).
+    #[arg(long, env = "HOSTNAME", hide = true)]
+    pub hostname: Option<String>,
 }
 
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    crate::crd::parse_duration(text).map_err(|e| e.to_string())
+impl LeaseArgs {
+    /// `POD_NAME`, else `HOSTNAME`, else a name made of the process id.
+    pub fn identity(&self) -> String {
+        self.pod_name
+            .clone()
+            .or_else(|| self.hostname.clone())
+            .unwrap_or_else(|| format!("github-action-autoscaler-{}", std::process::id()))
+    }
 }
 
-impl ServeArgs {
-    /// The limits of every listener, before the cap is fitted to the open-files limit.
-    pub fn limits(&self) -> crate::http::limits::Limits {
-        crate::http::limits::Limits {
-            max_connections: self.max_connections,
-            handshake_timeout: self.tls_handshake_timeout,
-            header_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
-            body_timeout: self.body_read_timeout,
+#[derive(Debug, Clone, Args)]
+#[command(after_long_help = "Prints (or writes to --output) a YAML stream to apply: a Secret with the read \
+token (key `token`), a Secret with the webhook secret (key `webhook-secret`), with --runner-dir one \
+Secret of runner credentials per ordinal, and the ScaledActionRunner naming them. The admin token is \
+used for the calls and written nowhere. Running it again updates the same webhook with a new secret.")]
+pub struct OnboardArgs {
+    /// Name of the ScaledActionRunner (and prefix of its Secrets).
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Repository owner (user or organisation).
+    #[arg(short = 'o', long)]
+    pub owner: String,
+    /// Repository name.
+    #[arg(short = 'r', long)]
+    pub repo: String,
+    /// Most runners.
+    #[arg(short = 'm', long, value_parser = clap::value_parser!(i32).range(1..))]
+    pub max_runners: i32,
+    /// Fewest runners kept even with no demand (default 0: scale to zero).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+    pub min_runners: Option<i32>,
+    /// File holding a GitHub token that can read the repository's Actions runs and jobs; it is
+    /// printed into the token Secret.
+    #[arg(short = 'p', long, env = "GAA_ONBOARD_READ_TOKEN_FILE")]
+    pub read_token: PathBuf,
+    /// File holding a GitHub token with admin rights on the repository, used to create the
+    /// webhook (and register runners); never written anywhere.
+    #[arg(short = 'a', long, env = "GAA_ONBOARD_ADMIN_TOKEN_FILE")]
+    pub admin_token: PathBuf,
+    /// Where GitHub delivers `workflow_job` events: the server's `/webhook`, over https://.
+    #[arg(short = 'w', long, env = "GAA_ONBOARD_WEBHOOK_URL")]
+    pub webhook_url: String,
+    /// Comma-separated labels the runners register with (jobs' `runs-on`; `self-hosted` is
+    /// implied).
+    #[arg(short = 'l', long, default_value = "")]
+    pub labels: String,
+    /// Namespace of the ScaledActionRunner and its Secrets (add-runner's `-s`).
+    #[arg(short = 's', long, env = "GAA_ONBOARD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Namespace of the read-token Secret: the core's `apiServerPatTokenNamespace` when it sets
+    /// one (add-runner's `-g`). Default: --namespace.
+    #[arg(short = 'g', long, env = "GAA_ONBOARD_TOKEN_NAMESPACE")]
+    pub token_namespace: Option<String>,
+    /// Runner image (default: the operator's).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Write the YAML to this file (created readable by its owner only) instead of standard
+    /// output.
+    #[arg(short = 'f', long)]
+    pub output: Option<PathBuf>,
+    /// Change nothing on GitHub: check the tokens and repository, say whether the webhook would
+    /// be created or updated, and print the YAML (its webhook secret is not registered).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// An unpacked actions/runner release: register --max-runners runners now with its
+    /// config.sh and print their credentials as Secrets `<name>-<i>` (`runnerSecrets`).
+    #[arg(long)]
+    pub runner_dir: Option<PathBuf>,
+    /// GitHub REST API root (GitHub Enterprise Server: `https://HOST/api/v3`).
+    #[arg(long, env = "GAA_GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    duration::parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn parse_secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let argv = ["github-action-autoscaler", "serve"].into_iter().chain(args.iter().copied());
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Command::Serve(args)) => *args,
+            other => panic!("not serve: {other:?}"),
         }
     }
 
-    /// Settings for a server on `listen` with its journal in `data_dir` and nothing else.
-    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
-        Self {
-            listen,
-            data_dir,
-            manifests: None,
-            namespaces: Vec::new(),
-            token_namespace: None,
-            webhook_secret_file: None,
-            journal_retention: std::time::Duration::from_secs(4 * 24 * 3600),
-            checkpoint_interval: std::time::Duration::from_secs(10),
-            commit_delay: std::time::Duration::from_micros(400),
-            store: "sled".into(),
-            memcached_user: None,
-            memcached_password_file: None,
-            store_refresh_interval: std::time::Duration::from_secs(1),
-            store_prefix: "gaa:v1:".into(),
-            github_api_url: "https://api.github.com".into(),
-            github_token_file: None,
-            cache_window: std::time::Duration::from_secs(300),
-            cache_window_when_empty: std::time::Duration::from_secs(1800),
-            lease_namespace: None,
-            lease_name: "github-action-autoscaler-resync".into(),
-            tls_listen: None,
-            tls_cert: None,
-            tls_key: None,
-            client_ca: Vec::new(),
-            metrics_token_file: None,
-            unauthenticated_reads: false,
-            max_connections: crate::http::limits::DEFAULT_MAX_CONNECTIONS,
-            tls_handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
-            header_read_timeout: std::time::Duration::from_secs(10),
-            idle_timeout: std::time::Duration::from_secs(60),
-            body_read_timeout: std::time::Duration::from_secs(10),
-            shutdown_grace: std::time::Duration::from_secs(10),
-            grpc_listen: None,
-        }
+    #[test]
+    fn the_flags_default_to_the_constants_other_modules_use() {
+        let args = serve(&[]);
+        assert_eq!(args.limits.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(args.limits.tls_handshake_timeout, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+        assert_eq!(args.limits.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(args.limits.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(args.limits.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        assert_eq!(args.http.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+    }
+
+    #[test]
+    fn the_memcached_password_never_shows_in_debug_output() {
+        let mut args = serve(&[]);
+        args.store.memcached_password = Some(SecretString::from("hunter2"));
+        assert!(!format!("{args:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_lease_identity_is_the_pod_name_else_the_host_name() {
+        let mut lease = serve(&[]).lease;
+        (lease.pod_name, lease.hostname) = (Some("gaa-0".into()), Some("host".into()));
+        assert_eq!(lease.identity(), "gaa-0");
+        lease.pod_name = None;
+        assert_eq!(lease.identity(), "host");
+        lease.hostname = None;
+        assert!(lease.identity().starts_with("github-action-autoscaler-"));
+    }
+
+    #[test]
+    fn log_falls_back_to_rust_log_then_the_default() {
+        let mut logging = LoggingArgs { log_format: LogFormat::Text, log: None, rust_log: None };
+        assert_eq!(logging.filter(), DEFAULT_LOG_FILTER);
+        logging.rust_log = Some("debug".into());
+        assert_eq!(logging.filter(), "debug");
+        logging.log = Some("warn".into());
+        assert_eq!(logging.filter(), "warn");
     }
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gaa::demand::{JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use gaa::http::grpc::serve_tcp;
 use gaa::metrics::Metrics;
 use gaa::metrics_api::external_scaler::proto::{GetMetricsRequest, IsActiveResponse, ScaledObjectRef};
 use gaa::metrics_api::external_scaler::{
     ExternalScalerClient, ExternalScalerError, PushScaler, RUNNER_NAME_KEY, RUNNER_NAMESPACE_KEY, serve_incoming,
-    serve_tcp,
 };
 use gaa::store::{StoreHandle, WriterConfig};
 use tokio::sync::oneshot;

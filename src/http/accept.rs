@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::limits::{Limits, Progress, victim};
-use crate::tls::{ClientCertChain, ReloadingTls};
+use super::tls::{ClientCertChain, ReloadingTls};
 
 /// After a failed `accept` (e.g. out of file descriptors), pause instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
