@@ -2,6 +2,7 @@
 //! watches, and how each catalog reaches the store, the router and the reconciler.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
@@ -17,13 +18,47 @@ use crate::github::reconciler::RepoTokens;
 use crate::http::AppState;
 use crate::manifests;
 use crate::metrics::Metrics;
+use crate::store::StoreHandle;
 use crate::webhook::{SecretBytes, secret_bytes};
 
 /// What the reconciler follows in a cluster: the runners and their tokens.
 pub(super) type ReconcilerCatalogs = watch::Receiver<(RunnerIndex, RepoTokens)>;
 
+/// The first catalog, and the cluster to follow when there are no manifests.
+pub(super) struct Source {
+    pub catalog: Catalog,
+    pub problems: usize,
+    pub organisation: Option<SecretBytes>,
+    pub cluster: Option<kube::Client>,
+}
+
+/// Standalone the catalog is complete now; in a cluster it starts empty and follows the watches.
+pub(super) async fn source(args: &ClusterArgs, metrics: &Metrics) -> Result<Source, ServeError> {
+    let organisation = organisation_secret(args)?;
+    let (catalog, problems) = match &args.manifests {
+        Some(dir) => load(dir, organisation.clone(), metrics)?,
+        None => (Catalog::build([], [], organisation.clone()).0, 0),
+    };
+    let cluster = match &args.manifests {
+        Some(_) => None,
+        None => Some(kube::Client::try_default().await.map_err(ServeError::KubeClient)?),
+    };
+    Ok(Source { catalog, problems, organisation, cluster })
+}
+
+impl Source {
+    /// The handlers' state over `store`: ready now, or once the cluster's first catalog arrived.
+    pub(super) fn state(&self, store: StoreHandle, metrics: Arc<Metrics>) -> AppState {
+        let secrets = self.catalog.secrets.clone();
+        match self.cluster {
+            None => AppState::new(store, metrics, secrets, self.problems),
+            Some(_) => AppState::waiting_for_catalog(store, metrics, secrets),
+        }
+    }
+}
+
 /// The organisation-wide webhook secret from `--webhook-secret-file`, if given.
-pub(super) fn organisation_secret(args: &ClusterArgs) -> Result<Option<SecretBytes>, ServeError> {
+fn organisation_secret(args: &ClusterArgs) -> Result<Option<SecretBytes>, ServeError> {
     let Some(path) = &args.webhook_secret_file else {
         return Ok(None);
     };
@@ -37,11 +72,7 @@ pub(super) fn organisation_secret(args: &ClusterArgs) -> Result<Option<SecretByt
 }
 
 /// Loads runners and Secrets from the manifests in `dir` and builds the catalog. Problems are logged.
-pub(super) fn load(
-    dir: &Path,
-    organisation: Option<SecretBytes>,
-    metrics: &Metrics,
-) -> Result<(Catalog, usize), ServeError> {
+fn load(dir: &Path, organisation: Option<SecretBytes>, metrics: &Metrics) -> Result<(Catalog, usize), ServeError> {
     let loaded = manifests::load_dir(dir)?;
     let mut problems = loaded.problems.len();
     for problem in &loaded.problems {
@@ -90,20 +121,22 @@ pub(super) fn repo_tokens(catalog: &Catalog, default: Option<&Token>) -> RepoTok
     tokens
 }
 
-/// Starts the cluster's watches and the task that applies what they publish; returns both tasks
-/// and what the reconciler follows.
+/// In a cluster: starts the watches and the task that applies what they publish; returns both
+/// tasks and what the reconciler follows.
 pub(super) fn follow_cluster(
-    client: kube::Client,
+    source: Source,
     args: &ClusterArgs,
-    organisation: Option<SecretBytes>,
     state: AppState,
     default_token: Option<Token>,
     stop: watch::Receiver<bool>,
-) -> (Vec<JoinHandle<()>>, ReconcilerCatalogs) {
-    let (updates, watching) = cluster::start(client, WatchConfig::from_args(args, organisation), stop);
+) -> (Vec<JoinHandle<()>>, Option<ReconcilerCatalogs>) {
+    let Some(client) = source.cluster else {
+        return (Vec::new(), None);
+    };
+    let (updates, watching) = cluster::start(client, WatchConfig::from_args(args, source.organisation), stop);
     let (to_reconciler, from_catalog) = watch::channel((RunnerIndex::default(), RepoTokens::default()));
     let following = tokio::spawn(follow_catalog(state, updates, default_token, Some(to_reconciler)));
-    (vec![watching, following], from_catalog)
+    (vec![watching, following], Some(from_catalog))
 }
 
 /// Applies each catalog the cluster watches publish, in this order: the store's runners (so a

@@ -3,18 +3,21 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::metrics::Metrics;
 use crate::store::Board;
 use crate::store::writer::Clock;
 
+/// Keeps the windows of `board` until `stop` is cancelled.
+pub(super) fn spawn(board: Arc<Board>, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let clock = crate::store::writer::system_clock();
+    tokio::spawn(keep_forced_windows(board, metrics, clock, stop.cancelled_owned()));
+}
+
 /// Opens and closes forced scale-up windows on time, looking at least once a minute so runners
 /// added since are covered; the desired-runners gauge follows.
-pub(super) async fn keep_forced_windows(
-    board: Arc<Board>,
-    metrics: Arc<Metrics>,
-    clock: Clock,
-    stop: impl Future<Output = ()>,
-) {
+async fn keep_forced_windows(board: Arc<Board>, metrics: Arc<Metrics>, clock: Clock, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
     loop {
         let now = clock();

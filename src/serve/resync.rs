@@ -41,6 +41,34 @@ pub(super) struct Start<'a> {
     pub catalogs: Option<ReconcilerCatalogs>,
 }
 
+/// The tasks that run beside the listeners (watches, resync, lease) until they have drained.
+pub(super) struct Workers {
+    stop: watch::Sender<bool>,
+    resync: Option<JoinHandle<()>>,
+    followers: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    pub(super) fn new(
+        stop: watch::Sender<bool>,
+        resync: Option<JoinHandle<()>>,
+        followers: Vec<JoinHandle<()>>,
+    ) -> Self {
+        Self { stop, resync, followers }
+    }
+
+    /// Stops them: the resync finishes its pass, the cluster's watches end at once.
+    pub(super) async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Some(resync) = self.resync {
+            let _ = resync.await;
+        }
+        for follower in self.followers {
+            follower.abort();
+        }
+    }
+}
+
 /// Starts the resync loop when any repository has a token, or, following the cluster's
 /// `catalogs`, always (tokens may come later); only the replica holding the lease resyncs.
 pub(super) fn start(start: Start<'_>, stop: watch::Receiver<bool>) -> Result<Option<JoinHandle<()>>, ServeError> {
