@@ -92,7 +92,7 @@ async fn measure(flips: u64) {
 
     drop(activity);
     let _ = stop.send(());
-    grpc.await.expect("gRPC task").expect("gRPC server");
+    grpc.await.expect("gRPC task");
     state.store.shutdown().await;
 
     println!("push_latency: {flips} activity flips (queued → true, completed → false) over HTTP and gRPC on loopback");

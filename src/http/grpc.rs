@@ -9,7 +9,7 @@ use super::access::ReadAccess;
 use super::bearer::bearer_in;
 use super::limits::Limits;
 use crate::config::DEFAULT_SHUTDOWN_GRACE;
-use crate::metrics_api::external_scaler::{ExternalScalerError, ExternalScalerServer, PushScaler};
+use crate::metrics_api::external_scaler::{ExternalScalerServer, PushScaler};
 
 /// The scaler as a router for the shared accept loop ([`super::accept`]), with `access`
 /// deciding who may call it: with a token, every call carries the `authorization: Bearer
@@ -42,14 +42,16 @@ pub fn authorize(access: &ReadAccess, metadata: &tonic::metadata::MetadataMap) -
     }
 }
 
-/// The scaler on a plain TCP listener through the shared accept loop (default [`Limits`]), open
-/// to every caller, until `shutdown` completes: then every open stream ends and the requests in
-/// flight get [`DEFAULT_SHUTDOWN_GRACE`] to finish.
-pub async fn serve_tcp(
-    listener: tokio::net::TcpListener,
+/// The scaler on `tcp` through the shared accept loop (default [`Limits`]), over `transport`
+/// (TLS must offer ALPN `h2`, as [`super::tls`] does), open to every caller, until `shutdown`
+/// completes: then every open stream ends and the requests in flight get
+/// [`DEFAULT_SHUTDOWN_GRACE`] to finish.
+pub async fn serve(
+    tcp: tokio::net::TcpListener,
+    transport: Transport,
     scaler: impl Into<PushScaler>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ExternalScalerError> {
+) {
     let scaler = scaler.into();
     let closer = scaler.clone();
     let shutdown = async move {
@@ -57,13 +59,15 @@ pub async fn serve_tcp(
         // Open streams never end by themselves: without this the grace would always run out.
         closer.close_streams();
     };
-    let listener = Listener {
-        name: "grpc",
-        tcp: listener,
-        transport: Transport::Plain,
-        protocol: Protocol::Grpc,
-        limits: Limits::default(),
-    };
+    let listener = Listener { name: "grpc", tcp, transport, protocol: Protocol::Grpc, limits: Limits::default() };
     serve_until(listener, router(scaler, ReadAccess::Open), shutdown, DEFAULT_SHUTDOWN_GRACE).await;
-    Ok(())
+}
+
+/// [`serve`] on plain TCP.
+pub async fn serve_tcp(
+    tcp: tokio::net::TcpListener,
+    scaler: impl Into<PushScaler>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve(tcp, Transport::Plain, scaler, shutdown).await;
 }

@@ -19,18 +19,14 @@
 //! KEDA goes away the connection drops the stream, and nothing is left behind. A server shutting
 //! down ends every open stream so its graceful shutdown can finish.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
-use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 use crate::demand::RunnerKey;
@@ -55,12 +51,6 @@ pub const RUNNER_NAMESPACE_KEY: &str = "runnerNamespace";
 pub const RUNNER_NAME_KEY: &str = "runnerName";
 /// Prefix of the metric name; KEDA adds its own `s<trigger index>-` in front.
 pub const METRIC_PREFIX: &str = "scaledactionrunner";
-
-/// HTTP/2 pings on idle connections: a KEDA pod that vanished without closing its connection
-/// (node loss, a dropped NAT entry) is noticed and its streams dropped, instead of being kept
-/// forever; the pings also keep idle-timeout middleboxes from cutting a quiet stream.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The gRPC service over the board. Clones share the same open-stream count and shutdown switch.
 #[derive(Debug, Clone)]
@@ -93,11 +83,6 @@ impl PushScaler {
         self.streams.closing.send_replace(true);
     }
 
-    /// The tonic service to mount on a server.
-    pub fn into_service(self) -> ExternalScalerServer<Self> {
-        ExternalScalerServer::new(self)
-    }
-
     fn runner(&self, object: &ScaledObjectRef) -> Result<(RunnerKey, RunnerDemand), Status> {
         let key = runner_key(object)?;
         match self.board.get(&key) {
@@ -116,13 +101,6 @@ impl From<Arc<Board>> for PushScaler {
     fn from(board: Arc<Board>) -> Self {
         Self::new(board)
     }
-}
-
-/// The service over `board`, to mount on a server the caller builds itself. Such a caller should
-/// rather keep a [`PushScaler`] and call [`PushScaler::close_streams`] on shutdown: open streams
-/// never end by themselves, so a graceful shutdown would otherwise wait on them.
-pub fn service(board: Arc<Board>) -> ExternalScalerServer<PushScaler> {
-    PushScaler::new(board).into_service()
 }
 
 /// The runner a request is about: trigger metadata first, then the ScaledObject itself.
@@ -283,50 +261,6 @@ impl Stream for ActivityStream {
             }
         }
     }
-}
-
-/// Errors of the gRPC server.
-#[derive(Debug, thiserror::Error)]
-pub enum ExternalScalerError {
-    #[error("serving the KEDA external scaler (gRPC): {0}")]
-    Transport(#[from] tonic::transport::Error),
-}
-
-/// Serves the external scaler on connections from `incoming` until `shutdown` completes; then
-/// every open stream ends and the server drains.
-///
-/// Any transport works: wrap the accepted streams in TLS before handing them here (tonic knows
-/// `TcpStream` and, with its `tls-connect-info` feature, tokio-rustls server streams as
-/// [`Connected`]); the TLS configuration must offer ALPN `h2`, which gRPC clients (KEDA's
-/// grpc-go among them) require. `scaler` is a [`PushScaler`] (to keep a handle on its streams) or
-/// the board.
-pub async fn serve_incoming<I, IO, E>(
-    incoming: I,
-    scaler: impl Into<PushScaler>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ExternalScalerError>
-where
-    I: Stream<Item = Result<IO, E>>,
-    IO: AsyncRead + AsyncWrite + Connected + Send + Unpin + 'static,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let scaler = scaler.into();
-    let closer = scaler.clone();
-    let shutdown = async move {
-        shutdown.await;
-        // Without this, long-lived streams would hold the graceful shutdown open forever.
-        closer.close_streams();
-    };
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        // KEDA multiplexes every ScaledObject's stream over one connection per scaler address:
-        // no per-connection stream cap.
-        .max_concurrent_streams(None)
-        .add_service(scaler.into_service())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]
