@@ -64,7 +64,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-            runtime.block_on(async move { gaa::serve::run(*args, gaa::serve::shutdown_signal()).await })?;
+            runtime.block_on(async move { gaa::serve::run(*args, gaa::serve::cancel_on_signal()).await })?;
             Ok(())
         }
     }

@@ -8,20 +8,21 @@ mod resync;
 mod signal;
 mod store;
 
-use std::future::Future;
 use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 
 pub use self::catalog::follow_catalog;
 pub use self::error::ServeError;
-pub use self::signal::shutdown_signal;
+pub use self::signal::{cancel_on_signal, shutdown_signal};
 use crate::config::ServeArgs;
 use crate::http::accept::Shutdown;
 use crate::metrics::Metrics;
 use crate::store::StoreHandle;
 
-/// Runs the server until `shutdown` resolves; then stops taking requests, gives those in flight
-/// `--shutdown-grace` to finish, drops the rest, and flushes the journal.
-pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+/// Runs the server until `shutdown` is cancelled; then stops taking requests, gives those in
+/// flight `--shutdown-grace` to finish, drops the rest, and flushes the journal.
+pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
     let source = catalog::source(&args.cluster, &metrics).await?;
     let writer = store::writer_config(&args.store)?;
@@ -34,7 +35,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
     let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
     let (followers, catalogs) =
         catalog::follow_cluster(source, &args.cluster, state.clone(), default_token, workers_stop.clone());
-    // One shutdown for every listener: stop accepting, then drop what is left after the grace.
+    // The one shutdown token stops every listener; what is left after the grace is dropped.
     let shutdown = Shutdown::after(shutdown, args.http.shutdown_grace);
     let listeners = listeners::start(&args, &state, store.board().clone(), &shutdown).await?;
     forced::spawn(store.board().clone(), metrics.clone(), shutdown.stop.clone());

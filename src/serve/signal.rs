@@ -1,5 +1,18 @@
 //! The signal that starts a graceful shutdown.
 
+use tokio_util::sync::CancellationToken;
+
+/// The shutdown token of a server: cancelled on SIGTERM or Ctrl-C. Needs a tokio runtime.
+pub fn cancel_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        cancel.cancel();
+    });
+    token
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
