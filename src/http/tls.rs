@@ -22,6 +22,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::TlsArgs;
+
 /// How often the certificate files are re-read unless the caller says otherwise.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -35,6 +37,15 @@ pub struct TlsFiles {
     /// PEM CA bundles; when any is given, every client must present a certificate one of them
     /// signed. A file that does not exist (yet) is skipped until it appears.
     pub client_ca: Vec<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The files of `--tls-cert`, `--tls-key` and `--client-ca`; `None` unless both the
+    /// certificate and the key are given.
+    pub fn from_args(args: &TlsArgs) -> Option<Self> {
+        let (cert, key) = (args.tls_cert.clone()?, args.tls_key.clone()?);
+        Some(Self { cert, key, client_ca: args.client_ca.clone() })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

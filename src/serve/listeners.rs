@@ -50,10 +50,9 @@ pub(super) async fn start(
     let mut others = Vec::new();
     let mut grpc_tls: Option<ReloadingTls> = None;
     if let Some(addr) = args.tls.tls_listen {
-        let (Some(cert), Some(key)) = (args.tls.tls_cert.clone(), args.tls.tls_key.clone()) else {
+        let Some(files) = TlsFiles::from_args(&args.tls) else {
             return Err(ServeError::Tls("--tls-listen needs --tls-cert and --tls-key".into()));
         };
-        let files = TlsFiles { cert, key, client_ca: args.tls.client_ca.clone() };
         let tls = ReloadingTls::start(files, DEFAULT_POLL_INTERVAL).map_err(|e| ServeError::Tls(e.to_string()))?;
         let tcp = bind(addr).await?;
         let client_certificates = !args.tls.client_ca.is_empty();
