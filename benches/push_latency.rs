@@ -17,8 +17,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{API_SECRET, job_payload, signature};
+use gaa::http::grpc::serve_tcp;
 use gaa::metrics_api::external_scaler::proto::ScaledObjectRef;
-use gaa::metrics_api::external_scaler::{ExternalScalerClient, PushScaler, serve_tcp};
+use gaa::metrics_api::external_scaler::{ExternalScalerClient, PushScaler};
 use tokio::net::TcpListener;
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -39,7 +40,7 @@ async fn measure(flips: u64) {
 
     let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind HTTP");
     let http_addr = http_listener.local_addr().expect("HTTP address");
-    let app = gaa::serve::router(state.clone());
+    let app = gaa::http::router(state.clone());
     tokio::spawn(async move { axum::serve(http_listener, app).await });
 
     let grpc_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gRPC");
@@ -91,7 +92,7 @@ async fn measure(flips: u64) {
 
     drop(activity);
     let _ = stop.send(());
-    grpc.await.expect("gRPC task").expect("gRPC server");
+    grpc.await.expect("gRPC task");
     state.store.shutdown().await;
 
     println!("push_latency: {flips} activity flips (queued → true, completed → false) over HTTP and gRPC on loopback");

@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
+use secrecy::ExposeSecret;
+
 use crate::crd::ScaledActionRunner;
 use crate::demand::{ForcedScaleUp, Runner, RunnerIndex, RunnerKey, ScaleFactor};
-use crate::webhook::{SecretBytes, WebhookSecrets};
+use crate::webhook::{SecretBytes, WebhookSecrets, secret_bytes};
 
 /// The Secret key that holds a repository webhook's secret.
 pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
@@ -96,9 +98,9 @@ fn forced_scale_up(object: &ScaledActionRunner, key: &RunnerKey) -> Option<Force
 /// Bytes of `key` in a Secret, from `data` or `stringData` (which wins, as the API server merges it).
 pub fn secret_value(secret: &Secret, key: &str) -> Option<SecretBytes> {
     if let Some(text) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
-        return Some(SecretBytes::new(text.as_bytes()));
+        return Some(secret_bytes(text.as_bytes()));
     }
-    secret.data.as_ref().and_then(|d| d.get(key)).map(|bytes| SecretBytes::new(bytes.0.clone()))
+    secret.data.as_ref().and_then(|d| d.get(key)).map(|bytes| secret_bytes(bytes.0.clone()))
 }
 
 /// Every non-empty value whose key starts with `token`, in key order.
@@ -112,7 +114,7 @@ fn token_values(secret: &Secret) -> Vec<SecretBytes> {
         .collect();
     keys.sort();
     keys.dedup();
-    keys.into_iter().filter_map(|k| secret_value(secret, k)).filter(|v| !v.is_empty()).collect()
+    keys.into_iter().filter_map(|k| secret_value(secret, k)).filter(|v| !v.expose_secret().is_empty()).collect()
 }
 
 impl Catalog {
@@ -160,7 +162,9 @@ impl Catalog {
                         position,
                         RunnerProblem::SecretMissing { namespace, name: name.into(), repo: runner.repo.clone() },
                     )),
-                    Some(secret) => match secret_value(secret, WEBHOOK_SECRET_KEY).filter(|v| !v.is_empty()) {
+                    Some(secret) => match secret_value(secret, WEBHOOK_SECRET_KEY)
+                        .filter(|v| !v.expose_secret().is_empty())
+                    {
                         Some(value) => webhook_secrets.add(&runner.repo, value),
                         None => problems.push((
                             position,
@@ -183,7 +187,7 @@ impl Catalog {
                 }
                 let repo_tokens = tokens.entry(runner.repo.clone()).or_default();
                 for token in found {
-                    if !repo_tokens.contains(&token) {
+                    if !repo_tokens.iter().any(|known| known.expose_secret() == token.expose_secret()) {
                         repo_tokens.push(token);
                     }
                 }

@@ -140,3 +140,11 @@ pub async fn run(
         }
     }
 }
+
+impl From<&crate::config::LeaseArgs> for Option<LeaseConfig> {
+    /// No namespace (standalone): no lease, this process always resyncs.
+    fn from(args: &crate::config::LeaseArgs) -> Self {
+        let namespace = args.lease_namespace.as_ref()?;
+        Some(LeaseConfig::new(namespace.clone(), args.lease_name.clone(), args.identity()))
+    }
+}

@@ -19,5 +19,4 @@ pub mod operator;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
 pub mod webhook;

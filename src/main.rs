@@ -38,10 +38,7 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // The memcached client's connection pool logs every failed reconnect (several a second while
-    // memcached is down); the server reports the outage itself, once.
-    let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info,r2d2=off".into());
-    gaa::telemetry::init(cli.log_format, &filter);
+    gaa::telemetry::init(&cli.logging);
     match cli.command {
         Command::Crds => {
             print!("{}", gaa::crd::crds_yaml().context("rendering the CRDs")?);
@@ -67,7 +64,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-            runtime.block_on(async move { gaa::serve::run(*args, gaa::serve::shutdown_signal()).await })?;
+            runtime.block_on(async move { gaa::serve::run(*args, gaa::serve::cancel_on_signal()).await })?;
             Ok(())
         }
     }

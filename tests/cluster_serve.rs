@@ -13,13 +13,15 @@ use axum::http::{Request, Response, StatusCode};
 use bytes::Bytes;
 use common::{job_payload, signature};
 use gaa::cluster::{self, CatalogUpdates, WatchConfig};
+use gaa::http::{AppState, router};
 use gaa::metrics::Metrics;
-use gaa::serve::{AppState, follow_catalog, router};
+use gaa::serve::follow_catalog;
 use gaa::store::{StoreHandle, WriterConfig};
 use gaa::webhook::WebhookSecrets;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::{mpsc, watch};
@@ -215,7 +217,7 @@ fn runner(namespace: &str, name: &str, repo: &str, webhook_secret: &str) -> Valu
 
 /// A server state following the catalogs the cluster watches publish.
 struct Serving {
-    state: Arc<AppState>,
+    state: AppState,
     updates: CatalogUpdates,
     _stop: watch::Sender<bool>,
     _dir: TempDir,
@@ -227,7 +229,7 @@ impl Serving {
         let metrics = Arc::new(Metrics::new());
         let store =
             StoreHandle::start(dir.path(), Default::default(), WriterConfig::default(), metrics.clone()).unwrap();
-        let state = Arc::new(AppState::waiting_for_catalog(store, metrics, WebhookSecrets::default()));
+        let state = AppState::waiting_for_catalog(store, metrics, WebhookSecrets::default());
         let (stop, stopped) = watch::channel(false);
         let mut config = WatchConfig::new(namespaces.iter().map(|n| n.to_string()).collect(), None, None);
         config.debounce = Duration::from_millis(20);
@@ -385,7 +387,7 @@ async fn not_ready_until_the_runners_and_their_secrets_have_been_listed() {
     let dir = TempDir::new().unwrap();
     let metrics = Arc::new(Metrics::new());
     let store = StoreHandle::start(dir.path(), Default::default(), WriterConfig::default(), metrics.clone()).unwrap();
-    let state = Arc::new(AppState::waiting_for_catalog(store, metrics, WebhookSecrets::default()));
+    let state = AppState::waiting_for_catalog(store, metrics, WebhookSecrets::default());
     let readyz = || async {
         let request = Request::get("/readyz").body(Body::empty()).unwrap();
         router(state.clone()).oneshot(request).await.unwrap().status()
@@ -426,7 +428,7 @@ async fn tokens_are_read_from_the_token_namespace_the_only_one_listed_whole() {
 
     let tokens = |updates: &CatalogUpdates| -> Vec<Vec<u8>> {
         let update = updates.borrow().clone().unwrap();
-        update.catalog.tokens.get("acme/api").into_iter().flatten().map(|t| t.expose().to_vec()).collect()
+        update.catalog.tokens.get("acme/api").into_iter().flatten().map(|t| t.expose_secret().to_vec()).collect()
     };
     tokio::time::timeout(Duration::from_secs(5), updates.wait_for(|u| u.is_some())).await.unwrap().unwrap();
     assert_eq!(tokens(&updates), vec![b"ghp_first".to_vec(), b"ghp_second".to_vec()]);
@@ -435,7 +437,7 @@ async fn tokens_are_read_from_the_token_namespace_the_only_one_listed_whole() {
     api.put(Kind::Secret, token);
     let rotated = updates.wait_for(|u| {
         u.as_ref().is_some_and(|u| {
-            u.catalog.tokens.get("acme/api").is_some_and(|t| t.iter().any(|t| t.expose() == b"ghp_rotated"))
+            u.catalog.tokens.get("acme/api").is_some_and(|t| t.iter().any(|t| t.expose_secret() == b"ghp_rotated"))
         })
     });
     tokio::time::timeout(Duration::from_secs(5), rotated).await.unwrap().unwrap();

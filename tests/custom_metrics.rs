@@ -4,18 +4,16 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::*;
 use gaa::demand::{JobEvent, JobStatus, RepoRef};
-use gaa::serve::{AppState, router};
+use gaa::http::{AppState, router};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-async fn get(state: &Arc<AppState>, uri: &str) -> (StatusCode, String) {
+async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
     let response = router(state.clone()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -23,7 +21,7 @@ async fn get(state: &Arc<AppState>, uri: &str) -> (StatusCode, String) {
 }
 
 /// ci/api-linux: 3 queued + 1 running (desired 4, scaleFactor "0"); ci/api-gpu: none.
-async fn state_with_demand(dir: &std::path::Path) -> Arc<AppState> {
+async fn state_with_demand(dir: &std::path::Path) -> AppState {
     let state = state(dir, None).await;
     for job in 1..=4 {
         let status = if job == 4 { JobStatus::InProgress } else { JobStatus::Queued };

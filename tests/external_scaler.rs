@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gaa::demand::{JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use gaa::http::accept::Transport;
+use gaa::http::grpc::{serve, serve_tcp};
+use gaa::http::tls::{ReloadingTls, TlsFiles};
 use gaa::metrics::Metrics;
 use gaa::metrics_api::external_scaler::proto::{GetMetricsRequest, IsActiveResponse, ScaledObjectRef};
-use gaa::metrics_api::external_scaler::{
-    ExternalScalerClient, ExternalScalerError, PushScaler, RUNNER_NAME_KEY, RUNNER_NAMESPACE_KEY, serve_incoming,
-    serve_tcp,
-};
+use gaa::metrics_api::external_scaler::{ExternalScalerClient, PushScaler, RUNNER_NAME_KEY, RUNNER_NAMESPACE_KEY};
 use gaa::store::{StoreHandle, WriterConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -45,7 +45,7 @@ struct Scaler {
     scaler: PushScaler,
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    server: JoinHandle<Result<(), ExternalScalerError>>,
+    server: JoinHandle<()>,
 }
 
 impl Scaler {
@@ -90,7 +90,7 @@ impl Scaler {
             let _ = stop.send(());
         }
         let served = tokio::time::timeout(Duration::from_secs(5), &mut self.server).await;
-        served.expect("the server drains within five seconds").unwrap().unwrap();
+        served.expect("the server drains within five seconds").unwrap();
         self.store.shutdown().await;
     }
 }
@@ -345,35 +345,19 @@ async fn removing_a_runner_ends_its_stream_with_not_found() {
 }
 
 #[tokio::test]
-async fn the_caller_can_wrap_connections_in_tls() {
+async fn the_scaler_is_served_over_tls_on_the_shared_accept_loop() {
     let identity = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let key = rustls_pki_types::PrivatePkcs8KeyDer::from(identity.signing_key.serialize_der());
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![identity.cert.der().clone()], key.into())
-        .unwrap();
-    // gRPC clients (KEDA's grpc-go and tonic alike) insist on HTTP/2 being negotiated by ALPN.
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let dir = tempfile::tempdir().unwrap();
+    let files = TlsFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key"), client_ca: Vec::new() };
+    std::fs::write(&files.cert, identity.cert.pem()).unwrap();
+    std::fs::write(&files.key, identity.signing_key.serialize_pem()).unwrap();
+    let tls = ReloadingTls::start(files, Duration::from_secs(5)).unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (connections, incoming) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let connection = acceptor.accept(tcp).await;
-            if connections.send(connection).await.is_err() {
-                break;
-            }
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
     let store = StoreHandle::start(dir.path(), runners(), WriterConfig::default(), Arc::new(Metrics::new())).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming);
-    let server = tokio::spawn(serve_incoming(incoming, store.board().clone(), async {
+    let server = tokio::spawn(serve(listener, Transport::Tls(tls), store.board().clone(), async {
         let _ = stopped.await;
     }));
 
@@ -393,6 +377,6 @@ async fn the_caller_can_wrap_connections_in_tls() {
 
     let _ = stop.send(());
     assert!(matches!(activity.message().await, Ok(None)));
-    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
     store.shutdown().await;
 }

@@ -107,7 +107,7 @@ fn secret<'a>(manifests: &'a Manifests, name: &str) -> &'a Secret {
 
 fn secret_text(manifests: &Manifests, name: &str, key: &str) -> String {
     let value = secret_value(secret(manifests, name), key).unwrap_or_else(|| panic!("Secret {name} has no {key}"));
-    String::from_utf8(value.expose().to_vec()).unwrap()
+    String::from_utf8(secrecy::ExposeSecret::expose_secret(&value).to_vec()).unwrap()
 }
 
 fn printed_webhook_secret(yaml: &str) -> String {

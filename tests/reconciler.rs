@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use common::fake_github::{FakeGitHub, Fault, JobState};
 use common::*;
+use gaa::clock::Clock;
 use gaa::demand::{JobEvent, JobStatus, RepoRef, RunnerKey};
-use gaa::github::client::{GitHubClient, Token};
 use gaa::github::reconciler::{Pass, Reconciler, ReconcilerConfig, RepoTokens};
 use gaa::github::resync::Windows;
+use gaa::github::{GitHubClient, Token};
 use gaa::metrics::Metrics;
-use gaa::store::writer::Clock;
 use gaa::store::{StoreHandle, WriterConfig};
 
 const TOKEN: &str = "ghp_test_token_for_the_fake";

@@ -1,4 +1,4 @@
-//! The metrics server's TLS over real loopback sockets: mutual TLS, certificate rotation from files,
+//! The TLS listener over real loopback sockets: mutual TLS, certificate rotation from files,
 //! bearer tokens, and clients that misbehave.
 
 use std::io::Write as _;
@@ -12,7 +12,11 @@ use axum::http::StatusCode;
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::routing::get;
 use axum::{Extension, Router};
-use gaa::tls::{ClientCertChain, ReloadingTls, SecretToken, TlsError, TlsFiles, require_bearer, serve_tls};
+use gaa::config::DEFAULT_SHUTDOWN_GRACE;
+use gaa::http::accept::{Listener, Protocol, Transport, serve_until};
+use gaa::http::bearer::{BearerToken, require_bearer};
+use gaa::http::limits::Limits;
+use gaa::http::tls::{ClientCertChain, ReloadingTls, TlsError, TlsFiles};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SerialNumber,
@@ -107,9 +111,17 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_tls(listener, tls, router, async move {
+        let listener = Listener {
+            name: "tls",
+            tcp: listener,
+            transport: Transport::Tls(tls),
+            protocol: Protocol::Http,
+            limits: Limits::default(),
+        };
+        let stopped = async move {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(serve_until(listener, router, stopped, DEFAULT_SHUTDOWN_GRACE));
         Self { addr, files, stop: Some(stop), task, _dir: dir }
     }
 
@@ -451,11 +463,11 @@ impl std::io::Write for Logs {
     }
 }
 
-fn token_file(dir: &Path, token: &str) -> SecretToken {
+fn token_file(dir: &Path, token: &str) -> BearerToken {
     let path = dir.join("token");
     let mut file = std::fs::File::create(&path).unwrap();
     writeln!(file, "{token}").unwrap();
-    SecretToken::from_file(&path).unwrap()
+    BearerToken::from_file(&path).unwrap()
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::*;
-use gaa::serve::{AppState, router};
+use gaa::http::{AppState, router};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -52,7 +52,7 @@ impl Delivery {
     }
 }
 
-async fn send(state: &Arc<AppState>, request: Request<Body>) -> (StatusCode, Value) {
+async fn send(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
     let response = router(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -60,16 +60,16 @@ async fn send(state: &Arc<AppState>, request: Request<Body>) -> (StatusCode, Val
     (status, body)
 }
 
-async fn deliver(state: &Arc<AppState>, delivery: &Delivery) -> (StatusCode, Value) {
+async fn deliver(state: &AppState, delivery: &Delivery) -> (StatusCode, Value) {
     send(state, delivery.request()).await
 }
 
-async fn runner(state: &Arc<AppState>, ns: &str, name: &str) -> (StatusCode, Value) {
+async fn runner(state: &AppState, ns: &str, name: &str) -> (StatusCode, Value) {
     let uri = format!("/api/v1/namespaces/{ns}/scaledactionrunners/{name}");
     send(state, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
-async fn demand(state: &Arc<AppState>, ns: &str, name: &str) -> u64 {
+async fn demand(state: &AppState, ns: &str, name: &str) -> u64 {
     let (status, body) = runner(state, ns, name).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["demand"].as_u64().unwrap()
@@ -195,7 +195,7 @@ async fn a_delivery_signed_for_one_repository_cannot_move_or_end_another_reposit
 async fn a_replayed_delivery_of_a_forgotten_job_does_not_open_it_again() {
     let dir = tempfile::tempdir().unwrap();
     let now = Arc::new(std::sync::atomic::AtomicI64::new(jiff::Timestamp::now().as_second()));
-    let clock: gaa::store::writer::Clock = {
+    let clock: gaa::clock::Clock = {
         let now = now.clone();
         Arc::new(move || now.load(std::sync::atomic::Ordering::SeqCst))
     };

@@ -307,6 +307,7 @@ fn relevant_part(secret: &Secret) -> Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
     use serde_json::json;
 
     fn runner(
@@ -463,7 +464,7 @@ mod tests {
         );
         let (catalog, problems) = index.build_catalog(None);
         assert!(problems.is_empty(), "{problems:?}");
-        let tokens: Vec<&[u8]> = catalog.tokens["acme/api"].iter().map(SecretBytes::expose).collect();
+        let tokens: Vec<&[u8]> = catalog.tokens["acme/api"].iter().map(|secret| secret.expose_secret()).collect();
         assert_eq!(tokens, vec![b"t1".as_slice(), b"t2".as_slice()]);
     }
 

@@ -51,6 +51,12 @@ impl WatchConfig {
     pub fn new(namespaces: Vec<String>, token_namespace: Option<String>, organisation: Option<SecretBytes>) -> Self {
         Self { namespaces, token_namespace, organisation, debounce: DEBOUNCE, sync_grace: SYNC_GRACE }
     }
+
+    /// The watches `--namespaces` and `--token-namespace` ask for, with the organisation's secret
+    /// (read from `--webhook-secret-file` by the caller).
+    pub fn from_args(args: &crate::config::ClusterArgs, organisation: Option<SecretBytes>) -> Self {
+        Self::new(args.namespaces.clone(), args.token_namespace.clone(), organisation)
+    }
 }
 
 /// A catalog built from what the watches saw; published once every watch has listed (a Secret

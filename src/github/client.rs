@@ -30,8 +30,8 @@ use super::etag_cache::{CACHE_MAX_BYTES, CACHE_MAX_ENTRIES, CacheKey, EtagCache}
 use super::models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};
 use super::rate_limit::{RateLimit, header_str};
 // Kept at their old paths for callers outside github/; new code imports them from github/.
-pub use super::rate_limit::rate_limit_wait;
-pub use super::token::Token;
+use super::rate_limit::rate_limit_wait;
+use super::token::Token;
 use crate::clock::{Clock, system_clock};
 use crate::metrics::Metrics;
 

@@ -15,3 +15,12 @@ pub use error::GitHubError;
 pub use models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};
 pub use rate_limit::{RateLimit, rate_limit_wait};
 pub use token::Token;
+
+impl From<&crate::config::GitHubArgs> for reconciler::ReconcilerConfig {
+    fn from(args: &crate::config::GitHubArgs) -> Self {
+        Self {
+            windows: resync::Windows { busy: args.cache_window, idle: args.cache_window_when_empty },
+            ..Self::default()
+        }
+    }
+}

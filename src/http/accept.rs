@@ -38,7 +38,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::limits::{Limits, Progress, victim};
-use crate::tls::{ClientCertChain, ReloadingTls};
+use super::tls::{ClientCertChain, ReloadingTls};
 
 /// After a failed `accept` (e.g. out of file descriptors), pause instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -77,17 +77,16 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    /// Stops when `signal` resolves and aborts `grace` later.
-    pub fn after(signal: impl Future<Output = ()> + Send + 'static, grace: Duration) -> Self {
-        let shutdown = Self::default();
-        let (stop, abort) = (shutdown.stop.clone(), shutdown.abort.clone());
+    /// Stops when `stop` is cancelled and aborts `grace` later.
+    pub fn after(stop: CancellationToken, grace: Duration) -> Self {
+        let abort = CancellationToken::new();
+        let (stopped, aborting) = (stop.clone(), abort.clone());
         tokio::spawn(async move {
-            signal.await;
-            stop.cancel();
+            stopped.cancelled().await;
             tokio::time::sleep(grace).await;
-            abort.cancel();
+            aborting.cancel();
         });
-        shutdown
+        Self { stop, abort }
     }
 }
 

@@ -12,8 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-/// Connections per listener unless `--max-connections` says otherwise.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+use crate::config::{
+    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT, LimitsArgs,
+};
 /// File descriptors kept out of the connection budget: the journal's files, the memcached pool,
 /// the GitHub and Kubernetes clients, the runtime, standard streams.
 pub const FD_RESERVE: u64 = 128;
@@ -38,10 +40,23 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            body_timeout: Duration::from_secs(10),
+            handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_READ_TIMEOUT,
+        }
+    }
+}
+
+impl From<&LimitsArgs> for Limits {
+    /// The limits of every listener, before the cap is fitted to the open-files limit.
+    fn from(args: &LimitsArgs) -> Self {
+        Self {
+            max_connections: args.max_connections,
+            handshake_timeout: args.tls_handshake_timeout,
+            header_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            body_timeout: args.body_read_timeout,
         }
     }
 }

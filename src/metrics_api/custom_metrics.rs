@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::serve::AppState;
-use crate::store::RunnerDemand;
+use crate::demand::RunnerDemand;
+use crate::store::Board;
 
 pub const GROUP: &str = "custom.metrics.k8s.io";
 const RESOURCE: &str = "scaledactionrunners";
@@ -62,8 +62,12 @@ fn not_found(message: String) -> Response {
     status(StatusCode::NOT_FOUND, "NotFound", message)
 }
 
-/// The routes, to be mounted at the root of the TLS listener.
-pub fn routes() -> Router<Arc<AppState>> {
+/// The routes, to be mounted at the root of the TLS listener; they read only the board.
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<Board>: FromRef<S>,
+{
     Router::new()
         .route("/apis/custom.metrics.k8s.io", get(group))
         .route("/apis/custom.metrics.k8s.io/{version}", get(discovery))
@@ -150,7 +154,7 @@ fn metric_value(view: &RunnerDemand, metric: &str) -> Option<u64> {
 }
 
 async fn values(
-    State(state): State<Arc<AppState>>,
+    State(board): State<Arc<Board>>,
     Path((version, namespace, resource, name, metric)): Path<(String, String, String, String, String)>,
     Query(selectors): Query<Selectors>,
 ) -> Response {
@@ -161,9 +165,7 @@ async fn values(
     if resource_lower != RESOURCE && resource_lower != RESOURCE_GROUP {
         return not_found(format!("the server could not find the metric {metric} for {resource}"));
     }
-    let runners: Vec<RunnerDemand> = state
-        .store
-        .board()
+    let runners: Vec<RunnerDemand> = board
         .list()
         .into_iter()
         .filter(|v| v.namespace == namespace && (name == "*" || v.name == name))

@@ -19,26 +19,19 @@
 //! KEDA goes away the connection drops the stream, and nothing is left behind. A server shutting
 //! down ends every open stream so its graceful shutdown can finish.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
-use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
+use crate::demand::RunnerDemand;
 use crate::demand::RunnerKey;
-use crate::http::ReadAccess;
-use crate::http::accept::{Listener, Protocol, Transport, serve_until};
-use crate::http::limits::Limits;
-use crate::store::{Board, RunnerDemand};
-use crate::tls::bearer_in;
+use crate::store::Board;
 
 /// Code generated from `proto/externalscaler.proto` (KEDA's interface), server and client.
 #[allow(clippy::all)]
@@ -59,12 +52,6 @@ pub const RUNNER_NAMESPACE_KEY: &str = "runnerNamespace";
 pub const RUNNER_NAME_KEY: &str = "runnerName";
 /// Prefix of the metric name; KEDA adds its own `s<trigger index>-` in front.
 pub const METRIC_PREFIX: &str = "scaledactionrunner";
-
-/// HTTP/2 pings on idle connections: a KEDA pod that vanished without closing its connection
-/// (node loss, a dropped NAT entry) is noticed and its streams dropped, instead of being kept
-/// forever; the pings also keep idle-timeout middleboxes from cutting a quiet stream.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The gRPC service over the board. Clones share the same open-stream count and shutdown switch.
 #[derive(Debug, Clone)]
@@ -97,11 +84,6 @@ impl PushScaler {
         self.streams.closing.send_replace(true);
     }
 
-    /// The tonic service to mount on a server.
-    pub fn into_service(self) -> ExternalScalerServer<Self> {
-        ExternalScalerServer::new(self)
-    }
-
     fn runner(&self, object: &ScaledObjectRef) -> Result<(RunnerKey, RunnerDemand), Status> {
         let key = runner_key(object)?;
         match self.board.get(&key) {
@@ -120,13 +102,6 @@ impl From<Arc<Board>> for PushScaler {
     fn from(board: Arc<Board>) -> Self {
         Self::new(board)
     }
-}
-
-/// The service over `board`, to mount on a server the caller builds itself. Such a caller should
-/// rather keep a [`PushScaler`] and call [`PushScaler::close_streams`] on shutdown: open streams
-/// never end by themselves, so a graceful shutdown would otherwise wait on them.
-pub fn service(board: Arc<Board>) -> ExternalScalerServer<PushScaler> {
-    PushScaler::new(board).into_service()
 }
 
 /// The runner a request is about: trigger metadata first, then the ScaledObject itself.
@@ -287,106 +262,6 @@ impl Stream for ActivityStream {
             }
         }
     }
-}
-
-/// Errors of the gRPC server.
-#[derive(Debug, thiserror::Error)]
-pub enum ExternalScalerError {
-    #[error("serving the KEDA external scaler (gRPC): {0}")]
-    Transport(#[from] tonic::transport::Error),
-}
-
-/// Serves the external scaler on connections from `incoming` until `shutdown` completes; then
-/// every open stream ends and the server drains.
-///
-/// Any transport works: wrap the accepted streams in TLS before handing them here (tonic knows
-/// `TcpStream` and, with its `tls-connect-info` feature, tokio-rustls server streams as
-/// [`Connected`]); the TLS configuration must offer ALPN `h2`, which gRPC clients (KEDA's
-/// grpc-go among them) require. `scaler` is a [`PushScaler`] (to keep a handle on its streams) or
-/// the board.
-pub async fn serve_incoming<I, IO, E>(
-    incoming: I,
-    scaler: impl Into<PushScaler>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ExternalScalerError>
-where
-    I: Stream<Item = Result<IO, E>>,
-    IO: AsyncRead + AsyncWrite + Connected + Send + Unpin + 'static,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let scaler = scaler.into();
-    let closer = scaler.clone();
-    let shutdown = async move {
-        shutdown.await;
-        // Without this, long-lived streams would hold the graceful shutdown open forever.
-        closer.close_streams();
-    };
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        // KEDA multiplexes every ScaledObject's stream over one connection per scaler address:
-        // no per-connection stream cap.
-        .max_concurrent_streams(None)
-        .add_service(scaler.into_service())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
-}
-
-/// The scaler as a router for the shared accept loop ([`crate::http::accept`]), with `access`
-/// deciding who may call it: with a token, every call carries the `authorization: Bearer
-/// <token>` metadata (KEDA's `authMode: bearer`); on a listener that authenticates nobody, every
-/// call is refused. Client certificates are checked by the TLS handshake before any call.
-pub fn router(scaler: PushScaler, access: ReadAccess) -> axum::Router {
-    let service = ExternalScalerServer::with_interceptor(scaler, move |request: Request<()>| {
-        authorize(&access, request.metadata())?;
-        Ok(request)
-    });
-    tonic::service::Routes::new(service).prepare().into_axum_router()
-}
-
-/// Whether a call with `metadata` may read on a listener with `access`.
-pub fn authorize(access: &ReadAccess, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
-    match access {
-        ReadAccess::Open => Ok(()),
-        ReadAccess::Closed => Err(Status::unauthenticated(
-            "this listener authenticates nobody, so it serves no demand: give the server --metrics-token-file or \
-             TLS with --client-ca (or --unauthenticated-reads)",
-        )),
-        ReadAccess::Token(token) => {
-            let presented = metadata.get("authorization").and_then(|value| bearer_in(value.as_bytes()));
-            match presented {
-                Some(presented) if token.matches(presented) => Ok(()),
-                Some(_) => Err(Status::unauthenticated("wrong bearer token")),
-                None => Err(Status::unauthenticated("no bearer token (authorization: Bearer <token>)")),
-            }
-        }
-    }
-}
-
-/// The scaler on a plain TCP listener through the shared accept loop (default [`Limits`]), open
-/// to every caller, until `shutdown` completes: then every open stream ends and the requests in
-/// flight get [`crate::tls::DEFAULT_SHUTDOWN_GRACE`] to finish.
-pub async fn serve_tcp(
-    listener: tokio::net::TcpListener,
-    scaler: impl Into<PushScaler>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ExternalScalerError> {
-    let scaler = scaler.into();
-    let closer = scaler.clone();
-    let shutdown = async move {
-        shutdown.await;
-        closer.close_streams();
-    };
-    let listener = Listener {
-        name: "grpc",
-        tcp: listener,
-        transport: Transport::Plain,
-        protocol: Protocol::Grpc,
-        limits: Limits::default(),
-    };
-    serve_until(listener, router(scaler, ReadAccess::Open), shutdown, crate::tls::DEFAULT_SHUTDOWN_GRACE).await;
-    Ok(())
 }
 
 #[cfg(test)]

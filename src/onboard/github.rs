@@ -12,10 +12,13 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use secrecy::ExposeSecret;
+
 use super::hook::ListedHook;
 use crate::github::GitHubError;
-use crate::github::client::{PER_PAGE, api_base, describe, http_client, next_link, rate_limit_wait};
-use crate::webhook::SecretBytes;
+use crate::github::client::{PER_PAGE, api_base, describe, http_client, next_link};
+use crate::github::rate_limit::rate_limit_wait;
+use crate::webhook::{SecretBytes, secret_bytes};
 
 /// A repository with more hooks than this is refused rather than half-searched.
 const MAX_PAGES: usize = 50;
@@ -142,7 +145,7 @@ impl Api {
         let url = self.url(&format!("/repos/{owner}/{repo}/actions/runners/registration-token"))?;
         let (body, _) = self.send(Method::POST, url, token, None).await?;
         let answer: RegistrationAnswer = decode(&body)?;
-        Ok(SecretBytes::new(answer.token))
+        Ok(secret_bytes(answer.token))
     }
 
     fn url(&self, path_and_query: &str) -> Result<Url, GitHubError> {
@@ -167,7 +170,7 @@ impl Api {
         token: &SecretBytes,
         body: Option<&serde_json::Value>,
     ) -> Result<(bytes::Bytes, Option<String>), Failure> {
-        let mut authorization = HeaderValue::from_bytes(&[b"Bearer ".as_slice(), token.expose()].concat())
+        let mut authorization = HeaderValue::from_bytes(&[b"Bearer ".as_slice(), token.expose_secret()].concat())
             .map_err(|_| GitHubError::InvalidToken)?;
         // Keeps the token out of hyper's and reqwest's debug output.
         authorization.set_sensitive(true);

@@ -5,6 +5,8 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use secrecy::ExposeSecret;
+
 use crate::webhook::SecretBytes;
 
 /// The event the server scales on; GitHub also sends `ping` to every hook unasked.
@@ -120,7 +122,7 @@ pub fn request_body(url: &Url, secret: &SecretBytes, events: &[String]) -> Value
         "config": {
             "url": url.as_str(),
             "content_type": "json",
-            "secret": String::from_utf8_lossy(secret.expose()),
+            "secret": String::from_utf8_lossy(secret.expose_secret()),
             "insecure_ssl": "0",
         },
     })
@@ -129,6 +131,7 @@ pub fn request_body(url: &Url, secret: &SecretBytes, events: &[String]) -> Value
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::secret_bytes;
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
@@ -195,7 +198,7 @@ mod tests {
     #[test]
     fn the_request_body_is_an_active_json_hook_with_tls_verified() {
         let body =
-            request_body(&url("https://ci.example.com/webhook"), &SecretBytes::new("s3cret"), &["workflow_job".into()]);
+            request_body(&url("https://ci.example.com/webhook"), &secret_bytes("s3cret"), &["workflow_job".into()]);
         assert_eq!(body["events"], json!(["workflow_job"]));
         assert_eq!(body["active"], json!(true));
         assert_eq!(body["config"]["content_type"], "json");

@@ -13,84 +13,20 @@ pub mod render;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
-
 use self::github::{Api, Failure};
 use self::hook::{HookChange, WebhookUrlProblem};
 use self::registration::RegistrationError;
 use self::render::{Onboarding, Runners};
+use crate::config::OnboardArgs;
 use crate::github::GitHubError;
 use crate::operator::render::YamlError;
-use crate::webhook::SecretBytes;
+use crate::webhook::{SecretBytes, secret_bytes};
 
 /// Random bytes in a webhook secret (hex-encoded: 64 characters).
 pub const SECRET_BYTES: usize = 32;
 /// The longest `--name`: StatefulSet pod names carry a 10-character revision hash in a label
 /// limited to 63 characters.
 const MAX_NAME_LEN: usize = 52;
-
-#[derive(Debug, Clone, Args)]
-#[command(after_long_help = "Prints (or writes to --output) a YAML stream to apply: a Secret with the read \
-token (key `token`), a Secret with the webhook secret (key `webhook-secret`), with --runner-dir one \
-Secret of runner credentials per ordinal, and the ScaledActionRunner naming them. The admin token is \
-used for the calls and written nowhere. Running it again updates the same webhook with a new secret.")]
-pub struct OnboardArgs {
-    /// Name of the ScaledActionRunner (and prefix of its Secrets).
-    #[arg(short = 'n', long)]
-    pub name: String,
-    /// Repository owner (user or organisation).
-    #[arg(short = 'o', long)]
-    pub owner: String,
-    /// Repository name.
-    #[arg(short = 'r', long)]
-    pub repo: String,
-    /// Most runners.
-    #[arg(short = 'm', long, value_parser = clap::value_parser!(i32).range(1..))]
-    pub max_runners: i32,
-    /// Fewest runners kept even with no demand (default 0: scale to zero).
-    #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
-    pub min_runners: Option<i32>,
-    /// File holding a GitHub token that can read the repository's Actions runs and jobs; it is
-    /// printed into the token Secret.
-    #[arg(short = 'p', long, env = "GAA_ONBOARD_READ_TOKEN_FILE")]
-    pub read_token: PathBuf,
-    /// File holding a GitHub token with admin rights on the repository, used to create the
-    /// webhook (and register runners); never written anywhere.
-    #[arg(short = 'a', long, env = "GAA_ONBOARD_ADMIN_TOKEN_FILE")]
-    pub admin_token: PathBuf,
-    /// Where GitHub delivers `workflow_job` events: the server's `/webhook`, over https://.
-    #[arg(short = 'w', long, env = "GAA_ONBOARD_WEBHOOK_URL")]
-    pub webhook_url: String,
-    /// Comma-separated labels the runners register with (jobs' `runs-on`; `self-hosted` is
-    /// implied).
-    #[arg(short = 'l', long, default_value = "")]
-    pub labels: String,
-    /// Namespace of the ScaledActionRunner and its Secrets (add-runner's `-s`).
-    #[arg(short = 's', long, env = "GAA_ONBOARD_NAMESPACE", default_value = "default")]
-    pub namespace: String,
-    /// Namespace of the read-token Secret: the core's `apiServerPatTokenNamespace` when it sets
-    /// one (add-runner's `-g`). Default: --namespace.
-    #[arg(short = 'g', long, env = "GAA_ONBOARD_TOKEN_NAMESPACE")]
-    pub token_namespace: Option<String>,
-    /// Runner image (default: the operator's).
-    #[arg(long)]
-    pub image: Option<String>,
-    /// Write the YAML to this file (created readable by its owner only) instead of standard
-    /// output.
-    #[arg(short = 'f', long)]
-    pub output: Option<PathBuf>,
-    /// Change nothing on GitHub: check the tokens and repository, say whether the webhook would
-    /// be created or updated, and print the YAML (its webhook secret is not registered).
-    #[arg(long)]
-    pub dry_run: bool,
-    /// An unpacked actions/runner release: register --max-runners runners now with its
-    /// config.sh and print their credentials as Secrets `<name>-<i>` (`runnerSecrets`).
-    #[arg(long)]
-    pub runner_dir: Option<PathBuf>,
-    /// GitHub REST API root (GitHub Enterprise Server: `https://HOST/api/v3`).
-    #[arg(long, env = "GAA_GITHUB_API_URL", default_value = "https://api.github.com")]
-    pub github_api_url: String,
-}
 
 /// Why onboarding failed; each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +129,7 @@ pub enum OnboardError {
 pub fn fresh_secret(random: &dyn rustls::crypto::SecureRandom) -> Result<SecretBytes, OnboardError> {
     let mut bytes = [0u8; SECRET_BYTES];
     random.fill(&mut bytes).map_err(|_| OnboardError::Random)?;
-    Ok(SecretBytes::new(hex::encode(bytes)))
+    Ok(secret_bytes(hex::encode(bytes)))
 }
 
 /// A token from its file: one line of text, surrounding whitespace dropped.
@@ -214,7 +150,7 @@ pub fn read_token_file(which: &'static str, path: &Path) -> Result<SecretBytes, 
     if text.chars().any(char::is_control) {
         return Err(OnboardError::TokenFileMalformed { which, path: shown });
     }
-    Ok(SecretBytes::new(text))
+    Ok(secret_bytes(text))
 }
 
 /// Whether `value` is a Kubernetes DNS label (RFC 1123) at most `max` long.
@@ -488,6 +424,7 @@ fn scratch_dir(name: &str, ordinal: u32) -> PathBuf {
 mod tests {
     use super::*;
     use clap::Parser;
+    use secrecy::ExposeSecret;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -568,14 +505,14 @@ mod tests {
     #[test]
     fn a_webhook_secret_is_32_random_bytes_in_hex() {
         let secret = fresh_secret(&Fixed(0xab)).unwrap();
-        assert_eq!(secret.expose(), "ab".repeat(32).as_bytes());
+        assert_eq!(secret.expose_secret(), "ab".repeat(32).as_bytes());
         assert!(matches!(fresh_secret(&Broken), Err(OnboardError::Random)));
     }
 
     #[test]
     fn two_fresh_secrets_from_the_system_differ() {
         let random = rustls::crypto::ring::default_provider().secure_random;
-        assert_ne!(fresh_secret(random).unwrap(), fresh_secret(random).unwrap());
+        assert_ne!(fresh_secret(random).unwrap().expose_secret(), fresh_secret(random).unwrap().expose_secret());
     }
 
     #[test]
@@ -587,7 +524,7 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             path
         };
-        assert_eq!(read_token_file("read", &write("ok", "  ghp_x\n")).unwrap(), SecretBytes::new("ghp_x"));
+        assert_eq!(read_token_file("read", &write("ok", "  ghp_x\n")).unwrap().expose_secret(), b"ghp_x");
         assert!(matches!(read_token_file("read", &write("empty", " \n")), Err(OnboardError::TokenFileEmpty { .. })));
         assert!(matches!(
             read_token_file("read", &write("two", "a\nb\n")),

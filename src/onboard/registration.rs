@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 
 use reqwest::Url;
 
+use secrecy::ExposeSecret;
+
 use super::render::{RUNNER_FILES, RunnerFiles};
 use crate::webhook::SecretBytes;
 
@@ -48,10 +50,20 @@ pub enum RegistrationError {
 }
 
 /// One argument of `config.sh`; the registration token never shows in `Debug` or [`describe`].
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub enum Arg {
     Plain(String),
     Secret(SecretBytes),
+}
+
+impl PartialEq for Arg {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Plain(a), Self::Plain(b)) => a == b,
+            (Self::Secret(a), Self::Secret(b)) => a.expose_secret() == b.expose_secret(),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Debug for Arg {
@@ -188,7 +200,7 @@ fn run_config_sh(scratch: &Path, runner_name: &str, args: &[Arg]) -> Result<(), 
         .iter()
         .map(|arg| match arg {
             Arg::Plain(text) => OsString::from(text),
-            Arg::Secret(secret) => OsString::from(String::from_utf8_lossy(secret.expose()).into_owned()),
+            Arg::Secret(secret) => OsString::from(String::from_utf8_lossy(secret.expose_secret()).into_owned()),
         })
         .collect();
     tracing::info!(runner = runner_name, args = %describe(args), "running config.sh");
@@ -203,8 +215,8 @@ fn run_config_sh(scratch: &Path, runner_name: &str, args: &[Arg]) -> Result<(), 
     }
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
-    if let Some(token) = token.filter(|t| !t.is_empty()) {
-        text = text.replace(&*String::from_utf8_lossy(token.expose()), "***");
+    if let Some(token) = token.filter(|t| !t.expose_secret().is_empty()) {
+        text = text.replace(&*String::from_utf8_lossy(token.expose_secret()), "***");
     }
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(OUTPUT_TAIL_LINES)..].join("\n");
@@ -231,6 +243,7 @@ fn read_files(scratch: &Path, runner_name: &str) -> Result<RunnerFiles, Registra
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::secret_bytes;
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
@@ -266,7 +279,7 @@ mod tests {
     fn config_sh_runs_unattended_replacing_without_service_or_updates() {
         let args = config_args(
             "https://github.com/acme/api",
-            &SecretBytes::new("REGTOKEN"),
+            &secret_bytes("REGTOKEN"),
             "api-0",
             &["linux".into(), "gpu".into()],
         );
@@ -275,12 +288,12 @@ mod tests {
             "--unattended --url https://github.com/acme/api --token *** --name api-0 --work _work --replace --disableupdate --labels linux,gpu"
         );
         assert!(!format!("{args:?}").contains("REGTOKEN"));
-        assert!(args.contains(&Arg::Secret(SecretBytes::new("REGTOKEN"))));
+        assert!(args.contains(&Arg::Secret(secret_bytes("REGTOKEN"))));
     }
 
     #[test]
     fn no_labels_means_no_labels_flag() {
-        let args = config_args("https://github.com/acme/api", &SecretBytes::new("T"), "api-0", &[]);
+        let args = config_args("https://github.com/acme/api", &secret_bytes("T"), "api-0", &[]);
         assert!(!describe(&args).contains("--labels"));
     }
 }

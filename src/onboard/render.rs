@@ -7,6 +7,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use secrecy::ExposeSecret;
+
 use crate::crd::{
     GITHUB_TOKEN_KEY_PREFIX, RunnerTemplate, ScaledActionRunner, ScaledActionRunnerSpec, WEBHOOK_SECRET_KEY,
 };
@@ -109,12 +111,12 @@ pub fn objects(onboarding: &Onboarding) -> (Vec<Secret>, ScaledActionRunner) {
         secret(
             token_secret_name(&o.name),
             &o.token_namespace,
-            BTreeMap::from([(GITHUB_TOKEN_KEY_PREFIX.to_owned(), o.read_token.expose().to_vec())]),
+            BTreeMap::from([(GITHUB_TOKEN_KEY_PREFIX.to_owned(), o.read_token.expose_secret().to_vec())]),
         ),
         secret(
             webhook_secret_name(&o.name),
             &o.namespace,
-            BTreeMap::from([(WEBHOOK_SECRET_KEY.to_owned(), o.webhook_secret.expose().to_vec())]),
+            BTreeMap::from([(WEBHOOK_SECRET_KEY.to_owned(), o.webhook_secret.expose_secret().to_vec())]),
         ),
     ];
     let runner_secrets = match &o.runners {
@@ -175,6 +177,7 @@ mod tests {
     use super::*;
     use crate::catalog::Catalog;
     use crate::manifests::Manifests;
+    use crate::webhook::secret_bytes;
 
     fn onboarding(runners: Runners) -> Onboarding {
         Onboarding {
@@ -187,8 +190,8 @@ mod tests {
             min_runners: None,
             labels: vec!["linux".into(), "gpu".into()],
             image: None,
-            read_token: SecretBytes::new("ghp_read"),
-            webhook_secret: SecretBytes::new("hook-secret"),
+            read_token: secret_bytes("ghp_read"),
+            webhook_secret: secret_bytes("hook-secret"),
             runners,
         }
     }

@@ -14,13 +14,8 @@ pub mod runner_children;
 
 pub use children::{Child, SpecError};
 
-/// Runner image for ScaledActionRunners that name none: GitHub's own runner image.
-pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/actions/actions-runner:latest";
-/// Image of this product (API server, operator, credential init container).
-pub const DEFAULT_IMAGE: &str =
-    concat!("ghcr.io/github-action-autoscaler/github-action-autoscaler:", env!("CARGO_PKG_VERSION"));
-/// memcached image for a ScaledActionRunnerCore that names none.
-pub const DEFAULT_MEMCACHED_IMAGE: &str = "docker.io/library/memcached:1.6-alpine";
+// The images' defaults are the flags' defaults, written once in config.
+pub use crate::config::{DEFAULT_IMAGE, DEFAULT_MEMCACHED_IMAGE, DEFAULT_RUNNER_IMAGE};
 /// The one field manager every object is applied with.
 pub const FIELD_MANAGER: &str = "github-action-autoscaler";
 /// Label every object the operator writes carries.

@@ -11,6 +11,23 @@ pub mod writer;
 
 pub use board::{Board, ResyncInfo};
 // The read API's view lives with the demand it reports; kept here for existing callers.
-pub use crate::demand::RunnerDemand;
 pub use journal::{Journal, JournalError};
 pub use writer::{Recorded, StoreError, StoreHandle, WriterConfig};
+
+impl From<&crate::config::StoreArgs> for WriterConfig {
+    /// The writer's timings; the shared store (`--store`) is set up by the caller.
+    fn from(args: &crate::config::StoreArgs) -> Self {
+        Self {
+            checkpoint_every: args.checkpoint_interval,
+            commit_delay: args.commit_delay,
+            retention: args.journal_retention,
+            ..Self::default()
+        }
+    }
+}
+
+impl From<&crate::config::StoreArgs> for shared::SyncConfig {
+    fn from(args: &crate::config::StoreArgs) -> Self {
+        Self { prefix: args.store_prefix.clone(), refresh_every: args.store_refresh_interval, ..Self::default() }
+    }
+}

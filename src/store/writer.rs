@@ -41,7 +41,7 @@ const CHECKPOINT_STEP_BASE: usize = 32;
 const IDLE_CHECKPOINT_STEP: usize = 512;
 
 // Kept at its old path so callers outside the store compile; new code imports `crate::clock`.
-pub use crate::clock::{Clock, system_clock};
+use crate::clock::{Clock, system_clock};
 
 /// Shared mode: where and how to merge with the other replicas.
 #[derive(Clone)]

@@ -9,11 +9,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::intake::BodyError;
+use super::intake::{BodyError, Intake};
 use super::payload::{EventKind, JobDelivery, Payload, action_label, locate_repository};
+use super::secrets::LiveSecrets;
 use super::signature::{self, SignatureError};
-use crate::serve::AppState;
-use crate::store::{Recorded, StoreError};
+use crate::metrics::Metrics;
+use crate::store::{Recorded, StoreError, StoreHandle};
 
 const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 const EVENT_HEADER: &str = "x-github-event";
@@ -101,13 +102,28 @@ fn json_document<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<std::borrow:
         .ok_or("form body has no payload field")
 }
 
-pub async fn webhook(State(state): State<Arc<AppState>>, request: Request) -> Response {
+/// What the handler reads and writes: the secrets that may sign, the budget of unverified
+/// bodies, and the store deliveries are journaled in.
+struct Receiver<'a> {
+    secrets: &'a LiveSecrets,
+    intake: &'a Intake,
+    store: &'a StoreHandle,
+}
+
+pub async fn webhook(
+    State(secrets): State<LiveSecrets>,
+    State(intake): State<Arc<Intake>>,
+    State(store): State<StoreHandle>,
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let event = header_str(&headers, EVENT_HEADER).map(EventKind::parse);
-    let (outcome, action) = receive(&state, &headers, event, body).await;
+    let receiver = Receiver { secrets: &secrets, intake: &intake, store: &store };
+    let (outcome, action) = receive(&receiver, &headers, event, body).await;
     let event_label = event.map_or("none", EventKind::as_str);
-    state.metrics.delivery(event_label, action, outcome.label());
+    metrics.delivery(event_label, action, outcome.label());
     match &outcome {
         Outcome::Unauthorized(why) | Outcome::Ignored(why) => {
             tracing::debug!(event = event_label, reason = why, "delivery not used")
@@ -129,7 +145,7 @@ pub async fn webhook(State(state): State<Arc<AppState>>, request: Request) -> Re
 /// read from the front of the document, the signature over the whole body, and only then the
 /// whole document parsed.
 async fn receive(
-    state: &AppState,
+    state: &Receiver<'_>,
     headers: &HeaderMap,
     event: Option<EventKind>,
     body: Body,
@@ -202,13 +218,12 @@ async fn receive(
 /// nobody holds a secret for gets the same answer as a wrong signature (and costs no hashing),
 /// so a stranger cannot learn which repositories are served.
 fn verify(
-    state: &AppState,
+    state: &Receiver<'_>,
     signature: &signature::Signature,
     body: &[u8],
     repo: Option<&str>,
 ) -> Result<(), &'static str> {
-    let secrets = state.secrets();
-    if secrets.for_repo(repo).any(|secret| signature.matches(secret, body)) {
+    if state.secrets.current().for_repo(repo).any(|secret| signature.matches(secret, body)) {
         Ok(())
     } else {
         Err(reason(SignatureError::Mismatch))

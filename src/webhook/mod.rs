@@ -8,4 +8,4 @@ pub mod signature;
 
 pub use handler::webhook;
 pub use intake::{Intake, MAX_BODY_BYTES};
-pub use secrets::{SecretBytes, WebhookSecrets};
+pub use secrets::{LiveSecrets, SecretBytes, WebhookSecrets, secret_bytes};

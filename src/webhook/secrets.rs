@@ -1,35 +1,21 @@
 //! Which secrets may sign a delivery for which repository.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 
-/// Secret bytes that never show in logs or `Debug` output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretBytes(Vec<u8>);
+use secrecy::{ExposeSecret, SecretSlice};
 
-impl SecretBytes {
-    /// Trailing newlines (from `echo secret > file`) are not part of the secret.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        let mut bytes = bytes.into();
-        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            bytes.pop();
-        }
-        Self(bytes)
+/// Secret bytes: `Debug` shows them redacted, and they are zeroed on drop.
+pub type SecretBytes = SecretSlice<u8>;
+
+/// Secret bytes from a file or a Secret's value: trailing newlines (from `echo secret > file`)
+/// are not part of the secret.
+pub fn secret_bytes(bytes: impl Into<Vec<u8>>) -> SecretBytes {
+    let mut bytes = bytes.into();
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
     }
-
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretBytes(<redacted>)")
-    }
+    SecretBytes::from(bytes)
 }
 
 /// Per-repository webhook secrets (any runner of the repository may name one) and an optional
@@ -44,7 +30,7 @@ pub struct WebhookSecrets {
 
 impl WebhookSecrets {
     pub fn new(organisation: Option<SecretBytes>) -> Self {
-        Self { organisation: organisation.filter(|s| !s.is_empty()), ..Self::default() }
+        Self { organisation: organisation.filter(|s| !s.expose_secret().is_empty()), ..Self::default() }
     }
 
     /// Lets the organisation-wide secret sign for the repositories of `owner` (any case).
@@ -56,11 +42,11 @@ impl WebhookSecrets {
 
     /// Adds a secret for `repo` (`owner/name`, any case).
     pub fn add(&mut self, repo: &str, secret: SecretBytes) {
-        if secret.is_empty() {
+        if secret.expose_secret().is_empty() {
             return;
         }
         let secrets = self.by_repo.entry(repo.to_ascii_lowercase()).or_default();
-        if !secrets.contains(&secret) {
+        if !secrets.iter().any(|known| known.expose_secret() == secret.expose_secret()) {
             secrets.push(secret);
         }
     }
@@ -72,7 +58,7 @@ impl WebhookSecrets {
         let repo_secrets = repo.and_then(|r| self.by_repo.get(r)).into_iter().flatten();
         let owner_served = repo.is_none_or(|r| r.split_once('/').is_some_and(|(owner, _)| self.owners.contains(owner)));
         let organisation = self.organisation.iter().filter(move |_| owner_served);
-        repo_secrets.chain(organisation).map(SecretBytes::expose)
+        repo_secrets.chain(organisation).map(|secret| secret.expose_secret())
     }
 
     pub fn has_organisation_secret(&self) -> bool {
@@ -84,23 +70,44 @@ impl WebhookSecrets {
     }
 }
 
+/// The secrets in force, shared by the webhook handler and whoever follows the catalog: swapped
+/// whole when the runners' Secrets change, so a request clones one `Arc` and sees one version.
+#[derive(Debug, Clone, Default)]
+pub struct LiveSecrets(Arc<RwLock<Arc<WebhookSecrets>>>);
+
+impl LiveSecrets {
+    pub fn new(secrets: WebhookSecrets) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(secrets))))
+    }
+
+    /// The webhook secrets of every repository, as of now.
+    pub fn current(&self) -> Arc<WebhookSecrets> {
+        // A panic elsewhere while holding the lock cannot leave a half-written Arc behind.
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn replace(&self, secrets: WebhookSecrets) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(secrets);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn debug_output_never_shows_the_secret() {
-        let mut secrets = WebhookSecrets::new(Some(SecretBytes::new("org-secret")));
-        secrets.add("acme/api", SecretBytes::new("repo-secret\n"));
+        let mut secrets = WebhookSecrets::new(Some(secret_bytes("org-secret")));
+        secrets.add("acme/api", secret_bytes("repo-secret\n"));
         let shown = format!("{secrets:?}");
         assert!(!shown.contains("org-secret") && !shown.contains("repo-secret"), "{shown}");
     }
 
     #[test]
     fn a_repository_is_signed_by_its_own_secrets_or_the_organisations() {
-        let mut secrets = WebhookSecrets::new(Some(SecretBytes::new("org")));
-        secrets.add("Acme/API", SecretBytes::new("a"));
-        secrets.add("acme/web", SecretBytes::new("b"));
+        let mut secrets = WebhookSecrets::new(Some(secret_bytes("org")));
+        secrets.add("Acme/API", secret_bytes("a"));
+        secrets.add("acme/web", secret_bytes("b"));
         secrets.serve_owner("Acme");
         let for_api: Vec<&[u8]> = secrets.for_repo(Some("acme/api")).collect();
         assert_eq!(for_api, vec![b"a".as_slice(), b"org".as_slice()]);
@@ -112,6 +119,6 @@ mod tests {
 
     #[test]
     fn trailing_newlines_from_secret_files_are_trimmed() {
-        assert_eq!(SecretBytes::new("s3cret\r\n").expose(), b"s3cret");
+        assert_eq!(secret_bytes("s3cret\r\n").expose_secret(), b"s3cret");
     }
 }

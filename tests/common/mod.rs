@@ -11,11 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gaa::catalog::Catalog;
+use gaa::http::AppState;
 use gaa::manifests::Manifests;
 use gaa::metrics::Metrics;
-use gaa::serve::AppState;
 use gaa::store::{StoreHandle, WriterConfig};
-use gaa::webhook::SecretBytes;
+use gaa::webhook::secret_bytes;
 use gaa::webhook::signature::sign;
 use serde_json::{Value, json};
 
@@ -77,23 +77,23 @@ pub fn catalog(organisation: Option<&str>) -> Catalog {
     let (catalog, problems) = Catalog::build(
         manifests.runners.iter().map(|l| &l.object),
         manifests.secrets.iter().map(|l| &l.object),
-        organisation.map(SecretBytes::new),
+        organisation.map(secret_bytes),
     );
     assert!(problems.is_empty(), "{problems:?}");
     catalog
 }
 
 /// A server state over a fresh journal in `dir`.
-pub async fn state(dir: &Path, organisation: Option<&str>) -> Arc<AppState> {
+pub async fn state(dir: &Path, organisation: Option<&str>) -> AppState {
     state_with(dir, organisation, WriterConfig::default())
 }
 
 /// A server state over a fresh journal in `dir`, its writer configured by `config`.
-pub fn state_with(dir: &Path, organisation: Option<&str>, config: WriterConfig) -> Arc<AppState> {
+pub fn state_with(dir: &Path, organisation: Option<&str>, config: WriterConfig) -> AppState {
     let catalog = catalog(organisation);
     let metrics = Arc::new(Metrics::new());
     let store = StoreHandle::start(dir, catalog.runners, config, metrics.clone()).unwrap();
-    Arc::new(AppState::new(store, metrics, catalog.secrets, 0))
+    AppState::new(store, metrics, catalog.secrets, 0)
 }
 
 /// A `workflow_job` payload as GitHub shapes it (the fields we read, and some we do not).

@@ -1,24 +1,17 @@
-//! TLS for the metrics server: certificates reloaded from files, mutual TLS for the Kubernetes API
-//! aggregator and KEDA's `authMode: tls`, and a bearer-token layer for KEDA's `authMode: bearer`.
+//! Certificates for the TLS listeners, reloaded from files: cert-manager rotates them, and
+//! mutual TLS (the Kubernetes API aggregator, KEDA's `authMode: tls`) trusts CAs that may appear
+//! after the server starts.
 //!
 //! The decisions are pure and tested without a socket: which bytes make a server configuration
-//! (`server_config`), when a change on disk is applied (`ChangeDetector`) and whether a request
-//! carries the token ([`SecretToken::matches`]). The edges read files, poll, accept and serve.
+//! (`server_config`) and when a change on disk is applied (`ChangeDetector`). The edge reads the
+//! files and polls.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{FromExtractorLayer, from_extractor_with_state};
-use axum::response::{IntoResponse, Response};
 use rustls::RootCertStore;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -26,22 +19,13 @@ use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest as _, Sha256};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::http::accept::{Listener, Protocol, Transport, serve_until};
-use crate::http::limits::Limits;
+use crate::config::TlsArgs;
 
 /// How often the certificate files are re-read unless the caller says otherwise.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
-
-/// A client that opens a connection and never finishes the handshake is dropped after this
-/// (the default of `--tls-handshake-timeout`).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long requests in flight may finish once [`serve_tls`] is told to stop.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Where the server's certificate chain, its key and (for mutual TLS) the client CA live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +37,15 @@ pub struct TlsFiles {
     /// PEM CA bundles; when any is given, every client must present a certificate one of them
     /// signed. A file that does not exist (yet) is skipped until it appears.
     pub client_ca: Vec<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The files of `--tls-cert`, `--tls-key` and `--client-ca`; `None` unless both the
+    /// certificate and the key are given.
+    pub fn from_args(args: &TlsArgs) -> Option<Self> {
+        let (cert, key) = (args.tls_cert.clone()?, args.tls_key.clone()?);
+        Some(Self { cert, key, client_ca: args.client_ca.clone() })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -347,138 +340,10 @@ async fn poll_files(
     }
 }
 
-/// The client's certificate chain (leaf first), put into the request extensions by [`serve_tls`]
-/// when the client presented one.
+/// The client's certificate chain (leaf first), put into the request extensions by the accept
+/// loop when the client presented one.
 #[derive(Debug, Clone)]
 pub struct ClientCertChain(pub Arc<[CertificateDer<'static>]>);
-
-/// Serves `router` over TLS until `shutdown` completes, then stops accepting and gives the
-/// requests in flight [`DEFAULT_SHUTDOWN_GRACE`] to finish.
-///
-/// The shared accept loop ([`crate::http::accept`]) with default [`Limits`]: handshakes on their
-/// own tasks, bounded by [`HANDSHAKE_TIMEOUT`], failures logged at debug. HTTP/1.1 and HTTP/2 are
-/// both served. Requests carry [`ConnectInfo<SocketAddr>`](axum::extract::ConnectInfo) and, with
-/// mutual TLS, [`ClientCertChain`] in their extensions.
-pub async fn serve_tls(listener: TcpListener, tls: ReloadingTls, router: Router, shutdown: impl Future<Output = ()>) {
-    let listener = Listener {
-        name: "tls",
-        tcp: listener,
-        transport: Transport::Tls(tls),
-        protocol: Protocol::Http,
-        limits: Limits::default(),
-    };
-    serve_until(listener, router, shutdown, DEFAULT_SHUTDOWN_GRACE).await;
-}
-
-/// A bearer token, kept only as its SHA-256 digest so neither `Debug` nor a heap dump shows it.
-#[derive(Clone)]
-pub struct SecretToken {
-    digest: Fingerprint,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TokenProblem {
-    #[error("is empty")]
-    Empty,
-    #[error("holds bytes other than visible ASCII, which an Authorization header cannot carry")]
-    NotHeaderSafe,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    #[error("reading the token file {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    #[error("the token file {} {problem}", path.display())]
-    File { path: PathBuf, problem: TokenProblem },
-    #[error("the token {0}")]
-    Invalid(TokenProblem),
-}
-
-impl SecretToken {
-    /// Trailing newlines (from `echo token > file`) are not part of the token.
-    pub fn new(token: impl AsRef<[u8]>) -> Result<Self, TokenError> {
-        Self::checked(token.as_ref()).map_err(TokenError::Invalid)
-    }
-
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TokenError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| TokenError::Read { path: path.into(), source })?;
-        Self::checked(&bytes).map_err(|problem| TokenError::File { path: path.into(), problem })
-    }
-
-    fn checked(token: &[u8]) -> Result<Self, TokenProblem> {
-        let end = token.iter().rposition(|b| *b != b'\n' && *b != b'\r').map_or(0, |last| last + 1);
-        let token = &token[..end];
-        if token.is_empty() {
-            return Err(TokenProblem::Empty);
-        }
-        if !token.iter().all(u8::is_ascii_graphic) {
-            return Err(TokenProblem::NotHeaderSafe);
-        }
-        Ok(Self { digest: Sha256::digest(token).into() })
-    }
-
-    /// Constant time in the presented token's content: digests of equal length are compared whole.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        let presented: Fingerprint = Sha256::digest(presented).into();
-        let difference = presented.iter().zip(&self.digest).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        std::hint::black_box(difference) == 0
-    }
-}
-
-impl fmt::Debug for SecretToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretToken(<redacted>)")
-    }
-}
-
-/// The token after `Bearer ` (scheme matched case-insensitively, RFC 7235), if any.
-fn presented_bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    bearer_in(headers.get(AUTHORIZATION)?.as_bytes())
-}
-
-/// The token of an `Authorization` value (HTTP header or gRPC metadata) `Bearer <token>`, if any.
-pub fn bearer_in(value: &[u8]) -> Option<&[u8]> {
-    let space = value.iter().position(|b| *b == b' ')?;
-    let (scheme, rest) = value.split_at(space);
-    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii_start())
-}
-
-/// Marks a request that carried the metrics bearer token; the extractor behind [`require_bearer`].
-#[derive(Debug, Clone, Copy)]
-pub struct BearerAuthorized;
-
-impl FromRequestParts<SecretToken> for BearerAuthorized {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, token: &SecretToken) -> Result<Self, Response> {
-        match presented_bearer(&parts.headers) {
-            Some(presented) if token.matches(presented) => Ok(Self),
-            Some(_) => {
-                tracing::debug!(path = %parts.uri.path(), "rejected a request with the wrong bearer token");
-                Err(unauthorized(true))
-            }
-            None => {
-                tracing::debug!(path = %parts.uri.path(), "rejected a request without a bearer token");
-                Err(unauthorized(false))
-            }
-        }
-    }
-}
-
-/// RFC 6750: a request without credentials gets a bare challenge, a wrong token `invalid_token`.
-fn unauthorized(invalid_token: bool) -> Response {
-    let challenge =
-        if invalid_token { r#"Bearer realm="metrics", error="invalid_token""# } else { r#"Bearer realm="metrics""# };
-    (StatusCode::UNAUTHORIZED, [(WWW_AUTHENTICATE, HeaderValue::from_static(challenge))], "unauthorized\n")
-        .into_response()
-}
-
-/// Answers 401 with `WWW-Authenticate: Bearer` unless the request carries `Authorization: Bearer
-/// <token>`. Apply with `route_layer` on the sub-router to protect, before merging the health routes.
-pub fn require_bearer(token: SecretToken) -> FromExtractorLayer<BearerAuthorized, SecretToken> {
-    from_extractor_with_state(token)
-}
 
 #[cfg(test)]
 mod tests {
@@ -546,38 +411,5 @@ mod tests {
         assert_ne!(absent, present);
         let moved = fingerprint(&Ok(set(vec![None, Some(b"core".to_vec())])));
         assert_ne!(absent, moved);
-    }
-
-    #[test]
-    fn token_trailing_newlines_are_trimmed() {
-        let token = SecretToken::new("s3cret\r\n\n").unwrap();
-        assert!(token.matches(b"s3cret"));
-        assert!(!token.matches(b"s3cret\n"));
-        assert!(!token.matches(b"s3cre"));
-        assert!(!token.matches(b""));
-    }
-
-    #[test]
-    fn empty_or_unsendable_tokens_are_refused() {
-        assert!(matches!(SecretToken::new("\n"), Err(TokenError::Invalid(TokenProblem::Empty))));
-        assert!(matches!(SecretToken::new("two words"), Err(TokenError::Invalid(TokenProblem::NotHeaderSafe))));
-    }
-
-    #[test]
-    fn token_debug_is_redacted() {
-        let token = SecretToken::new("hunter2").unwrap();
-        assert_eq!(format!("{token:?}"), "SecretToken(<redacted>)");
-    }
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive_and_other_schemes_are_ignored() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(presented_bearer(&headers), None);
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer  abc"));
-        assert_eq!(presented_bearer(&headers), Some(&b"abc"[..]));
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic YWxhZGRpbjpvcGVuc2VzYW1l"));
-        assert_eq!(presented_bearer(&headers), None);
-        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer"));
-        assert_eq!(presented_bearer(&headers), None);
     }
 }

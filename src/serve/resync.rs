@@ -1,0 +1,108 @@
+//! The resync from GitHub: its tokens, and the Lease that lets one replica at a time run it.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::ServeError;
+use super::catalog::ReconcilerCatalogs;
+use crate::config::{GitHubArgs, LeaseArgs};
+use crate::demand::RunnerIndex;
+use crate::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
+use crate::github::{GitHubClient, Token};
+use crate::lease::LeaseConfig;
+use crate::metrics::Metrics;
+use crate::store::StoreHandle;
+
+/// The token of `--github-token-file`, for repositories whose runners name none.
+pub(super) fn default_token(args: &GitHubArgs) -> Result<Option<Token>, ServeError> {
+    let Some(path) = &args.github_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ServeError::SecretFile { path: path.display().to_string(), source })?;
+    let token = Token::new(text);
+    if token.is_empty() {
+        return Err(ServeError::EmptySecretFile(path.display().to_string()));
+    }
+    Ok(Some(token))
+}
+
+/// What the resync starts from.
+pub(super) struct Start<'a> {
+    pub github: &'a GitHubArgs,
+    pub lease: &'a LeaseArgs,
+    pub runners: &'a RunnerIndex,
+    pub tokens: RepoTokens,
+    pub store: StoreHandle,
+    pub metrics: Arc<Metrics>,
+    /// In a cluster: the catalogs to follow.
+    pub catalogs: Option<ReconcilerCatalogs>,
+}
+
+/// The tasks that run beside the listeners (watches, resync, lease) until they have drained.
+pub(super) struct Workers {
+    stop: watch::Sender<bool>,
+    resync: Option<JoinHandle<()>>,
+    followers: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    pub(super) fn new(
+        stop: watch::Sender<bool>,
+        resync: Option<JoinHandle<()>>,
+        followers: Vec<JoinHandle<()>>,
+    ) -> Self {
+        Self { stop, resync, followers }
+    }
+
+    /// Stops them: the resync finishes its pass, the cluster's watches end at once.
+    pub(super) async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Some(resync) = self.resync {
+            let _ = resync.await;
+        }
+        for follower in self.followers {
+            follower.abort();
+        }
+    }
+}
+
+/// Starts the resync loop when any repository has a token, or, following the cluster's
+/// `catalogs`, always (tokens may come later); only the replica holding the lease resyncs.
+pub(super) fn start(start: Start<'_>, stop: watch::Receiver<bool>) -> Result<Option<JoinHandle<()>>, ServeError> {
+    let Start { github, lease, runners, tokens, store, metrics, catalogs } = start;
+    let with_token = tokens.0.values().filter(|t| !t.is_empty()).count();
+    let clock = crate::clock::system_clock();
+    let client =
+        GitHubClient::new(&github.github_api_url, metrics.clone()).map_err(|e| ServeError::GitHub(e.to_string()))?;
+    let mut reconciler = Reconciler::new(Arc::new(client), store, ReconcilerConfig::from(github), metrics);
+    reconciler.set_catalog(runners.clone(), tokens, clock());
+    if with_token == 0 && catalogs.is_none() {
+        tracing::info!("no GitHub token: demand comes from webhooks alone (no resync)");
+        return Ok(None);
+    }
+    tracing::info!(
+        repositories = with_token,
+        api = %github.github_api_url,
+        cache_window = ?github.cache_window,
+        cache_window_when_empty = ?github.cache_window_when_empty,
+        "resyncing from GitHub"
+    );
+    let lease: Option<LeaseConfig> = lease.into();
+    let (leading_tx, leading) = watch::channel(lease.is_none());
+    if let Some(config) = lease {
+        let (clock, stop) = (clock.clone(), stop.clone());
+        tokio::spawn(async move {
+            match kube::Client::try_default().await {
+                Ok(client) => {
+                    let api = kube::Api::namespaced(client, &config.namespace);
+                    crate::lease::run(api, config, clock, leading_tx, stop).await;
+                }
+                Err(error) => tracing::error!(%error, "no Kubernetes client for the resync lease: not resyncing"),
+            }
+        });
+    }
+    Ok(Some(tokio::spawn(reconciler.run(clock, leading, stop, catalogs))))
+}
