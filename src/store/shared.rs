@@ -220,6 +220,8 @@ impl Syncer {
                     }
                 }
             }
+            // Before any merge is tried: whoever sees the store degraded also sees its backlog.
+            self.metrics.store_backlog.set(self.backlog() as i64);
             let now = Instant::now();
             if self.backlog() > 0 && now >= next_push && self.retry_at.is_none_or(|at| now >= at) {
                 self.push_pending();
