@@ -120,7 +120,7 @@ pub async fn run(
     config: LeaseConfig,
     clock: crate::clock::Clock,
     leading: watch::Sender<bool>,
-    mut stop: watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
         let lead = match try_lead(&api, &config, clock()).await {
@@ -136,7 +136,7 @@ pub async fn run(
         leading.send_replace(lead);
         tokio::select! {
             () = tokio::time::sleep(config.renew_every) => {}
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod metrics_api;
 pub mod onboard;
 pub mod operator;
 pub mod serve;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;

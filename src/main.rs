@@ -59,12 +59,12 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Operator(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-            runtime.block_on(gaa::operator::run(args, gaa::serve::shutdown_signal()))?;
+            runtime.block_on(async move { gaa::operator::run(args, gaa::shutdown::cancel_on_signal()).await })?;
             Ok(())
         }
         Command::Serve(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-            runtime.block_on(async move { gaa::serve::run(*args, gaa::serve::cancel_on_signal()).await })?;
+            runtime.block_on(async move { gaa::serve::run(*args, gaa::shutdown::cancel_on_signal()).await })?;
             Ok(())
         }
     }

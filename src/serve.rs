@@ -5,7 +5,6 @@ mod error;
 mod forced;
 mod listeners;
 mod resync;
-mod signal;
 mod store;
 
 use std::sync::Arc;
@@ -14,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::catalog::follow_catalog;
 pub use self::error::ServeError;
-pub use self::signal::{cancel_on_signal, shutdown_signal};
 use crate::config::ServeArgs;
 use crate::http::accept::Shutdown;
 use crate::metrics::Metrics;
@@ -32,7 +30,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
     let store = StoreHandle::start(&args.store.data_dir, runners.clone(), writer, metrics.clone())?;
     let state = source.state(store.clone(), metrics.clone());
     // The workers (watches, resync, lease) stop once the listeners have drained.
-    let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
+    let workers_stop = CancellationToken::new();
     let (followers, catalogs) =
         catalog::follow_cluster(source, &args.cluster, state.clone(), default_token, workers_stop.clone());
     // The one shutdown token stops every listener; what is left after the grace is dropped.
@@ -48,7 +46,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
         metrics,
         catalogs,
     };
-    let workers = resync::Workers::new(stop_workers, resync::start(start, workers_stop)?, followers);
+    let workers = resync::Workers::new(workers_stop.clone(), resync::start(start, workers_stop)?, followers);
     listeners.serve(state, shutdown).await;
     tracing::info!("shutting down: flushing the journal");
     workers.stop().await;

@@ -24,7 +24,7 @@ use hyper::body::Frame;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tower::ServiceExt;
 
@@ -219,7 +219,7 @@ fn runner(namespace: &str, name: &str, repo: &str, webhook_secret: &str) -> Valu
 struct Serving {
     state: AppState,
     updates: CatalogUpdates,
-    _stop: watch::Sender<bool>,
+    _stop: tokio_util::sync::DropGuard,
     _dir: TempDir,
 }
 
@@ -230,7 +230,8 @@ impl Serving {
         let store =
             StoreHandle::start(dir.path(), Default::default(), WriterConfig::default(), metrics.clone()).unwrap();
         let state = AppState::waiting_for_catalog(store, metrics, WebhookSecrets::default());
-        let (stop, stopped) = watch::channel(false);
+        let stopped = tokio_util::sync::CancellationToken::new();
+        let stop = stopped.clone().drop_guard();
         let mut config = WatchConfig::new(namespaces.iter().map(|n| n.to_string()).collect(), None, None);
         config.debounce = Duration::from_millis(20);
         let (updates, _watching) = cluster::start(client, config, stopped);
@@ -394,7 +395,7 @@ async fn not_ready_until_the_runners_and_their_secrets_have_been_listed() {
     };
     assert_eq!(readyz().await, StatusCode::SERVICE_UNAVAILABLE);
 
-    let (_stop, stopped) = watch::channel(false);
+    let stopped = tokio_util::sync::CancellationToken::new();
     let (mut updates, _watching) = cluster::start(client, WatchConfig::new(Vec::new(), None, None), stopped);
     tokio::spawn(follow_catalog(state.clone(), updates.clone(), None, None));
     tokio::time::timeout(Duration::from_secs(5), updates.wait_for(|u| u.is_some())).await.unwrap().unwrap();
@@ -422,7 +423,7 @@ async fn tokens_are_read_from_the_token_namespace_the_only_one_listed_whole() {
     let mut with_token = runner("ci", "api", "api", "api-hook");
     with_token["spec"]["githubTokenSecret"] = json!("pat");
     api.put(Kind::Runner, with_token);
-    let (_stop, stopped) = watch::channel(false);
+    let stopped = tokio_util::sync::CancellationToken::new();
     let config = WatchConfig::new(Vec::new(), Some("gaa-system".into()), None);
     let (mut updates, _watching) = cluster::start(client, config, stopped);
 
@@ -457,7 +458,7 @@ async fn a_secret_the_server_may_not_read_holds_back_the_others_only_for_the_gra
     api.put_runner("ci", "api", "api", "api-hook");
     api.put_runner("ci", "locked", "locked", "locked-hook");
     api.forbid_secret("locked-hook");
-    let (_stop, stopped) = watch::channel(false);
+    let stopped = tokio_util::sync::CancellationToken::new();
     let mut config = WatchConfig::new(Vec::new(), None, None);
     config.sync_grace = Duration::from_millis(500);
     let started = tokio::time::Instant::now();

@@ -215,7 +215,7 @@ async fn only_the_replica_holding_the_lease_resyncs() {
     let world = World::new().await;
     world.github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);
     let (leading_tx, leading) = tokio::sync::watch::channel(false);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     // Far enough ahead that every repository is due.
     world.now.fetch_add(3600, Ordering::SeqCst);
     world.github.set_now(world.now());
@@ -224,7 +224,7 @@ async fn only_the_replica_holding_the_lease_resyncs() {
         Arc::new(move || now.load(Ordering::SeqCst))
     };
     let World { github, store, reconciler, _dir, .. } = world;
-    let running = tokio::spawn(reconciler.run(clock, leading, stop, None));
+    let running = tokio::spawn(reconciler.run(clock, leading, stop.clone(), None));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(github.requests().is_empty(), "a follower must not call GitHub");
     leading_tx.send_replace(true);
@@ -233,6 +233,6 @@ async fn only_the_replica_holding_the_lease_resyncs() {
         assert!(std::time::Instant::now() < deadline, "the leader never resynced");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stop_tx.send_replace(true);
+    stop.cancel();
     running.await.unwrap();
 }

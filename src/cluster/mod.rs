@@ -19,6 +19,7 @@ use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
 use crate::crd::ScaledActionRunner;
@@ -78,8 +79,8 @@ enum Update {
     Secrets(SecretWatch, u64, Box<Event<Secret>>),
 }
 
-/// Starts the watches; they run until `stop` turns true (or the returned task is aborted).
-pub fn start(client: Client, config: WatchConfig, stop: watch::Receiver<bool>) -> (CatalogUpdates, JoinHandle<()>) {
+/// Starts the watches; they run until `stop` is cancelled (or the returned task is aborted).
+pub fn start(client: Client, config: WatchConfig, stop: CancellationToken) -> (CatalogUpdates, JoinHandle<()>) {
     let (publish, updates) = watch::channel(None);
     let task = tokio::spawn(run(client, config, publish, stop));
     (updates, task)
@@ -104,7 +105,7 @@ async fn run(
     client: Client,
     config: WatchConfig,
     publish: watch::Sender<Option<Arc<CatalogUpdate>>>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut index = ClusterIndex::new(&config.namespaces, config.token_namespace.clone());
     let (tx, mut rx) = mpsc::channel::<Update>(1024);
@@ -142,7 +143,7 @@ async fn run(
     loop {
         tokio::select! {
             biased;
-            stopped = stop.changed() => if stopped.is_err() || *stop.borrow() { return },
+            () = stop.cancelled() => return,
             Some(update) = rx.recv() => {
                 if !apply(&mut index, &mut lists, &watches, update) {
                     continue;

@@ -307,7 +307,7 @@ impl Reconciler {
         mut self,
         clock: crate::clock::Clock,
         mut leading: tokio::sync::watch::Receiver<bool>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio_util::sync::CancellationToken,
         mut catalogs: Option<tokio::sync::watch::Receiver<(RunnerIndex, RepoTokens)>>,
     ) {
         loop {
@@ -335,7 +335,7 @@ impl Reconciler {
                 () = tokio::time::sleep(sleep) => {}
                 true = new_catalog => {}
                 Ok(()) = leading.changed() => {}
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
         }
     }

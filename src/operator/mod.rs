@@ -110,7 +110,7 @@ pub enum OperatorError {
 /// `operator`: the controllers, plus `/healthz` (the kubelet's probes) and `/metrics` on `--listen`.
 pub async fn run(
     args: crate::config::OperatorArgs,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), OperatorError> {
     let client = kube::Client::try_default().await.map_err(OperatorError::Client)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -129,18 +129,17 @@ pub async fn run(
             }
         }),
     );
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // The probes answer until the controllers have stopped.
+    let controllers_stopped = tokio_util::sync::CancellationToken::new();
+    let stopped = controllers_stopped.clone().cancelled_owned();
     let server = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        };
         if let Err(error) = axum::serve(listener, health).with_graceful_shutdown(stopped).await {
             tracing::warn!(%error, "health endpoint stopped");
         }
     });
     tracing::info!(listen = %args.listen, "operator started");
     controller::run(ctx, shutdown).await;
-    let _ = stop_tx.send(true);
+    controllers_stopped.cancel();
     let _ = server.await;
     tracing::info!("operator stopped");
     Ok(())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::ServeError;
 use crate::catalog::Catalog;
@@ -128,7 +129,7 @@ pub(super) fn follow_cluster(
     args: &ClusterArgs,
     state: AppState,
     default_token: Option<Token>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> (Vec<JoinHandle<()>>, Option<ReconcilerCatalogs>) {
     let Some(client) = source.cluster else {
         return (Vec::new(), None);

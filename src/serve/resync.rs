@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::ServeError;
 use super::catalog::ReconcilerCatalogs;
@@ -43,23 +44,19 @@ pub(super) struct Start<'a> {
 
 /// The tasks that run beside the listeners (watches, resync, lease) until they have drained.
 pub(super) struct Workers {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     resync: Option<JoinHandle<()>>,
     followers: Vec<JoinHandle<()>>,
 }
 
 impl Workers {
-    pub(super) fn new(
-        stop: watch::Sender<bool>,
-        resync: Option<JoinHandle<()>>,
-        followers: Vec<JoinHandle<()>>,
-    ) -> Self {
+    pub(super) fn new(stop: CancellationToken, resync: Option<JoinHandle<()>>, followers: Vec<JoinHandle<()>>) -> Self {
         Self { stop, resync, followers }
     }
 
     /// Stops them: the resync finishes its pass, the cluster's watches end at once.
     pub(super) async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         if let Some(resync) = self.resync {
             let _ = resync.await;
         }
@@ -71,7 +68,7 @@ impl Workers {
 
 /// Starts the resync loop when any repository has a token, or, following the cluster's
 /// `catalogs`, always (tokens may come later); only the replica holding the lease resyncs.
-pub(super) fn start(start: Start<'_>, stop: watch::Receiver<bool>) -> Result<Option<JoinHandle<()>>, ServeError> {
+pub(super) fn start(start: Start<'_>, stop: CancellationToken) -> Result<Option<JoinHandle<()>>, ServeError> {
     let Start { github, lease, runners, tokens, store, metrics, catalogs } = start;
     let with_token = tokens.0.values().filter(|t| !t.is_empty()).count();
     let clock = crate::clock::system_clock();

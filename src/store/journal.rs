@@ -155,15 +155,29 @@ fn read_u64(key: &[u8], bytes: &[u8]) -> Result<u64, JournalError> {
     Ok(u64::from_be_bytes(array))
 }
 
+/// How long opening waits for a lock the journal's previous holder is releasing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// sled reports a held lock as an `Other` error that wraps the `flock` failure.
+fn is_lock_held(error: &std::io::Error) -> bool {
+    error.to_string().contains("could not acquire lock")
+}
+
 impl Journal {
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let open_error = |source| JournalError::Open { path: path.display().to_string(), source };
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(open_error)?;
+        let config = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).flush_every_ms(Some(1000));
+        // A journal just closed in this process frees its file lock only once sled's flusher
+        // thread has ended: wait for it briefly. Held longer, another process has it.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => break opened.map_err(open_error)?,
+            }
+        };
         let log = db.open_tree("log").map_err(open_error)?;
         let jobs = db.open_tree("jobs").map_err(open_error)?;
         let disk = DataSync::open(path).map_err(|e| open_error(sled::Error::Io(e)))?;
@@ -326,6 +340,19 @@ mod tests {
             received_at: 100,
             event: JobEvent::new(job, 1, 1, RepoRef::new(1, "acme/api"), status, ["linux"]),
         }
+    }
+
+    #[test]
+    fn opening_waits_for_a_journal_that_is_being_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Journal::open(dir.path()).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        let reopened = Journal::open(dir.path());
+        closer.join().unwrap();
+        assert!(reopened.is_ok(), "{:?}", reopened.err());
     }
 
     #[test]

@@ -54,14 +54,14 @@ impl DemandView {
 pub async fn run_demand_task(
     ctx: Arc<Context>,
     runners: Store<RunnerObject>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(DEMAND_REFRESH);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => publish_demand(&ctx, &runners.state()).await,
-            _ = stop.wait_for(|stop| *stop) => return,
+            () = stop.cancelled() => return,
         }
     }
 }

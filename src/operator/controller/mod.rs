@@ -32,6 +32,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{PredicateConfig, WatchStreamExt, applier, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 
 pub use self::apply::INITIAL_REPLICAS_MANAGER;
 pub use self::context::{Context, CoreObject, OperatorMetrics, ReconcileLabels};
@@ -47,24 +48,16 @@ const CORE_KIND: &str = "ScaledActionRunnerCore";
 /// How often a healthy object is looked at again (status: replicas, readiness).
 const REFRESH: Duration = Duration::from_secs(60);
 
-/// Runs both controllers and the demand task until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
+/// Runs both controllers and the demand task until `stop` is cancelled.
+pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     // Runners read the core from the store: start them only once it holds what the cluster does,
     // or a runner would take a core not yet seen for a missing one and prune its ScaledObject.
-    let Some(core_changes) = watch_cores(&ctx, stop_rx.clone()) else {
+    let Some(core_changes) = watch_cores(&ctx, stop.clone()) else {
         return;
     };
     tokio::select! {
         ready = ctx.cores().wait_until_ready() => if ready.is_err() { return },
-        () = stopped(stop_rx.clone()) => return,
+        () = stop.cancelled() => return,
     }
     let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     let owned = watcher::Config::default().labels(&managed);
@@ -75,7 +68,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         (runner_store.clone(), runner_writer),
         owned.clone(),
         core_changes,
-        stopped(stop_rx.clone()),
+        stop.clone().cancelled_owned(),
         reconcile_runner,
         RUNNER_KIND,
     );
@@ -84,11 +77,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         reflector::store(),
         owned,
         stream::empty(),
-        stopped(stop_rx.clone()),
+        stop.clone().cancelled_owned(),
         reconcile_core,
         CORE_KIND,
     );
-    let demand = demand::run_demand_task(ctx, runner_store, stop_rx);
+    let demand = demand::run_demand_task(ctx, runner_store, stop);
     tokio::join!(runners, cores, demand);
 }
 
@@ -161,16 +154,12 @@ where
 
 /// Keeps the context's core store current, in a task of its own; yields once per change of a
 /// core's spec. None when the store already has its watch.
-fn watch_cores(
-    ctx: &Context,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Option<impl Stream<Item = ()> + Send + 'static> {
+fn watch_cores(ctx: &Context, stop: CancellationToken) -> Option<impl Stream<Item = ()> + Send + 'static> {
     let writer = ctx.take_cores_writer()?;
     let (changed_tx, changed_rx) = tokio::sync::watch::channel(());
     let cores = watcher(Api::<CoreObject>::all(ctx.client.clone()), watcher::Config::default());
     let changes = spec_changes(cores.default_backoff().reflect(writer).applied_objects());
     tokio::spawn(async move {
-        let mut stop = stop;
         let mut changes = std::pin::pin!(changes);
         loop {
             tokio::select! {
@@ -179,7 +168,7 @@ fn watch_cores(
                     Some(Err(error)) => tracing::debug!(%error, "core watch"),
                     None => return,
                 },
-                _ = stop.wait_for(|stop| *stop) => return,
+                () = stop.cancelled() => return,
             }
         }
     });

@@ -1,4 +1,4 @@
-//! The signal that starts a graceful shutdown.
+//! The signal that starts a graceful shutdown of `serve` or the operator.
 
 use tokio_util::sync::CancellationToken;
 
