@@ -14,7 +14,7 @@ step() { printf '\n== %s\n' "$*"; }
 # The shared-store tests run against a real memcached (Debian's package), and the SASL test
 # needs saslpasswd2 (sasl2-bin) to make its password database. The tests start their own
 # servers on free loopback ports; the packages only have to be installed.
-# The durability tests (tests/durability.rs) run as root: they make an ext4 image (e2fsprogs),
+# The durability tests (tests/it/durability.rs) run as root: they make an ext4 image (e2fsprogs),
 # attach it to a loop device and mount it (util-linux, mount), cut its power with an ioctl made
 # by python3, and mount a small tmpfs to fill. They fail, never skip, without these.
 packages=()
@@ -75,7 +75,7 @@ done
   || { cat "$rendered/notes" >&2; echo "render -f fixtures/operator/example.yaml failed" >&2; exit 1; }
 manifests+=("$rendered/render-operator-example.yaml")
 # The install manifests (the Helm chart renders to exactly these: tests/e2e checks it with real
-# Helm) and what `onboard --dry-run` printed in `cargo test --test onboard`.
+# Helm) and what `onboard --dry-run` printed in `cargo test --test it onboard::`.
 manifests+=(deploy/install.yaml "${CARGO_TARGET_DIR:-target}/onboard-rendered.yaml")
 
 scripts/validate-manifests --quiet --self-test

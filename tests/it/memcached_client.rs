@@ -1,8 +1,7 @@
 //! The memcached access layer against real memcached servers (Debian's package), one or two per
 //! test.
 
-#[path = "common/memcached.rs"]
-mod memcached_harness;
+use crate::common::memcached as memcached_harness;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Barrier, mpsc};

@@ -1,6 +1,6 @@
 //! `github-action-autoscaler onboard`, the real binary, against the fake GitHub on loopback.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

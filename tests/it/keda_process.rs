@@ -2,7 +2,7 @@
 //! external-push gRPC stream over mutual TLS with the same token, flipping the moment a signed
 //! webhook queues a job.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

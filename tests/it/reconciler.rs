@@ -2,7 +2,7 @@
 //! missed is repaired within the windows, pagination is followed, unchanged repositories cost
 //! nothing, and rate limits pause a token without losing demand.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -2,7 +2,7 @@
 //! the `*` and selector forms, 404 `Status` objects, and the JSON paths KEDA is told to use,
 //! checked with a gjson implementation.
 
-mod common;
+use crate::common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

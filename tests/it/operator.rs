@@ -2,7 +2,7 @@
 //! then asserts on the requests the reconcile (or the demand task) made. The core comes from the
 //! context's store, as the core watch would leave it, never from a request.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

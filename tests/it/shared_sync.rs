@@ -2,7 +2,7 @@
 //! tokens, add-if-absent, loss of everything on restart). The same scenarios run against real
 //! memcached in `tests/memcached_store.rs`; this file pins the logic down without sockets.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

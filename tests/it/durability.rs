@@ -5,7 +5,7 @@
 //! These tests need root, `mkfs.ext4`, `losetup`, `mount` and `python3` (for the shutdown
 //! ioctl); they fail, never skip, when something is missing.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! The real binary: durability across `kill -9`, graceful shutdown on SIGTERM, and manifest
 //! problems reported with file and reason while the valid runners load.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

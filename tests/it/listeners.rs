@@ -2,7 +2,7 @@
 //! keep a signed delivery out, a partial request cannot hold SIGTERM, and only listeners that
 //! authenticate serve demand (HTTP and gRPC).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! `serve` in a cluster, against a scripted Kubernetes API (kube's tower-test mock): runners and the
 //! Secrets they name are watched, and changes reach the webhook router without a restart.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

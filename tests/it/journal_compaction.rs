@@ -1,7 +1,7 @@
 //! The journal does not grow without bound: finished jobs and delivery ids are forgotten after
 //! the retention, covered events are dropped at each checkpoint, and open jobs are kept.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,7 +1,7 @@
 //! Shared demand in real memcached, through the real binary: replicas agree through duplicates
 //! and splits, survive memcached dying and coming back empty, and spread over several servers.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The HTTP surface, driven in-process with `oneshot`: every status code the receiver and the
 //! read API answer with.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

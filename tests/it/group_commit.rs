@@ -1,7 +1,7 @@
 //! Group commit with a commit delay: under load deliveries gather into fewer flushes; a lone
 //! delivery is never held back.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! The fake GitHub must behave like GitHub, or the reconciler tests driven by it mean nothing.
 
-#[path = "common/fake_github.rs"]
-#[allow(dead_code)]
-mod fake_github;
+use crate::common::fake_github;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
