@@ -34,6 +34,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--shutdown-grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// `--journal-retention`: above GitHub's 3-day redelivery window.
+pub const DEFAULT_JOURNAL_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
+/// `--checkpoint-interval`.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+/// `--commit-delay`.
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_micros(400);
+/// `--store-refresh-interval`.
+pub const DEFAULT_STORE_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// `--store-prefix`.
+pub const DEFAULT_STORE_PREFIX: &str = "gaa:v1:";
 /// The log filter when neither `--log` nor `RUST_LOG` gives one. The memcached client's
 /// connection pool logs every failed reconnect (several a second while memcached is down); the
 /// server reports the outage itself, once.

@@ -153,7 +153,7 @@ pub struct StoreArgs {
     #[arg(long, env = "GAA_STORE_REFRESH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub store_refresh_interval: Duration,
     /// Prefix of every memcached key, so several installations can share one memcached.
-    #[arg(long, env = "GAA_STORE_PREFIX", default_value = "gaa:v1:")]
+    #[arg(long, env = "GAA_STORE_PREFIX", default_value = super::DEFAULT_STORE_PREFIX)]
     pub store_prefix: String,
 }
 
@@ -235,6 +235,11 @@ mod tests {
         assert_eq!(args.limits.idle_timeout, DEFAULT_IDLE_TIMEOUT);
         assert_eq!(args.limits.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
         assert_eq!(args.http.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(args.store.journal_retention, crate::config::DEFAULT_JOURNAL_RETENTION);
+        assert_eq!(args.store.checkpoint_interval, crate::config::DEFAULT_CHECKPOINT_INTERVAL);
+        assert_eq!(args.store.commit_delay, crate::config::DEFAULT_COMMIT_DELAY);
+        assert_eq!(args.store.store_refresh_interval, crate::config::DEFAULT_STORE_REFRESH_INTERVAL);
+        assert_eq!(args.store.store_prefix, crate::config::DEFAULT_STORE_PREFIX);
     }
 
     #[test]

@@ -77,8 +77,8 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         Self {
-            prefix: "gaa:v1:".into(),
-            refresh_every: Duration::from_secs(1),
+            prefix: crate::config::DEFAULT_STORE_PREFIX.into(),
+            refresh_every: crate::config::DEFAULT_STORE_REFRESH_INTERVAL,
             retention: Duration::from_secs(3600),
             push_every: Duration::from_millis(20),
         }

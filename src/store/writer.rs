@@ -79,9 +79,9 @@ impl std::fmt::Debug for WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
-            checkpoint_every: Duration::from_secs(10),
-            commit_delay: Duration::ZERO,
-            retention: Duration::from_secs(4 * 24 * 3600),
+            checkpoint_every: crate::config::DEFAULT_CHECKPOINT_INTERVAL,
+            commit_delay: crate::config::DEFAULT_COMMIT_DELAY,
+            retention: crate::config::DEFAULT_JOURNAL_RETENTION,
             clock: system_clock(),
             shared: None,
         }
