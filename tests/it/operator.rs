@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use gaa::crd::{ScaledActionRunner, ScaledActionRunnerCore};
 use gaa::operator::Settings;
 use gaa::operator::controller::{
-    Context, DemandReader, INITIAL_REPLICAS_MANAGER, RunnerObject, publish_demand, reconcile_core, reconcile_runner,
+    Context, DemandReader, INITIAL_REPLICAS_MANAGER, REFRESH_NOT_READY, REFRESH_READY, RunnerObject, publish_demand,
+    reconcile_core, reconcile_runner,
 };
 use hyper::{Request, Response};
 use kube::Client;
@@ -153,7 +154,7 @@ fn status_of(calls: &[Call]) -> Value {
 async fn a_new_runner_starts_at_min_runners_and_keda_owns_replicas_from_then_on() {
     let (client, calls) = api_server(cluster(None, true));
     let action = reconcile_runner(watched(runner(web_spec())), context(client)).await.unwrap();
-    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(60)));
+    assert_eq!(action, Action::requeue(REFRESH_READY), "a Ready runner is looked at again rarely");
     let calls = calls.lock().unwrap().clone();
 
     let sets = patches(&calls, "/apis/apps/v1/namespaces/ci/statefulsets/web");
@@ -285,7 +286,8 @@ async fn without_keda_the_runner_keeps_its_statefulset_and_says_what_is_missing(
 async fn without_a_core_the_runner_gets_its_statefulset_but_no_scaled_object() {
     let (client, calls) = api_server(cluster(None, true));
     let ctx = Arc::new(Context::new(client, Settings::default(), None));
-    reconcile_runner(watched(runner(web_spec())), ctx).await.unwrap();
+    let action = reconcile_runner(watched(runner(web_spec())), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(REFRESH_NOT_READY), "a runner waiting for its core is looked at again soon");
     let calls = calls.lock().unwrap().clone();
     assert!(patches(&calls, "/scaledobjects/web").is_empty());
     assert!(patches(&calls, "/roles/web-api-server").is_empty(), "no API server to grant access to");

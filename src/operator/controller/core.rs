@@ -14,7 +14,7 @@ use super::context::{Context, backoff_key};
 use super::error::ReconcileError;
 use super::invalid::{invalid_spec, unreadable};
 use super::status::{Readiness, set_ready, with_warnings, write_status};
-use super::{CORE_KIND, REFRESH};
+use super::{CORE_KIND, refresh_after};
 use crate::crd::{CORE_NAME, ScaledActionRunnerCore, ScaledActionRunnerCoreSpec, ScaledActionRunnerCoreStatus};
 use crate::operator::core_children::{CoreInputs, core_children, core_warnings};
 use crate::operator::render::{CA_KEY, FRONT_PROXY_CA_CONFIG_MAP, FRONT_PROXY_CA_KEY};
@@ -58,7 +58,7 @@ pub async fn reconcile_core(
     .await?;
     ctx.succeeded(&backoff_key(CORE_KIND, None, &core.name_any()));
     ctx.metrics.count(CORE_KIND, "applied");
-    Ok(Action::requeue(REFRESH))
+    Ok(Action::requeue(refresh_after(readiness.ready)))
 }
 
 /// A core under another name: the cluster can hold only one custom metrics APIService.

@@ -45,8 +45,17 @@ use crate::operator::MANAGED_BY;
 
 const RUNNER_KIND: &str = "ScaledActionRunner";
 const CORE_KIND: &str = "ScaledActionRunnerCore";
-/// How often a healthy object is looked at again (status: replicas, readiness).
-const REFRESH: Duration = Duration::from_secs(60);
+/// How often an object that is not Ready is looked at again: what it waits for (a CRD, a
+/// Secret) may appear, and no watch of ours reports that.
+pub const REFRESH_NOT_READY: Duration = Duration::from_secs(60);
+/// How often a Ready object is looked at again. Changes to it and to its children are watched,
+/// so this only repairs what a lost watch event left; each look costs a few reads.
+pub const REFRESH_READY: Duration = Duration::from_secs(600);
+
+/// When to look at an object again, by what its `Ready` condition says.
+fn refresh_after(ready: bool) -> Duration {
+    if ready { REFRESH_READY } else { REFRESH_NOT_READY }
+}
 
 /// Runs both controllers and the demand task until `stop` is cancelled.
 pub async fn run(ctx: Arc<Context>, stop: CancellationToken) {

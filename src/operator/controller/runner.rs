@@ -13,7 +13,7 @@ use super::context::{Context, backoff_key};
 use super::error::ReconcileError;
 use super::invalid::{invalid_spec, unreadable};
 use super::status::{Readiness, set_ready, with_warnings, write_status};
-use super::{REFRESH, RUNNER_KIND};
+use super::{RUNNER_KIND, refresh_after};
 use crate::crd::{CORE_NAME, ScaledActionRunner, ScaledActionRunnerStatus};
 use crate::operator::ApiServer;
 use crate::operator::runner_children::{runner_children, runner_warnings};
@@ -63,7 +63,7 @@ pub async fn reconcile_runner(object: Arc<RunnerObject>, ctx: Arc<Context>) -> R
     .await?;
     ctx.succeeded(&key);
     ctx.metrics.count(RUNNER_KIND, "applied");
-    Ok(Action::requeue(REFRESH))
+    Ok(Action::requeue(refresh_after(readiness.ready)))
 }
 
 /// The replicas of the runner's StatefulSet, as KEDA left them; None when unknown.
