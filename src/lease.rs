@@ -3,7 +3,10 @@
 //! leads.
 //!
 //! The protocol is the one client-go uses: the holder renews `renewTime` well within
-//! `leaseDurationSeconds`; anyone may take a lease whose renewal is older than its duration.
+//! `leaseDurationSeconds`; anyone may take a lease whose record has not changed for that long.
+//! "For that long" is measured on the observer's clock from when it saw the record change, never
+//! by comparing the holder's `renewTime` with its own clock: with clocks apart, a live holder
+//! would look expired (two replicas resyncing at once) or a dead one alive for too long.
 //! Every write carries the `resourceVersion` it read, so of two replicas racing for an expired
 //! lease exactly one wins (the other gets 409 Conflict).
 
@@ -52,19 +55,43 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
-/// Whether `lease` may be taken at `now` by someone else than its holder.
-fn expired(spec: &LeaseSpec, now: i64) -> bool {
-    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
-        return true;
-    }
-    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()).map(|t| t.0.as_second());
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
-    renewed.is_none_or(|at| at + duration < now)
+/// The lease record as this replica last saw it, and when that was by this replica's clock.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    record: Option<LeaseSpec>,
+    at: i64,
 }
 
-/// One election round at `now` (unix seconds): creates, renews or takes over the lease when
-/// allowed. Returns whether this replica holds it afterwards.
-pub async fn try_lead(api: &Api<Lease>, config: &LeaseConfig, now: i64) -> Result<bool, LeaseError> {
+impl Observed {
+    /// Notes the record read at `now`; the time moves only when the record changed.
+    fn saw(&mut self, record: &LeaseSpec, now: i64) {
+        if self.record.as_ref() != Some(record) {
+            self.record = Some(record.clone());
+            self.at = now;
+        }
+    }
+
+    /// Whether the record last seen may be taken at `now` by someone else than its holder:
+    /// it has no holder, or it has not changed for its duration on our clock.
+    fn expired(&self, now: i64) -> bool {
+        let Some(spec) = &self.record else { return true };
+        if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
+            return true;
+        }
+        let duration = i64::from(spec.lease_duration_seconds.unwrap_or(15));
+        self.at.saturating_add(duration) <= now
+    }
+}
+
+/// One election round at `now` (unix seconds, our clock): creates, renews or takes over the
+/// lease when allowed. `observed` carries what earlier rounds saw; keep it between rounds.
+/// Returns whether this replica holds the lease afterwards.
+pub async fn try_lead(
+    api: &Api<Lease>,
+    config: &LeaseConfig,
+    observed: &mut Observed,
+    now: i64,
+) -> Result<bool, LeaseError> {
     let api_error = |source| LeaseError::Api { namespace: config.namespace.clone(), name: config.name.clone(), source };
     let duration = i32::try_from(config.duration.as_secs()).unwrap_or(i32::MAX);
     let current = match api.get_opt(&config.name).await {
@@ -88,14 +115,18 @@ pub async fn try_lead(api: &Api<Lease>, config: &LeaseConfig, now: i64) -> Resul
             }),
         };
         return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
+            Ok(created) => {
+                observed.saw(created.spec.as_ref().unwrap_or(&LeaseSpec::default()), now);
+                Ok(true)
+            }
             Err(e) if is_status(&e, 409) => Ok(false),
             Err(e) => Err(api_error(e)),
         };
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    observed.saw(spec, now);
     let ours = spec.holder_identity.as_deref() == Some(config.identity.as_str());
-    if !ours && !expired(spec, now) {
+    if !ours && !observed.expired(now) {
         return Ok(false);
     }
     if !ours {
@@ -107,7 +138,10 @@ pub async fn try_lead(api: &Api<Lease>, config: &LeaseConfig, now: i64) -> Resul
     spec.lease_duration_seconds = Some(duration);
     // `replace` sends the resourceVersion we read: a concurrent writer makes this a 409.
     match api.replace(&config.name, &PostParams::default(), &lease).await {
-        Ok(_) => Ok(true),
+        Ok(written) => {
+            observed.saw(written.spec.as_ref().unwrap_or(&LeaseSpec::default()), now);
+            Ok(true)
+        }
         Err(e) if is_status(&e, 409) => Ok(false),
         Err(e) => Err(api_error(e)),
     }
@@ -122,8 +156,9 @@ pub async fn run(
     leading: watch::Sender<bool>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    let mut observed = Observed::default();
     loop {
-        let lead = match try_lead(&api, &config, clock()).await {
+        let lead = match try_lead(&api, &config, &mut observed, clock()).await {
             Ok(lead) => lead,
             Err(error) => {
                 tracing::warn!(%error, "lease election failed; not resyncing until it succeeds");

@@ -228,10 +228,13 @@ impl Metrics {
         self.desired.get_or_create(&labels).set(i64::from(view.desired_runners));
     }
 
+    /// Drops every series of a runner that is gone, so deleted runners do not pile up.
     pub fn forget_runner(&self, namespace: &str, name: &str) {
         let labels = RunnerLabels { namespace: namespace.to_string(), name: name.to_string() };
         self.demand.remove(&labels);
         self.desired.remove(&labels);
+        self.drift.remove(&labels);
+        self.drift_corrections.remove(&labels);
     }
 
     /// The OpenMetrics text exposition.
@@ -240,5 +243,32 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deleted_runner_leaves_no_series_behind() {
+        let metrics = Metrics::new();
+        let labels = |name: &str| RunnerLabels { namespace: "ci".into(), name: name.into() };
+        for name in ["gone", "kept"] {
+            metrics.demand.get_or_create(&labels(name)).set(3);
+            metrics.desired.get_or_create(&labels(name)).set(3);
+            metrics.drift.get_or_create(&labels(name)).set(-1);
+            metrics.drift_corrections.get_or_create(&labels(name)).inc();
+        }
+        metrics.forget_runner("ci", "gone");
+        let text = metrics.encode();
+        assert!(!text.contains(r#"name="gone""#), "{text}");
+        for family in ["gaa_runner_demand", "gaa_runner_desired", "gaa_runner_drift", "gaa_runner_drift_corrections"] {
+            assert!(
+                text.contains(&format!(r#"{family}{{namespace="ci",name="kept"}}"#))
+                    || text.contains(&format!(r#"{family}_total{{namespace="ci",name="kept"}}"#)),
+                "{family}: {text}"
+            );
+        }
     }
 }

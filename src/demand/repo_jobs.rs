@@ -13,7 +13,51 @@ use super::job::{Job, JobStatus, RepoRef};
 use super::runners::{RunnerIndex, RunnerKey};
 use super::state::Counts;
 
+/// The compact format: counts and lengths in one or two bytes. Written whenever the value fits
+/// it, so replicas of the previous version keep reading every value they could read before.
 const MAGIC: &[u8; 4] = b"GAR1";
+/// The wide format, for values that do not fit the compact one (a label over 255 bytes, a set
+/// of more than 255 labels, more than 65,535 distinct sets): every count and length in 4 bytes.
+const MAGIC_WIDE: &[u8; 4] = b"GAR2";
+
+/// Field widths of one format. Nothing is ever cut to fit: a value that does not fit the
+/// compact format is written in the wide one, so what is read back equals what was written
+/// (a cut label would differ from every replica's own copy, and each would rewrite it).
+#[derive(Clone, Copy)]
+struct Format {
+    magic: &'static [u8; 4],
+    /// Width of the label-set count, of each set's label count, of each label's length, and of
+    /// each job's set index.
+    sets: usize,
+    labels: usize,
+    label_bytes: usize,
+    set_index: usize,
+}
+
+const COMPACT: Format = Format { magic: MAGIC, sets: 2, labels: 1, label_bytes: 1, set_index: 2 };
+const WIDE: Format = Format { magic: MAGIC_WIDE, sets: 4, labels: 4, label_bytes: 4, set_index: 4 };
+
+fn max_of(width: usize) -> usize {
+    if width >= 4 { u32::MAX as usize } else { (1usize << (8 * width)) - 1 }
+}
+
+impl Format {
+    fn fits(self, table: &[&[String]]) -> bool {
+        table.len() <= max_of(self.sets)
+            && table.iter().all(|set| {
+                set.len() <= max_of(self.labels) && set.iter().all(|label| label.len() <= max_of(self.label_bytes))
+            })
+    }
+
+    fn job_len(self) -> usize {
+        8 + 1 + self.set_index + 4
+    }
+}
+
+/// Writes `n` as a little-endian integer of `width` bytes; the format was chosen so it fits.
+fn put(out: &mut Vec<u8>, n: usize, width: usize) {
+    out.extend_from_slice(&(n as u64).to_le_bytes()[..width]);
+}
 
 /// One job as shared: its furthest status, its labels, and when it got there (unix minutes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,53 +173,66 @@ impl RepoJobs {
         table
     }
 
-    fn encoded_len(&self) -> usize {
-        let table = self.label_table();
-        let labels: usize = table.iter().map(|set| 1 + set.iter().map(|l| 1 + l.len()).sum::<usize>()).sum();
-        MAGIC.len() + 8 + 2 + labels + 4 + self.jobs.len() * 15
+    /// The format this value is written in: the compact one when it fits.
+    fn format(table: &[&[String]]) -> Format {
+        if COMPACT.fits(table) { COMPACT } else { WIDE }
     }
 
-    /// Compact binary: 15 bytes a job plus each distinct label set once.
+    fn encoded_len(&self) -> usize {
+        let table = self.label_table();
+        let format = Self::format(&table);
+        let labels: usize = table
+            .iter()
+            .map(|set| format.labels + set.iter().map(|l| format.label_bytes + l.len()).sum::<usize>())
+            .sum();
+        format.magic.len() + 8 + format.sets + labels + 4 + self.jobs.len() * format.job_len()
+    }
+
+    /// Compact binary: 15 bytes a job plus each distinct label set once (17 bytes a job in the
+    /// wide format).
     pub fn encode(&self) -> Vec<u8> {
         let table = self.label_table();
+        let format = Self::format(&table);
         let mut out = Vec::with_capacity(self.encoded_len());
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(format.magic);
         out.extend_from_slice(&self.generation.to_le_bytes());
-        out.extend_from_slice(&(table.len() as u16).to_le_bytes());
+        put(&mut out, table.len(), format.sets);
         for set in &table {
-            out.push(set.len().min(255) as u8);
-            for label in set.iter().take(255) {
-                let bytes = &label.as_bytes()[..label.len().min(255)];
-                out.push(bytes.len() as u8);
-                out.extend_from_slice(bytes);
+            put(&mut out, set.len(), format.labels);
+            for label in set.iter() {
+                put(&mut out, label.len(), format.label_bytes);
+                out.extend_from_slice(label.as_bytes());
             }
         }
-        out.extend_from_slice(&(self.jobs.len() as u32).to_le_bytes());
-        for (id, job) in &self.jobs {
+        out.extend_from_slice(&u32::try_from(self.jobs.len()).unwrap_or(u32::MAX).to_le_bytes());
+        for (id, job) in self.jobs.iter().take(max_of(4)) {
             let set = table.binary_search(&job.labels.as_slice()).unwrap_or(0);
             out.extend_from_slice(&id.to_le_bytes());
             out.push(job.status as u8);
-            out.extend_from_slice(&(set as u16).to_le_bytes());
+            put(&mut out, set, format.set_index);
             out.extend_from_slice(&job.stamp_minutes.to_le_bytes());
         }
         out
     }
 
+    /// Reads either format.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader(bytes);
-        if r.take(4)? != MAGIC {
-            return Err(DecodeError("unknown format"));
-        }
+        let format = match r.take(4)? {
+            magic if magic == MAGIC => COMPACT,
+            magic if magic == MAGIC_WIDE => WIDE,
+            _ => return Err(DecodeError("unknown format")),
+        };
         let generation = u64::from_le_bytes(r.array()?);
-        let sets = u16::from_le_bytes(r.array()?);
-        let mut table = Vec::with_capacity(usize::from(sets));
+        let sets = r.uint(format.sets)?;
+        // Counts come from outside: never reserve more than the bytes left could hold.
+        let mut table = Vec::with_capacity(sets.min(r.0.len()));
         for _ in 0..sets {
-            let count = r.take(1)?[0];
-            let mut set = Vec::with_capacity(usize::from(count));
+            let count = r.uint(format.labels)?;
+            let mut set = Vec::with_capacity(count.min(r.0.len()));
             for _ in 0..count {
-                let len = r.take(1)?[0];
-                let label =
-                    std::str::from_utf8(r.take(usize::from(len))?).map_err(|_| DecodeError("label is not UTF-8"))?;
+                let len = r.uint(format.label_bytes)?;
+                let label = std::str::from_utf8(r.take(len)?).map_err(|_| DecodeError("label is not UTF-8"))?;
                 set.push(label.to_string());
             }
             table.push(set);
@@ -191,7 +248,7 @@ impl RepoJobs {
                 3 => JobStatus::Completed,
                 _ => return Err(DecodeError("unknown job status")),
             };
-            let set = usize::from(u16::from_le_bytes(r.array()?));
+            let set = r.uint(format.set_index)?;
             let labels = table.get(set).cloned().ok_or(DecodeError("label set out of range"))?;
             let stamp_minutes = u32::from_le_bytes(r.array()?);
             jobs.insert(id, SharedJob { status, labels, stamp_minutes });
@@ -242,6 +299,13 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    /// A little-endian unsigned integer of `width` bytes (at most 4).
+    fn uint(&mut self, width: usize) -> Result<usize, DecodeError> {
+        let mut out = [0u8; 8];
+        out[..width].copy_from_slice(self.take(width)?);
+        usize::try_from(u64::from_le_bytes(out)).map_err(|_| DecodeError("count too large"))
+    }
+
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
@@ -268,6 +332,57 @@ mod tests {
         let bytes = jobs.encode();
         assert_eq!(bytes.len(), jobs.encoded_len());
         assert_eq!(RepoJobs::decode(&bytes), Ok(jobs));
+    }
+
+    #[test]
+    fn a_label_longer_than_255_bytes_reads_back_whole() {
+        // 400 bytes of two-byte characters: byte 255 falls inside one.
+        let long = "\u{fc}".repeat(200);
+        let mut jobs = RepoJobs::new(7);
+        jobs.merge([(1, &job(JobStatus::Queued, &["linux", &long], 10))]);
+        jobs.merge([(2, &job(JobStatus::Queued, &["linux"], 10))]);
+        let bytes = jobs.encode();
+        assert_eq!(bytes.len(), jobs.encoded_len());
+        let read = RepoJobs::decode(&bytes).unwrap();
+        assert_eq!(read, jobs);
+        assert!(!read.clone().merge(jobs.jobs.iter().map(|(id, j)| (*id, j))), "what was read back is what we know");
+    }
+
+    #[test]
+    fn a_set_of_more_than_255_labels_reads_back_whole() {
+        let labels: Vec<String> = (0..300).map(|i| format!("label-{i:03}")).collect();
+        let mut jobs = RepoJobs::new(7);
+        let many = SharedJob { status: JobStatus::Queued, labels, stamp_minutes: 1 };
+        jobs.merge([(1, &many)]);
+        assert_eq!(RepoJobs::decode(&jobs.encode()), Ok(jobs));
+    }
+
+    #[test]
+    fn more_than_65535_label_sets_do_not_wrap() {
+        let mut jobs = RepoJobs::new(7);
+        for id in 0..70_000u64 {
+            jobs.merge([(id, &job(JobStatus::Completed, &[&format!("l{id}")], 1))]);
+        }
+        let bytes = jobs.encode();
+        assert_eq!(bytes.len(), jobs.encoded_len());
+        let read = RepoJobs::decode(&bytes).unwrap();
+        assert_eq!(read.jobs.len(), 70_000);
+        assert_eq!(read.jobs[&69_999].labels, ["l69999"]);
+        assert_eq!(read, jobs);
+    }
+
+    #[test]
+    fn a_value_that_fits_is_written_in_the_format_the_previous_version_reads() {
+        let mut jobs = RepoJobs::new(0x0102);
+        jobs.merge([(5, &job(JobStatus::InProgress, &["linux"], 9))]);
+        let previous: &[u8] = &[
+            b'G', b'A', b'R', b'1', 2, 1, 0, 0, 0, 0, 0, 0, // magic, generation
+            1, 0, 1, 5, b'l', b'i', b'n', b'u', b'x', // one set of one label
+            1, 0, 0, 0, // one job: id, status, set, minutes
+            5, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 9, 0, 0, 0,
+        ];
+        assert_eq!(jobs.encode(), previous);
+        assert_eq!(RepoJobs::decode(previous), Ok(jobs));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! Metrics per runner: `desired-runners` (what KEDA and HPAs scale on; also served under the
 //! runner's own name, the original project's metric name), `demand`, `queued`, `in-progress`.
-//! `*` as the runner name or the metric means all. `labelSelector` filters runners by the labels
-//! the original put on its metric items (`cr_name`, `cr_namespace`, `cr_owner`, `cr_repo`).
+//! `*` as the runner name or the metric means all. `labelSelector` (and `metricLabelSelector`)
+//! filter runners by the labels the original put on its metric items (`cr_name`, `cr_namespace`,
+//! `cr_owner`, `cr_repo`), in Kubernetes' selector grammar; an invalid one is a 400 `Status`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use serde_json::{Value, json};
 
 use crate::demand::RunnerDemand;
 use crate::store::Board;
+
+mod selector;
+use selector::Selector;
 
 pub const GROUP: &str = "custom.metrics.k8s.io";
 const RESOURCE: &str = "scaledactionrunners";
@@ -60,6 +64,10 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
 
 fn not_found(message: String) -> Response {
     status(StatusCode::NOT_FOUND, "NotFound", message)
+}
+
+fn bad_request(message: String) -> Response {
+    status(StatusCode::BAD_REQUEST, "BadRequest", message)
 }
 
 /// The routes, to be mounted at the root of the TLS listener; they read only the board.
@@ -125,22 +133,6 @@ fn labels(view: &RunnerDemand) -> BTreeMap<String, String> {
     ])
 }
 
-/// Equality-based label selectors: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated.
-fn matches(selector: Option<&str>, labels: &BTreeMap<String, String>) -> bool {
-    let Some(selector) = selector.map(str::trim).filter(|s| !s.is_empty()) else { return true };
-    selector.split(',').map(str::trim).filter(|t| !t.is_empty()).all(|term| {
-        if let Some((key, value)) = term.split_once("!=") {
-            labels.get(key.trim()).is_none_or(|v| v != value.trim())
-        } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            labels.get(key.trim()).is_some_and(|v| v == value.trim())
-        } else if let Some(key) = term.strip_prefix('!') {
-            !labels.contains_key(key.trim())
-        } else {
-            labels.contains_key(term)
-        }
-    })
-}
-
 fn metric_value(view: &RunnerDemand, metric: &str) -> Option<u64> {
     match metric {
         "desired-runners" => Some(u64::from(view.value)),
@@ -165,14 +157,21 @@ async fn values(
     if resource_lower != RESOURCE && resource_lower != RESOURCE_GROUP {
         return not_found(format!("the server could not find the metric {metric} for {resource}"));
     }
+    // Parsed before anything is looked up: an invalid selector is the caller's error, as the
+    // API server answers it, not a selector that matches nothing.
+    let parse = |text: Option<&str>| Selector::parse(text.unwrap_or_default());
+    let (label_selector, metric_selector) =
+        match (parse(selectors.label_selector.as_deref()), parse(selectors.metric_label_selector.as_deref())) {
+            (Ok(label), Ok(metric)) => (label, metric),
+            (Err(error), _) | (_, Err(error)) => return bad_request(error.to_string()),
+        };
     let runners: Vec<RunnerDemand> = board
         .list()
         .into_iter()
         .filter(|v| v.namespace == namespace && (name == "*" || v.name == name))
         .filter(|v| {
             let labels = labels(v);
-            matches(selectors.label_selector.as_deref(), &labels)
-                && matches(selectors.metric_label_selector.as_deref(), &labels)
+            label_selector.matches(&labels) && metric_selector.matches(&labels)
         })
         .collect();
     if runners.is_empty() && name != "*" {
@@ -209,25 +208,4 @@ async fn values(
         "metadata": {}, "items": items,
     }))
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn labels_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn equality_selectors_match_like_kubernetes() {
-        let l = labels_of(&[("cr_name", "web"), ("cr_repo", "api")]);
-        assert!(matches(None, &l));
-        assert!(matches(Some("cr_name=web"), &l));
-        assert!(matches(Some("cr_name==web,cr_repo=api"), &l));
-        assert!(!matches(Some("cr_name=api"), &l));
-        assert!(matches(Some("cr_name!=api"), &l));
-        assert!(matches(Some("cr_repo"), &l) && !matches(Some("other"), &l));
-        assert!(matches(Some("!other"), &l) && !matches(Some("!cr_repo"), &l));
-    }
 }

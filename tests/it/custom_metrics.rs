@@ -109,6 +109,48 @@ async fn star_and_label_selectors_choose_runners() {
 }
 
 #[tokio::test]
+async fn set_based_selectors_choose_runners_and_keep_their_commas() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with_demand(dir.path()).await;
+    let base = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/ci/scaledactionrunners/*/desired-runners";
+    let names = |body: &str| -> Vec<String> {
+        let list: Value = serde_json::from_str(body).unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["describedObject"]["name"].as_str().unwrap().into())
+            .collect()
+    };
+    // cr_name in (api-gpu, other), cr_repo
+    let (status, body) =
+        get(&state, &format!("{base}?labelSelector=cr_name%20in%20%28api-gpu%2C%20other%29%2Ccr_repo")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(names(&body), ["api-gpu"]);
+    // cr_name notin (api-gpu)
+    let (_, body) = get(&state, &format!("{base}?metricLabelSelector=cr_name%20notin%20%28api-gpu%29")).await;
+    assert_eq!(names(&body), ["api-linux"]);
+}
+
+#[tokio::test]
+async fn an_invalid_selector_is_a_bad_request_like_the_api_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_with_demand(dir.path()).await;
+    let base = "/apis/custom.metrics.k8s.io/v1beta1/namespaces/ci/scaledactionrunners/*/desired-runners";
+    // cr_name in (api-gpu
+    for query in ["labelSelector=cr_name%20in%20%28api-gpu", "metricLabelSelector=cr_name%3D%3Da%3Db"] {
+        let (status, body) = get(&state, &format!("{base}?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        let status_object: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (status_object["kind"].as_str(), status_object["reason"].as_str()),
+            (Some("Status"), Some("BadRequest"))
+        );
+        assert_eq!(status_object["code"], 400);
+    }
+}
+
+#[tokio::test]
 async fn unknown_runners_get_a_kubernetes_status_404() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path(), None).await;

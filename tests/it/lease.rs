@@ -1,9 +1,10 @@
 //! Resync leadership on a Kubernetes Lease, against kube's tower-test mock API server: create
 //! when absent, renew our own, respect another's live lease, take an expired one, and lose a race
-//! gracefully (409).
+//! gracefully (409). Expiry is judged on our clock from when we saw the record change, whatever
+//! the holder's clock wrote in `renewTime`.
 
 use axum::http::{Method, Request, Response, StatusCode};
-use gaa::lease::{LeaseConfig, try_lead};
+use gaa::lease::{LeaseConfig, Observed, try_lead};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::client::Body;
 use kube::{Api, Client};
@@ -72,7 +73,7 @@ async fn an_absent_lease_is_created_with_us_as_holder() {
                 .await;
         created.unwrap()
     });
-    assert!(try_lead(&api, &config(), NOW).await.unwrap());
+    assert!(try_lead(&api, &config(), &mut Observed::default(), NOW).await.unwrap());
     let created = server.await.unwrap();
     assert_eq!(created["spec"]["holderIdentity"], "replica-a");
     assert_eq!(created["spec"]["leaseDurationSeconds"], 15);
@@ -87,7 +88,7 @@ async fn our_own_lease_is_renewed_with_the_version_we_read() {
             .await
             .unwrap()
     });
-    assert!(try_lead(&api, &config(), NOW).await.unwrap());
+    assert!(try_lead(&api, &config(), &mut Observed::default(), NOW).await.unwrap());
     let renewed = server.await.unwrap();
     assert_eq!(renewed["metadata"]["resourceVersion"], "7");
     assert_eq!(renewed["spec"]["renewTime"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_second(), NOW);
@@ -101,7 +102,7 @@ async fn another_replicas_live_lease_is_left_alone() {
         expect(&mut handle, Method::GET, ONE, json_response(StatusCode::OK, &lease("replica-b", NOW - 5, "7"))).await;
         handle
     });
-    assert!(!try_lead(&api, &config(), NOW).await.unwrap());
+    assert!(!try_lead(&api, &config(), &mut Observed::default(), NOW).await.unwrap());
     let mut handle = server.await.unwrap();
     // No write followed the read.
     assert!(tokio::time::timeout(std::time::Duration::from_millis(50), handle.next_request()).await.is_err());
@@ -111,24 +112,77 @@ async fn another_replicas_live_lease_is_left_alone() {
 async fn an_expired_lease_is_taken_over_and_counted_as_a_transition() {
     let (api, mut handle) = api();
     let server = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, ONE, json_response(StatusCode::OK, &lease("replica-b", NOW - 60, "7"))).await;
+        for _ in 0..2 {
+            expect(&mut handle, Method::GET, ONE, json_response(StatusCode::OK, &lease("replica-b", NOW - 60, "7")))
+                .await;
+        }
         expect(&mut handle, Method::PUT, ONE, json_response(StatusCode::OK, &lease("replica-a", NOW, "8")))
             .await
             .unwrap()
     });
-    assert!(try_lead(&api, &config(), NOW).await.unwrap());
+    let mut observed = Observed::default();
+    // First sight of the record: its holder may have renewed just now, whatever renewTime says.
+    assert!(!try_lead(&api, &config(), &mut observed, NOW - 15).await.unwrap());
+    // Unchanged for the lease's 15 s on our clock.
+    assert!(try_lead(&api, &config(), &mut observed, NOW).await.unwrap());
     let taken = server.await.unwrap();
     assert_eq!(taken["spec"]["holderIdentity"], "replica-a");
     assert_eq!(taken["spec"]["leaseTransitions"], 4);
 }
 
 #[tokio::test]
+async fn a_holder_whose_clock_is_behind_ours_keeps_the_lease_while_it_renews() {
+    let (api, mut handle) = api();
+    // replica-b's clock runs 10 minutes behind ours; it renews every 5 s by its clock.
+    let skew = 600;
+    let server = tokio::spawn(async move {
+        for round in 0..6 {
+            let renewed = NOW - skew + round * 5;
+            let reply = lease("replica-b", renewed, &(10 + round).to_string());
+            expect(&mut handle, Method::GET, ONE, json_response(StatusCode::OK, &reply)).await;
+        }
+        handle
+    });
+    let mut observed = Observed::default();
+    for round in 0..6 {
+        assert!(!try_lead(&api, &config(), &mut observed, NOW + round * 5).await.unwrap(), "round {round}");
+    }
+    let mut handle = server.await.unwrap();
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(50), handle.next_request()).await.is_err());
+}
+
+#[tokio::test]
+async fn a_holder_whose_clock_is_ahead_loses_the_lease_a_duration_after_it_stops_renewing() {
+    let (api, mut handle) = api();
+    // replica-b's clock runs an hour ahead; it renewed once and died.
+    let stopped = lease("replica-b", NOW + 3600, "7");
+    let server = tokio::spawn(async move {
+        for _ in 0..3 {
+            expect(&mut handle, Method::GET, ONE, json_response(StatusCode::OK, &stopped)).await;
+        }
+        expect(&mut handle, Method::PUT, ONE, json_response(StatusCode::OK, &lease("replica-a", NOW + 15, "8")))
+            .await
+            .unwrap()
+    });
+    let mut observed = Observed::default();
+    assert!(!try_lead(&api, &config(), &mut observed, NOW).await.unwrap());
+    assert!(!try_lead(&api, &config(), &mut observed, NOW + 14).await.unwrap());
+    assert!(try_lead(&api, &config(), &mut observed, NOW + 15).await.unwrap());
+    assert_eq!(server.await.unwrap()["spec"]["holderIdentity"], "replica-a");
+}
+
+#[tokio::test]
 async fn losing_the_race_for_an_expired_lease_is_not_an_error() {
     let (api, mut handle) = api();
     let server = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, ONE, json_response(StatusCode::OK, &lease("replica-b", NOW - 60, "7"))).await;
+        for _ in 0..2 {
+            expect(&mut handle, Method::GET, ONE, json_response(StatusCode::OK, &lease("replica-b", NOW - 60, "7")))
+                .await;
+        }
         expect(&mut handle, Method::PUT, ONE, json_response(StatusCode::CONFLICT, &status(409, "Conflict"))).await;
     });
-    assert!(!try_lead(&api, &config(), NOW).await.unwrap());
+    let mut observed = Observed::default();
+    assert!(!try_lead(&api, &config(), &mut observed, NOW - 15).await.unwrap());
+    assert!(!try_lead(&api, &config(), &mut observed, NOW).await.unwrap());
     server.await.unwrap();
 }

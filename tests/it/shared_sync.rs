@@ -21,6 +21,9 @@ struct MemoryKv {
     items: Mutex<HashMap<String, (Vec<u8>, u64)>>,
     next_token: AtomicU64,
     down: AtomicBool,
+    /// Values written (add or cas that took) and multi-reads (one per refresh of a replica).
+    writes: AtomicU64,
+    refreshes: AtomicU64,
 }
 
 impl MemoryKv {
@@ -54,6 +57,7 @@ impl SharedKv for MemoryKv {
             return Ok(false);
         }
         items.insert(key.to_string(), (value.to_vec(), self.token()));
+        self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(true)
     }
 
@@ -63,6 +67,7 @@ impl SharedKv for MemoryKv {
         match items.get(key) {
             Some((_, current)) if *current == token => {
                 items.insert(key.to_string(), (value.to_vec(), self.token()));
+                self.writes.fetch_add(1, Ordering::SeqCst);
                 Ok(true)
             }
             _ => Ok(false),
@@ -73,6 +78,7 @@ impl SharedKv for MemoryKv {
         if let Err(error) = self.check() {
             return MultiRead { failed: keys.iter().cloned().collect(), error: Some(error), ..MultiRead::default() };
         }
+        self.refreshes.fetch_add(1, Ordering::SeqCst);
         let items = self.items.lock().unwrap();
         let values = keys.iter().filter_map(|k| items.get(k).map(|(v, _)| (k.clone(), v.clone()))).collect();
         MultiRead { values, ..MultiRead::default() }
@@ -144,6 +150,28 @@ async fn two_replicas_with_split_and_duplicated_deliveries_report_the_same_true_
             && demand(&b, "api-gpu") == (6, false)
     })
     .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_label_longer_than_255_bytes_is_shared_whole_and_not_rewritten_on_every_refresh() {
+    let kv = Arc::new(MemoryKv::default());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(a_dir.path(), kv.clone()), replica(b_dir.path(), kv.clone()));
+    // 400 bytes of two-byte characters: byte 255 falls inside one.
+    let long = "\u{fc}".repeat(200);
+    a.record("d1", event(1, JobStatus::Queued, &["linux", &long])).await.unwrap();
+    b.record("d2", event(2, JobStatus::Queued, &["linux"])).await.unwrap();
+    eventually("both replicas count B's job", || {
+        demand(&a, "api-linux") == (1, false) && demand(&b, "api-linux") == (1, false)
+    })
+    .await;
+    // Both replicas have contributed: ten more refreshes between them must write nothing.
+    let writes = kv.writes.load(Ordering::SeqCst);
+    let refreshes = kv.refreshes.load(Ordering::SeqCst);
+    eventually("ten more refreshes", || kv.refreshes.load(Ordering::SeqCst) >= refreshes + 10).await;
+    assert_eq!(kv.writes.load(Ordering::SeqCst), writes, "the shared value was rewritten while nothing changed");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::core::DeserializeGuard;
@@ -68,7 +68,7 @@ pub struct Context {
     pub demand: Option<DemandReader>,
     pub metrics: OperatorMetrics,
     /// Consecutive failures per object, for the retry backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<Failures>,
     /// What was last applied to each child, so an unchanged child is not applied again.
     pub(super) applied: AppliedChildren,
     /// Every core, as the core watch last saw it: runners read it here instead of asking.
@@ -129,22 +129,39 @@ impl Context {
 
     pub(super) fn succeeded(&self, key: &str) {
         if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
+            failures.succeeded(key);
         }
     }
 
     /// 5 s, 10 s, 20 s … up to 5 minutes.
     pub(super) fn backoff(&self, key: &str) -> Duration {
-        let attempt = self
-            .failures
-            .lock()
-            .map(|mut failures| {
-                let count = failures.entry(key.to_owned()).or_default();
-                *count = count.saturating_add(1);
-                *count
-            })
-            .unwrap_or(1);
+        let attempt = self.failures.lock().map(|mut failures| failures.failed(key, Instant::now())).unwrap_or(1);
         Duration::from_secs(5u64.saturating_mul(1 << attempt.min(6).saturating_sub(1)).min(300))
+    }
+}
+
+/// The longest retry delay, and how long a failure count outlives its last failure: an object
+/// still failing fails again within the longest delay, so an older count is of an object that
+/// is gone (deleted objects are not reconciled, so nothing else would ever remove theirs).
+const FORGET_FAILURES_AFTER: Duration = Duration::from_secs(2 * 300);
+
+/// Consecutive failures per object, and when the last one was.
+#[derive(Debug, Default)]
+struct Failures(HashMap<String, (u32, Instant)>);
+
+impl Failures {
+    /// Counts a failure of `key` at `now`; returns its consecutive failures. Counts idle for
+    /// longer than [`FORGET_FAILURES_AFTER`] are dropped on the way.
+    fn failed(&mut self, key: &str, now: Instant) -> u32 {
+        self.0.retain(|_, (_, last)| now.saturating_duration_since(*last) < FORGET_FAILURES_AFTER);
+        let (count, last) = self.0.entry(key.to_owned()).or_insert((0, now));
+        *count = count.saturating_add(1);
+        *last = now;
+        *count
+    }
+
+    fn succeeded(&mut self, key: &str) {
+        self.0.remove(key);
     }
 }
 
@@ -153,5 +170,38 @@ pub(super) fn backoff_key(kind: &str, namespace: Option<&str>, name: &str) -> St
     match namespace {
         Some(namespace) => format!("{kind}/{namespace}/{name}"),
         None => format!("{kind}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_count_up_until_a_success() {
+        let mut failures = Failures::default();
+        let now = Instant::now();
+        assert_eq!(failures.failed("a", now), 1);
+        assert_eq!(failures.failed("a", now + Duration::from_secs(5)), 2);
+        failures.succeeded("a");
+        assert_eq!(failures.failed("a", now + Duration::from_secs(10)), 1);
+    }
+
+    #[test]
+    fn the_failure_count_of_an_object_that_stopped_failing_is_forgotten() {
+        let mut failures = Failures::default();
+        let start = Instant::now();
+        // Objects that failed and were then deleted: never reconciled again, never succeeded.
+        for i in 0..100 {
+            failures.failed(&format!("ScaledActionRunner/ci/gone-{i}"), start);
+        }
+        // One object keeps failing, retried at the longest delay.
+        let mut now = start;
+        for _ in 0..3 {
+            now += Duration::from_secs(300);
+            failures.failed("ScaledActionRunner/ci/broken", now);
+        }
+        assert_eq!(failures.0.len(), 1, "{:?}", failures.0.keys().collect::<Vec<_>>());
+        assert_eq!(failures.failed("ScaledActionRunner/ci/broken", now + Duration::from_secs(300)), 4);
     }
 }
