@@ -33,7 +33,7 @@ pub(super) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/ser
 /// listener, not just the worker, covers a job accepted but not yet started when the script
 /// looked. The brackets keep the script from matching its own command line.
 pub const DRAIN_SCRIPT: &str = "sent=' '; while :; do busy=; \
-     for p in /proc/[0-9]*; do cmd=$(tr '\\0' ' ' 2>/dev/null < \"$p/cmdline\") || continue; pid=${p#/proc/}; \
+     for p in /proc/[0-9]*; do cmd=$(tr '\\0' ' ' < \"$p/cmdline\" 2>/dev/null) || continue; pid=${p#/proc/}; \
      case $cmd in *Runner.Listene[r]*) busy=1; case $sent in *\" $pid \"*) ;; \
      *) kill -INT \"$pid\" 2>/dev/null; sent=\"$sent$pid \";; esac;; *Runner.Worke[r]*) busy=1;; esac; done; \
      [ -n \"$busy\" ] || exit 0; sleep 1; done";
