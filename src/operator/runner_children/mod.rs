@@ -26,17 +26,9 @@ pub const WORK_DIR: &str = "/home/runner/_work";
 /// Where the init container's own service-account token is mounted: the standard path, so the
 /// in-cluster client finds it, in that container only.
 pub(super) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-/// Runs before the runner container is stopped. It first tells each `Runner.Listener` to stop
-/// listening (SIGINT, once per process, so a listener that `run.sh` restarts is told too): a
-/// listener told to stop takes no new job and exits after the one it has. Then it waits until no
-/// listener and no `Runner.Worker` (alive only while a job runs) is left. Waiting for the
-/// listener, not just the worker, covers a job accepted but not yet started when the script
-/// looked. The brackets keep the script from matching its own command line.
-pub const DRAIN_SCRIPT: &str = "sent=' '; while :; do busy=; \
-     for p in /proc/[0-9]*; do cmd=$(tr '\\0' ' ' < \"$p/cmdline\" 2>/dev/null) || continue; pid=${p#/proc/}; \
-     case $cmd in *Runner.Listene[r]*) busy=1; case $sent in *\" $pid \"*) ;; \
-     *) kill -INT \"$pid\" 2>/dev/null; sent=\"$sent$pid \";; esac;; *Runner.Worke[r]*) busy=1;; esac; done; \
-     [ -n \"$busy\" ] || exit 0; sleep 1; done";
+/// Runs before the runner container is stopped: waits while the runner's worker process (which
+/// exists only while a job runs) is alive. The bracket keeps grep from matching itself.
+pub const DRAIN_SCRIPT: &str = "while grep -qs 'Runner\\.Worke[r]' /proc/[0-9]*/cmdline; do sleep 2; done";
 /// Copies the pod's registration files into the runner's home, then starts the runner.
 pub(super) const START_WITH_CREDENTIALS: &str = "set -e; home=\"${RUNNER_HOME:-/home/runner}\"; \
      cp /runner-credentials/.runner /runner-credentials/.credentials /runner-credentials/.credentials_rsaparams \"$home/\"; \

@@ -72,13 +72,9 @@ fn runner_pods_drain_their_job_before_stopping_within_a_long_configurable_grace(
     );
 }
 
-/// The drain script looks at every process on the machine: its tests take turns.
-static DRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Runs the real preStop script against a process named like the runner's worker.
 #[test]
 fn the_drain_script_returns_only_after_the_running_job_has_ended() {
-    let _turn = DRAINING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut worker =
         std::process::Command::new("bash").args(["-c", "exec -a Runner.Worker sleep 1"]).spawn().expect("bash");
     // The job is running once bash has exec'd into it under the worker's name.
@@ -93,92 +89,6 @@ fn the_drain_script_returns_only_after_the_running_job_has_ended() {
     assert!(worker.try_wait().unwrap().is_some(), "the script returned while the job was still running");
     // With no job running it returns at once.
     assert!(std::process::Command::new("sh").args(["-c", DRAIN_SCRIPT]).status().unwrap().success());
-}
-
-/// A stand-in `Runner.Listener` with the real one's stop semantics: it takes a job when
-/// `offer` appears, runs it as a `Runner.Worker` after `accepting` seconds (the job is its own
-/// from the moment it took the offer), and on SIGINT takes no new job and exits after the
-/// current one. `log` records `started` and `finished` per job.
-const STAND_IN_LISTENER: &str = r#"dir=$1; accepting=$2; stop=0; trap 'stop=1' INT TERM
-while [ $stop = 0 ]; do
-  if [ -e "$dir/offer" ]; then
-    rm "$dir/offer"
-    sleep "$accepting"
-    (exec -a Runner.Worker sleep 1) & worker=$!
-    echo started >> "$dir/log"
-    while kill -0 $worker 2>/dev/null; do wait $worker; done
-    echo finished >> "$dir/log"
-  fi
-  sleep 0.05
-done"#;
-
-/// The stand-in, killed when the test ends however it ends.
-struct Listener(std::process::Child);
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn stand_in_listener(dir: &std::path::Path, accepting: &str) -> Listener {
-    let script = dir.join("listener.sh");
-    std::fs::write(&script, STAND_IN_LISTENER).unwrap();
-    let listener = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(r#"exec -a Runner.Listener bash "$0" "$1" "$2""#)
-        .arg(&script)
-        .arg(dir)
-        .arg(accepting)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("bash");
-    wait_for(&format!("the listener {}", listener.id()), || {
-        std::fs::read(format!("/proc/{}/cmdline", listener.id())).is_ok_and(|c| c.starts_with(b"Runner.Listener"))
-    });
-    Listener(listener)
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = std::time::Instant::now();
-    while !done() {
-        assert!(started.elapsed() < std::time::Duration::from_secs(10), "timed out waiting for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-fn drain() {
-    assert!(std::process::Command::new("sh").args(["-c", DRAIN_SCRIPT]).status().expect("sh").success());
-}
-
-fn log(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(dir.join("log")).unwrap_or_default()
-}
-
-#[test]
-fn a_draining_runner_takes_no_new_job_and_finishes_the_one_it_accepted() {
-    let _turn = DRAINING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    // An idle runner drained, then offered a job at the worst moment: right after the drain
-    // returned, before the kubelet's stop signal. It must not take it.
-    let idle = tempfile::tempdir().unwrap();
-    let mut listener = stand_in_listener(idle.path(), "0");
-    drain();
-    std::fs::write(idle.path().join("offer"), "").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(log(idle.path()), "", "a runner that was asked to stop started a job");
-    wait_for("the idle listener to exit", || listener.0.try_wait().unwrap().is_some());
-
-    // A runner that has just accepted a job but not started its worker when the drain looks:
-    // the drain returns only after that job has finished.
-    let busy = tempfile::tempdir().unwrap();
-    let mut listener = stand_in_listener(busy.path(), "1");
-    std::fs::write(busy.path().join("offer"), "").unwrap();
-    wait_for("the offer to be taken", || !busy.path().join("offer").exists());
-    drain();
-    assert_eq!(log(busy.path()), "started\nfinished\n", "the drain returned before the accepted job ended");
-    wait_for("the busy listener to exit", || listener.0.try_wait().unwrap().is_some());
 }
 
 #[test]
