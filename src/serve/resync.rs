@@ -61,11 +61,11 @@ impl Workers {
     /// caller's final checkpoint comes next, so nothing here may hold it up for long.
     pub(super) async fn stop(self) {
         self.stop.cancel();
-        if let Some(mut resync) = self.resync {
-            if tokio::time::timeout(RESYNC_STOP, &mut resync).await.is_err() {
-                tracing::warn!("the resync did not stop in time; aborting it");
-                resync.abort();
-            }
+        if let Some(mut resync) = self.resync
+            && tokio::time::timeout(RESYNC_STOP, &mut resync).await.is_err()
+        {
+            tracing::warn!("the resync did not stop in time; aborting it");
+            resync.abort();
         }
         for follower in self.followers {
             follower.abort();

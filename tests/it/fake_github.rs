@@ -189,7 +189,10 @@ async fn a_single_run_reads_with_its_status_revalidates_for_free_and_is_gone_onc
     github.set_job_status(71, JobState::Completed);
     let done = get_with(client().get(&url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
     assert_eq!(done.status, StatusCode::OK);
-    assert_eq!((done.json()["status"].as_str(), done.json()["conclusion"].as_str()), (Some("completed"), Some("success")));
+    assert_eq!(
+        (done.json()["status"].as_str(), done.json()["conclusion"].as_str()),
+        (Some("completed"), Some("success"))
+    );
     github.remove_run(REPO, 7);
     assert_eq!(get(&url).await.status, StatusCode::NOT_FOUND);
 }
