@@ -194,6 +194,7 @@ async fn sigterm_in_the_middle_of_a_slow_resync_checkpoints_within_five_seconds(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status}; log:\n{}", server.log());
+    assert!(server.log().contains("resync stopped in the middle of a pass"), "{}", server.log());
     drop(server);
     // The final checkpoint covers every delivery: nothing is left to replay.
     let mut journal = gaa::store::Journal::open(&data.join("journal")).unwrap();

@@ -301,6 +301,23 @@ async fn the_jobs_of_a_deleted_run_are_completed_with_one_request() {
     assert_eq!(lookups(&world.github, 900), (0, 1));
 }
 
+#[tokio::test]
+async fn a_job_in_no_attempt_of_a_run_still_open_is_over() {
+    let mut world = World::new().await;
+    world.github.add_job("acme/api", 900, 1, &LABELS, JobState::InProgress);
+    // Job 2 was of run 900 by its webhooks, but GitHub lists it under none of the run's attempts.
+    for job in 1..=2 {
+        world.store.record(&format!("i{job}"), webhook(job, JobStatus::InProgress)).await.unwrap();
+    }
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 1).await;
+    let requests = world.github.requests();
+    let every_attempt = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/runs/900/jobs") && r.query.as_deref().is_some_and(|q| q.contains("filter=all")));
+    assert_eq!(every_attempt.count(), 1, "the run's jobs of every attempt, once: {requests:?}");
+    assert_eq!(lookups(&world.github, 900), (0, 0), "no single job, and the open run's status is known");
+}
+
 /// Ticks until the fake has answered `count` rate-limit 403s in all; returns when the last came.
 async fn until_limited(world: &mut World, count: usize) -> i64 {
     let limit = world.now() + 7200;
