@@ -486,3 +486,38 @@ async fn rate_limit_headers_are_remembered_per_token() {
     assert!(text.contains(&format!(r#"gaa_github_credits_remaining{{token="{}"}} 4999"#, first.id())), "{text}");
     assert!(text.contains(&format!(r#"gaa_github_credits_remaining{{token="{}"}} 12"#, second.id())), "{text}");
 }
+
+#[tokio::test]
+async fn a_run_is_read_conditionally_and_a_runs_jobs_of_every_attempt_asked_for_by_filter() {
+    let stub = Stub::start(|seen| {
+        let mut headers = rate_headers(4000);
+        headers.push(("etag", "\"run-9\"".into()));
+        match seen.uri.split('?').next().unwrap_or_default() {
+            "/repos/acme/api/actions/runs/9" if seen.header("if-none-match") == Some("\"run-9\"") => {
+                answer(304, &headers, None)
+            }
+            "/repos/acme/api/actions/runs/9" => {
+                answer(200, &headers, Some(json!({"id": 9, "status": "completed", "conclusion": "cancelled"})))
+            }
+            "/repos/acme/api/actions/runs/9/jobs" => {
+                answer(200, &headers, Some(json!({"total_count": 1, "jobs": [job(1)]})))
+            }
+            _ => answer(404, &rate_headers(4000), Some(json!({"message": "Not Found"}))),
+        }
+    })
+    .await;
+    let (client, metrics) = client(&stub);
+    let token = Token::new(SECRET);
+
+    let first = client.get_run(&token, "acme/api", 9).await.unwrap();
+    let run = first.value.clone().unwrap();
+    assert_eq!((run.id, run.status.as_deref(), run.conclusion.as_deref()), (9, Some("completed"), Some("cancelled")));
+    let again = client.get_run(&token, "acme/api", 9).await.unwrap();
+    assert_eq!((again.value, again.credits, again.not_modified), (first.value, 0, 1));
+    assert_eq!(client.get_run(&token, "acme/api", 10).await.unwrap().value, None, "a deleted run is None");
+    assert!(metrics.encode().contains(r#"gaa_github_requests_total{endpoint="run",status="200"} 1"#));
+
+    client.list_jobs(&token, "acme/api", 9, JobFilter::All).await.unwrap();
+    let seen = stub.seen();
+    assert_eq!(seen.last().unwrap().uri, "/repos/acme/api/actions/runs/9/jobs?per_page=100&filter=all");
+}
