@@ -4,9 +4,12 @@
 //! runs (1–4 runs of 1–6 jobs, queued → in progress → completed over minutes); webhooks
 //! delivered for 99% of job events (the rest are lost). The resync runs with the default
 //! windows. Reported: primary-limit credits and requests spent in the hour, and how long the
-//! worst lost webhook left demand wrong.
+//! worst lost webhook left demand wrong. With `--outage-minutes M`, every delivery is also lost
+//! for M minutes from `--outage-at` seconds into the hour (a webhook outage): reported is how
+//! long after the outage ended its last loss was repaired.
 //!
-//! `cargo bench --bench github_budget -- [--repos 1000] [--active 5] [--webhooks 99] [--seed 1]`
+//! `cargo bench --bench github_budget -- [--repos 1000] [--active 5] [--webhooks 99] [--seed 1]
+//! [--outage-minutes 10] [--outage-at 900]`
 
 #[allow(dead_code)]
 #[path = "../tests/common/fake_github.rs"]
@@ -14,7 +17,7 @@ mod fake_github;
 #[path = "../tests/common/rng.rs"]
 mod rng;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -59,11 +62,25 @@ fn main() {
     let active_pct = arg("--active", 5);
     let webhook_pct = arg("--webhooks", 99);
     let seed = arg("--seed", 1);
+    let outage = Outage { at: arg("--outage-at", 900) as i64, secs: arg("--outage-minutes", 0) as i64 * 60 };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
-    runtime.block_on(simulate(repos, active_pct, webhook_pct, seed));
+    runtime.block_on(simulate(repos, active_pct, webhook_pct, seed, outage));
 }
 
-async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64) {
+/// Every delivery lost from `at` (seconds into the measured hour) for `secs`.
+#[derive(Clone, Copy)]
+struct Outage {
+    at: i64,
+    secs: i64,
+}
+
+impl Outage {
+    fn covers(&self, t: i64) -> bool {
+        self.secs > 0 && (self.at..self.at + self.secs).contains(&t)
+    }
+}
+
+async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64, outage: Outage) {
     let github = FakeGitHub::start().await;
     // One real token: 5,000 credits an hour.
     github.add_token(TOKEN, 5000);
@@ -134,6 +151,12 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64) {
     let mut worst = 0i64;
     let mut repaired_total = 0i64;
     let mut repaired_count = 0usize;
+    // Jobs with a delivery lost to the outage (those not yet repaired), and when the last of them
+    // was repaired.
+    let mut outage_jobs: HashSet<u64> = HashSet::new();
+    let mut outage_pending: HashSet<u64> = HashSet::new();
+    let mut outage_lost = 0usize;
+    let mut outage_last_repair: Option<i64> = None;
     // Cold start with no activity until every repository had its first (paid) listing, which
     // gives the ETags that make later listings free; reported separately.
     let wall = std::time::Instant::now();
@@ -164,7 +187,14 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64) {
                 github.set_job_status(e.job, e.state);
             }
             truth.insert(e.job, status_of(e.state));
-            if rng.below(100) < webhook_pct {
+            let delivered = rng.below(100) < webhook_pct;
+            if outage.covers(t) {
+                outage_lost += 1;
+                outage_jobs.insert(e.job);
+                outage_pending.insert(e.job);
+                lost += 1;
+                broken.entry(e.job).or_insert((now_abs, e.repo));
+            } else if delivered {
                 let event = JobEvent::new(
                     e.job,
                     e.run,
@@ -182,8 +212,12 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64) {
         reconciler.resync_due(now_abs).await;
         // Is demand right again for jobs whose webhook was lost?
         let mut fixed = Vec::new();
+        let mut open_by_repo: HashMap<usize, Vec<gaa::demand::Job>> = HashMap::new();
         for (job, (since, repo)) in &broken {
-            let open = store.open_jobs(&names[*repo]).await.expect("store");
+            if !open_by_repo.contains_key(repo) {
+                open_by_repo.insert(*repo, store.open_jobs(&names[*repo]).await.expect("store"));
+            }
+            let open = &open_by_repo[repo];
             let ours = open.iter().find(|j| j.id == *job).map_or(JobStatus::Completed, |j| j.status);
             let theirs = truth.get(job).copied().unwrap_or(JobStatus::Completed);
             if ours.is_demand() == theirs.is_demand() && (ours == theirs || !theirs.is_demand()) {
@@ -192,6 +226,9 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64) {
         }
         for (job, took) in fixed {
             broken.remove(&job);
+            if outage_pending.remove(&job) {
+                outage_last_repair = Some(t);
+            }
             worst = worst.max(took);
             repaired_total += took;
             repaired_count += 1;
@@ -227,5 +264,16 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64) {
         "lost webhooks repaired: {repaired_count}, worst drift {worst} s, mean {:.0} s, still wrong at the end {unrepaired}",
         repaired_total as f64 / repaired_count.max(1) as f64
     );
+    if outage.secs > 0 {
+        let ended = outage.at + outage.secs;
+        let last = outage_last_repair.map_or_else(|| "none".to_string(), |at| format!("{} s", (at - ended).max(0)));
+        println!(
+            "webhook outage {}-{} s: {outage_lost} deliveries lost ({} jobs); demand right again {last} after the outage ended (last repair); {} jobs still wrong at the end",
+            outage.at,
+            ended,
+            outage_jobs.len(),
+            outage_pending.len(),
+        );
+    }
     store.shutdown().await;
 }

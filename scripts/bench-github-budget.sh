@@ -2,10 +2,15 @@
 # GitHub budget of the resync: simulated hours against the fake GitHub (real HTTP on loopback),
 # 1,000 and 10,000 repositories, 5% active in the measured hour, 99% of webhooks delivered, one
 # token of 5,000 credits an hour. Prints credits and requests per hour, the cold start, and how
-# long the worst lost webhook left demand wrong. Extra arguments go to every run (e.g. --seed 2).
+# long the worst lost webhook left demand wrong. Then the same hour with a webhook outage (every
+# delivery lost for 10 minutes from 15 minutes in): how long after it ended its last loss was
+# repaired, and the credits that cost. Extra arguments go to every run (e.g. --seed 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for repos in 1000 10000; do
   echo "== $repos repositories"
   cargo bench --quiet --bench github_budget -- --repos "$repos" --active 5 --webhooks 99 "$@"
+  echo "== $repos repositories, webhook outage of 10 minutes"
+  cargo bench --quiet --bench github_budget -- --repos "$repos" --active 5 --webhooks 99 \
+    --outage-at 900 --outage-minutes 10 "$@"
 done

@@ -1,4 +1,5 @@
-//! The GitHub REST client the reconciler uses to list queued and in-progress Actions work.
+//! The GitHub REST client the reconciler uses to list queued and in-progress Actions work, and
+//! to ask about the runs of jobs those lists no longer show.
 //!
 //! Cheap on the rate limit by construction:
 //! - every listing asks for `per_page=100` and follows the `Link` header's `rel="next"` URL;
@@ -71,6 +72,24 @@ impl RunStatus {
             Self::Queued => "queued",
             Self::InProgress => "in_progress",
             Self::Waiting => "waiting",
+        }
+    }
+}
+
+/// The `filter=` of a run's jobs listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobFilter {
+    /// The jobs of the run's latest attempt.
+    Latest,
+    /// The jobs of every attempt.
+    All,
+}
+
+impl JobFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Latest => "latest",
+            Self::All => "all",
         }
     }
 }
@@ -281,16 +300,30 @@ impl GitHubClient {
         self.list::<WorkflowRunList>(token, "runs", url).await
     }
 
-    /// Every job of the latest attempt of run `run_id`, all pages.
+    /// Every job of run `run_id` (of its latest attempt, or of all), all pages.
     pub async fn list_jobs(
         &self,
         token: &Token,
         repo: &str,
         run_id: u64,
+        filter: JobFilter,
     ) -> Result<Fetched<Vec<WorkflowJob>>, GitHubError> {
         let repo = checked_repository(repo)?;
-        let url = self.url(&format!("/repos/{repo}/actions/runs/{run_id}/jobs?per_page={PER_PAGE}"))?;
+        let url = self
+            .url(&format!("/repos/{repo}/actions/runs/{run_id}/jobs?per_page={PER_PAGE}&filter={}", filter.as_str()))?;
         self.list::<WorkflowJobList>(token, "jobs", url).await
+    }
+
+    /// One run (its status and conclusion); `None` when GitHub answers 404.
+    pub async fn get_run(
+        &self,
+        token: &Token,
+        repo: &str,
+        run_id: u64,
+    ) -> Result<Fetched<Option<WorkflowRun>>, GitHubError> {
+        let repo = checked_repository(repo)?;
+        let url = self.url(&format!("/repos/{repo}/actions/runs/{run_id}"))?;
+        self.get_one(token, "run", url).await
     }
 
     /// One job; `None` when GitHub answers 404.
@@ -302,13 +335,23 @@ impl GitHubClient {
     ) -> Result<Fetched<Option<WorkflowJob>>, GitHubError> {
         let repo = checked_repository(repo)?;
         let url = self.url(&format!("/repos/{repo}/actions/jobs/{job_id}"))?;
+        self.get_one(token, "job", url).await
+    }
+
+    /// One object, conditional like every GET; `None` on 404.
+    async fn get_one<T: DeserializeOwned + Serialize>(
+        &self,
+        token: &Token,
+        endpoint: &'static str,
+        url: Url,
+    ) -> Result<Fetched<Option<T>>, GitHubError> {
         let mut fetched = Fetched::cost_only(None);
-        match self.get(token, "job", &url, &mut fetched).await? {
+        match self.get(token, endpoint, &url, &mut fetched).await? {
             Answer::NotFound => {}
             Answer::Fresh { etag, next: _, body } => {
-                let job: WorkflowJob = decode(&body)?;
-                self.keep(token, &url, etag, &job, None);
-                fetched.value = Some(job);
+                let value: T = decode(&body)?;
+                self.keep(token, &url, etag, &value, None);
+                fetched.value = Some(value);
             }
             Answer::Unchanged { body, .. } => fetched.value = Some(decode(&body)?),
         }

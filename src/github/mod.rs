@@ -10,7 +10,7 @@ pub mod reconciler;
 pub mod resync;
 pub mod token;
 
-pub use client::{Fetched, GitHubClient, RunStatus};
+pub use client::{Fetched, GitHubClient, JobFilter, RunStatus};
 pub use error::GitHubError;
 pub use models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};
 pub use rate_limit::{RateLimit, rate_limit_wait};

@@ -7,17 +7,17 @@
 //! runs (every page; skipped when both lists are unchanged), a lookup of each job we think is
 //! open that GitHub no longer lists, and the corrections through the journal like any delivery.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::client::{GitHubClient, RunStatus};
+use super::client::{GitHubClient, JobFilter, RunStatus};
 use super::error::GitHubError;
 use super::models::WorkflowJob;
-use super::resync::{Comparison, GitHubJob, KnownJob, Schedule, Windows, compare};
+use super::resync::{Comparison, GitHubJob, KnownJob, Lookups, RunAnswer, Schedule, Windows, compare, repair_run};
 use super::token::Token;
 use crate::demand::job::normalize_labels;
 use crate::demand::{JobEvent, JobStatus, RepoRef, RunnerIndex, RunnerKey};
@@ -26,6 +26,11 @@ use crate::store::{ResyncInfo, StoreError, StoreHandle};
 
 /// GitHub's secondary limit is 900 points a minute per token; leave headroom for retries.
 const POINTS_PER_MINUTE: u32 = 800;
+/// Corrections handed to the store at once (well under its queue).
+const RECORD_CHUNK: usize = 1024;
+/// The shortest pause after a repeated secondary limit, and the longest the doubling reaches.
+const SECONDARY_REPEAT_FLOOR: Duration = Duration::from_secs(60);
+const SECONDARY_CAP: Duration = Duration::from_secs(900);
 
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -34,7 +39,8 @@ pub struct ReconcilerConfig {
     pub settle: Duration,
     /// Repositories resynced at once.
     pub concurrency: usize,
-    /// Lookups of individual jobs per repository and pass.
+    /// Questions about jobs GitHub's open lists no longer show, per repository and pass: one per
+    /// run (its status, or its jobs, every page), or per job whose run is unknown.
     pub max_lookups: usize,
     /// Primary-limit credits kept in reserve: below them a token waits for its reset.
     pub reserve_credits: u32,
@@ -46,7 +52,7 @@ impl Default for ReconcilerConfig {
             windows: Windows::default(),
             settle: Duration::from_secs(60),
             concurrency: 8,
-            max_lookups: 20,
+            max_lookups: 100,
             reserve_credits: 100,
         }
     }
@@ -76,6 +82,20 @@ pub struct Pass {
     pub requests: u32,
     pub credits: u32,
     pub corrections: usize,
+}
+
+/// What the reconciler keeps per repository and token: it follows the catalog, so repositories
+/// and tokens that go away take their state with them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Repositories scheduled.
+    pub repositories: usize,
+    /// Repositories with a token rotation.
+    pub rotations: usize,
+    /// Repositories whose last job listing is kept.
+    pub job_lists: usize,
+    /// Tokens with pacing state.
+    pub paced_tokens: usize,
 }
 
 /// Why one repository's resync failed, by the step that failed.
@@ -170,8 +190,21 @@ impl Reconciler {
         let repos: Vec<String> = tokens.0.iter().filter(|(_, t)| !t.is_empty()).map(|(r, _)| r.clone()).collect();
         self.schedule.set_repos(repos, now, self.shared.config.windows);
         self.last_jobs.retain(|repo, _| tokens.0.contains_key(repo));
+        self.rotation.retain(|repo, _| tokens.0.contains_key(repo));
+        let in_use: HashSet<String> = tokens.0.values().flatten().map(Token::id).collect();
+        // A paused token is remembered until its pause ends, in case it comes back.
+        self.pace.retain(|id, pace| in_use.contains(id) || pace.paused_until > now);
         self.shared.index = Arc::new(index);
         self.tokens = tokens;
+    }
+
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            repositories: self.schedule.len(),
+            rotations: self.rotation.len(),
+            job_lists: self.last_jobs.len(),
+            paced_tokens: self.pace.len(),
+        }
     }
 
     pub fn next_due(&self) -> Option<i64> {
@@ -260,9 +293,9 @@ impl Reconciler {
                 Err(ResyncError::GitHub(GitHubError::RateLimited { retry_after, secondary })) => {
                     // Keep the last good demand; wait as GitHub asks, longer on repeats.
                     let wait = if secondary {
-                        let doubled = pace.secondary_backoff.map_or(retry_after, |b| (b * 2).max(retry_after));
-                        pace.secondary_backoff = Some(doubled.min(Duration::from_secs(900)));
-                        doubled
+                        let wait = secondary_wait(pace.secondary_backoff, retry_after);
+                        pace.secondary_backoff = Some(wait);
+                        wait
                     } else {
                         retry_after
                     };
@@ -300,7 +333,8 @@ impl Reconciler {
         }
     }
 
-    /// Runs passes until `stop` resolves, sleeping until the next repository is due. Passes run
+    /// Runs passes until `stop` resolves (at once, even in the middle of a pass), sleeping until
+    /// the next repository is due. Passes run
     /// only while `leading` says this replica holds the resync lease; each new catalog from
     /// `catalogs` (runners and tokens watched in a cluster) replaces the current one.
     pub async fn run(
@@ -318,7 +352,15 @@ impl Reconciler {
             // A replica without the lease only waits for the lease or a new catalog.
             let mut sleep = Duration::from_secs(3600);
             if *leading.borrow_and_update() {
-                let pass = self.resync_due(clock()).await;
+                // A stop cancels a pass in flight (its requests are dropped): a slow GitHub must
+                // not hold the shutdown past its grace. Corrections journaled so far stay.
+                let pass = tokio::select! {
+                    pass = self.resync_due(clock()) => pass,
+                    () = stop.cancelled() => {
+                        tracing::info!("resync stopped in the middle of a pass");
+                        return;
+                    }
+                };
                 if pass.resynced + pass.deferred + pass.failed > 0 {
                     tracing::debug!(?pass, "resync pass");
                 }
@@ -338,6 +380,15 @@ impl Reconciler {
                 () = stop.cancelled() => return,
             }
         }
+    }
+}
+
+/// The pause after a secondary limit: what GitHub asks the first time; on a repeat twice the
+/// last pause, at least a minute, at most 15 minutes (unless GitHub itself asks for longer).
+fn secondary_wait(last: Option<Duration>, retry_after: Duration) -> Duration {
+    match last {
+        None => retry_after,
+        Some(last) => (last * 2).max(SECONDARY_REPEAT_FLOOR).min(SECONDARY_CAP).max(retry_after),
     }
 }
 
@@ -398,7 +449,7 @@ async fn resync_repo(
         _ => {
             let mut jobs = Vec::new();
             for run in queued.value.iter().chain(running.value.iter()) {
-                let listed = client.list_jobs(token, repo, run.id).await?;
+                let listed = client.list_jobs(token, repo, run.id, JobFilter::Latest).await?;
                 count(listed.requests, listed.credits, listed.not_modified);
                 jobs.extend(listed.value.iter().map(github_job));
             }
@@ -411,12 +462,58 @@ async fn resync_repo(
         .await
         .map_err(ResyncError::OpenJobs)?
         .into_iter()
-        .map(|j| KnownJob { id: j.id, status: j.status, labels: j.labels, changed_at: j.changed_at })
+        .map(|j| KnownJob {
+            id: j.id,
+            run_id: j.run_id,
+            run_attempt: j.run_attempt,
+            status: j.status,
+            labels: j.labels,
+            changed_at: j.changed_at,
+        })
         .collect();
     let repo_ref = RepoRef::new(0, repo);
     let Comparison { mut corrections, unseen, drift } =
         compare(&repo_ref, &shared.index, &github, &ours, now, shared.config.settle);
-    for job_id in unseen.into_iter().take(shared.config.max_lookups) {
+    // Jobs GitHub's open lists no longer show: one question per run, however many were lost.
+    let lookups = Lookups::new(&unseen, &ours);
+    let open_runs: HashSet<u64> = queued.value.iter().chain(running.value.iter()).map(|r| r.id).collect();
+    let mut budget = shared.config.max_lookups;
+    for (&run_id, job_ids) in &lookups.runs {
+        if budget == 0 {
+            break;
+        }
+        budget -= 1;
+        let known: Vec<&KnownJob> = ours.iter().filter(|j| job_ids.contains(&j.id)).collect();
+        // A run still listed open lost these jobs from its latest attempt: ask for every
+        // attempt's jobs. Any other run: its status first, which settles a finished run at once.
+        let mut settled = None;
+        if !open_runs.contains(&run_id) {
+            let run = client.get_run(token, repo, run_id).await?;
+            count(run.requests, run.credits, run.not_modified);
+            settled = match &run.value {
+                None => Some(RunAnswer::Gone),
+                Some(run) if run.status.as_deref() == Some("completed") => Some(RunAnswer::Completed),
+                Some(_) => None,
+            };
+        }
+        let listed: Vec<GitHubJob>;
+        let answer = match settled {
+            Some(answer) => answer,
+            None => match client.list_jobs(token, repo, run_id, JobFilter::All).await {
+                Err(GitHubError::NotFound) => RunAnswer::Gone,
+                Err(error) => return Err(error.into()),
+                Ok(jobs) => {
+                    count(jobs.requests, jobs.credits, jobs.not_modified);
+                    listed = jobs.value.iter().map(github_job).collect();
+                    RunAnswer::Jobs(&listed)
+                }
+            },
+        };
+        corrections.extend(repair_run(&repo_ref, answer, &known));
+    }
+    let runs_left = lookups.runs.len().saturating_sub(shared.config.max_lookups);
+    let lone_left = lookups.lone.len().saturating_sub(budget);
+    for job_id in lookups.lone.into_iter().take(budget) {
         let found = client.get_job(token, repo, job_id).await?;
         count(found.requests, found.credits, found.not_modified);
         let known = ours.iter().find(|j| j.id == job_id);
@@ -431,18 +528,25 @@ async fn resync_repo(
             let base = found.value.as_ref().map(github_job);
             corrections.push(JobEvent::new(
                 job_id,
-                base.as_ref().map_or(0, |b| b.run_id),
-                base.as_ref().map_or(1, |b| b.run_attempt),
+                base.as_ref().map_or(known.run_id, |b| b.run_id),
+                base.as_ref().map_or(known.run_attempt, |b| b.run_attempt),
                 repo_ref.clone(),
                 status,
                 known.labels.iter(),
             ));
         }
     }
-    outcome.busy = github.iter().any(|j| j.status.is_some_and(JobStatus::is_demand));
-    for event in &corrections {
-        let delivery = format!("resync:{}:{}", event.job_id, event.status.as_str());
-        shared.store.record(&delivery, event.clone()).await.map_err(ResyncError::Correction)?;
+    // Lookups left for the next pass bring it back within the busy window, not the idle one.
+    outcome.busy = github.iter().any(|j| j.status.is_some_and(JobStatus::is_demand)) || runs_left + lone_left > 0;
+    // Sent together, so they share group commits instead of one flush each.
+    for chunk in corrections.chunks(RECORD_CHUNK) {
+        let records = chunk.iter().map(|event| async move {
+            let delivery = format!("resync:{}:{}", event.job_id, event.status.as_str());
+            shared.store.record(&delivery, event.clone()).await
+        });
+        for recorded in futures::future::join_all(records).await {
+            recorded.map_err(ResyncError::Correction)?;
+        }
     }
     outcome.corrections = corrections.len();
     outcome.drift = drift;
@@ -452,7 +556,19 @@ async fn resync_repo(
 
 #[cfg(test)]
 mod tests {
-    use super::paced_until;
+    use std::time::Duration;
+
+    use super::{paced_until, secondary_wait};
+
+    #[test]
+    fn a_repeated_secondary_limit_doubles_from_a_minute_up_to_fifteen() {
+        let s = Duration::from_secs;
+        assert_eq!(secondary_wait(None, s(5)), s(5), "the first time, as GitHub asks");
+        assert_eq!(secondary_wait(Some(s(5)), s(5)), s(60));
+        assert_eq!(secondary_wait(Some(s(60)), s(1)), s(120));
+        assert_eq!(secondary_wait(Some(s(900)), s(900)), s(900));
+        assert_eq!(secondary_wait(Some(s(900)), s(1200)), s(1200), "GitHub's own longer wait holds");
+    }
 
     #[test]
     fn credits_are_paced_evenly_over_the_window_with_a_small_burst() {

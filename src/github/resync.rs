@@ -1,6 +1,6 @@
 //! Pure parts of the resync: when each repository is due, and what GitHub's view changes in ours.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -121,6 +121,10 @@ pub struct GitHubJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownJob {
     pub id: u64,
+    /// The run it belongs to; 0 when we do not know (a delivery without `run_id`, or a job only
+    /// another replica journaled).
+    pub run_id: u64,
+    pub run_attempt: u32,
     pub status: JobStatus,
     pub labels: Vec<String>,
     /// Our clock, unix seconds, when we last learned something about it.
@@ -198,6 +202,62 @@ pub fn compare(
     Comparison { corrections, unseen, drift }
 }
 
+/// The unseen jobs to ask GitHub about: by run (one question per run, however many of its jobs
+/// were lost), and on their own those whose run we do not know.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lookups {
+    pub runs: BTreeMap<u64, Vec<u64>>,
+    pub lone: Vec<u64>,
+}
+
+impl Lookups {
+    pub fn new(unseen: &[u64], ours: &[KnownJob]) -> Self {
+        let run_of: HashMap<u64, u64> = ours.iter().map(|j| (j.id, j.run_id)).collect();
+        let mut lookups = Self::default();
+        for &id in unseen {
+            match run_of.get(&id).copied().unwrap_or(0) {
+                0 => lookups.lone.push(id),
+                run => lookups.runs.entry(run).or_default().push(id),
+            }
+        }
+        lookups
+    }
+}
+
+/// What GitHub says about a run some of our open jobs belong to.
+#[derive(Debug, Clone, Copy)]
+pub enum RunAnswer<'a> {
+    /// The run no longer exists: nothing will run its jobs.
+    Gone,
+    /// The run is over, and with it every job of every attempt.
+    Completed,
+    /// The jobs of every attempt of the run, every page.
+    Jobs(&'a [GitHubJob]),
+}
+
+/// The corrections GitHub's `answer` about a run makes to our open jobs of it (`ours`).
+pub fn repair_run(repo: &RepoRef, answer: RunAnswer<'_>, ours: &[&KnownJob]) -> Vec<JobEvent> {
+    let finished = |known: &KnownJob| {
+        JobEvent::new(known.id, known.run_id, known.run_attempt, repo.clone(), JobStatus::Completed, &known.labels)
+    };
+    match answer {
+        RunAnswer::Gone | RunAnswer::Completed => ours.iter().map(|known| finished(known)).collect(),
+        RunAnswer::Jobs(listed) => {
+            let by_id: HashMap<u64, &GitHubJob> = listed.iter().map(|j| (j.id, j)).collect();
+            ours.iter()
+                .filter_map(|known| match by_id.get(&known.id) {
+                    // Listed under none of the run's attempts: gone with them.
+                    None => Some(finished(known)),
+                    Some(job) => job.status.filter(|status| *status > known.status).map(|status| {
+                        JobEvent::new(job.id, job.run_id, job.run_attempt, repo.clone(), status, &job.labels)
+                            .since(job.since)
+                    }),
+                })
+                .collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,7 +280,46 @@ mod tests {
     }
 
     fn ours(id: u64, status: JobStatus, changed_at: i64) -> KnownJob {
-        KnownJob { id, status, labels: vec!["linux".into()], changed_at }
+        KnownJob { id, run_id: 1, run_attempt: 1, status, labels: vec!["linux".into()], changed_at }
+    }
+
+    #[test]
+    fn unseen_jobs_are_asked_about_by_run_and_alone_without_one() {
+        let mut known =
+            vec![ours(1, JobStatus::Queued, 0), ours(2, JobStatus::Queued, 0), ours(3, JobStatus::Queued, 0)];
+        known[2].run_id = 0;
+        known.push(KnownJob { run_id: 4, ..ours(4, JobStatus::InProgress, 0) });
+        let lookups = Lookups::new(&[1, 2, 3, 4], &known);
+        assert_eq!(lookups.runs, BTreeMap::from([(1, vec![1, 2]), (4, vec![4])]));
+        assert_eq!(lookups.lone, vec![3]);
+    }
+
+    #[test]
+    fn a_finished_or_deleted_run_completes_every_job_of_ours_in_it() {
+        let repo = RepoRef::new(1, "acme/api");
+        let known = [ours(1, JobStatus::Queued, 0), ours(2, JobStatus::InProgress, 0)];
+        let refs: Vec<&KnownJob> = known.iter().collect();
+        for answer in [RunAnswer::Completed, RunAnswer::Gone] {
+            let fixed = repair_run(&repo, answer, &refs);
+            assert_eq!(
+                fixed.iter().map(|e| (e.job_id, e.status)).collect::<Vec<_>>(),
+                [(1, JobStatus::Completed), (2, JobStatus::Completed)]
+            );
+            assert_eq!(fixed[0].labels, ["linux"]);
+        }
+    }
+
+    #[test]
+    fn an_open_runs_jobs_correct_ours_and_a_job_in_no_attempt_is_over() {
+        let repo = RepoRef::new(1, "acme/api");
+        let known = [ours(1, JobStatus::Queued, 0), ours(2, JobStatus::InProgress, 0), ours(3, JobStatus::Queued, 0)];
+        let refs: Vec<&KnownJob> = known.iter().collect();
+        let listed = [gh(1, JobStatus::InProgress), gh(2, JobStatus::InProgress)];
+        let fixed = repair_run(&repo, RunAnswer::Jobs(&listed), &refs);
+        assert_eq!(
+            fixed.iter().map(|e| (e.job_id, e.status)).collect::<Vec<_>>(),
+            [(1, JobStatus::InProgress), (3, JobStatus::Completed)]
+        );
     }
 
     #[test]

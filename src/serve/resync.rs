@@ -16,6 +16,9 @@ use crate::lease::LeaseConfig;
 use crate::metrics::Metrics;
 use crate::store::StoreHandle;
 
+/// How long a stopping resync may take before it is aborted (it stops at its next await).
+const RESYNC_STOP: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The token of `--github-token-file`, for repositories whose runners name none.
 pub(super) fn default_token(args: &GitHubArgs) -> Result<Option<Token>, ServeError> {
     let Some(path) = &args.github_token_file else {
@@ -54,11 +57,15 @@ impl Workers {
         Self { stop, resync, followers }
     }
 
-    /// Stops them: the resync finishes its pass, the cluster's watches end at once.
+    /// Stops them: the resync drops any pass in flight, the cluster's watches end at once. The
+    /// caller's final checkpoint comes next, so nothing here may hold it up for long.
     pub(super) async fn stop(self) {
         self.stop.cancel();
-        if let Some(resync) = self.resync {
-            let _ = resync.await;
+        if let Some(mut resync) = self.resync
+            && tokio::time::timeout(RESYNC_STOP, &mut resync).await.is_err()
+        {
+            tracing::warn!("the resync did not stop in time; aborting it");
+            resync.abort();
         }
         for follower in self.followers {
             follower.abort();

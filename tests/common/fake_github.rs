@@ -4,7 +4,7 @@
 //! errors, slowness).
 //!
 //! Modelled on GitHub's REST documentation ("List workflow runs for a repository", "List jobs for a
-//! workflow run", "Get a job for a workflow run", "Rate limits for the REST API", "Best practices":
+//! workflow run", "Get a workflow run", "Get a job for a workflow run", "Rate limits for the REST API", "Best practices":
 //! conditional requests, "Using pagination in the REST API"). Simplifications, on purpose:
 //! - only a `200` costs a primary-limit credit; `304`, `4xx` and `5xx` are free here (GitHub may
 //!   count errors; a client must not rely on either);
@@ -276,6 +276,11 @@ impl FakeGitHub {
         self.world().requests.clone()
     }
 
+    /// Authenticated requests received so far, answered or not (a `Slow` one counts on arrival).
+    pub fn admitted(&self) -> u64 {
+        self.world().admitted
+    }
+
     pub fn clear_requests(&self) {
         self.world().requests.clear();
     }
@@ -410,6 +415,8 @@ struct World {
     jobs: BTreeMap<u64, Job>,
     faults: VecDeque<Injected>,
     requests: Vec<Recorded>,
+    /// Authenticated requests let in, counted before any delay (so a slow answer shows at once).
+    admitted: u64,
     served: u64,
     access: HashMap<(String, String), Access>,
     next_hook_id: u64,
@@ -460,6 +467,7 @@ impl World {
             jobs: BTreeMap::new(),
             faults: VecDeque::new(),
             requests: Vec::new(),
+            admitted: 0,
             served: 0,
             access: HashMap::new(),
             next_hook_id: 0,
@@ -506,6 +514,7 @@ impl World {
         quota.roll(now);
         let matching = self.faults.iter().position(|f| f.path_contains.as_deref().is_none_or(|p| path.contains(p)));
         let fault = matching.and_then(|i| self.faults.remove(i)).map(|f| f.fault);
+        self.admitted += 1;
         Admission::Admitted { token: token.unwrap_or_default().to_owned(), fault }
     }
 
@@ -756,6 +765,11 @@ impl World {
                     .collect();
                 let (page, link) = self.paginate(uri, &params, runs);
                 Ok((json!({"total_count": page.1, "workflow_runs": page.0}), link))
+            }
+            ["", "repos", owner, name, "actions", "runs", run_id] => {
+                let repo = self.repos.get(&repo_key(&format!("{owner}/{name}"))).ok_or_else(not_found)?;
+                let run = run_id.parse().ok().and_then(|id: u64| repo.runs.get(&id)).ok_or_else(not_found)?;
+                Ok((self.run_json(repo, run), None))
             }
             ["", "repos", owner, name, "actions", "runs", run_id, "jobs"] => {
                 let repo = self.repos.get(&repo_key(&format!("{owner}/{name}"))).ok_or_else(not_found)?;

@@ -171,6 +171,33 @@ async fn removed_runs_and_unknown_repositories_are_not_found() {
 }
 
 #[tokio::test]
+async fn a_single_run_reads_with_its_status_revalidates_for_free_and_is_gone_once_removed() {
+    let github = github().await;
+    github.add_job(REPO, 7, 71, &["self-hosted"], JobState::InProgress);
+    let url = format!("{}/repos/{REPO}/actions/runs/7", github.url());
+
+    let fresh = get(&url).await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    assert_eq!((fresh.json()["id"].as_u64(), fresh.json()["status"].as_str()), (Some(7), Some("in_progress")));
+    assert_eq!(fresh.json()["conclusion"], Value::Null);
+    assert_eq!(fresh.number("x-ratelimit-used"), 1);
+    let etag = fresh.header("etag").unwrap().to_owned();
+    let again = get_with(client().get(&url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(github.credits_used(TOKEN), 1);
+
+    github.set_job_status(71, JobState::Completed);
+    let done = get_with(client().get(&url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(done.status, StatusCode::OK);
+    assert_eq!(
+        (done.json()["status"].as_str(), done.json()["conclusion"].as_str()),
+        (Some("completed"), Some("success"))
+    );
+    github.remove_run(REPO, 7);
+    assert_eq!(get(&url).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn two_hundred_and_fifty_jobs_come_back_over_three_linked_pages() {
     let github = github().await;
     for job in 1..=250 {

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Response};
-use gaa::github::{GitHubClient, GitHubError, RunStatus, Token};
+use gaa::github::{GitHubClient, GitHubError, JobFilter, RunStatus, Token};
 use gaa::metrics::Metrics;
 use serde_json::{Value, json};
 
@@ -220,8 +220,8 @@ async fn a_second_listing_revalidates_and_reuses_the_pages() {
     let (client, metrics) = client(&stub);
     let token = Token::new(SECRET);
 
-    let first = client.list_jobs(&token, "acme/api", 42).await.unwrap();
-    let second = client.list_jobs(&token, "acme/api", 42).await.unwrap();
+    let first = client.list_jobs(&token, "acme/api", 42, JobFilter::Latest).await.unwrap();
+    let second = client.list_jobs(&token, "acme/api", 42, JobFilter::Latest).await.unwrap();
 
     assert_eq!((first.requests, first.credits, first.not_modified), (3, 3, 0));
     assert_eq!((second.requests, second.credits, second.not_modified), (3, 0, 3));
@@ -239,8 +239,8 @@ async fn validators_are_not_shared_between_tokens() {
     let stub = Stub::start(jobs_with_etags).await;
     let (client, _) = client(&stub);
 
-    client.list_jobs(&Token::new(SECRET), "acme/api", 42).await.unwrap();
-    let other = client.list_jobs(&Token::new("ghp_another"), "acme/api", 42).await.unwrap();
+    client.list_jobs(&Token::new(SECRET), "acme/api", 42, JobFilter::Latest).await.unwrap();
+    let other = client.list_jobs(&Token::new("ghp_another"), "acme/api", 42, JobFilter::Latest).await.unwrap();
 
     assert_eq!((other.credits, other.not_modified), (3, 0));
     assert!(stub.seen()[3..].iter().all(|s| s.header("if-none-match").is_none()));
@@ -309,13 +309,13 @@ async fn an_exhausted_quota_waits_until_its_reset() {
     let (client, _) = client(&stub);
     let token = Token::new(SECRET);
 
-    let error = client.list_jobs(&token, "acme/api", 42).await.unwrap_err();
+    let error = client.list_jobs(&token, "acme/api", 42, JobFilter::Latest).await.unwrap_err();
     let GitHubError::RateLimited { retry_after, secondary: false } = error else { panic!("{error:?}") };
     assert!((28..=31).contains(&retry_after.as_secs()), "{retry_after:?}");
 
     // With the clock pinned, the wait is exact.
     let pinned = client.clone().with_clock(move || reset - 30);
-    let error = pinned.list_jobs(&token, "acme/api", 42).await.unwrap_err();
+    let error = pinned.list_jobs(&token, "acme/api", 42, JobFilter::Latest).await.unwrap_err();
     assert_eq!(error, GitHubError::RateLimited { retry_after: Duration::from_secs(30), secondary: false });
     assert_eq!(client.rate_limit(&token).map(|r| (r.remaining, r.reset)), Some((0, reset)));
 }
@@ -359,8 +359,8 @@ async fn server_errors_and_refusals_are_told_apart() {
         client.list_runs(&token, "acme/down", RunStatus::Queued).await,
         Err(GitHubError::Server { status: 502 })
     );
-    assert_eq!(client.list_jobs(&token, "acme/locked", 1).await, Err(GitHubError::Unauthorized));
-    assert_eq!(client.list_jobs(&token, "acme/gone", 1).await, Err(GitHubError::NotFound));
+    assert_eq!(client.list_jobs(&token, "acme/locked", 1, JobFilter::Latest).await, Err(GitHubError::Unauthorized));
+    assert_eq!(client.list_jobs(&token, "acme/gone", 1, JobFilter::Latest).await, Err(GitHubError::NotFound));
     let missing = client.get_job(&token, "acme/gone", 5).await.unwrap();
     assert_eq!((missing.value, missing.requests, missing.credits), (None, 1, 0));
     assert!(metrics.encode().contains(r#"gaa_github_requests_total{endpoint="job",status="404"} 1"#));
@@ -384,7 +384,7 @@ async fn answers_missing_optional_fields_still_decode() {
 
     let job = client.get_job(&token, "acme/api", 5).await.unwrap().value.unwrap();
     assert_eq!((job.id, job.status.as_deref(), job.labels.len(), job.run_attempt), (5, Some("queued"), 0, None));
-    let jobs = client.list_jobs(&token, "acme/api", 42).await.unwrap().value;
+    let jobs = client.list_jobs(&token, "acme/api", 42, JobFilter::Latest).await.unwrap().value;
     assert_eq!(jobs.iter().map(|j| (j.id, j.runner_id)).collect::<Vec<_>>(), [(6, None), (7, Some(3))]);
 }
 
@@ -422,7 +422,7 @@ async fn no_answer_is_an_http_error_counted_as_such() {
     let metrics = Arc::new(Metrics::new());
     let client = GitHubClient::new(&format!("http://{addr}"), metrics.clone()).unwrap();
 
-    let error = client.list_jobs(&Token::new(SECRET), "acme/api", 1).await.unwrap_err();
+    let error = client.list_jobs(&Token::new(SECRET), "acme/api", 1, JobFilter::Latest).await.unwrap_err();
 
     assert!(matches!(error, GitHubError::Http(_)), "{error:?}");
     assert!(metrics.encode().contains(r#"gaa_github_requests_total{endpoint="jobs",status="error"} 1"#));
@@ -485,4 +485,39 @@ async fn rate_limit_headers_are_remembered_per_token() {
     let text = metrics.encode();
     assert!(text.contains(&format!(r#"gaa_github_credits_remaining{{token="{}"}} 4999"#, first.id())), "{text}");
     assert!(text.contains(&format!(r#"gaa_github_credits_remaining{{token="{}"}} 12"#, second.id())), "{text}");
+}
+
+#[tokio::test]
+async fn a_run_is_read_conditionally_and_a_runs_jobs_of_every_attempt_asked_for_by_filter() {
+    let stub = Stub::start(|seen| {
+        let mut headers = rate_headers(4000);
+        headers.push(("etag", "\"run-9\"".into()));
+        match seen.uri.split('?').next().unwrap_or_default() {
+            "/repos/acme/api/actions/runs/9" if seen.header("if-none-match") == Some("\"run-9\"") => {
+                answer(304, &headers, None)
+            }
+            "/repos/acme/api/actions/runs/9" => {
+                answer(200, &headers, Some(json!({"id": 9, "status": "completed", "conclusion": "cancelled"})))
+            }
+            "/repos/acme/api/actions/runs/9/jobs" => {
+                answer(200, &headers, Some(json!({"total_count": 1, "jobs": [job(1)]})))
+            }
+            _ => answer(404, &rate_headers(4000), Some(json!({"message": "Not Found"}))),
+        }
+    })
+    .await;
+    let (client, metrics) = client(&stub);
+    let token = Token::new(SECRET);
+
+    let first = client.get_run(&token, "acme/api", 9).await.unwrap();
+    let run = first.value.clone().unwrap();
+    assert_eq!((run.id, run.status.as_deref(), run.conclusion.as_deref()), (9, Some("completed"), Some("cancelled")));
+    let again = client.get_run(&token, "acme/api", 9).await.unwrap();
+    assert_eq!((again.value, again.credits, again.not_modified), (first.value, 0, 1));
+    assert_eq!(client.get_run(&token, "acme/api", 10).await.unwrap().value, None, "a deleted run is None");
+    assert!(metrics.encode().contains(r#"gaa_github_requests_total{endpoint="run",status="200"} 1"#));
+
+    client.list_jobs(&token, "acme/api", 9, JobFilter::All).await.unwrap();
+    let seen = stub.seen();
+    assert_eq!(seen.last().unwrap().uri, "/repos/acme/api/actions/runs/9/jobs?per_page=100&filter=all");
 }

@@ -1,5 +1,6 @@
-//! The real binary: durability across `kill -9`, graceful shutdown on SIGTERM, and manifest
-//! problems reported with file and reason while the valid runners load.
+//! The real binary: durability across `kill -9`, graceful shutdown on SIGTERM (in the middle of
+//! a slow resync too), and manifest problems reported with file and reason while the valid
+//! runners load.
 
 use crate::common;
 
@@ -141,4 +142,63 @@ async fn invalid_manifest_documents_are_reported_with_file_and_reason_and_the_re
         .await
         .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_the_middle_of_a_slow_resync_checkpoints_within_five_seconds() {
+    use common::fake_github::{FakeGitHub, Fault};
+    use std::time::{Duration, Instant};
+    const TOKEN: &str = "ghp_test_token_for_the_fake";
+    let github = FakeGitHub::start().await;
+    github.add_token(TOKEN, 5000);
+    github.add_repo("acme/api");
+    github.add_repo("acme/web");
+    // Every answer takes a minute, longer than the grace: the resync is mid-request at SIGTERM.
+    for _ in 0..32 {
+        github.inject(Fault::Slow { delay: Duration::from_secs(60) });
+    }
+    let root = tempfile::tempdir().unwrap();
+    let manifests = manifests_dir(root.path(), "");
+    let data = root.path().join("data");
+    let token_file = root.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let url = github.url();
+    let args = [
+        "--github-api-url",
+        url.as_str(),
+        "--github-token-file",
+        token_file.to_str().unwrap(),
+        "--cache-window",
+        "1s",
+        "--cache-window-when-empty",
+        "1s",
+    ];
+    let mut server = Server::start_with(&data, &manifests, &args).await;
+    let client = common::server::http();
+    for job in 1..=5 {
+        assert_eq!(server.deliver(&client, &format!("w-{job}"), "acme/web", job, "queued").await, 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while github.admitted() == 0 {
+        assert!(Instant::now() < deadline, "the resync never asked GitHub:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running 5 s after SIGTERM:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}; log:\n{}", server.log());
+    assert!(server.log().contains("resync stopped in the middle of a pass"), "{}", server.log());
+    drop(server);
+    // The final checkpoint covers every delivery: nothing is left to replay.
+    let mut journal = gaa::store::Journal::open(&data.join("journal")).unwrap();
+    let recovered = journal.recover().unwrap();
+    assert!(recovered.tail.is_empty(), "{} deliveries after the checkpoint", recovered.tail.len());
+    assert_eq!(recovered.jobs.len(), 5);
 }

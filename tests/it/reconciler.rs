@@ -20,6 +20,8 @@ use gaa::store::{StoreHandle, WriterConfig};
 
 const TOKEN: &str = "ghp_test_token_for_the_fake";
 const WINDOWS: Windows = Windows { busy: Duration::from_secs(60), idle: Duration::from_secs(600) };
+const SETTLE: Duration = Duration::from_secs(30);
+const LABELS: [&str; 2] = ["self-hosted", "linux"];
 
 struct World {
     github: FakeGitHub,
@@ -50,8 +52,7 @@ impl World {
             let clock = clock.clone();
             GitHubClient::new(&github.url(), metrics.clone()).unwrap().with_clock(move || clock())
         };
-        let config =
-            ReconcilerConfig { windows: WINDOWS, settle: Duration::from_secs(30), ..ReconcilerConfig::default() };
+        let config = ReconcilerConfig { windows: WINDOWS, settle: SETTLE, ..ReconcilerConfig::default() };
         let mut reconciler = Reconciler::new(Arc::new(client), store.clone(), config, metrics);
         let tokens = RepoTokens([("acme/api".to_string(), vec![Token::new(TOKEN)])].into_iter().collect());
         reconciler.set_catalog(catalog.runners, tokens, start);
@@ -85,7 +86,19 @@ impl World {
 }
 
 fn webhook(job: u64, status: JobStatus) -> JobEvent {
-    JobEvent::new(job, 900, 1, RepoRef::new(1001, "acme/api"), status, ["self-hosted", "linux"])
+    webhook_of_run(900, job, status)
+}
+
+fn webhook_of_run(run: u64, job: u64, status: JobStatus) -> JobEvent {
+    JobEvent::new(job, run, 1, RepoRef::new(1001, "acme/api"), status, LABELS)
+}
+
+/// Requests for single jobs, and for run `run` itself (not its jobs), since the last clear.
+fn lookups(github: &FakeGitHub, run: u64) -> (usize, usize) {
+    let requests = github.requests();
+    let jobs = requests.iter().filter(|r| r.path.contains("/actions/jobs/")).count();
+    let run = requests.iter().filter(|r| r.path == format!("/repos/acme/api/actions/runs/{run}")).count();
+    (jobs, run)
 }
 
 #[tokio::test]
@@ -235,4 +248,143 @@ async fn only_the_replica_holding_the_lease_resyncs() {
     }
     stop.cancel();
     running.await.unwrap();
+}
+
+#[tokio::test]
+async fn lost_completions_are_repaired_by_run_within_the_settle_time_and_two_passes() {
+    let mut world = World::new().await;
+    // 255 jobs in two runs, started, and webhooks told us so; and one whose delivery named no
+    // run (asked about on its own).
+    for job in 1..=256 {
+        let run = if job <= 200 { 900 } else { 901 };
+        world.github.add_job("acme/api", run, job, &LABELS, JobState::InProgress);
+        let named = if job == 256 { 0 } else { run };
+        world.store.record(&format!("i{job}"), webhook_of_run(named, job, JobStatus::InProgress)).await.unwrap();
+    }
+    world
+        .until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().last_resync_time.is_some())
+        .await;
+    assert_eq!(world.demand("api-linux"), 256);
+    // Both runs finish on GitHub and every completion webhook is lost.
+    for job in 1..=256 {
+        world.github.set_job_status(job, JobState::Completed);
+    }
+    let lost_at = world.now();
+    world.github.clear_requests();
+    let mut passes_after_settle = 0;
+    while world.demand("api-linux") != 0 {
+        assert!(passes_after_settle < 2, "not repaired within the settle time and two passes");
+        let pass = world.tick(10).await;
+        if pass.resynced > 0 && world.now() >= lost_at + SETTLE.as_secs() as i64 {
+            passes_after_settle += 1;
+        }
+    }
+    let (job_lookups, run_900) = lookups(&world.github, 900);
+    let (_, run_901) = lookups(&world.github, 901);
+    assert_eq!(job_lookups, 1, "only the job without a run is asked about on its own");
+    assert_eq!((run_900, run_901), (1, 1), "one request per run");
+}
+
+#[tokio::test]
+async fn the_jobs_of_a_deleted_run_are_completed_with_one_request() {
+    let mut world = World::new().await;
+    for job in 1..=3 {
+        world.github.add_job("acme/api", 900, job, &LABELS, JobState::Queued);
+        world.store.record(&format!("q{job}"), webhook(job, JobStatus::Queued)).await.unwrap();
+    }
+    world
+        .until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().last_resync_time.is_some())
+        .await;
+    world.github.remove_run("acme/api", 900);
+    world.github.clear_requests();
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 0).await;
+    assert_eq!(lookups(&world.github, 900), (0, 1));
+}
+
+#[tokio::test]
+async fn a_job_in_no_attempt_of_a_run_still_open_is_over() {
+    let mut world = World::new().await;
+    world.github.add_job("acme/api", 900, 1, &LABELS, JobState::InProgress);
+    // Job 2 was of run 900 by its webhooks, but GitHub lists it under none of the run's attempts.
+    for job in 1..=2 {
+        world.store.record(&format!("i{job}"), webhook(job, JobStatus::InProgress)).await.unwrap();
+    }
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 1).await;
+    let requests = world.github.requests();
+    let every_attempt = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/runs/900/jobs") && r.query.as_deref().is_some_and(|q| q.contains("filter=all")));
+    assert_eq!(every_attempt.count(), 1, "the run's jobs of every attempt, once: {requests:?}");
+    assert_eq!(lookups(&world.github, 900), (0, 0), "no single job, and the open run's status is known");
+}
+
+/// Ticks until the fake has answered `count` rate-limit 403s in all; returns when the last came.
+async fn until_limited(world: &mut World, count: usize) -> i64 {
+    let limit = world.now() + 7200;
+    while world.github.requests().iter().filter(|r| r.status == 403).count() < count {
+        assert!(world.now() < limit, "the limit was never hit");
+        world.tick(10).await;
+    }
+    world.now()
+}
+
+#[tokio::test]
+async fn a_repeated_secondary_limit_never_pauses_a_token_beyond_fifteen_minutes() {
+    let mut world = World::new().await;
+    world.github.add_job("acme/api", 900, 1, &LABELS, JobState::Queued);
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 1).await;
+    world.github.set_job_status(1, JobState::Completed);
+    world.github.inject(Fault::SecondaryLimit { retry_after_secs: 900, status: 403 });
+    world.github.inject(Fault::SecondaryLimit { retry_after_secs: 900, status: 403 });
+    until_limited(&mut world, 2).await;
+    // Doubling asks for 30 minutes; the cap is 15.
+    world.until(900 + 20, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 0).await;
+}
+
+#[tokio::test]
+async fn a_repeated_secondary_limit_pauses_the_token_for_at_least_a_minute() {
+    let mut world = World::new().await;
+    world.github.add_job("acme/api", 900, 1, &LABELS, JobState::Queued);
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 1).await;
+    world.github.inject(Fault::SecondaryLimit { retry_after_secs: 1, status: 403 });
+    world.github.inject(Fault::SecondaryLimit { retry_after_secs: 1, status: 403 });
+    let second = until_limited(&mut world, 2).await;
+    world.github.clear_requests();
+    while world.now() < second + 50 {
+        world.tick(10).await;
+    }
+    assert!(world.github.requests().is_empty(), "a repeat waits a minute: {:?}", world.github.requests());
+}
+
+#[tokio::test]
+async fn the_reconciler_forgets_repositories_and_tokens_that_go_away() {
+    let mut world = World::new().await;
+    let repos: Vec<String> = (0..20).map(|i| format!("acme/repo-{i}")).collect();
+    for repo in &repos {
+        world.github.add_repo(repo);
+    }
+    world.github.add_token("ghp_second_token", 5000);
+    let tokens = |repos: &[String]| {
+        RepoTokens(
+            repos
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.clone(), vec![Token::new(if i % 2 == 0 { TOKEN } else { "ghp_second_token" })]))
+                .collect(),
+        )
+    };
+    let now = world.now();
+    world.reconciler.set_catalog(catalog(None).runners, tokens(&repos), now);
+    while world.reconciler.footprint().rotations < repos.len() {
+        assert!(world.now() < now + 1200, "every repository is resynced within the idle window");
+        world.tick(10).await;
+    }
+    assert_eq!(world.reconciler.footprint().paced_tokens, 2);
+    let now = world.now();
+    world.reconciler.set_catalog(catalog(None).runners, tokens(&repos[..1]), now);
+    let footprint = world.reconciler.footprint();
+    assert_eq!(footprint.repositories, 1);
+    assert_eq!(footprint.rotations, 1, "{footprint:?}");
+    assert_eq!(footprint.job_lists, 1, "{footprint:?}");
+    assert_eq!(footprint.paced_tokens, 1, "{footprint:?}");
 }
