@@ -42,6 +42,9 @@ pub const SYNC_GRACE: Duration = Duration::from_secs(10);
 /// connections, instead of all at once.
 const CONCURRENT_FETCHES: usize = 16;
 
+/// Events applied together before the watches and reads are reconciled.
+const BATCH: usize = 1024;
+
 /// The first wait before a failed `get` of a named Secret is retried; it doubles up to a minute.
 const FETCH_RETRY: Duration = Duration::from_millis(500);
 
@@ -172,7 +175,13 @@ async fn run(
             biased;
             () = stop.cancelled() => return,
             Some(update) = rx.recv() => {
-                let changed = apply(&mut index, &mut lists, &mut watches, update);
+                let mut changed = apply(&mut index, &mut lists, &mut watches, update);
+                // A burst (thousands of Secrets read at start) is applied whole, then the watches
+                // and reads are reconciled once, not once per event.
+                for _ in 0..BATCH {
+                    let Ok(update) = rx.try_recv() else { break };
+                    changed |= apply(&mut index, &mut lists, &mut watches, update);
+                }
                 if changed {
                     restart_secret_watches(&client, &index, &mut watches, &tx);
                 }

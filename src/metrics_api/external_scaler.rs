@@ -307,4 +307,47 @@ mod tests {
     fn metric_name_carries_namespace_and_name() {
         assert_eq!(metric_name(&RunnerKey::new("ci", "api-linux")), "scaledactionrunner-ci-api-linux");
     }
+
+    /// Counts how often a stream's task is woken.
+    struct Wakes(AtomicUsize);
+
+    impl futures::task::ArcWake for Wakes {
+        fn wake_by_ref(wakes: &Arc<Self>) {
+            wakes.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_change_to_one_runner_wakes_only_that_runners_streams() {
+        use crate::demand::{Counts, Runner, RunnerIndex, ScaleFactor};
+        use proto::external_scaler_server::ExternalScaler as _;
+
+        let runner = |name: &str| Runner::new(RunnerKey::new("ci", name), "acme", name, ["linux"], 0, 4, ScaleFactor::Linear);
+        let index = RunnerIndex::new([runner("api"), runner("web")]);
+        let board = Arc::new(Board::default());
+        board.publish_all(&index, |_| None);
+        let scaler = PushScaler::new(board.clone());
+        let open = |name: &str| {
+            let request = Request::new(object("ci", name, &[]));
+            futures::executor::block_on(scaler.stream_is_active(request)).unwrap().into_inner()
+        };
+        let (mut api, mut web) = (open("api"), open("web"));
+        let (api_wakes, web_wakes) = (Arc::new(Wakes(AtomicUsize::new(0))), Arc::new(Wakes(AtomicUsize::new(0))));
+        let (api_waker, web_waker) = (futures::task::waker(api_wakes.clone()), futures::task::waker(web_wakes.clone()));
+        let mut api_cx = Context::from_waker(&api_waker);
+        let mut web_cx = Context::from_waker(&web_waker);
+        let poll = |stream: &mut ActivityStream, cx: &mut Context<'_>| match Pin::new(stream).poll_next(cx) {
+            Poll::Ready(Some(Ok(answer))) => Some(answer.result),
+            Poll::Pending => None,
+            other => panic!("the stream ended: {other:?}"),
+        };
+        assert_eq!((poll(&mut api, &mut api_cx), poll(&mut web, &mut web_cx)), (Some(false), Some(false)));
+        assert_eq!((poll(&mut api, &mut api_cx), poll(&mut web, &mut web_cx)), (None, None), "nothing more to say");
+
+        board.publish(&index, [(&RunnerKey::new("ci", "api"), Counts { queued: 1, in_progress: 0 })]);
+
+        assert!(api_wakes.0.load(Ordering::SeqCst) > 0, "the changed runner's stream is woken");
+        assert_eq!(web_wakes.0.load(Ordering::SeqCst), 0, "the other runner's stream sleeps on");
+        assert_eq!((poll(&mut api, &mut api_cx), poll(&mut web, &mut web_cx)), (Some(true), None));
+    }
 }

@@ -318,4 +318,36 @@ mod tests {
         assert_eq!(board.refresh_forced(20).next, None);
         assert!(!board.get(&RunnerKey::new("ci", "web")).unwrap().forced_scale_up);
     }
+
+    #[test]
+    fn a_runners_signal_ticks_for_its_own_changes_only_and_closes_once_it_is_removed() {
+        let two = |max: u32| {
+            RunnerIndex::new([
+                Runner::new(RunnerKey::new("ci", "web"), "acme", "web", ["linux"], 0, max, ScaleFactor::Linear),
+                Runner::new(RunnerKey::new("ci", "api"), "acme", "api", ["linux"], 0, 4, ScaleFactor::Linear),
+            ])
+        };
+        let board = Board::default();
+        board.publish_all(&two(4), |_| None);
+        let (web, api) = (RunnerKey::new("ci", "web"), RunnerKey::new("ci", "api"));
+        let mut web_signal = board.subscribe_runner(&web).unwrap();
+        let mut api_signal = board.subscribe_runner(&api).unwrap();
+        assert!(board.subscribe_runner(&RunnerKey::new("ci", "nope")).is_none());
+
+        board.publish(&two(4), [(&web, Counts { queued: 1, in_progress: 0 })]);
+        assert!(web_signal.has_changed().unwrap());
+        assert!(!api_signal.has_changed().unwrap(), "another runner's delivery does not tick it");
+        assert_eq!((board.activity(&web), board.activity(&api)), (Some(true), Some(false)));
+        web_signal.borrow_and_update();
+
+        board.publish_all(&two(9), |_| None);
+        assert!(web_signal.has_changed().unwrap(), "its spec changed");
+        assert!(!api_signal.has_changed().unwrap(), "republished unchanged");
+        web_signal.borrow_and_update();
+
+        board.publish_all(&index(None), |_| None);
+        assert!(futures::executor::block_on(api_signal.changed()).is_ok(), "removed: one last tick");
+        assert!(futures::executor::block_on(api_signal.changed()).is_err(), "then closed");
+        assert_eq!(board.activity(&api), None);
+    }
 }
