@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -69,13 +69,14 @@ async fn measure(address: &str, runners: u64) {
     println!("before the watches: RSS {}", status_field("VmRSS:"));
     let stop = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
-    let (mut updates, _task) = gaa::cluster::start(client, gaa::cluster::WatchConfig::new(vec![], None, None), stop.clone());
+    let (mut updates, _task) =
+        gaa::cluster::start(client, gaa::cluster::WatchConfig::new(vec![], None, None), stop.clone());
     loop {
-        if let Some(update) = updates.borrow_and_update().as_ref() {
-            if update.catalog.runners.len() as u64 == runners && update.catalog.secrets.repositories() as u64 == runners
-            {
-                break;
-            }
+        let full = updates.borrow_and_update().as_ref().is_some_and(|update| {
+            update.catalog.runners.len() as u64 == runners && update.catalog.secrets.repositories() as u64 == runners
+        });
+        if full {
+            break;
         }
         if tokio::time::timeout(Duration::from_secs(120), updates.changed()).await.is_err() {
             println!("no full catalog after two minutes");
@@ -86,12 +87,25 @@ async fn measure(address: &str, runners: u64) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stats: Value = reqwest_free_get(address, "/stats").await;
     let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
-    println!("first full catalog ({runners} runners, each with its webhook Secret) after {:.2} s", loaded.as_secs_f64());
+    println!(
+        "first full catalog ({runners} runners, each with its webhook Secret) after {:.2} s",
+        loaded.as_secs_f64()
+    );
     println!(
         "API server: {} watches open ({} of Secrets), {} requests ({} lists, {} watches, {} gets)",
-        stats["open_watches"], stats["open_secret_watches"], stats["requests"], stats["lists"], stats["watches"], stats["gets"]
+        stats["open_watches"],
+        stats["open_secret_watches"],
+        stats["requests"],
+        stats["lists"],
+        stats["watches"],
+        stats["gets"]
     );
-    println!("serve's side: RSS {} (peak {}), {} open file descriptors", status_field("VmRSS:"), status_field("VmHWM:"), fds);
+    println!(
+        "serve's side: RSS {} (peak {}), {} open file descriptors",
+        status_field("VmRSS:"),
+        status_field("VmHWM:"),
+        fds
+    );
     stop.cancel();
 }
 
@@ -198,11 +212,14 @@ async fn answer(State(mock): State<Arc<Mock>>, uri: Uri, headers: HeaderMap) -> 
     let query: HashMap<String, String> =
         form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
-    let metadata_only = headers.get("accept").and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+    let metadata_only =
+        headers.get("accept").and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("as=PartialObjectMetadata"));
     let (secrets, namespace, name) = match segments.as_slice() {
         ["apis", "runner.devjoes.com", "v1alpha1", "scaledactionrunners"] => (false, None, None),
         ["api", "v1", "namespaces", namespace, "secrets"] => (true, Some(namespace.to_string()), None),
-        ["api", "v1", "namespaces", namespace, "secrets", name] => (true, Some(namespace.to_string()), Some(name.to_string())),
+        ["api", "v1", "namespaces", namespace, "secrets", name] => {
+            (true, Some(namespace.to_string()), Some(name.to_string()))
+        }
         _ => return json_response(StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1", "code": 404})),
     };
     if query.get("watch").is_some_and(|w| w == "true") {
@@ -243,9 +260,16 @@ async fn answer(State(mock): State<Arc<Mock>>, uri: Uri, headers: HeaderMap) -> 
         .into_iter()
         .flat_map(|held| held.values())
         .filter(|secret| named.is_none_or(|n| secret["metadata"]["name"] == n))
-        .map(|secret| if metadata_only { json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": secret["metadata"]}) } else { secret.clone() })
+        .map(|secret| {
+            if metadata_only {
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": secret["metadata"]})
+            } else {
+                secret.clone()
+            }
+        })
         .collect();
-    let (api_version, kind) = if metadata_only { ("meta.k8s.io/v1", "PartialObjectMetadataList") } else { ("v1", "SecretList") };
+    let (api_version, kind) =
+        if metadata_only { ("meta.k8s.io/v1", "PartialObjectMetadataList") } else { ("v1", "SecretList") };
     json_response(
         StatusCode::OK,
         json!({"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items}),

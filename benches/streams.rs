@@ -51,17 +51,21 @@ fn main() {
 async fn measure(runners: usize, deliveries: u64, rate: u64) {
     let keys: Vec<RunnerKey> =
         (0..runners).map(|i| RunnerKey::new(format!("team-{}", i % 500), format!("runner-{i}"))).collect();
-    let index = RunnerIndex::new(keys.iter().enumerate().map(|(i, key)| {
-        Runner::new(key.clone(), "acme", &format!("repo-{i}"), ["linux"], 0, 10, ScaleFactor::Linear)
-    }));
+    let index =
+        RunnerIndex::new(keys.iter().enumerate().map(|(i, key)| {
+            Runner::new(key.clone(), "acme", &format!("repo-{i}"), ["linux"], 0, 10, ScaleFactor::Linear)
+        }));
     let board = Arc::new(Board::default());
     board.publish_all(&index, |_| None);
     let scaler = PushScaler::new(board.clone());
 
     let received = Arc::new(AtomicU64::new(0));
     for key in &keys {
-        let object =
-            ScaledObjectRef { name: key.name.clone(), namespace: key.namespace.clone(), scaler_metadata: HashMap::new() };
+        let object = ScaledObjectRef {
+            name: key.name.clone(),
+            namespace: key.namespace.clone(),
+            scaler_metadata: HashMap::new(),
+        };
         let stream = scaler.stream_is_active(tonic::Request::new(object)).await.expect("StreamIsActive").into_inner();
         let received = received.clone();
         tokio::spawn(async move {
@@ -87,7 +91,7 @@ async fn measure(runners: usize, deliveries: u64, rate: u64) {
         ticker.tick().await;
         let key = &keys[(delivery as usize) % runners];
         // Odd rounds over the runners take the demand away again: every change flips one runner.
-        let queued = u64::from((delivery / runners as u64) % 2 == 0);
+        let queued = u64::from((delivery / runners as u64).is_multiple_of(2));
         board.publish(&index, [(key, Counts { queued, in_progress: 0 })]);
     }
     let elapsed = started.elapsed();

@@ -205,11 +205,8 @@ impl ClusterIndex {
         if !matches!(watch, SecretWatch::Namespace(_)) || !self.wanted.contains(watch) {
             return false;
         }
-        let listed: BTreeMap<ObjectRef, Secret> = secrets
-            .iter()
-            .map(|s| (ObjectRef::of(s), relevant_part(s)))
-            .filter(|(key, _)| watch.covers(key))
-            .collect();
+        let listed: BTreeMap<ObjectRef, Secret> =
+            secrets.iter().map(|s| (ObjectRef::of(s), relevant_part(s))).filter(|(key, _)| watch.covers(key)).collect();
         let before = self.secrets.len();
         let mut changed = false;
         self.secrets.retain(|key, known| {
@@ -367,9 +364,8 @@ impl ClusterIndex {
         let mut named_keys = BTreeSet::new();
         for (key, runner) in &self.runners {
             let webhook = named(runner.spec.webhook_secret.as_deref()).map(|name| (key.namespace.clone(), name));
-            let token = named(runner.spec.github_token_secret.as_deref()).map(|name| {
-                (self.token_namespace.clone().unwrap_or_else(|| key.namespace.clone()), name)
-            });
+            let token = named(runner.spec.github_token_secret.as_deref())
+                .map(|name| (self.token_namespace.clone().unwrap_or_else(|| key.namespace.clone()), name));
             for (namespace, name) in webhook.into_iter().chain(token) {
                 if self.token_namespace.as_deref() == Some(namespace.as_str()) {
                     wanted.insert(SecretWatch::Namespace(namespace));
@@ -465,7 +461,8 @@ mod tests {
         index.list_secret_versions(&names_in(namespace), listed.collect());
         for fetch in index.secret_fetches() {
             let found = secrets.iter().find(|(name, _, _)| *name == fetch.key.name);
-            let answer = found.and_then(|(name, version, value)| read(namespace, name, version, &[("webhook-secret", value)]));
+            let answer =
+                found.and_then(|(name, version, value)| read(namespace, name, version, &[("webhook-secret", value)]));
             index.fetched_secret(&fetch, answer);
         }
     }
@@ -542,7 +539,12 @@ mod tests {
         assert_eq!(webhook_secrets_of(&index, "acme/api"), vec![b"one".to_vec()]);
         assert!(index.apply_secret_version(ObjectRef::new("ci", "api-hook"), "2".into()));
         assert_eq!(index.secret_fetches(), vec![fetch("ci", "api-hook", "2")]);
-        assert!(index.fetched_secret(&fetch("ci", "api-hook", "2"), read("ci", "api-hook", "2", &[("webhook-secret", "two")])));
+        assert!(
+            index.fetched_secret(
+                &fetch("ci", "api-hook", "2"),
+                read("ci", "api-hook", "2", &[("webhook-secret", "two")])
+            )
+        );
         assert_eq!(webhook_secrets_of(&index, "acme/api"), vec![b"two".to_vec()]);
         assert!(!index.apply_secret_version(ObjectRef::new("ci", "api-hook"), "2".into()), "nothing changed");
         assert!(index.delete_secret_version(&ObjectRef::new("ci", "api-hook")));
@@ -558,7 +560,10 @@ mod tests {
         assert_eq!(index.secret_fetches(), vec![fetch("ci", "new-hook", "")], "its version was never kept");
         index.fetched_secret(&fetch("ci", "new-hook", ""), read("ci", "new-hook", "5", &[("webhook-secret", "new")]));
         assert!(index.secret_fetches().is_empty());
-        assert!(!index.apply_secret_version(ObjectRef::new("ci", "new-hook"), "5".into()), "the version it was read at");
+        assert!(
+            !index.apply_secret_version(ObjectRef::new("ci", "new-hook"), "5".into()),
+            "the version it was read at"
+        );
         assert_eq!(webhook_secrets_of(&index, "acme/new"), vec![b"new".to_vec()]);
     }
 
@@ -571,7 +576,9 @@ mod tests {
         );
         assert_eq!(index.secret_fetches(), vec![fetch("ci", "api-hook", "1")]);
         assert!(!index.apply_secret_version(ObjectRef::new("ci", "other"), "2".into()));
-        assert!(!index.fetched_secret(&fetch("ci", "other", "2"), read("ci", "other", "2", &[("webhook-secret", "x")])));
+        assert!(
+            !index.fetched_secret(&fetch("ci", "other", "2"), read("ci", "other", "2", &[("webhook-secret", "x")]))
+        );
         assert!(!index.apply_secret(secret("ci", "other", &[("webhook-secret", "x")])), "not the token namespace");
         assert!(!index.list_secrets(&names_in("ci"), vec![secret("ci", "api-hook", &[("webhook-secret", "x")])]));
         assert!(webhook_secrets_of(&index, "acme/api").is_empty());

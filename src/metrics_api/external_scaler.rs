@@ -322,7 +322,8 @@ mod tests {
         use crate::demand::{Counts, Runner, RunnerIndex, ScaleFactor};
         use proto::external_scaler_server::ExternalScaler as _;
 
-        let runner = |name: &str| Runner::new(RunnerKey::new("ci", name), "acme", name, ["linux"], 0, 4, ScaleFactor::Linear);
+        let runner =
+            |name: &str| Runner::new(RunnerKey::new("ci", name), "acme", name, ["linux"], 0, 4, ScaleFactor::Linear);
         let index = RunnerIndex::new([runner("api"), runner("web")]);
         let board = Arc::new(Board::default());
         board.publish_all(&index, |_| None);

@@ -62,7 +62,8 @@ pub(super) fn credentials_access(
         ..Subject::default()
     };
     let object_name = format!("{}-runner-credentials", runner.name_any());
-    let (role, binding) = secret_reader(meta(object_name, "runner"), runner.spec.runner_secrets.clone(), &["get"], subject);
+    let (role, binding) =
+        secret_reader(meta(object_name, "runner"), runner.spec.runner_secrets.clone(), &["get"], subject);
     vec![Child::typed(&role), Child::typed(&binding)]
 }
 

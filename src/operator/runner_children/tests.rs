@@ -187,7 +187,11 @@ fn the_api_server_gets_only_the_named_secrets_and_may_list_and_watch_the_namespa
     spec["webhookSecret"] = json!("hook");
     spec["githubTokenSecret"] = json!("token");
     let children = runner_children(&runner(spec), &Settings::default(), Some(&api_server())).unwrap();
-    let role = children.iter().map(Child::to_value).find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "web-api-server").unwrap();
+    let role = children
+        .iter()
+        .map(Child::to_value)
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "web-api-server")
+        .unwrap();
     assert_eq!(
         role["rules"],
         json!([
