@@ -40,40 +40,42 @@ pub type RunnerScope = Option<String>;
 /// One watch on Secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SecretWatch {
-    /// One Secret, selected by `metadata.name`: RBAC can then name it in `resourceNames`.
-    Named(ObjectRef),
-    /// Every Secret of the token namespace, where the operator grants list and watch.
+    /// The names and versions of the Secrets of a namespace that holds runners (a metadata-only
+    /// watch: no Secret's data comes down it); the Secrets runners name there are then read one
+    /// by one with `get`, which RBAC grants by name.
+    Metadata(String),
+    /// Every Secret of the token namespace, data included, where the operator grants list and watch.
     Namespace(String),
 }
 
 impl SecretWatch {
     pub fn namespace(&self) -> &str {
         match self {
-            Self::Named(key) => &key.namespace,
-            Self::Namespace(namespace) => namespace,
-        }
-    }
-
-    /// The field selector of the watch, if it selects one Secret.
-    pub fn field_selector(&self) -> Option<String> {
-        match self {
-            Self::Named(key) => Some(format!("metadata.name={}", key.name)),
-            Self::Namespace(_) => None,
+            Self::Metadata(namespace) | Self::Namespace(namespace) => namespace,
         }
     }
 
     fn covers(&self, key: &ObjectRef) -> bool {
-        match self {
-            Self::Named(named) => named == key,
-            Self::Namespace(namespace) => *namespace == key.namespace,
-        }
+        self.namespace() == key.namespace
     }
 }
 
+/// A Secret a runner names to be read with `get`, at the version its namespace's watch last saw.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretFetch {
+    pub key: ObjectRef,
+    /// Empty when the watch has not seen the Secret (it was named after the watch listed).
+    pub version: String,
+}
+
+/// What [`ClusterIndex::fetched`] records for a Secret read as absent.
+const ABSENT: &str = "";
+
 /// The runners and Secrets seen so far, and which watches have delivered their first list.
 ///
-/// Secrets are kept only while a wanted watch covers them, and only their webhook-secret and
-/// token keys. Not `Debug`-derived: it holds secret bytes.
+/// Secret data is kept only for the Secrets runners name (and the token namespace's), and only
+/// their webhook-secret and token keys; of the other Secrets of a runner's namespace nothing is
+/// kept. Not `Debug`-derived: it holds secret bytes.
 pub struct ClusterIndex {
     scopes: Vec<RunnerScope>,
     token_namespace: Option<String>,
@@ -81,6 +83,14 @@ pub struct ClusterIndex {
     secrets: BTreeMap<ObjectRef, Secret>,
     listed_scopes: BTreeSet<RunnerScope>,
     listed_secrets: BTreeSet<SecretWatch>,
+    /// The Secret watches the runners need, kept in step with the runners.
+    wanted: BTreeSet<SecretWatch>,
+    /// The Secrets runners name that are read with `get` (those outside the token namespace).
+    named: BTreeSet<ObjectRef>,
+    /// The version of each named Secret its namespace's watch last saw.
+    versions: BTreeMap<ObjectRef, String>,
+    /// The version each named Secret was last read for (`ABSENT` once known not to exist).
+    fetched: BTreeMap<ObjectRef, String>,
 }
 
 impl fmt::Debug for ClusterIndex {
@@ -113,6 +123,10 @@ impl ClusterIndex {
             secrets: BTreeMap::new(),
             listed_scopes: BTreeSet::new(),
             listed_secrets: BTreeSet::new(),
+            wanted: BTreeSet::new(),
+            named: BTreeSet::new(),
+            versions: BTreeMap::new(),
+            fetched: BTreeMap::new(),
         }
     }
 
@@ -167,10 +181,11 @@ impl ClusterIndex {
         changed
     }
 
-    /// Records an added or changed Secret; ignored unless a wanted watch covers it.
+    /// Records an added or changed Secret of the token namespace's watch; ignored unless a wanted
+    /// watch of it covers it.
     pub fn apply_secret(&mut self, secret: Secret) -> bool {
         let key = ObjectRef::of(&secret);
-        if !self.is_wanted(&key) {
+        if !self.read_whole(&key) {
             return false;
         }
         let secret = relevant_part(&secret);
@@ -180,19 +195,18 @@ impl ClusterIndex {
     }
 
     pub fn delete_secret(&mut self, secret: &Secret) -> bool {
-        self.secrets.remove(&ObjectRef::of(secret)).is_some()
+        let key = ObjectRef::of(secret);
+        self.read_whole(&key) && self.secrets.remove(&key).is_some()
     }
 
-    /// A full list of what `watch` selects (after it (re)started); ignored once unwanted.
+    /// A full list of what a [`SecretWatch::Namespace`] watch selects (after it (re)started);
+    /// ignored once unwanted.
     pub fn list_secrets(&mut self, watch: &SecretWatch, secrets: Vec<Secret>) -> bool {
-        if !self.wanted_secret_watches().contains(watch) {
+        if !matches!(watch, SecretWatch::Namespace(_)) || !self.wanted.contains(watch) {
             return false;
         }
-        let listed: BTreeMap<ObjectRef, Secret> = secrets
-            .iter()
-            .map(|s| (ObjectRef::of(s), relevant_part(s)))
-            .filter(|(key, _)| watch.covers(key) && self.is_wanted(key))
-            .collect();
+        let listed: BTreeMap<ObjectRef, Secret> =
+            secrets.iter().map(|s| (ObjectRef::of(s), relevant_part(s))).filter(|(key, _)| watch.covers(key)).collect();
         let before = self.secrets.len();
         let mut changed = false;
         self.secrets.retain(|key, known| {
@@ -209,23 +223,98 @@ impl ClusterIndex {
         changed
     }
 
-    /// The Secret watches the runners need now: each runner's webhook Secret by name, and its
-    /// token Secret by name, or the whole token namespace when there is one.
-    pub fn wanted_secret_watches(&self) -> BTreeSet<SecretWatch> {
-        let mut wanted = BTreeSet::new();
-        for (key, runner) in &self.runners {
-            if let Some(name) = named(runner.spec.webhook_secret.as_deref()) {
-                wanted.insert(self.watch_for(ObjectRef::new(key.namespace.clone(), name)));
-            }
-            if let Some(name) = named(runner.spec.github_token_secret.as_deref()) {
-                let namespace = self.token_namespace.clone().unwrap_or_else(|| key.namespace.clone());
-                wanted.insert(self.watch_for(ObjectRef::new(namespace, name)));
-            }
+    /// A Secret's name and version, as a metadata watch saw it added or changed; only the ones
+    /// runners name are kept. True when it must be read again.
+    pub fn apply_secret_version(&mut self, key: ObjectRef, version: String) -> bool {
+        if !self.named.contains(&key) {
+            return false;
         }
-        wanted
+        let changed = self.versions.get(&key) != Some(&version);
+        self.versions.insert(key, version);
+        changed
     }
 
-    /// Whether every runner watch and every wanted Secret watch has delivered its first list.
+    /// A Secret a metadata watch saw deleted: if a runner names it, it signs nothing any more.
+    pub fn delete_secret_version(&mut self, key: &ObjectRef) -> bool {
+        if !self.named.contains(key) {
+            return false;
+        }
+        self.versions.remove(key);
+        self.fetched.insert(key.clone(), ABSENT.to_owned());
+        self.secrets.remove(key).is_some()
+    }
+
+    /// A full list of a [`SecretWatch::Metadata`] watch's namespace, as names and versions: the
+    /// named Secrets not in it do not exist. Ignored once unwanted.
+    pub fn list_secret_versions(&mut self, watch: &SecretWatch, listed: Vec<(ObjectRef, String)>) -> bool {
+        if !matches!(watch, SecretWatch::Metadata(_)) || !self.wanted.contains(watch) {
+            return false;
+        }
+        let listed: BTreeMap<ObjectRef, String> =
+            listed.into_iter().filter(|(key, _)| watch.covers(key) && self.named.contains(key)).collect();
+        let mut changed = false;
+        let named: Vec<ObjectRef> = self.named.iter().filter(|key| watch.covers(key)).cloned().collect();
+        for key in named {
+            match listed.get(&key) {
+                Some(version) => {
+                    self.versions.insert(key, version.clone());
+                }
+                None => changed |= self.delete_secret_version(&key),
+            }
+        }
+        changed |= self.listed_secrets.insert(watch.clone());
+        changed
+    }
+
+    /// The named Secrets to read now: those whose namespace has been listed and whose version
+    /// differs from the one last read (or that were never read).
+    pub fn secret_fetches(&self) -> Vec<SecretFetch> {
+        self.named
+            .iter()
+            .filter(|key| self.listed_secrets.contains(&SecretWatch::Metadata(key.namespace.clone())))
+            .filter_map(|key| {
+                let version = self.versions.get(key).map_or(ABSENT, String::as_str);
+                (self.fetched.get(key).map(String::as_str) != Some(version))
+                    .then(|| SecretFetch { key: key.clone(), version: version.to_owned() })
+            })
+            .collect()
+    }
+
+    /// What a `get` for `fetch` answered (`None`: no such Secret). True when the catalog may change.
+    pub fn fetched_secret(&mut self, fetch: &SecretFetch, secret: Option<Secret>) -> bool {
+        let key = &fetch.key;
+        if !self.named.contains(key) {
+            return false;
+        }
+        match secret {
+            Some(secret) => {
+                let version = secret.metadata.resource_version.clone().unwrap_or_default();
+                if fetch.version == ABSENT && !self.versions.contains_key(key) && !version.is_empty() {
+                    // Named after its namespace was listed: from now on the watch's versions count.
+                    self.versions.insert(key.clone(), version.clone());
+                }
+                let read_for = if fetch.version == ABSENT { version } else { fetch.version.clone() };
+                self.fetched.insert(key.clone(), read_for);
+                let secret = relevant_part(&secret);
+                let changed = self.secrets.get(key).is_none_or(|known| known.data != secret.data);
+                self.secrets.insert(key.clone(), secret);
+                changed
+            }
+            None => {
+                self.fetched.insert(key.clone(), ABSENT.to_owned());
+                self.secrets.remove(key).is_some()
+            }
+        }
+    }
+
+    /// The Secret watches the runners need now: a metadata watch of each namespace whose runners
+    /// name Secrets there, and the whole token namespace when there is one.
+    pub fn wanted_secret_watches(&self) -> BTreeSet<SecretWatch> {
+        self.wanted.clone()
+    }
+
+    /// Whether every runner watch and every wanted Secret watch has delivered its first list, and
+    /// every named Secret that exists has been read.
     pub fn is_synced(&self) -> bool {
         self.runners_listed() && self.pending_secret_watches().is_empty()
     }
@@ -235,9 +324,12 @@ impl ClusterIndex {
         self.scopes.iter().all(|s| self.listed_scopes.contains(s))
     }
 
-    /// Wanted Secret watches that have not delivered their first list yet.
+    /// Wanted Secret watches that have not delivered their first list yet, or whose namespace
+    /// has named Secrets still to be read.
     pub fn pending_secret_watches(&self) -> Vec<SecretWatch> {
-        self.wanted_secret_watches().into_iter().filter(|w| !self.listed_secrets.contains(w)).collect()
+        let fetching: BTreeSet<SecretWatch> =
+            self.secret_fetches().into_iter().map(|fetch| SecretWatch::Metadata(fetch.key.namespace)).collect();
+        self.wanted.iter().filter(|w| !self.listed_secrets.contains(w) || fetching.contains(w)).cloned().collect()
     }
 
     pub fn runners(&self) -> impl Iterator<Item = (&ObjectRef, &ScaledActionRunner)> {
@@ -260,23 +352,37 @@ impl ClusterIndex {
         (catalog, problems)
     }
 
-    /// A Secret in the token namespace is read through that namespace's watch.
-    fn watch_for(&self, key: ObjectRef) -> SecretWatch {
-        match &self.token_namespace {
-            Some(namespace) if *namespace == key.namespace => SecretWatch::Namespace(namespace.clone()),
-            _ => SecretWatch::Named(key),
-        }
+    /// Whether the Secret comes whole down a wanted watch of the token namespace.
+    fn read_whole(&self, key: &ObjectRef) -> bool {
+        self.wanted.contains(&SecretWatch::Namespace(key.namespace.clone()))
     }
 
-    fn is_wanted(&self, key: &ObjectRef) -> bool {
-        self.wanted_secret_watches().iter().any(|w| w.covers(key))
-    }
-
-    /// Drops Secrets and list marks of watches no runner needs any more.
+    /// Recomputes the wanted watches and named Secrets from the runners, and drops what no runner
+    /// needs any more.
     fn forget_unwanted(&mut self) {
-        let wanted = self.wanted_secret_watches();
-        self.secrets.retain(|key, _| wanted.iter().any(|w| w.covers(key)));
+        let mut wanted = BTreeSet::new();
+        let mut named_keys = BTreeSet::new();
+        for (key, runner) in &self.runners {
+            let webhook = named(runner.spec.webhook_secret.as_deref()).map(|name| (key.namespace.clone(), name));
+            let token = named(runner.spec.github_token_secret.as_deref())
+                .map(|name| (self.token_namespace.clone().unwrap_or_else(|| key.namespace.clone()), name));
+            for (namespace, name) in webhook.into_iter().chain(token) {
+                if self.token_namespace.as_deref() == Some(namespace.as_str()) {
+                    wanted.insert(SecretWatch::Namespace(namespace));
+                } else {
+                    wanted.insert(SecretWatch::Metadata(namespace.clone()));
+                    named_keys.insert(ObjectRef::new(namespace, name));
+                }
+            }
+        }
+        self.secrets.retain(|key, _| {
+            named_keys.contains(key) || wanted.contains(&SecretWatch::Namespace(key.namespace.clone()))
+        });
+        self.versions.retain(|key, _| named_keys.contains(key));
+        self.fetched.retain(|key, _| named_keys.contains(key));
         self.listed_secrets.retain(|w| wanted.contains(w));
+        self.wanted = wanted;
+        self.named = named_keys;
     }
 }
 
@@ -334,8 +440,31 @@ mod tests {
         secret
     }
 
-    fn named(namespace: &str, name: &str) -> SecretWatch {
-        SecretWatch::Named(ObjectRef::new(namespace, name))
+    fn names_in(namespace: &str) -> SecretWatch {
+        SecretWatch::Metadata(namespace.into())
+    }
+
+    fn fetch(namespace: &str, name: &str, version: &str) -> SecretFetch {
+        SecretFetch { key: ObjectRef::new(namespace, name), version: version.into() }
+    }
+
+    /// A Secret as a `get` answers it, at `version`.
+    fn read(namespace: &str, name: &str, version: &str, data: &[(&str, &str)]) -> Option<Secret> {
+        let mut secret = secret(namespace, name, data);
+        secret.metadata.resource_version = Some(version.into());
+        Some(secret)
+    }
+
+    /// Lists `namespace` with the given names and versions, then answers the fetches it asks for.
+    fn list_and_read(index: &mut ClusterIndex, namespace: &str, secrets: &[(&str, &str, &str)]) {
+        let listed = secrets.iter().map(|(name, version, _)| (ObjectRef::new(namespace, *name), version.to_string()));
+        index.list_secret_versions(&names_in(namespace), listed.collect());
+        for fetch in index.secret_fetches() {
+            let found = secrets.iter().find(|(name, _, _)| *name == fetch.key.name);
+            let answer =
+                found.and_then(|(name, version, value)| read(namespace, name, version, &[("webhook-secret", value)]));
+            index.fetched_secret(&fetch, answer);
+        }
     }
 
     /// An index over all namespaces whose runner list has been seen.
@@ -358,14 +487,15 @@ mod tests {
     }
 
     #[test]
-    fn each_runner_wants_its_webhook_and_token_secrets_by_name_in_its_namespace() {
+    fn one_metadata_watch_per_namespace_whose_runners_name_secrets() {
         let index = listed(vec![
             runner("ci", "api", "api", Some("api-hook"), Some("api-token")),
-            runner("web", "web", "web", Some("web-hook"), None),
+            runner("ci", "web", "web", Some("web-hook"), None),
+            runner("docs", "docs", "docs", Some("docs-hook"), None),
+            runner("plain", "plain", "plain", None, None),
         ]);
         let wanted: Vec<SecretWatch> = index.wanted_secret_watches().into_iter().collect();
-        assert_eq!(wanted, vec![named("ci", "api-hook"), named("ci", "api-token"), named("web", "web-hook")]);
-        assert_eq!(named("ci", "api-hook").field_selector().as_deref(), Some("metadata.name=api-hook"));
+        assert_eq!(wanted, vec![names_in("ci"), names_in("docs")]);
     }
 
     #[test]
@@ -373,50 +503,93 @@ mod tests {
         let mut index = ClusterIndex::new(&[], Some("gaa-system".into()));
         index.list_runners(&None, vec![runner("ci", "api", "api", Some("api-hook"), Some("api-token"))]);
         let wanted: Vec<SecretWatch> = index.wanted_secret_watches().into_iter().collect();
-        assert_eq!(wanted, vec![named("ci", "api-hook"), SecretWatch::Namespace("gaa-system".into())]);
-        assert_eq!(SecretWatch::Namespace("gaa-system".into()).field_selector(), None);
+        assert_eq!(wanted, vec![names_in("ci"), SecretWatch::Namespace("gaa-system".into())]);
     }
 
     #[test]
-    fn not_synced_until_runners_and_every_wanted_secret_have_been_listed() {
+    fn not_synced_until_runners_and_every_wanted_secret_have_been_listed_and_read() {
         let mut index = ClusterIndex::new(&["ci".into(), "web".into()], None);
         assert!(!index.is_synced());
         index.list_runners(&Some("ci".into()), vec![runner("ci", "api", "api", Some("api-hook"), None)]);
         index.list_runners(&Some("web".into()), vec![]);
         assert!(index.runners_listed());
-        assert!(!index.is_synced(), "the webhook Secret has not been listed yet");
-        assert_eq!(index.pending_secret_watches(), vec![named("ci", "api-hook")]);
-        index.list_secrets(&named("ci", "api-hook"), vec![]);
-        assert!(index.is_synced(), "a listed but missing Secret is a warning, not a wait");
+        assert!(!index.is_synced(), "the namespace's Secrets have not been listed yet");
+        assert_eq!(index.pending_secret_watches(), vec![names_in("ci")]);
+        assert!(index.secret_fetches().is_empty(), "nothing is read before its namespace is listed");
+        index.list_secret_versions(&names_in("ci"), vec![(ObjectRef::new("ci", "api-hook"), "7".into())]);
+        assert!(!index.is_synced(), "the named Secret has not been read yet");
+        assert_eq!(index.secret_fetches(), vec![fetch("ci", "api-hook", "7")]);
+        index.fetched_secret(&fetch("ci", "api-hook", "7"), read("ci", "api-hook", "7", &[("webhook-secret", "x")]));
+        assert!(index.is_synced());
+        assert!(index.secret_fetches().is_empty());
     }
 
     #[test]
-    fn a_listed_secret_signs_its_repository_and_a_change_replaces_it() {
+    fn a_listed_but_missing_secret_is_a_warning_not_a_wait() {
         let mut index = listed(vec![runner("ci", "api", "api", Some("api-hook"), None)]);
-        assert!(
-            index.list_secrets(&named("ci", "api-hook"), vec![secret("ci", "api-hook", &[("webhook-secret", "one")])])
-        );
+        index.list_secret_versions(&names_in("ci"), vec![]);
+        assert!(index.secret_fetches().is_empty());
+        assert!(index.is_synced());
+    }
+
+    #[test]
+    fn a_read_secret_signs_its_repository_and_a_new_version_is_read_again() {
+        let mut index = listed(vec![runner("ci", "api", "api", Some("api-hook"), None)]);
+        list_and_read(&mut index, "ci", &[("api-hook", "1", "one")]);
         assert_eq!(webhook_secrets_of(&index, "acme/api"), vec![b"one".to_vec()]);
-        assert!(index.apply_secret(secret("ci", "api-hook", &[("webhook-secret", "two")])));
+        assert!(index.apply_secret_version(ObjectRef::new("ci", "api-hook"), "2".into()));
+        assert_eq!(index.secret_fetches(), vec![fetch("ci", "api-hook", "2")]);
+        assert!(
+            index.fetched_secret(
+                &fetch("ci", "api-hook", "2"),
+                read("ci", "api-hook", "2", &[("webhook-secret", "two")])
+            )
+        );
         assert_eq!(webhook_secrets_of(&index, "acme/api"), vec![b"two".to_vec()]);
-        assert!(!index.apply_secret(secret("ci", "api-hook", &[("webhook-secret", "two")])), "nothing changed");
-        assert!(index.delete_secret(&secret("ci", "api-hook", &[])));
+        assert!(!index.apply_secret_version(ObjectRef::new("ci", "api-hook"), "2".into()), "nothing changed");
+        assert!(index.delete_secret_version(&ObjectRef::new("ci", "api-hook")));
         assert!(webhook_secrets_of(&index, "acme/api").is_empty());
+        assert!(index.secret_fetches().is_empty(), "a deleted Secret is not read");
     }
 
     #[test]
-    fn secrets_no_runner_names_are_not_kept() {
+    fn a_secret_named_after_its_namespace_was_listed_is_read_once() {
         let mut index = listed(vec![runner("ci", "api", "api", Some("api-hook"), None)]);
-        assert!(!index.apply_secret(secret("ci", "other", &[("webhook-secret", "x")])));
-        assert!(!index.list_secrets(&named("ci", "other"), vec![secret("ci", "other", &[("webhook-secret", "x")])]));
-        assert!(!index.apply_secret(secret("web", "api-hook", &[("webhook-secret", "x")])), "wrong namespace");
+        list_and_read(&mut index, "ci", &[("api-hook", "1", "one"), ("new-hook", "5", "new")]);
+        index.apply_runner(runner("ci", "new", "new", Some("new-hook"), None));
+        assert_eq!(index.secret_fetches(), vec![fetch("ci", "new-hook", "")], "its version was never kept");
+        index.fetched_secret(&fetch("ci", "new-hook", ""), read("ci", "new-hook", "5", &[("webhook-secret", "new")]));
+        assert!(index.secret_fetches().is_empty());
+        assert!(
+            !index.apply_secret_version(ObjectRef::new("ci", "new-hook"), "5".into()),
+            "the version it was read at"
+        );
+        assert_eq!(webhook_secrets_of(&index, "acme/new"), vec![b"new".to_vec()]);
+    }
+
+    #[test]
+    fn secrets_no_runner_names_are_neither_kept_nor_read() {
+        let mut index = listed(vec![runner("ci", "api", "api", Some("api-hook"), None)]);
+        index.list_secret_versions(
+            &names_in("ci"),
+            vec![(ObjectRef::new("ci", "api-hook"), "1".into()), (ObjectRef::new("ci", "other"), "1".into())],
+        );
+        assert_eq!(index.secret_fetches(), vec![fetch("ci", "api-hook", "1")]);
+        assert!(!index.apply_secret_version(ObjectRef::new("ci", "other"), "2".into()));
+        assert!(
+            !index.fetched_secret(&fetch("ci", "other", "2"), read("ci", "other", "2", &[("webhook-secret", "x")]))
+        );
+        assert!(!index.apply_secret(secret("ci", "other", &[("webhook-secret", "x")])), "not the token namespace");
+        assert!(!index.list_secrets(&names_in("ci"), vec![secret("ci", "api-hook", &[("webhook-secret", "x")])]));
+        assert!(webhook_secrets_of(&index, "acme/api").is_empty());
     }
 
     #[test]
     fn a_deleted_runner_disappears_and_its_secret_is_no_longer_wanted() {
         let api = runner("ci", "api", "api", Some("api-hook"), None);
         let mut index = listed(vec![api.clone()]);
-        index.list_secrets(&named("ci", "api-hook"), vec![secret("ci", "api-hook", &[("webhook-secret", "one")])]);
+        list_and_read(&mut index, "ci", &[("api-hook", "1", "one")]);
+        assert_eq!(webhook_secrets_of(&index, "acme/api"), vec![b"one".to_vec()]);
         assert!(index.delete_runner(&api));
         assert!(index.wanted_secret_watches().is_empty());
         assert_eq!(index.runners().count(), 0);
@@ -481,7 +654,8 @@ mod tests {
     #[test]
     fn debug_output_never_shows_secret_bytes() {
         let mut index = listed(vec![runner("ci", "api", "api", Some("api-hook"), None)]);
-        index.apply_secret(secret("ci", "api-hook", &[("webhook-secret", "hunter2")]));
+        list_and_read(&mut index, "ci", &[("api-hook", "1", "hunter2")]);
+        assert_eq!(webhook_secrets_of(&index, "acme/api"), vec![b"hunter2".to_vec()]);
         assert!(!format!("{index:?}").contains("hunter2"));
     }
 }

@@ -1,8 +1,10 @@
 //! `serve` in a cluster: runners and the Secrets they name, watched through the Kubernetes API.
 //!
-//! [`index::ClusterIndex`] decides (pure); this edge runs one watch per runner scope and one per
-//! wanted Secret (by name, so RBAC can list the Secrets in `resourceNames`), feeds their events to
-//! the index, and publishes a rebuilt [`Catalog`] after each burst of changes.
+//! [`index::ClusterIndex`] decides (pure); this edge runs one watch per runner scope, one
+//! metadata-only Secret watch per namespace whose runners name Secrets (names and versions, never
+//! data), a `get` of each named Secret when its version changes (RBAC grants `get` by name only),
+//! and a whole watch of the token namespace when there is one. It feeds their events to the index
+//! and publishes a rebuilt [`Catalog`] after each burst of changes.
 
 pub mod index;
 
@@ -13,10 +15,11 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::Catalog;
 use crate::crd::ScaledActionRunner;
 use crate::webhook::SecretBytes;
-use index::{ClusterIndex, ObjectRef, RunnerScope, SecretWatch};
+use index::{ClusterIndex, ObjectRef, RunnerScope, SecretFetch, SecretWatch};
 
 /// Quiet time after a change before the catalog is rebuilt, so a burst rebuilds once.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -34,6 +37,16 @@ const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 
 /// The default [`WatchConfig::sync_grace`].
 pub const SYNC_GRACE: Duration = Duration::from_secs(10);
+
+/// Named Secrets read at once: thousands named at start are read a few at a time, on a few
+/// connections, instead of all at once.
+const CONCURRENT_FETCHES: usize = 16;
+
+/// Events applied together before the watches and reads are reconciled.
+const BATCH: usize = 1024;
+
+/// The first wait before a failed `get` of a named Secret is retried; it doubles up to a minute.
+const FETCH_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
@@ -72,11 +85,13 @@ pub struct CatalogUpdate {
 /// The latest catalog; `None` until the first full list of runners and their Secrets.
 pub type CatalogUpdates = watch::Receiver<Option<Arc<CatalogUpdate>>>;
 
-/// One event of one watch; Secret watches carry the generation of the task that ran them, so
-/// the tail of a stopped watch is told from a restarted one.
+/// One event of one watch, or one named Secret read; Secret watches carry the generation of the
+/// task that ran them, so the tail of a stopped watch is told from a restarted one.
 enum Update {
     Runners(RunnerScope, Box<Event<ScaledActionRunner>>),
     Secrets(SecretWatch, u64, Box<Event<Secret>>),
+    Versions(SecretWatch, u64, Box<Event<PartialObjectMeta<Secret>>>),
+    Fetched(SecretFetch, Option<Box<Secret>>),
 }
 
 /// Starts the watches; they run until `stop` is cancelled (or the returned task is aborted).
@@ -86,18 +101,33 @@ pub fn start(client: Client, config: WatchConfig, stop: CancellationToken) -> (C
     (updates, task)
 }
 
-/// Watch tasks, aborted when dropped (also when the owner task is).
-#[derive(Default)]
+/// Watch and read tasks, aborted when dropped (also when the owner task is).
 struct Watches {
     runners: Vec<AbortHandle>,
     secrets: HashMap<SecretWatch, (u64, AbortHandle)>,
     generation: u64,
+    /// Named Secrets being read, with the version each read is for.
+    fetches: HashMap<ObjectRef, (String, AbortHandle)>,
+    permits: Arc<Semaphore>,
+}
+
+impl Default for Watches {
+    fn default() -> Self {
+        Self {
+            runners: Vec::new(),
+            secrets: HashMap::new(),
+            generation: 0,
+            fetches: HashMap::new(),
+            permits: Arc::new(Semaphore::new(CONCURRENT_FETCHES)),
+        }
+    }
 }
 
 impl Drop for Watches {
     fn drop(&mut self) {
         self.runners.iter().for_each(AbortHandle::abort);
         self.secrets.values().for_each(|(_, task)| task.abort());
+        self.fetches.values().for_each(|(_, task)| task.abort());
     }
 }
 
@@ -145,10 +175,20 @@ async fn run(
             biased;
             () = stop.cancelled() => return,
             Some(update) = rx.recv() => {
-                if !apply(&mut index, &mut lists, &watches, update) {
+                let mut changed = apply(&mut index, &mut lists, &mut watches, update);
+                // A burst (thousands of Secrets read at start) is applied whole, then the watches
+                // and reads are reconciled once, not once per event.
+                for _ in 0..BATCH {
+                    let Ok(update) = rx.try_recv() else { break };
+                    changed |= apply(&mut index, &mut lists, &mut watches, update);
+                }
+                if changed {
+                    restart_secret_watches(&client, &index, &mut watches, &tx);
+                }
+                start_fetches(&client, &index, &mut watches, &tx);
+                if !changed {
                     continue;
                 }
-                restart_secret_watches(&client, &index, &mut watches, &tx);
                 let now = Instant::now();
                 let first = *first_change.get_or_insert(now);
                 due = Some((now + config.debounce).min(first + MAX_DEBOUNCE));
@@ -188,10 +228,18 @@ async fn sleep_until(due: Option<Instant>) {
 struct Lists {
     runners: HashMap<RunnerScope, Vec<ScaledActionRunner>>,
     secrets: HashMap<SecretWatch, Vec<Secret>>,
+    versions: HashMap<SecretWatch, Vec<(ObjectRef, String)>>,
+}
+
+/// A Secret's identity and version, as a metadata watch reports it.
+fn version_of(watch: &SecretWatch, meta: &PartialObjectMeta<Secret>) -> (ObjectRef, String) {
+    let namespace = meta.metadata.namespace.clone().unwrap_or_else(|| watch.namespace().to_owned());
+    let name = meta.metadata.name.clone().unwrap_or_default();
+    (ObjectRef::new(namespace, name), meta.metadata.resource_version.clone().unwrap_or_default())
 }
 
 /// Feeds one event to the index; true when the catalog may have changed.
-fn apply(index: &mut ClusterIndex, lists: &mut Lists, watches: &Watches, update: Update) -> bool {
+fn apply(index: &mut ClusterIndex, lists: &mut Lists, watches: &mut Watches, update: Update) -> bool {
     match update {
         Update::Runners(scope, event) => match *event {
             Event::Apply(runner) => index.apply_runner(runner),
@@ -230,6 +278,85 @@ fn apply(index: &mut ClusterIndex, lists: &mut Lists, watches: &Watches, update:
                 }
             }
         }
+        Update::Versions(watch, generation, event) => {
+            if watches.secrets.get(&watch).is_none_or(|(current, _)| *current != generation) {
+                return false;
+            }
+            match *event {
+                Event::Apply(meta) => {
+                    let (key, version) = version_of(&watch, &meta);
+                    index.apply_secret_version(key, version)
+                }
+                Event::Delete(meta) => index.delete_secret_version(&version_of(&watch, &meta).0),
+                Event::Init => {
+                    lists.versions.insert(watch, Vec::new());
+                    false
+                }
+                Event::InitApply(meta) => {
+                    let seen = version_of(&watch, &meta);
+                    lists.versions.entry(watch).or_default().push(seen);
+                    false
+                }
+                Event::InitDone => {
+                    let listed = lists.versions.remove(&watch).unwrap_or_default();
+                    index.list_secret_versions(&watch, listed)
+                }
+            }
+        }
+        Update::Fetched(fetch, secret) => {
+            if watches.fetches.get(&fetch.key).is_some_and(|(version, _)| *version == fetch.version) {
+                watches.fetches.remove(&fetch.key);
+            }
+            index.fetched_secret(&fetch, secret.map(|secret| *secret));
+            // Even an unchanged Secret may be the last one a publication waits for.
+            true
+        }
+    }
+}
+
+/// Reads each named Secret whose version changed (a few at a time), and stops reads no longer
+/// needed.
+fn start_fetches(client: &Client, index: &ClusterIndex, watches: &mut Watches, tx: &mpsc::Sender<Update>) {
+    let wanted: HashMap<ObjectRef, String> =
+        index.secret_fetches().into_iter().map(|fetch| (fetch.key, fetch.version)).collect();
+    watches.fetches.retain(|key, (version, task)| {
+        let keep = wanted.get(key) == Some(version);
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for (key, version) in wanted {
+        if watches.fetches.contains_key(&key) {
+            continue;
+        }
+        let api: Api<Secret> = Api::namespaced(client.clone(), &key.namespace);
+        let fetch = SecretFetch { key: key.clone(), version: version.clone() };
+        let task = tokio::spawn(read_secret(api, fetch, watches.permits.clone(), tx.clone()));
+        watches.fetches.insert(key, (version, task.abort_handle()));
+    }
+}
+
+/// One `get` of a named Secret, retried with backoff until it answers (a Secret RBAC does not
+/// let us read yet is read once the runner's Role exists).
+async fn read_secret(api: Api<Secret>, fetch: SecretFetch, permits: Arc<Semaphore>, tx: mpsc::Sender<Update>) {
+    let mut retry = FETCH_RETRY;
+    loop {
+        let answer = {
+            let Ok(_permit) = permits.acquire().await else { return };
+            api.get_opt(&fetch.key.name).await
+        };
+        match answer {
+            Ok(secret) => {
+                let _ = tx.send(Update::Fetched(fetch, secret.map(Box::new))).await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(secret = %fetch.key, %error, "reading a Secret a runner names failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(60));
+            }
+        }
     }
 }
 
@@ -250,24 +377,31 @@ fn restart_secret_watches(client: &Client, index: &ClusterIndex, watches: &mut W
         }
         watches.generation += 1;
         let generation = watches.generation;
-        let api: Api<Secret> = Api::namespaced(client.clone(), watch.namespace());
-        let config = match watch.field_selector() {
-            Some(selector) => watcher::Config::default().fields(&selector),
-            None => watcher::Config::default(),
-        };
-        let what = match &watch {
-            SecretWatch::Named(key) => format!("Secret {key}"),
-            SecretWatch::Namespace(namespace) => format!("Secrets in {namespace}"),
-        };
-        tracing::debug!(?watch, "watching a Secret a runner names");
-        let stream = watcher::watcher(api, config).default_backoff();
         let tagged = watch.clone();
-        let task = tokio::spawn(forward(
-            stream,
-            what,
-            move |event| Update::Secrets(tagged.clone(), generation, Box::new(event)),
-            tx.clone(),
-        ));
+        let task = match &watch {
+            SecretWatch::Metadata(namespace) => {
+                tracing::debug!(%namespace, "watching the names and versions of a namespace's Secrets");
+                let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), namespace);
+                let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+                tokio::spawn(forward(
+                    stream,
+                    format!("Secret names in {namespace}"),
+                    move |event| Update::Versions(tagged.clone(), generation, Box::new(event)),
+                    tx.clone(),
+                ))
+            }
+            SecretWatch::Namespace(namespace) => {
+                tracing::debug!(%namespace, "watching the token namespace's Secrets");
+                let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+                let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+                tokio::spawn(forward(
+                    stream,
+                    format!("Secrets in {namespace}"),
+                    move |event| Update::Secrets(tagged.clone(), generation, Box::new(event)),
+                    tx.clone(),
+                ))
+            }
+        };
         watches.secrets.insert(watch, (generation, task.abort_handle()));
     }
 }

@@ -15,9 +15,11 @@
 //!   `IsActive` on its own interval anyway, so a quiet stream is kept alive by HTTP/2 pings, not
 //!   by repeated answers.
 //!
-//! Streams are plain [`Stream`]s over the board's change signal, with no task of their own: when
-//! KEDA goes away the connection drops the stream, and nothing is left behind. A server shutting
-//! down ends every open stream so its graceful shutdown can finish.
+//! Streams are plain [`Stream`]s over their own runner's change signal on the board, with no task
+//! of their own: a delivery for one runner wakes only that runner's streams (with 5,000 streams
+//! open, waking all of them on every change cost more CPU than the delivery itself). When KEDA
+//! goes away the connection drops the stream, and nothing is left behind. A server shutting down
+//! ends every open stream so its graceful shutdown can finish.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -144,8 +146,12 @@ impl proto::external_scaler_server::ExternalScaler for PushScaler {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let (key, _) = self.runner(request.get_ref())?;
+        // Removed between the two reads: as if it had not been there.
+        let changes = self.board.subscribe_runner(&key).ok_or_else(|| {
+            Status::not_found(format!("ScaledActionRunner {}/{} is not served here", key.namespace, key.name))
+        })?;
         tracing::debug!(runner = %key, "KEDA opened an activity stream");
-        Ok(Response::new(ActivityStream::new(self, key)))
+        Ok(Response::new(ActivityStream::new(self, key, changes)))
     }
 
     async fn get_metric_spec(
@@ -177,9 +183,9 @@ impl proto::external_scaler_server::ExternalScaler for PushScaler {
 
 /// One `StreamIsActive` answer: the runner's activity now, then each time it flips.
 ///
-/// It wakes on every board change (all runners share one signal), rereads its runner and yields
-/// only when the activity differs from what it last sent. It ends when the server closes its
-/// streams or the board goes away, and with `NotFound` when its runner is removed.
+/// It wakes only when its own runner's view changes, rereads that runner's activity (without
+/// copying its view) and yields only when it differs from what it last sent. It ends when the
+/// server closes its streams, and with `NotFound` when its runner is removed.
 pub struct ActivityStream {
     board: Arc<Board>,
     key: RunnerKey,
@@ -206,14 +212,14 @@ impl Drop for OpenStream {
 }
 
 impl ActivityStream {
-    fn new(scaler: &PushScaler, key: RunnerKey) -> Self {
+    fn new(scaler: &PushScaler, key: RunnerKey, changes: watch::Receiver<u64>) -> Self {
         scaler.streams.open.fetch_add(1, Ordering::SeqCst);
         Self {
             board: scaler.board.clone(),
             key,
             // Both yield their current value first: the first poll sends the state at once, and
             // a stream opened after shutdown began ends at once.
-            changes: WatchStream::new(scaler.board.subscribe()),
+            changes: WatchStream::new(changes),
             closing: WatchStream::new(scaler.streams.closing.subscribe()),
             sent: None,
             finished: false,
@@ -248,14 +254,16 @@ impl Stream for ActivityStream {
             }
         }
         loop {
-            if ready!(Pin::new(&mut this.changes).poll_next(cx)).is_none() {
-                return this.finish(None);
-            }
-            let Some(view) = this.board.get(&this.key) else {
+            // The runner's signal closes only after its last tick, when it is removed: the
+            // lookup below then finds it gone.
+            let closed = ready!(Pin::new(&mut this.changes).poll_next(cx)).is_none();
+            let Some(active) = this.board.activity(&this.key) else {
                 let gone = Status::not_found(format!("ScaledActionRunner {} was removed", this.key));
                 return this.finish(Some(Err(gone)));
             };
-            let active = is_active(&view);
+            if closed {
+                return this.finish(None);
+            }
             if this.sent != Some(active) {
                 this.sent = Some(active);
                 return Poll::Ready(Some(Ok(IsActiveResponse { result: active })));
@@ -298,5 +306,49 @@ mod tests {
     #[test]
     fn metric_name_carries_namespace_and_name() {
         assert_eq!(metric_name(&RunnerKey::new("ci", "api-linux")), "scaledactionrunner-ci-api-linux");
+    }
+
+    /// Counts how often a stream's task is woken.
+    struct Wakes(AtomicUsize);
+
+    impl futures::task::ArcWake for Wakes {
+        fn wake_by_ref(wakes: &Arc<Self>) {
+            wakes.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_change_to_one_runner_wakes_only_that_runners_streams() {
+        use crate::demand::{Counts, Runner, RunnerIndex, ScaleFactor};
+        use proto::external_scaler_server::ExternalScaler as _;
+
+        let runner =
+            |name: &str| Runner::new(RunnerKey::new("ci", name), "acme", name, ["linux"], 0, 4, ScaleFactor::Linear);
+        let index = RunnerIndex::new([runner("api"), runner("web")]);
+        let board = Arc::new(Board::default());
+        board.publish_all(&index, |_| None);
+        let scaler = PushScaler::new(board.clone());
+        let open = |name: &str| {
+            let request = Request::new(object("ci", name, &[]));
+            futures::executor::block_on(scaler.stream_is_active(request)).unwrap().into_inner()
+        };
+        let (mut api, mut web) = (open("api"), open("web"));
+        let (api_wakes, web_wakes) = (Arc::new(Wakes(AtomicUsize::new(0))), Arc::new(Wakes(AtomicUsize::new(0))));
+        let (api_waker, web_waker) = (futures::task::waker(api_wakes.clone()), futures::task::waker(web_wakes.clone()));
+        let mut api_cx = Context::from_waker(&api_waker);
+        let mut web_cx = Context::from_waker(&web_waker);
+        let poll = |stream: &mut ActivityStream, cx: &mut Context<'_>| match Pin::new(stream).poll_next(cx) {
+            Poll::Ready(Some(Ok(answer))) => Some(answer.result),
+            Poll::Pending => None,
+            other => panic!("the stream ended: {other:?}"),
+        };
+        assert_eq!((poll(&mut api, &mut api_cx), poll(&mut web, &mut web_cx)), (Some(false), Some(false)));
+        assert_eq!((poll(&mut api, &mut api_cx), poll(&mut web, &mut web_cx)), (None, None), "nothing more to say");
+
+        board.publish(&index, [(&RunnerKey::new("ci", "api"), Counts { queued: 1, in_progress: 0 })]);
+
+        assert!(api_wakes.0.load(Ordering::SeqCst) > 0, "the changed runner's stream is woken");
+        assert_eq!(web_wakes.0.load(Ordering::SeqCst), 0, "the other runner's stream sleeps on");
+        assert_eq!((poll(&mut api, &mut api_cx), poll(&mut web, &mut web_cx)), (Some(true), None));
     }
 }

@@ -43,11 +43,14 @@ pub struct ForcedRefresh {
     pub changed: Vec<RunnerDemand>,
 }
 
-/// The published view, and a version that ticks on every change (for push consumers).
+/// The published view, and versions that tick on changes (for push consumers): one for the whole
+/// board, and one per runner that ticks only when that runner's view changes or it is removed.
 #[derive(Debug)]
 pub struct Board {
     runners: RwLock<BTreeMap<RunnerKey, RunnerDemand>>,
     version: watch::Sender<u64>,
+    /// One signal per runner served; a removed runner's ticks once more and then closes.
+    signals: RwLock<HashMap<RunnerKey, watch::Sender<u64>>>,
     stale: AtomicBool,
     resync: RwLock<HashMap<RunnerKey, ResyncInfo>>,
     forced: RwLock<Forced>,
@@ -65,6 +68,7 @@ impl Default for Board {
         Self {
             runners: RwLock::new(BTreeMap::new()),
             version: watch::channel(0).0,
+            signals: RwLock::new(HashMap::new()),
             stale: AtomicBool::new(false),
             resync: RwLock::new(HashMap::new()),
             forced: RwLock::new(Forced::default()),
@@ -90,6 +94,29 @@ impl Board {
             .collect()
     }
 
+    /// Whether a runner is active as KEDA reads it (it has demand, or is inside a forced window),
+    /// without copying its view; `None` when it is not served.
+    pub fn activity(&self, key: &RunnerKey) -> Option<bool> {
+        let forced = self.forced.read().unwrap_or_else(|p| p.into_inner());
+        self.read().get(key).map(|view| view.demand > 0 || forced.active.contains(key))
+    }
+
+    /// A receiver that sees a version change whenever this runner's view changes, and then
+    /// closes once it is removed; `None` when the runner is not served.
+    pub fn subscribe_runner(&self, key: &RunnerKey) -> Option<watch::Receiver<u64>> {
+        self.signals.read().unwrap_or_else(|p| p.into_inner()).get(key).map(watch::Sender::subscribe)
+    }
+
+    /// Ticks the signals of these runners.
+    fn signal<'a>(&self, keys: impl IntoIterator<Item = &'a RunnerKey>) {
+        let signals = self.signals.read().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            if let Some(signal) = signals.get(key) {
+                signal.send_modify(|v| *v += 1);
+            }
+        }
+    }
+
     /// Opens and closes forced scale-up windows as of unix time `now` (a change reaches push
     /// consumers like any other): says when the next window opens or closes, and gives the views
     /// of the runners whose window just opened or closed.
@@ -107,6 +134,7 @@ impl Board {
         }
         forced.active = active;
         drop(forced);
+        self.signal(&flipped);
         self.version.send_modify(|v| *v += 1);
         ForcedRefresh { next, changed: flipped.iter().filter_map(|key| self.get(key)).collect() }
     }
@@ -159,13 +187,31 @@ impl Board {
                 (runner.key.clone(), RunnerDemand::new(runner, counts))
             })
             .collect();
+        // Only the runners whose view changes (or that go) are told.
+        let mut changed: HashSet<RunnerKey> =
+            fresh.iter().filter(|(key, view)| runners.get(*key) != Some(*view)).map(|(key, _)| key.clone()).collect();
+        let removed: Vec<RunnerKey> = runners.keys().filter(|key| !fresh.contains_key(*key)).cloned().collect();
         *runners = fresh;
         drop(runners);
         let mut forced = self.forced.write().unwrap_or_else(|p| p.into_inner());
         forced.schedules = index.iter().filter_map(|runner| Some((runner.key.clone(), runner.forced?))).collect();
         let Forced { schedules, active } = &mut *forced;
+        changed.extend(active.iter().filter(|key| !schedules.contains_key(*key)).cloned());
         active.retain(|key| schedules.contains_key(key));
         drop(forced);
+        {
+            let mut signals = self.signals.write().unwrap_or_else(|p| p.into_inner());
+            for key in &removed {
+                // The last tick, then the channel closes with the sender.
+                if let Some(signal) = signals.remove(key) {
+                    signal.send_modify(|v| *v += 1);
+                }
+            }
+            for runner in index.iter() {
+                signals.entry(runner.key.clone()).or_insert_with(|| watch::channel(0).0);
+            }
+        }
+        self.signal(&changed);
         self.version.send_modify(|v| *v += 1);
     }
 
@@ -181,6 +227,7 @@ impl Board {
         let resync = self.resync.read().unwrap_or_else(|p| p.into_inner());
         let forced = self.forced.read().unwrap_or_else(|p| p.into_inner());
         let mut updated = Vec::new();
+        let mut touched = Vec::new();
         {
             let mut runners = self.write();
             for (key, counts) in counts {
@@ -188,12 +235,14 @@ impl Board {
                 let view = RunnerDemand::new(runner, counts);
                 if runners.get(key) != Some(&view) {
                     updated.push(decorate(&view, stale, resync.get(key), forced.active.contains(key)));
+                    touched.push(key);
                     runners.insert(key.clone(), view);
                 }
             }
         }
         drop((forced, resync));
         if !updated.is_empty() {
+            self.signal(touched);
             self.version.send_modify(|v| *v += 1);
         }
         updated
@@ -268,5 +317,37 @@ mod tests {
         board.publish_all(&index(None), |_| None);
         assert_eq!(board.refresh_forced(20).next, None);
         assert!(!board.get(&RunnerKey::new("ci", "web")).unwrap().forced_scale_up);
+    }
+
+    #[test]
+    fn a_runners_signal_ticks_for_its_own_changes_only_and_closes_once_it_is_removed() {
+        let two = |max: u32| {
+            RunnerIndex::new([
+                Runner::new(RunnerKey::new("ci", "web"), "acme", "web", ["linux"], 0, max, ScaleFactor::Linear),
+                Runner::new(RunnerKey::new("ci", "api"), "acme", "api", ["linux"], 0, 4, ScaleFactor::Linear),
+            ])
+        };
+        let board = Board::default();
+        board.publish_all(&two(4), |_| None);
+        let (web, api) = (RunnerKey::new("ci", "web"), RunnerKey::new("ci", "api"));
+        let mut web_signal = board.subscribe_runner(&web).unwrap();
+        let mut api_signal = board.subscribe_runner(&api).unwrap();
+        assert!(board.subscribe_runner(&RunnerKey::new("ci", "nope")).is_none());
+
+        board.publish(&two(4), [(&web, Counts { queued: 1, in_progress: 0 })]);
+        assert!(web_signal.has_changed().unwrap());
+        assert!(!api_signal.has_changed().unwrap(), "another runner's delivery does not tick it");
+        assert_eq!((board.activity(&web), board.activity(&api)), (Some(true), Some(false)));
+        web_signal.borrow_and_update();
+
+        board.publish_all(&two(9), |_| None);
+        assert!(web_signal.has_changed().unwrap(), "its spec changed");
+        assert!(!api_signal.has_changed().unwrap(), "republished unchanged");
+        web_signal.borrow_and_update();
+
+        board.publish_all(&index(None), |_| None);
+        assert!(futures::executor::block_on(api_signal.changed()).is_ok(), "removed: one last tick");
+        assert!(futures::executor::block_on(api_signal.changed()).is_err(), "then closed");
+        assert_eq!(board.activity(&api), None);
     }
 }

@@ -1,5 +1,6 @@
 //! `serve` in a cluster, against a scripted Kubernetes API (kube's tower-test mock): runners and the
-//! Secrets they name are watched, and changes reach the webhook router without a restart.
+//! Secrets they name are watched (one metadata-only watch per namespace, a `get` per named Secret),
+//! and changes reach the webhook router without a restart.
 
 use crate::common;
 
@@ -44,6 +45,8 @@ struct OpenWatch {
     kind: Kind,
     namespace: Option<String>,
     name: Option<String>,
+    /// Sends names and versions only (`as=PartialObjectMetadata`).
+    metadata_only: bool,
     events: WatchSender,
 }
 
@@ -134,25 +137,36 @@ impl FakeApi {
         self.state.lock().unwrap().requests.clone()
     }
 
-    /// Watches of the Secret `namespace/name` whose client is still reading.
-    fn open_secret_watches(&self, namespace: &str, name: &str) -> usize {
+    /// Watches of Secrets in `namespace` whose client is still reading.
+    fn open_secret_watches(&self, namespace: &str) -> usize {
         let state = self.state.lock().unwrap();
-        state.watches.iter().filter(|w| w.selects(Kind::Secret, namespace, name) && !w.events.is_closed()).count()
+        state
+            .watches
+            .iter()
+            .filter(|w| w.kind == Kind::Secret && w.namespace.as_deref() == Some(namespace) && !w.events.is_closed())
+            .count()
     }
 }
 
 impl ApiState {
     fn notify(&mut self, kind: Kind, namespace: &str, name: &str, verb: &str, object: &Value) {
         let line = format!("{}\n", json!({"type": verb, "object": object}));
+        let metadata_line = format!("{}\n", json!({"type": verb, "object": metadata_only(object)}));
         self.watches.retain(|w| !w.events.is_closed());
         for watch in self.watches.iter().filter(|w| w.selects(kind, namespace, name)) {
+            let line = if watch.metadata_only { &metadata_line } else { &line };
             let _ = watch.events.try_send(Ok(Frame::data(Bytes::from(line.clone()))));
         }
     }
 
     fn answer(&mut self, request: &Request<kube::client::Body>) -> Response<ApiBody> {
         let uri = request.uri();
-        self.requests.push(uri.to_string());
+        let metadata = request
+            .headers()
+            .get("accept")
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("as=PartialObjectMetadata"));
+        self.requests.push(format!("{uri}{}", if metadata { " [metadata]" } else { "" }));
         let query: BTreeMap<String, String> =
             form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
         let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
@@ -162,23 +176,32 @@ impl ApiState {
                 (Kind::Runner, Some(ns.to_string()))
             }
             ["api", "v1", "namespaces", ns, "secrets"] => (Kind::Secret, Some(ns.to_string())),
+            ["api", "v1", "namespaces", ns, "secrets", name] => {
+                if self.forbidden.iter().any(|f| f == name) {
+                    return forbidden();
+                }
+                return match self.objects.get(&key_of(Kind::Secret, ns, name)) {
+                    Some(object) => full(StatusCode::OK, object.clone()),
+                    None => full(
+                        StatusCode::NOT_FOUND,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+                    ),
+                };
+            }
             ["api", "v1", "secrets"] => (Kind::Secret, None),
             _ => return full(StatusCode::NOT_FOUND, json!({"kind": "Status", "code": 404})),
         };
         let name = query.get("fieldSelector").and_then(|s| s.strip_prefix("metadata.name=")).map(str::to_string);
         if kind == Kind::Secret && name.as_ref().is_some_and(|n| self.forbidden.contains(n)) {
-            return full(
-                StatusCode::FORBIDDEN,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "secrets is forbidden"}),
-            );
+            return forbidden();
         }
         if query.get("watch").is_some_and(|w| w == "true") {
             let (events, stream) = mpsc::channel(64);
-            self.watches.push(OpenWatch { kind, namespace, name, events });
+            self.watches.push(OpenWatch { kind, namespace, name, metadata_only: metadata, events });
             let body = StreamBody::new(ReceiverStream::new(stream)).boxed_unsync();
             return Response::builder().status(StatusCode::OK).body(body).unwrap();
         }
-        let items: Vec<&Value> = self
+        let items: Vec<Value> = self
             .objects
             .iter()
             .filter(|((k, ns, n), _)| {
@@ -186,14 +209,30 @@ impl ApiState {
                     && namespace.as_deref().is_none_or(|want| want == ns)
                     && name.as_deref().is_none_or(|want| want == n)
             })
-            .map(|(_, object)| object)
+            .map(|(_, object)| if metadata { metadata_only(object) } else { object.clone() })
             .collect();
-        let list_kind = if kind == Kind::Runner { "ScaledActionRunnerList" } else { "SecretList" };
+        let (api_version, list_kind) = match kind {
+            _ if metadata => ("meta.k8s.io/v1", "PartialObjectMetadataList"),
+            Kind::Runner => ("v1", "ScaledActionRunnerList"),
+            Kind::Secret => ("v1", "SecretList"),
+        };
         full(
             StatusCode::OK,
-            json!({"apiVersion": "v1", "kind": list_kind, "metadata": {"resourceVersion": self.version.to_string()}, "items": items}),
+            json!({"apiVersion": api_version, "kind": list_kind, "metadata": {"resourceVersion": self.version.to_string()}, "items": items}),
         )
     }
+}
+
+/// What the API server sends for an object when asked for metadata only.
+fn metadata_only(object: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": object["metadata"]})
+}
+
+fn forbidden() -> Response<ApiBody> {
+    full(
+        StatusCode::FORBIDDEN,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403, "message": "secrets is forbidden"}),
+    )
 }
 
 fn full(status: StatusCode, body: Value) -> Response<ApiBody> {
@@ -319,21 +358,37 @@ async fn a_runner_created_in_the_cluster_is_served_with_its_webhook_secret() {
 }
 
 #[tokio::test]
-async fn the_secret_is_watched_by_name_and_never_listed_namespace_wide() {
+async fn one_metadata_only_watch_per_namespace_and_only_the_named_secrets_are_read() {
     let (api, client) = FakeApi::start();
-    api.put_secret("ci", "api-hook", "first-secret");
+    api.put_secret("ci", "api-hook", "api-secret");
+    api.put_secret("ci", "web-hook", "web-secret");
     api.put_secret("ci", "unrelated", "not-ours");
     api.put_runner("ci", "api", "api", "api-hook");
+    api.put_runner("ci", "web", "web", "web-hook");
     let mut serving = Serving::start(client, &["ci"]).await;
 
-    serving.until("the runner is in the catalog", |u| has_runner(u, "api")).await;
+    serving
+        .until("both runners are in the catalog with their Secrets", |u| {
+            has_runner(u, "api") && has_runner(u, "web") && u.catalog.secrets.repositories() == 2
+        })
+        .await;
+    serving.delivery_is_answered("acme/web", "web-secret", StatusCode::ACCEPTED).await;
 
+    assert_eq!(api.open_secret_watches("ci"), 1, "one watch for the namespace, not one per Secret");
     let requests = secret_requests(&api);
-    assert!(requests.iter().any(|r| r.contains("watch=true")), "the Secret is watched: {requests:?}");
+    let mut read: Vec<&str> = Vec::new();
     for request in &requests {
-        assert!(request.starts_with("/api/v1/namespaces/ci/secrets?"), "{request}");
-        assert!(request.contains("fieldSelector=metadata.name%3Dapi-hook"), "an unfiltered Secret request: {request}");
+        match request.strip_prefix("/api/v1/namespaces/ci/secrets") {
+            Some(query) if query.starts_with('?') => {
+                assert!(request.ends_with(" [metadata]"), "a list or watch that carries Secret data: {request}")
+            }
+            Some(name) => read.push(name),
+            None => panic!("a Secret request outside the runners' namespace: {request}"),
+        }
     }
+    read.sort();
+    read.dedup();
+    assert_eq!(read, ["/api-hook", "/web-hook"], "only the named Secrets are read: {requests:?}");
     let runner_requests: Vec<String> =
         api.requests().into_iter().filter(|r| r.contains("scaledactionrunners")).collect();
     assert!(runner_requests.iter().all(|r| r.starts_with(&format!("{RUNNERS}/namespaces/ci/"))), "{runner_requests:?}");
@@ -357,7 +412,24 @@ async fn a_changed_secret_replaces_the_old_one() {
 }
 
 #[tokio::test]
-async fn a_deleted_runner_disappears_and_its_secret_watch_stops() {
+async fn a_secret_created_after_its_runner_signs_once_it_appears() {
+    let (api, client) = FakeApi::start();
+    api.put_runner("ci", "api", "api", "api-hook");
+    let mut serving = Serving::start(client, &[]).await;
+    serving.until("the runner is in the catalog", |u| has_runner(u, "api")).await;
+    assert_eq!(serving.deliver("acme/api", "late-secret", 1).await, StatusCode::UNAUTHORIZED);
+
+    api.put_secret("ci", "api-hook", "late-secret");
+
+    serving.until("the Secret signs", |u| u.catalog.secrets.repositories() == 1).await;
+    serving.delivery_is_answered("acme/api", "late-secret", StatusCode::ACCEPTED).await;
+    api.delete(Kind::Secret, "ci", "api-hook");
+    serving.until("the deleted Secret signs no more", |u| u.catalog.secrets.repositories() == 0).await;
+    serving.delivery_is_answered("acme/api", "late-secret", StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn a_deleted_runner_disappears_and_the_namespace_watch_stops_with_the_last_one() {
     let (api, client) = FakeApi::start();
     api.put_secret("ci", "api-hook", "api-secret");
     api.put_secret("ci", "web-hook", "web-secret");
@@ -365,19 +437,22 @@ async fn a_deleted_runner_disappears_and_its_secret_watch_stops() {
     api.put_runner("ci", "web", "web", "web-hook");
     let mut serving = Serving::start(client, &[]).await;
     serving.until("both runners are in the catalog", |u| has_runner(u, "api") && has_runner(u, "web")).await;
-    assert_eq!(api.open_secret_watches("ci", "api-hook"), 1);
+    assert_eq!(api.open_secret_watches("ci"), 1);
 
     api.delete(Kind::Runner, "ci", "api");
 
     serving.until("the runner is gone", |u| !has_runner(u, "api") && has_runner(u, "web")).await;
     serving.delivery_is_answered("acme/api", "api-secret", StatusCode::UNAUTHORIZED).await;
     assert_eq!(serving.deliver("acme/web", "web-secret", 999).await, StatusCode::ACCEPTED);
+    assert_eq!(api.open_secret_watches("ci"), 1, "the other runner's Secret is still watched");
+
+    api.delete(Kind::Runner, "ci", "web");
+    serving.until("the last runner is gone", |u| !has_runner(u, "web")).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while api.open_secret_watches("ci", "api-hook") > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the Secret watch of the deleted runner is still open");
+    while api.open_secret_watches("ci") > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the namespace's Secret watch outlived its last runner");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(api.open_secret_watches("ci", "web-hook"), 1, "the other runner's Secret is still watched");
 }
 
 #[tokio::test]
@@ -445,9 +520,12 @@ async fn tokens_are_read_from_the_token_namespace_the_only_one_listed_whole() {
 
     for request in secret_requests(&api) {
         let in_token_namespace = request.starts_with("/api/v1/namespaces/gaa-system/secrets?");
-        let by_name = request.starts_with("/api/v1/namespaces/ci/secrets?")
-            && request.contains("fieldSelector=metadata.name%3Dapi-hook");
-        assert!(in_token_namespace || by_name, "a Secret request outside the token namespace is unfiltered: {request}");
+        let names_only = request.starts_with("/api/v1/namespaces/ci/secrets?") && request.ends_with(" [metadata]");
+        let by_name = request == "/api/v1/namespaces/ci/secrets/api-hook";
+        assert!(
+            in_token_namespace || names_only || by_name,
+            "a Secret request outside the token namespace reads more than the named Secret: {request}"
+        );
     }
 }
 
@@ -456,6 +534,7 @@ async fn a_secret_the_server_may_not_read_holds_back_the_others_only_for_the_gra
     let (api, client) = FakeApi::start();
     api.put_secret("ci", "api-hook", "api-secret");
     api.put_runner("ci", "api", "api", "api-hook");
+    api.put_secret("ci", "locked-hook", "locked-secret");
     api.put_runner("ci", "locked", "locked", "locked-hook");
     api.forbid_secret("locked-hook");
     let stopped = tokio_util::sync::CancellationToken::new();

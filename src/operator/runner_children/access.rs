@@ -1,5 +1,6 @@
-//! The runner's RBAC: the API server may read the Secrets the runner names, and the runner
-//! pods' account may read their own registration Secrets, each by name and nothing else.
+//! The runner's RBAC: the API server may read the Secrets the runner names (and watch the names
+//! and versions of its namespace's Secrets), and the runner pods' account may read their own
+//! registration Secrets, each by name and nothing else.
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -9,8 +10,10 @@ use crate::crd::ScaledActionRunner;
 use crate::operator::builders::role_ref;
 use crate::operator::{ApiServer, Child};
 
-/// Lets the API server read exactly the Secrets this runner names (by name, so it can watch
-/// them with a `metadata.name` field selector), and nothing else in the namespace.
+/// Lets the API server `get` exactly the Secrets this runner names, by name, and `list`/`watch`
+/// the namespace's Secrets, which it does metadata-only: one watch per namespace tells it when a
+/// named Secret changes, where one watch per Secret did not scale. RBAC cannot hold a list to
+/// metadata, so the README says what this grant allows.
 pub(super) fn api_server_secret_access(
     runner: &ScaledActionRunner,
     api_server: &ApiServer,
@@ -32,7 +35,16 @@ pub(super) fn api_server_secret_access(
         namespace: Some(api_server.namespace.clone()),
         ..Subject::default()
     };
-    secret_reader(meta(object_name, "api-server-access"), names, &["get", "list", "watch"], subject)
+    let (role, binding) = secret_reader(meta(object_name, "api-server-access"), names, &["get"], subject);
+    let mut role = role;
+    let versions = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".into()]),
+        verbs: vec!["list".into(), "watch".into()],
+        ..PolicyRule::default()
+    };
+    role.rules.get_or_insert_with(Vec::new).push(versions);
+    vec![Child::typed(&role), Child::typed(&binding)]
 }
 
 /// Lets the runner pods' service account read the runner's credential Secrets: only the
@@ -50,10 +62,12 @@ pub(super) fn credentials_access(
         ..Subject::default()
     };
     let object_name = format!("{}-runner-credentials", runner.name_any());
-    secret_reader(meta(object_name, "runner"), runner.spec.runner_secrets.clone(), &["get"], subject)
+    let (role, binding) =
+        secret_reader(meta(object_name, "runner"), runner.spec.runner_secrets.clone(), &["get"], subject);
+    vec![Child::typed(&role), Child::typed(&binding)]
 }
 
-fn secret_reader(metadata: ObjectMeta, names: Vec<String>, verbs: &[&str], subject: Subject) -> Vec<Child> {
+fn secret_reader(metadata: ObjectMeta, names: Vec<String>, verbs: &[&str], subject: Subject) -> (Role, RoleBinding) {
     let name = metadata.name.clone().unwrap_or_default();
     let role = Role {
         metadata: metadata.clone(),
@@ -66,5 +80,5 @@ fn secret_reader(metadata: ObjectMeta, names: Vec<String>, verbs: &[&str], subje
         }]),
     };
     let binding = RoleBinding { metadata, role_ref: role_ref("Role", &name), subjects: Some(vec![subject]) };
-    vec![Child::typed(&role), Child::typed(&binding)]
+    (role, binding)
 }

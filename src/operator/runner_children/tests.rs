@@ -180,3 +180,23 @@ fn user_environment_overrides_ours_and_labels_reach_the_runner() {
     assert_eq!(value("RUNNER_WORKDIR"), [json!("/w")]);
     assert_eq!(value("LABELS"), [json!("linux,gpu")]);
 }
+
+#[test]
+fn the_api_server_gets_only_the_named_secrets_and_may_list_and_watch_the_namespace_for_their_versions() {
+    let mut spec = base();
+    spec["webhookSecret"] = json!("hook");
+    spec["githubTokenSecret"] = json!("token");
+    let children = runner_children(&runner(spec), &Settings::default(), Some(&api_server())).unwrap();
+    let role = children
+        .iter()
+        .map(Child::to_value)
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "web-api-server")
+        .unwrap();
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["hook", "token"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]},
+        ])
+    );
+}
