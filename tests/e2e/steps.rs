@@ -180,6 +180,37 @@ async fn serve_as_the_core_runs_it(ctx: &Ctx, dir: &std::path::Path, github: &st
     Ok((serve, listen))
 }
 
+/// `serve` as the core runs it, as the ServiceAccount the core made for it: mutual TLS on
+/// `tls_listen` with the certificate the suite made for `metrics.github.svc`, trusting client
+/// certificates of `client_cas` (files beside it), plus `extra` arguments; its data and log are
+/// named `name`. Returns once it is ready, with its plain listener's address.
+async fn serve_with_tls(
+    ctx: &Ctx,
+    name: &str,
+    tls_listen: &str,
+    client_cas: &[&str],
+    extra: &[&str],
+) -> Res<(Process, String)> {
+    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
+    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
+    let tls = ctx.work.path().join("tls");
+    let file = |name: &str| tls.join(name).display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let data = ctx.work.path().join(format!("{name}-data")).display().to_string();
+    let (cert, key) = (file("tls.crt"), file("tls.key"));
+    let mut args = vec!["serve", "--listen", &listen, "--data-dir", &data, "--tls-listen", tls_listen];
+    args.extend(["--tls-cert", &cert, "--tls-key", &key, "--github-api-url", "http://127.0.0.1:9"]);
+    let cas: Vec<String> = client_cas.iter().map(|ca| file(ca)).collect();
+    for ca in &cas {
+        args.extend(["--client-ca", ca.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    let log = ctx.work.path().join(format!("{name}.log"));
+    let serve = Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], log)?;
+    wait_answering(&serve, &format!("http://{listen}/readyz"), "serve's /readyz").await?;
+    Ok((serve, listen))
+}
+
 fn free_port() -> Res<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -589,34 +620,8 @@ async fn keda_scales_a_runner_from_zero_and_back_on_serves_push(ctx: &mut Ctx) -
     ctx.apply(flip_runner())?;
     wait_ready(ctx, &["-n", "example-repo", "scaledactionrunner", "keda-flip"]).await?;
     // serve as the core runs it: mutual TLS on 8443, gRPC on 9090, as its own ServiceAccount.
-    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
-    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
-    let tls = ctx.work.path().join("tls");
-    let file = |name: &str| tls.join(name).display().to_string();
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let data = ctx.work.path().join("keda-serve-data").display().to_string();
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--data-dir",
-        &data,
-        "--tls-listen",
-        "127.0.0.1:8443",
-        "--grpc-listen",
-        "127.0.0.1:9090",
-        "--tls-cert",
-        &file("tls.crt"),
-        "--tls-key",
-        &file("tls.key"),
-        "--client-ca",
-        &file("ca.crt"),
-        "--github-api-url",
-        "http://127.0.0.1:9",
-    ];
-    let serve =
-        Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], ctx.work.path().join("keda-serve.log"))?;
-    wait_answering(&serve, &format!("http://{listen}/readyz"), "serve's /readyz").await?;
+    let (serve, listen) =
+        serve_with_tls(ctx, "keda-serve", "127.0.0.1:8443", &["ca.crt"], &["--grpc-listen", "127.0.0.1:9090"]).await?;
     let what = ["-n", "example-repo", "scaledobject.keda.sh", "keda-flip"];
     let keda_ready = wait_for("KEDA to make the ScaledObject Ready", Duration::from_secs(90), || {
         let object = get_json(ctx, &what);
@@ -699,34 +704,9 @@ async fn the_aggregator_serves_a_runners_demand_through_the_apiservice_the_core_
     let front_proxy_ca = published["data"]["ca.crt"].as_str().ok_or("the core published no front-proxy CA")?;
     let tls = ctx.work.path().join("tls");
     std::fs::write(tls.join("front-proxy-ca.crt"), front_proxy_ca)?;
-    let file = |name: &str| tls.join(name).display().to_string();
-    let kubeconfig = ctx.service_account_kubeconfig("github", "metrics")?;
-    let kubeconfig = kubeconfig.to_str().ok_or("path")?.to_owned();
-    let listen = format!("127.0.0.1:{}", free_port()?);
     let tls_listen = format!("{cluster_ip}:{port}");
-    let data = ctx.work.path().join("aggregated-serve-data").display().to_string();
-    let args = [
-        "serve",
-        "--listen",
-        &listen,
-        "--data-dir",
-        &data,
-        "--tls-listen",
-        &tls_listen,
-        "--tls-cert",
-        &file("tls.crt"),
-        "--tls-key",
-        &file("tls.key"),
-        "--client-ca",
-        &file("ca.crt"),
-        "--client-ca",
-        &file("front-proxy-ca.crt"),
-        "--github-api-url",
-        "http://127.0.0.1:9",
-    ];
-    let serve =
-        Process::start(&ctx.bin, &args, &[("KUBECONFIG", &kubeconfig)], ctx.work.path().join("aggregated-serve.log"))?;
-    wait_answering(&serve, &format!("http://{listen}/readyz"), "serve's /readyz").await?;
+    let (serve, listen) =
+        serve_with_tls(ctx, "aggregated-serve", &tls_listen, &["ca.crt", "front-proxy-ca.crt"], &[]).await?;
     let available = wait_for("the aggregator to find the APIService Available", Duration::from_secs(90), || {
         let object = get_json(ctx, &["apiservice", "v1beta1.custom.metrics.k8s.io"]);
         async move {
