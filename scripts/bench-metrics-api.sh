@@ -18,23 +18,9 @@ PID=""
 cleanup() { [[ -z "$PID" ]] || { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; }; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-python3 - "$RUNNERS" "$WORK" <<'PY'
-import sys
-runners, work = int(sys.argv[1]), sys.argv[2]
-with open(f"{work}/runners.yaml", "w") as out:
-    for i in range(runners):
-        out.write(f"""---
-apiVersion: runner.devjoes.com/v1alpha1
-kind: ScaledActionRunner
-metadata: {{name: runner-{i}, namespace: team-{i % 50}}}
-spec: {{owner: acme, repo: repo-{i % 2500}, maxRunners: 10, runner: {{runnerLabels: "linux,size-{i // 2500}"}}}}
-""")
-with open(f"{work}/paths.lua", "w") as out:
-    out.write("local paths = {}\n")
-    out.write(f"for i = 0, {runners - 1} do paths[#paths + 1] = string.format('/api/v1/namespaces/team-%d/scaledactionrunners/runner-%d', i % 50, i) end\n")
-    out.write("math.randomseed(7)\nrequest = function() return wrk.format('GET', paths[math.random(#paths)]) end\n")
-PY
-mkdir -p "$WORK/manifests" && mv "$WORK/runners.yaml" "$WORK/manifests/"
+mkdir -p "$WORK/manifests"
+python3 scripts/bench/scale.py manifests "$WORK/manifests" "$RUNNERS" 2500
+python3 scripts/bench/scale.py paths "$WORK/paths.lua" "$RUNNERS"
 RUST_LOG=warn target/release/github-action-autoscaler serve --manifests "$WORK/manifests" --data-dir "$WORK/data" \
   --listen "127.0.0.1:$PORT" --unauthenticated-reads >"$WORK/server.log" 2>&1 &
 PID=$!

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The scale benchmark's helpers (stdlib only): writes the runners, sends the open jobs, and reads
-a process's memory. Used by scripts/bench-scale.sh.
+a process's memory. Used by scripts/bench-scale.sh and scripts/bench-metrics-api.sh.
 
   scale.py manifests DIR RUNNERS REPOS       runners as manifests, in 50 namespaces, one secret
   scale.py paths FILE RUNNERS                a wrk script that GETs random runners (metrics-api)

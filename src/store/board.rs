@@ -43,12 +43,11 @@ pub struct ForcedRefresh {
     pub changed: Vec<RunnerDemand>,
 }
 
-/// The published view, and versions that tick on changes (for push consumers): one for the whole
-/// board, and one per runner that ticks only when that runner's view changes or it is removed.
+/// The published view, and a version per runner that ticks only when that runner's view changes
+/// or it is removed (for push consumers).
 #[derive(Debug)]
 pub struct Board {
     runners: RwLock<BTreeMap<RunnerKey, RunnerDemand>>,
-    version: watch::Sender<u64>,
     /// One signal per runner served; a removed runner's ticks once more and then closes.
     signals: RwLock<HashMap<RunnerKey, watch::Sender<u64>>>,
     stale: AtomicBool,
@@ -67,7 +66,6 @@ impl Default for Board {
     fn default() -> Self {
         Self {
             runners: RwLock::new(BTreeMap::new()),
-            version: watch::channel(0).0,
             signals: RwLock::new(HashMap::new()),
             stale: AtomicBool::new(false),
             resync: RwLock::new(HashMap::new()),
@@ -135,7 +133,6 @@ impl Board {
         forced.active = active;
         drop(forced);
         self.signal(&flipped);
-        self.version.send_modify(|v| *v += 1);
         ForcedRefresh { next, changed: flipped.iter().filter_map(|key| self.get(key)).collect() }
     }
 
@@ -159,11 +156,6 @@ impl Board {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// A receiver that sees the version change whenever any runner's demand changes.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.version.subscribe()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<RunnerKey, RunnerDemand>> {
@@ -212,7 +204,6 @@ impl Board {
             }
         }
         self.signal(&changed);
-        self.version.send_modify(|v| *v += 1);
     }
 
     /// Republishes the given runners' counts; returns the views that changed, as served (a
@@ -241,10 +232,7 @@ impl Board {
             }
         }
         drop((forced, resync));
-        if !updated.is_empty() {
-            self.signal(touched);
-            self.version.send_modify(|v| *v += 1);
-        }
+        self.signal(touched);
         updated
     }
 }
@@ -268,7 +256,7 @@ mod tests {
         let schedule = ForcedScaleUp::new(Duration::from_secs(1000), Duration::from_secs(100), 0);
         board.publish_all(&index(schedule), |_| None);
         let key = RunnerKey::new("ci", "web");
-        let mut version = board.subscribe();
+        let mut version = board.subscribe_runner(&key).unwrap();
         version.borrow_and_update();
 
         let opened = board.refresh_forced(50);

@@ -7,7 +7,7 @@ pub mod pki;
 pub mod rng;
 pub mod server;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gaa::catalog::Catalog;
@@ -127,4 +127,19 @@ pub fn seconds_ago(seconds: i64) -> String {
 
 pub fn signature(secret: &str, body: &[u8]) -> String {
     sign(secret.as_bytes(), body)
+}
+
+/// Every `.rs` file under `dir`, at any depth.
+pub fn rust_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            found.extend(rust_sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+    found
 }

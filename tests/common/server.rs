@@ -11,6 +11,25 @@ use super::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_github-action-autoscaler");
 
+/// `serve`'s arguments for a resync against the GitHub at `url` with `token` (written to a file
+/// in `dir`), its windows `busy` and `idle` (durations such as `1s`).
+pub fn resync_args(dir: &Path, url: &str, token: &str, busy: &str, idle: &str) -> Vec<String> {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    [
+        "--github-api-url",
+        url,
+        "--github-token-file",
+        token_file.to_str().unwrap(),
+        "--cache-window",
+        busy,
+        "--cache-window-when-empty",
+        idle,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,

@@ -4,7 +4,7 @@
 //! tool beyond `cargo test`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Modules that must import nothing else of the product.
 const LEAVES: [&str; 3] = ["config", "clock", "demand"];
@@ -13,18 +13,6 @@ const LEAVES: [&str; 3] = ["config", "clock", "demand"];
 struct Edge {
     to: String,
     at: String,
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
-    for entry in entries {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The top-level module a file under `src/` belongs to; `None` for the crate roots.
@@ -120,8 +108,7 @@ fn paths_after(source: &str, prefix: &str) -> Vec<(usize, String)> {
 
 fn import_graph() -> BTreeMap<String, Vec<Edge>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    let files = crate::common::rust_sources(&src);
     let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(&src, f)).collect();
     let mut graph: BTreeMap<String, Vec<Edge>> = modules.iter().map(|m| (m.clone(), Vec::new())).collect();
     for file in &files {
@@ -142,8 +129,7 @@ fn import_graph() -> BTreeMap<String, Vec<Edge>> {
 /// declares and re-exports its children, and they may use what it re-exports.
 fn submodule_graph() -> BTreeMap<String, Vec<Edge>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    let files = crate::common::rust_sources(&src);
     let submodule = |file: &Path| -> Option<(String, String, bool)> {
         let parts: Vec<String> = file
             .strip_prefix(&src)

@@ -334,16 +334,22 @@ fn api_runner(status: Value) -> Arc<RunnerObject> {
     watched(object)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demand_task_writes_the_demand_the_api_server_counts_and_keeps_the_rest_of_the_status() {
+/// A `serve` holding one queued job of acme/api, and a context whose demand reader asks it; the
+/// server runs (and then its directory stays) while the last value lives.
+async fn demand_task_with_one_queued_job()
+-> (Arc<Context>, Arc<Mutex<Vec<Call>>>, (common::server::Server, tempfile::TempDir)) {
     use common::server::{Server, http, manifests_dir};
     let root = tempfile::tempdir().unwrap();
     let server = Server::start(&root.path().join("data"), &manifests_dir(root.path(), "")).await;
     assert_eq!(server.deliver(&http(), "d-1", "acme/api", 41, "queued").await, 202);
-
     let (client, calls) = api_server(cluster(None, true));
     let reader = DemandReader::new(Some(format!("http://{}", server.addr)));
-    let ctx = with_core(Context::new(client, Settings::default(), Some(reader)));
+    (with_core(Context::new(client, Settings::default(), Some(reader))), calls, (server, root))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demand_task_writes_the_demand_the_api_server_counts_and_keeps_the_rest_of_the_status() {
+    let (ctx, calls, _server) = demand_task_with_one_queued_job().await;
     let ready = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Applied", "message": "5 objects applied",
         "lastTransitionTime": "2020-01-01T00:00:00Z", "observedGeneration": 3}], "observedGeneration": 3, "replicas": 1});
     publish_demand(&ctx, &[api_runner(ready.clone())]).await;
@@ -364,14 +370,7 @@ async fn the_demand_task_writes_the_demand_the_api_server_counts_and_keeps_the_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demand_task_writes_nothing_while_the_demand_holds() {
-    use common::server::{Server, http, manifests_dir};
-    let root = tempfile::tempdir().unwrap();
-    let server = Server::start(&root.path().join("data"), &manifests_dir(root.path(), "")).await;
-    assert_eq!(server.deliver(&http(), "d-1", "acme/api", 41, "queued").await, 202);
-
-    let (client, calls) = api_server(cluster(None, true));
-    let reader = DemandReader::new(Some(format!("http://{}", server.addr)));
-    let ctx = with_core(Context::new(client, Settings::default(), Some(reader)));
+    let (ctx, calls, _server) = demand_task_with_one_queued_job().await;
     publish_demand(&ctx, &[api_runner(json!({}))]).await;
     let written = status_of_runner(&calls.lock().unwrap(), "api-linux");
     calls.lock().unwrap().clear();

@@ -160,19 +160,8 @@ async fn sigterm_in_the_middle_of_a_slow_resync_checkpoints_within_five_seconds(
     let root = tempfile::tempdir().unwrap();
     let manifests = manifests_dir(root.path(), "");
     let data = root.path().join("data");
-    let token_file = root.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let url = github.url();
-    let args = [
-        "--github-api-url",
-        url.as_str(),
-        "--github-token-file",
-        token_file.to_str().unwrap(),
-        "--cache-window",
-        "1s",
-        "--cache-window-when-empty",
-        "1s",
-    ];
+    let args = common::server::resync_args(root.path(), &github.url(), TOKEN, "1s", "1s");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut server = Server::start_with(&data, &manifests, &args).await;
     let client = common::server::http();
     for job in 1..=5 {

@@ -193,19 +193,8 @@ async fn the_real_binary_repairs_demand_from_github_with_a_token_file() {
     github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);
     let root = tempfile::tempdir().unwrap();
     let manifests = manifests_dir(root.path(), "");
-    let token_file = root.path().join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let url = github.url();
-    let args = [
-        "--github-api-url",
-        url.as_str(),
-        "--github-token-file",
-        token_file.to_str().unwrap(),
-        "--cache-window",
-        "1s",
-        "--cache-window-when-empty",
-        "2s",
-    ];
+    let args = common::server::resync_args(root.path(), &github.url(), TOKEN, "1s", "2s");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start_with(&root.path().join("data"), &manifests, &args).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {

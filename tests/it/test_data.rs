@@ -3,7 +3,7 @@
 //! the suite breaks on a day nobody changed anything. Job times are relative to now, or come from
 //! an injected clock.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The JSON keys whose values are a job's or run's times.
 const TIME_KEYS: [&str; 4] = ["\"created_at\"", "\"started_at\"", "\"completed_at\"", "\"updated_at\""];
@@ -37,17 +37,6 @@ fn fixed_job_times(source: &str) -> Vec<(usize, String)> {
     found
 }
 
-fn rust_sources(dir: &Path, into: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_sources(&path, into);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            into.push(path);
-        }
-    }
-}
-
 #[test]
 fn the_check_finds_a_fixed_job_time_and_passes_a_relative_one() {
     // Built from parts, so this file holds no fixed job time of its own for other checks to find.
@@ -62,8 +51,7 @@ fn the_check_finds_a_fixed_job_time_and_passes_a_relative_one() {
 #[test]
 fn no_test_writes_a_job_with_a_fixed_date() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let mut sources = Vec::new();
-    rust_sources(&tests, &mut sources);
+    let sources = crate::common::rust_sources(&tests);
     assert!(sources.len() > 10, "found only {} test sources under {}", sources.len(), tests.display());
     let this_file = Path::new(file!()).file_name();
     let offenders: Vec<String> = sources
