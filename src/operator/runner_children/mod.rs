@@ -4,6 +4,7 @@
 //! StatefulSet and [`scaled_object`] KEDA's ScaledObject.
 
 mod access;
+mod drain;
 mod pod;
 mod scaled_object;
 #[cfg(test)]
@@ -18,6 +19,9 @@ use super::children::{Child, SpecError, labels};
 use super::{ApiServer, Settings};
 use crate::crd::ScaledActionRunner;
 
+pub use drain::DRAIN_SCRIPT;
+use drain::{MESSAGE_RECORD_DIR, START_WITH_CREDENTIALS};
+
 /// Where each runner pod finds its own registration files (`.runner`, `.credentials`,
 /// `.credentials_rsaparams`), copied there by the credentials init container.
 pub const CREDENTIALS_DIR: &str = "/runner-credentials";
@@ -26,13 +30,6 @@ pub const WORK_DIR: &str = "/home/runner/_work";
 /// Where the init container's own service-account token is mounted: the standard path, so the
 /// in-cluster client finds it, in that container only.
 pub(super) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-/// Runs before the runner container is stopped: waits while the runner's worker process (which
-/// exists only while a job runs) is alive. The bracket keeps grep from matching itself.
-pub const DRAIN_SCRIPT: &str = "while grep -qs 'Runner\\.Worke[r]' /proc/[0-9]*/cmdline; do sleep 2; done";
-/// Copies the pod's registration files into the runner's home, then starts the runner.
-pub(super) const START_WITH_CREDENTIALS: &str = "set -e; home=\"${RUNNER_HOME:-/home/runner}\"; \
-     cp /runner-credentials/.runner /runner-credentials/.credentials /runner-credentials/.credentials_rsaparams \"$home/\"; \
-     exec \"$home/run.sh\"";
 
 /// Everything a runner needs applied, in apply order (RBAC and accounts before the pods that use
 /// them, the StatefulSet before the ScaledObject that scales it).

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
-use super::{CREDENTIALS_DIR, DRAIN_SCRIPT, SERVICE_ACCOUNT_DIR, START_WITH_CREDENTIALS, WORK_DIR};
+use super::{CREDENTIALS_DIR, DRAIN_SCRIPT, MESSAGE_RECORD_DIR, SERVICE_ACCOUNT_DIR, START_WITH_CREDENTIALS, WORK_DIR};
 use crate::crd::{RunnerTemplate, ScaledActionRunner};
 use crate::operator::builders::{env, quantities};
 use crate::operator::children::{labels, selector_labels};
@@ -59,6 +59,8 @@ pub(super) fn stateful_set(
         env("REPO_URL", format!("https://github.com/{}/{}", spec.owner, spec.repo)),
         env("LABELS", spec.runner_labels().join(",")),
         env("RUNNER_WORKDIR", WORK_DIR),
+        // The drain reads the messages the listener has received (see drain.sh).
+        env("RUNNER_PERFLOG", MESSAGE_RECORD_DIR),
     ];
     if credentials {
         runner_env.push(env("RUNNER_CREDENTIALS_DIR", CREDENTIALS_DIR));
