@@ -208,6 +208,11 @@ impl Syncer {
                     SyncMessage::Jobs(jobs) => self.take_jobs(jobs),
                     SyncMessage::Forget(ids) => self.forget(&ids),
                     SyncMessage::Runners(index) => {
+                        // Only this thread shows demand in shared mode, so only it can make sure a
+                        // removed runner's series stay gone (a refresh may have shown the old set).
+                        for gone in self.index.iter().filter(|runner| index.get(&runner.key).is_none()) {
+                            self.metrics.forget_runner(&gone.key.namespace, &gone.key.name);
+                        }
                         self.index = index;
                         self.board.publish_all(&self.index, |_| None);
                         next_refresh = Instant::now();

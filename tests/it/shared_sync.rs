@@ -86,6 +86,10 @@ impl SharedKv for MemoryKv {
 }
 
 fn replica(dir: &std::path::Path, kv: Arc<MemoryKv>) -> StoreHandle {
+    replica_with_metrics(dir, kv, Arc::new(Metrics::new()))
+}
+
+fn replica_with_metrics(dir: &std::path::Path, kv: Arc<dyn SharedKv>, metrics: Arc<Metrics>) -> StoreHandle {
     let config = WriterConfig {
         shared: Some(SharedSetup {
             kv,
@@ -93,7 +97,7 @@ fn replica(dir: &std::path::Path, kv: Arc<MemoryKv>) -> StoreHandle {
         }),
         ..WriterConfig::default()
     };
-    StoreHandle::start(dir, catalog(None).runners, config, Arc::new(Metrics::new())).unwrap()
+    StoreHandle::start(dir, catalog(None).runners, config, metrics).unwrap()
 }
 
 fn event(job: u64, status: JobStatus, labels: &[&str]) -> JobEvent {
@@ -287,6 +291,69 @@ async fn runners_with_the_same_name_in_different_namespaces_never_share_demand()
         [&a, &b].iter().all(|s| build(s, "team-a") == Some(1) && build(s, "team-b") == Some(2))
     })
     .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// One replica's view of the store whose multi-reads can be held: a refresh in flight.
+struct HeldReads {
+    kv: Arc<MemoryKv>,
+    hold: AtomicBool,
+    reading: AtomicBool,
+}
+
+impl SharedKv for HeldReads {
+    fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, KvError> {
+        self.kv.gets(key)
+    }
+    fn add(&self, key: &str, value: &[u8]) -> Result<bool, KvError> {
+        self.kv.add(key, value)
+    }
+    fn cas(&self, key: &str, value: &[u8], token: u64) -> Result<bool, KvError> {
+        self.kv.cas(key, value, token)
+    }
+    fn get_multi(&self, keys: &[String]) -> MultiRead {
+        while self.hold.load(Ordering::SeqCst) {
+            self.reading.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.reading.store(false, Ordering::SeqCst);
+        self.kv.get_multi(keys)
+    }
+}
+
+#[tokio::test]
+async fn a_removed_runner_leaves_no_series_even_when_a_refresh_was_showing_it() {
+    let kv = Arc::new(MemoryKv::default());
+    let held = Arc::new(HeldReads { kv: kv.clone(), hold: AtomicBool::new(false), reading: AtomicBool::new(false) });
+    let metrics = Arc::new(Metrics::new());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica_with_metrics(a_dir.path(), held.clone(), metrics.clone());
+    let b = replica(b_dir.path(), kv.clone());
+    a.record("gpu-1", event(1, JobStatus::Queued, &["linux", "gpu"])).await.unwrap();
+    a.record("linux-2", event(2, JobStatus::Queued, &["linux"])).await.unwrap();
+    eventually("both runners' series show their jobs", || {
+        let text = metrics.encode();
+        text.contains(r#"gaa_runner_demand{namespace="ci",name="api-gpu"} 1"#)
+            && text.contains(r#"gaa_runner_demand{namespace="ci",name="api-linux"} 1"#)
+    })
+    .await;
+
+    // A's refresh, which still knows the gpu runner, is held while the other replica takes a new
+    // gpu job into the store and the gpu runner is removed from A.
+    held.hold.store(true, Ordering::SeqCst);
+    eventually("a refresh of A is in flight", || held.reading.load(Ordering::SeqCst)).await;
+    b.record("gpu-3", event(3, JobStatus::Queued, &["linux", "gpu"])).await.unwrap();
+    eventually("B shares the new job", || demand(&b, "api-gpu") == (2, false)).await;
+    let without_gpu =
+        gaa::demand::RunnerIndex::new(catalog(None).runners.iter().filter(|r| r.key.name != "api-gpu").cloned());
+    a.set_runners(without_gpu).await.unwrap();
+    held.hold.store(false, Ordering::SeqCst);
+    let reads = kv.refreshes.load(Ordering::SeqCst);
+    eventually("more refreshes", || kv.refreshes.load(Ordering::SeqCst) > reads + 3).await;
+    let text = metrics.encode();
+    assert!(!text.contains(r#"name="api-gpu""#), "{text}");
+    assert!(text.contains(r#"gaa_runner_demand{namespace="ci",name="api-linux"} 1"#), "{text}");
     a.shutdown().await;
     b.shutdown().await;
 }
