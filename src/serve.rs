@@ -25,17 +25,35 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
     let source = catalog::source(&args.cluster, &metrics).await?;
     let writer = store::writer_config(&args.store)?;
     let default_token = resync::default_token(&args.github)?;
+    let store = StoreHandle::start(&args.store.data_dir, source.catalog.runners.clone(), writer, metrics.clone())?;
+    // The workers (watches, resync, lease) stop once the listeners have drained, or at once when
+    // starting failed.
+    let workers_stop = CancellationToken::new();
+    let served = serve_with(&args, source, default_token, &store, metrics, shutdown, workers_stop.clone()).await;
+    // Whatever happened after the journal opened, its final checkpoint and merge run.
+    workers_stop.cancel();
+    tracing::info!("shutting down: flushing the journal");
+    store.shutdown().await;
+    served
+}
+
+async fn serve_with(
+    args: &ServeArgs,
+    source: catalog::Source,
+    default_token: Option<crate::github::Token>,
+    store: &StoreHandle,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    workers_stop: CancellationToken,
+) -> Result<(), ServeError> {
     let tokens = catalog::repo_tokens(&source.catalog, default_token.as_ref());
     let runners = source.catalog.runners.clone();
-    let store = StoreHandle::start(&args.store.data_dir, runners.clone(), writer, metrics.clone())?;
     let state = source.state(store.clone(), metrics.clone());
-    // The workers (watches, resync, lease) stop once the listeners have drained.
-    let workers_stop = CancellationToken::new();
     let (followers, catalogs) =
         catalog::follow_cluster(source, &args.cluster, state.clone(), default_token, workers_stop.clone());
     // The one shutdown token stops every listener; what is left after the grace is dropped.
     let shutdown = Shutdown::after(shutdown, args.http.shutdown_grace);
-    let listeners = listeners::start(&args, &state, store.board().clone(), &shutdown).await?;
+    let listeners = listeners::start(args, &state, store.board().clone(), &shutdown).await?;
     forced::spawn(store.board().clone(), metrics.clone(), shutdown.stop.clone());
     let start = resync::Start {
         github: &args.github,
@@ -48,8 +66,6 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
     };
     let workers = resync::Workers::new(workers_stop.clone(), resync::start(start, workers_stop)?, followers);
     listeners.serve(state, shutdown).await;
-    tracing::info!("shutting down: flushing the journal");
     workers.stop().await;
-    store.shutdown().await;
     Ok(())
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_github-action-autoscaler");
+pub const BIN: &str = env!("CARGO_BIN_EXE_github-action-autoscaler");
 
 /// `serve`'s arguments for a resync against the GitHub at `url` with `token` (written to a file
 /// in `dir`), its windows `busy` and `idle` (durations such as `1s`).

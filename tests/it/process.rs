@@ -126,6 +126,25 @@ async fn sigterm_flushes_and_exits_cleanly_and_state_is_rebuilt_on_start() {
     assert_eq!(view["desiredRunners"], 3, "clamped to maxRunners: {view}");
 }
 
+#[test]
+fn a_listener_that_cannot_bind_fails_start_up_with_the_reason_and_the_journal_is_still_closed() {
+    let root = tempfile::tempdir().unwrap();
+    let manifests = manifests_dir(root.path(), "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = Command::new(common::server::BIN)
+        .args(["serve", "--listen", &taken.local_addr().unwrap().to_string(), "--data-dir"])
+        .arg(root.path().join("data"))
+        .arg("--manifests")
+        .arg(&manifests)
+        .env("GAA_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(log.contains(&taken.local_addr().unwrap().to_string()), "the error names the address: {log}");
+    assert!(log.contains("journal flushed and closed"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_manifest_documents_are_reported_with_file_and_reason_and_the_rest_load() {
     let root = tempfile::tempdir().unwrap();
