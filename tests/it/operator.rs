@@ -720,3 +720,22 @@ async fn fields_of_the_status_other_managers_own_are_neither_written_nor_a_reaso
     let types: Vec<_> = written["conditions"].as_array().unwrap().iter().map(|c| c["type"].clone()).collect();
     assert_eq!(types, [json!("Ready")]);
 }
+
+#[tokio::test]
+async fn an_owner_that_wants_the_same_children_again_lists_nothing_to_prune() {
+    let (client, calls) = api_server(cluster(None, true));
+    let ctx = context(client);
+    let lists = |calls: &[Call]| calls.iter().filter(|call| call.query.contains("labelSelector")).count();
+    reconcile_runner(watched(runner(web_spec())), ctx.clone()).await.unwrap();
+    assert!(lists(&calls.lock().unwrap()) > 0, "the first look prunes");
+
+    calls.lock().unwrap().clear();
+    reconcile_runner(watched(runner(web_spec())), ctx.clone()).await.unwrap();
+    assert_eq!(lists(&calls.lock().unwrap()), 0, "the same set of children was pruned again");
+
+    // A different set of children (the runner stops naming its Secrets) is pruned again.
+    calls.lock().unwrap().clear();
+    let spec = json!({"owner": "acme", "repo": "web", "maxRunners": 2});
+    reconcile_runner(watched(runner(spec)), ctx.clone()).await.unwrap();
+    assert!(lists(&calls.lock().unwrap()) > 0, "a changed set of children is pruned");
+}

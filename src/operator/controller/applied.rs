@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::operator::{Child, FIELD_MANAGER};
 
@@ -12,8 +13,18 @@ use crate::operator::{Child, FIELD_MANAGER};
 /// aggregator's on an APIService, KEDA's on a ScaledObject) leaves it alone, while anyone else
 /// taking or changing one of our fields moves it, and the next reconcile (the child's watch
 /// starts one) applies again.
+///
+/// Entries not used for [`FORGET_AFTER`] are dropped: a deleted owner's children are not
+/// reconciled again.
 #[derive(Debug, Default)]
-pub(super) struct AppliedChildren(Mutex<HashMap<String, ([u8; 32], String)>>);
+pub(super) struct AppliedChildren(Mutex<HashMap<String, AppliedChild>>);
+
+/// The digest of what was applied, the version it left, and when the entry was last used.
+type AppliedChild = ([u8; 32], String, Instant);
+
+/// Longer than three periodic refreshes of a Ready object, so only what no reconcile looks at
+/// any more is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(3 * 600);
 
 impl AppliedChildren {
     pub(super) fn key(child: &Child) -> String {
@@ -35,16 +46,59 @@ impl AppliedChildren {
 
     /// The version a child was left at by the last apply of what `digest` describes.
     pub(super) fn version_after(&self, key: &str, digest: &[u8; 32]) -> Option<String> {
-        let applied = self.0.lock().ok()?;
-        applied.get(key).filter(|(last, _)| last == digest).map(|(_, version)| version.clone())
+        let mut applied = self.0.lock().ok()?;
+        let (last, version, used) = applied.get_mut(key).filter(|(last, _, _)| last == digest)?;
+        debug_assert_eq!(last, digest);
+        *used = Instant::now();
+        Some(version.clone())
     }
 
     pub(super) fn record(&self, key: String, digest: [u8; 32], version: Option<String>) {
         if let Ok(mut applied) = self.0.lock() {
+            let now = Instant::now();
+            applied.retain(|_, (_, _, used)| now.saturating_duration_since(*used) < FORGET_AFTER);
             match version {
-                Some(version) => applied.insert(key, (digest, version)),
+                Some(version) => applied.insert(key, (digest, version, now)),
                 None => applied.remove(&key),
             };
+        }
+    }
+}
+
+/// The set of children each owner (by uid) was last pruned down to. Only the operator creates
+/// an owner's children, so while an owner still wants the same set, listing every kind again
+/// would find nothing to delete, and a periodic refresh lists nothing. A changed set, and the
+/// first look after the operator starts, prune as before. Owners not looked at for
+/// [`FORGET_AFTER`] are dropped (a deleted owner's children go with it, by owner reference).
+#[derive(Debug, Default)]
+pub(super) struct PrunedSets(Mutex<HashMap<String, ([u8; 32], Instant)>>);
+
+impl PrunedSets {
+    /// A digest of which children `wanted` names, whatever their content.
+    pub(super) fn digest(wanted: &[Child]) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut keys: Vec<String> = wanted.iter().map(AppliedChildren::key).collect();
+        keys.sort_unstable();
+        sha2::Sha256::digest(keys.join("\n")).into()
+    }
+
+    /// Whether `owner` was last pruned down to the set `digest` describes.
+    pub(super) fn holds(&self, owner: &str, digest: &[u8; 32]) -> bool {
+        let Ok(mut pruned) = self.0.lock() else { return false };
+        match pruned.get_mut(owner) {
+            Some((last, used)) if last == digest => {
+                *used = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn record(&self, owner: String, digest: [u8; 32]) {
+        if let Ok(mut pruned) = self.0.lock() {
+            let now = Instant::now();
+            pruned.retain(|_, (_, used)| now.saturating_duration_since(*used) < FORGET_AFTER);
+            pruned.insert(owner, (digest, now));
         }
     }
 }

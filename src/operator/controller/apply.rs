@@ -10,7 +10,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::applied::{AppliedChildren, child_version};
+use super::applied::{AppliedChildren, PrunedSets, child_version};
 use super::error::ReconcileError;
 use crate::operator::{Child, FIELD_MANAGER, MANAGED_BY};
 
@@ -128,6 +128,7 @@ pub(super) fn api_for(client: &Client, resource: &ApiResource, namespace: Option
 /// uid are touched.
 pub(super) async fn prune<K: Resource<DynamicType = ()>>(
     client: &Client,
+    pruned: &PrunedSets,
     owner: &K,
     namespace: Option<&str>,
     wanted: &[Child],
@@ -136,6 +137,10 @@ pub(super) async fn prune<K: Resource<DynamicType = ()>>(
     let Some(uid) = owner.meta().uid.clone() else {
         return Ok(());
     };
+    let digest = PrunedSets::digest(wanted);
+    if pruned.holds(&uid, &digest) {
+        return Ok(());
+    }
     let selector = format!("{}={},{}={}", "app.kubernetes.io/instance", owner.name_any(), MANAGED_BY.0, MANAGED_BY.1);
     for kind in kinds {
         let api = api_for(client, kind, namespace);
@@ -164,6 +169,7 @@ pub(super) async fn prune<K: Resource<DynamicType = ()>>(
             }
         }
     }
+    pruned.record(uid, digest);
     Ok(())
 }
 

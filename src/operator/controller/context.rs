@@ -11,7 +11,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 
-use super::applied::AppliedChildren;
+use super::applied::{AppliedChildren, PrunedSets};
 use super::demand::DemandReader;
 use super::error::ReconcileError;
 use crate::crd::{CORE_NAME, ScaledActionRunnerCore};
@@ -71,6 +71,8 @@ pub struct Context {
     failures: Mutex<Failures>,
     /// What was last applied to each child, so an unchanged child is not applied again.
     pub(super) applied: AppliedChildren,
+    /// Which children each owner was last pruned down to, so an unchanged owner lists nothing.
+    pub(super) pruned: PrunedSets,
     /// Every core, as the core watch last saw it: runners read it here instead of asking.
     cores: Store<CoreObject>,
     /// Fills `cores`: taken by the watch when the controllers run.
@@ -90,6 +92,7 @@ impl Context {
             metrics: OperatorMetrics::default(),
             failures: Mutex::default(),
             applied: AppliedChildren::default(),
+            pruned: PrunedSets::default(),
             cores,
             cores_writer: Mutex::new(Some(writer)),
         }

@@ -46,7 +46,7 @@ pub async fn reconcile_core(
     let applied = apply_children(&ctx.client, &ctx.applied, &children, &rules).await?;
 
     // Prune (client): what the core made earlier and no longer wants.
-    prune(&ctx.client, core, None, &children, &core_kinds()).await?;
+    prune(&ctx.client, &ctx.pruned, core, None, &children, &core_kinds()).await?;
 
     // Status (client).
     let available = available_replicas(&ctx.client, &core.spec).await;

@@ -50,7 +50,7 @@ pub async fn reconcile_runner(object: Arc<RunnerObject>, ctx: Arc<Context>) -> R
     let applied = apply_children(&ctx.client, &ctx.applied, &children, &rules).await?;
 
     // Prune (client): what the runner made earlier and no longer wants.
-    prune(&ctx.client, runner, Some(&namespace), &children, &runner_kinds()).await?;
+    prune(&ctx.client, &ctx.pruned, runner, Some(&namespace), &children, &runner_kinds()).await?;
 
     // Status (client): readiness and replicas; the demand task writes the demand.
     let replicas = stateful_set_replicas(&ctx.client, &namespace, &name).await;
