@@ -110,8 +110,9 @@ pub enum ResyncError {
     Correction(#[source] StoreError),
 }
 
-/// A finished repository resync: repository, token id, outcome, the jobs GitHub listed.
-type Finished = (String, String, Result<RepoOutcome, ResyncError>, Vec<GitHubJob>);
+/// A finished repository resync: repository, token id, outcome, the jobs GitHub listed, and the
+/// runs of the jobs we hold open.
+type Finished = (String, String, Result<RepoOutcome, ResyncError>, Vec<GitHubJob>, HashMap<u64, u64>);
 
 /// Per-token pacing: points spent in the last minute, and a pause after a limit answer.
 #[derive(Debug, Default)]
@@ -149,6 +150,10 @@ pub struct Reconciler {
     /// Per repository: the jobs of its open runs at the last full listing, reused while both run
     /// lists answer 304.
     last_jobs: HashMap<String, Vec<GitHubJob>>,
+    /// Per repository: the run of each job we hold open, as GitHub's lists showed it while the job
+    /// was open. A job only another replica journaled comes without its run; once its completion
+    /// is lost, this lets it be repaired with its run's one request instead of one of its own.
+    run_of: HashMap<String, HashMap<u64, u64>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -166,6 +171,7 @@ impl Reconciler {
             pace: HashMap::new(),
             rotation: HashMap::new(),
             last_jobs: HashMap::new(),
+            run_of: HashMap::new(),
         }
     }
 
@@ -190,6 +196,7 @@ impl Reconciler {
         let repos: Vec<String> = tokens.0.iter().filter(|(_, t)| !t.is_empty()).map(|(r, _)| r.clone()).collect();
         self.schedule.set_repos(repos, now, self.shared.config.windows);
         self.last_jobs.retain(|repo, _| tokens.0.contains_key(repo));
+        self.run_of.retain(|repo, _| tokens.0.contains_key(repo));
         self.rotation.retain(|repo, _| tokens.0.contains_key(repo));
         let in_use: HashSet<String> = tokens.0.values().flatten().map(Token::id).collect();
         // A paused token is remembered until its pause ends, in case it comes back.
@@ -264,16 +271,18 @@ impl Reconciler {
                     Ok(token) => {
                         let shared = self.shared.clone();
                         let cached = self.last_jobs.get(&repo).cloned();
+                        let mut runs = self.run_of.get(&repo).cloned().unwrap_or_default();
                         tasks.spawn(async move {
                             let mut jobs_seen = Vec::new();
-                            let outcome = resync_repo(&shared, &token, &repo, now, cached, &mut jobs_seen).await;
-                            (repo, token.id(), outcome, jobs_seen)
+                            let outcome =
+                                resync_repo(&shared, &token, &repo, now, cached, &mut jobs_seen, &mut runs).await;
+                            (repo, token.id(), outcome, jobs_seen, runs)
                         });
                     }
                 }
             }
             let Some(joined) = tasks.join_next().await else { break };
-            let Ok((repo, token_id, outcome, jobs_seen)) = joined else {
+            let Ok((repo, token_id, outcome, jobs_seen, runs)) = joined else {
                 pass.failed += 1;
                 continue;
             };
@@ -287,6 +296,11 @@ impl Reconciler {
                     pass.credits += outcome.credits;
                     pass.corrections += outcome.corrections;
                     self.last_jobs.insert(repo.clone(), jobs_seen);
+                    if runs.is_empty() {
+                        self.run_of.remove(&repo);
+                    } else {
+                        self.run_of.insert(repo.clone(), runs);
+                    }
                     self.record_outcome(&repo, &outcome, now);
                     self.schedule.done(&repo, now, outcome.busy, self.shared.config.windows);
                 }
@@ -423,7 +437,8 @@ fn github_job(job: &WorkflowJob) -> GitHubJob {
 }
 
 /// One repository: list, compare, look up, correct. `jobs_seen` receives the jobs of the open
-/// runs, for reuse while the run lists stay unchanged.
+/// runs, for reuse while the run lists stay unchanged; `run_of` holds the runs GitHub showed for
+/// the jobs we hold open, and is left holding those of the jobs still open.
 async fn resync_repo(
     shared: &Shared,
     token: &Token,
@@ -431,6 +446,7 @@ async fn resync_repo(
     now: i64,
     cached: Option<Vec<GitHubJob>>,
     jobs_seen: &mut Vec<GitHubJob>,
+    run_of: &mut HashMap<u64, u64>,
 ) -> Result<RepoOutcome, ResyncError> {
     let client = &shared.client;
     let mut outcome = RepoOutcome::default();
@@ -464,11 +480,20 @@ async fn resync_repo(
         .into_iter()
         .map(|j| KnownJob {
             id: j.id,
-            run_id: j.run_id,
+            run_id: if j.run_id == 0 { run_of.get(&j.id).copied().unwrap_or(0) } else { j.run_id },
             run_attempt: j.run_attempt,
             status: j.status,
             labels: j.labels,
             changed_at: j.changed_at,
+        })
+        .collect();
+    // Remember, for the jobs we hold open, the run GitHub lists each in, or the one known already.
+    let listed_runs: HashMap<u64, u64> = github.iter().filter(|j| j.run_id != 0).map(|j| (j.id, j.run_id)).collect();
+    *run_of = ours
+        .iter()
+        .filter_map(|j| {
+            let run = listed_runs.get(&j.id).copied().unwrap_or(j.run_id);
+            (run != 0).then_some((j.id, run))
         })
         .collect();
     let repo_ref = RepoRef::new(0, repo);
