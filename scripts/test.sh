@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of github-action-autoscaler on a Debian/Ubuntu machine with Rust (and Go, for
 # the control plane the end-to-end suite builds): formatting, lints, unit, router, property,
-# process and durability tests, then the end-to-end suite on a real control plane.
+# process and durability tests, fuzzing, then the end-to-end suite on a real control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +50,11 @@ cargo run --locked --quiet -- crds | diff -u crds/runner.devjoes.com.yaml - \
 
 step "cargo test"
 cargo test --locked
+
+step "fuzzing, a minute per target (scripts/fuzz.sh)"
+# Payloads, the signature header, manifests, durations and the shared memcached value, each
+# fuzzed for 60 s with libFuzzer (cargo-fuzz, installed at a pinned version); a crash fails.
+scripts/fuzz.sh --seconds 60
 
 step "manifests match their schemas (scripts/validate-manifests)"
 # Strict schema checks of what the operator applies: built-in kinds against Kubernetes 1.33's

@@ -60,9 +60,6 @@ fn unit_nanos(unit: &str) -> Option<u128> {
     Some(nanos)
 }
 
-/// Fraction digits beyond this many cannot change the result by a nanosecond, even in days.
-const MAX_FRACTION_DIGITS: u32 = 18;
-
 /// Parses a Go-style duration: one or more `<number><unit>` terms, e.g. `300ms`, `1h30m`,
 /// `1.5h`, plus `d` for days. Spaces between terms and before a unit are allowed, as are the
 /// long unit names the README used (`20 mins`, `20 days`). A bare `0` needs no unit.
@@ -115,16 +112,12 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         let whole =
             int_digits.bytes().try_fold(0u128, |acc, digit| acc.checked_mul(10)?.checked_add(u128::from(digit - b'0')));
         let whole = whole.ok_or_else(overflow)?;
-        let mut fraction: u128 = 0;
-        let mut fraction_scale: u128 = 1;
-        for digit in frac_digits.bytes().take(MAX_FRACTION_DIGITS as usize) {
-            fraction = fraction * 10 + u128::from(digit - b'0');
-            fraction_scale *= 10;
-        }
-        let term = whole
-            .checked_mul(scale)
-            .and_then(|nanos| nanos.checked_add(fraction * scale / fraction_scale))
-            .ok_or_else(overflow)?;
+        // The fraction's nanoseconds, rounded down, read from its last digit back: each step is
+        // exact (floor((d + y) / 10) == floor((d + floor(y)) / 10) for a whole d) and stays under
+        // `scale`, so every digit counts and none can overflow.
+        let fraction =
+            frac_digits.bytes().rev().fold(0u128, |below, digit| (u128::from(digit - b'0') * scale + below) / 10);
+        let term = whole.checked_mul(scale).and_then(|nanos| nanos.checked_add(fraction)).ok_or_else(overflow)?;
         total = total.checked_add(term).ok_or_else(overflow)?;
         rest = after_unit.trim_start();
     }

@@ -140,12 +140,18 @@ pub struct YamlError {
     source: serde_saphyr::ser::Error,
 }
 
-/// The objects as one YAML stream, each document starting with `---`.
+/// The objects as one YAML stream, each document starting with `---`. A document the YAML writer
+/// would print so that it reads back different (it leaves a trailing space or a leading
+/// byte-order mark unquoted, and readers drop them) is printed as JSON, which YAML reads exactly.
 pub fn to_yaml(children: &[Child]) -> Result<String, YamlError> {
     let mut yaml = String::new();
     for child in children {
-        let document = serde_saphyr::to_string(&child.to_value())
-            .map_err(|source| YamlError { object: child.describe(), source })?;
+        let value = child.to_value();
+        let mut document =
+            serde_saphyr::to_string(&value).map_err(|source| YamlError { object: child.describe(), source })?;
+        if serde_saphyr::from_str::<serde_json::Value>(&document).ok().as_ref() != Some(&value) {
+            document = serde_json::to_string_pretty(&value).expect("a JSON value always prints");
+        }
         yaml.push_str("---\n");
         yaml.push_str(&document);
         if !document.ends_with('\n') {
@@ -153,4 +159,50 @@ pub fn to_yaml(children: &[Child]) -> Result<String, YamlError> {
         }
     }
     Ok(yaml)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// A runner whose image is `image`, a double-quoted YAML scalar.
+    fn runner_with_image(image: &str) -> Manifests {
+        let mut manifests = Manifests::default();
+        manifests.add_file(
+            Path::new("runner.yaml"),
+            &format!(
+                "apiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {{name: web, namespace: ci}}\n\
+                 spec: {{owner: acme, repo: web, maxRunners: 2, runner: {{image: {image}}}}}\n"
+            ),
+        );
+        manifests
+    }
+
+    /// What `render` prints for a runner of `image` (quoted YAML), and whether it reads back as
+    /// the objects.
+    fn printed(image: &str) -> (String, bool) {
+        let rendered = render(&runner_with_image(image), &Settings::default());
+        assert!(rendered.errors.is_empty(), "{:?}", rendered.errors);
+        let yaml = to_yaml(&rendered.children).unwrap();
+        let read: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap();
+        let children: Vec<Value> = rendered.children.iter().map(Child::to_value).collect();
+        let same = read == children;
+        (yaml, same)
+    }
+
+    #[test]
+    fn what_render_prints_reads_back_as_the_objects_it_rendered() {
+        // The YAML writer leaves a trailing space and a leading byte-order mark unquoted, and
+        // YAML readers drop both.
+        for image in [r#""ghcr.io/acme/runner:2 ""#, r#""\uFEFFghcr.io/acme/runner:2""#] {
+            let (yaml, same) = printed(image);
+            assert!(same, "{image} printed as\n{yaml}");
+        }
+        let (yaml, same) = printed(r#""ghcr.io/acme/runner:2""#);
+        assert!(same && yaml.contains("\n          image: ghcr.io/acme/runner:2\n"), "plain YAML otherwise:\n{yaml}");
+    }
 }

@@ -448,6 +448,15 @@ fn fractions_finer_than_a_nanosecond_are_dropped() {
 }
 
 #[test]
+fn a_fraction_of_more_than_eighteen_digits_is_read_exactly() {
+    // A nanosecond is 0.0000000000166… minutes and 0.0000000000000115740… days: written with more
+    // digits, rounded up, each is a hair over 1 ns; cut to 18 digits, a hair under.
+    assert_eq!(parse_duration("0.000000000016666666666666666667m"), Ok(Duration::from_nanos(1)));
+    assert_eq!(parse_duration("0.0000000000000115741d"), Ok(Duration::from_nanos(1)));
+    assert_eq!(parse_duration("1.999999999999999999999999s"), Ok(Duration::from_nanos(1_999_999_999)));
+}
+
+#[test]
 fn malformed_durations_are_rejected_with_the_reason() {
     assert_eq!(parse_duration(""), Err(DurationError::Empty));
     assert_eq!(parse_duration("  "), Err(DurationError::Empty));
