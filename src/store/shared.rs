@@ -444,7 +444,12 @@ impl Syncer {
         self.metrics.store_last_sync.set((self.clock)() as f64);
     }
 
-    fn show(&self, repo: &str, value: &RepoJobs) {
+    fn show(&mut self, repo: &str, value: &RepoJobs) {
+        // A later state another replica journaled is what this one republishes from now on: a
+        // store that loses its values while that replica is away must not get the older back.
+        if let Some(known) = self.known.get_mut(repo) {
+            value.advance(known);
+        }
         self.view.set(repo, value);
         let counts: HashMap<RunnerKey, Counts> = value.counts(repo, &self.index);
         for view in self.board.publish(&self.index, counts.iter().map(|(k, c)| (k, *c))) {
