@@ -91,9 +91,10 @@ impl Replicas {
         self.write_pids();
     }
 
-    /// `kill -9`: no shutdown, no final checkpoint, deliveries in flight cut off.
-    pub fn kill(&mut self, i: usize) {
-        self.fleet.down(i);
+    /// `kill -9`: no shutdown, no final checkpoint, deliveries in flight cut off. Deliveries
+    /// keep going to it for a second, as a load balancer keeps routing to a pod until its
+    /// readiness probe fails: they are refused and never acknowledged.
+    pub async fn kill(&mut self, i: usize) {
         if let Some(mut server) = self.servers[i].take() {
             // Found dead already: it crashed on its own.
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -107,6 +108,8 @@ impl Replicas {
             let _ = server.child.wait();
         }
         self.write_pids();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.fleet.down(i);
     }
 
     pub fn set_memcached_pid(&mut self, pid: Option<u32>) {
@@ -245,7 +248,7 @@ pub async fn run_faults(
                 github.set_standing_fault(fault);
             }
             Action::KillReplica(i) => {
-                replicas.kill(i);
+                replicas.kill(i).await;
                 log.replica_kills[i] += 1;
                 if memcached_since.is_some() {
                     log.kills_during_memcached_outage += 1;
