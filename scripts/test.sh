@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of github-action-autoscaler on a Debian/Ubuntu machine with Rust (and Go, for
 # the control plane the end-to-end suite builds): formatting, lints, unit, router, property,
-# process and durability tests, then the end-to-end suite on a real control plane.
+# process and durability tests, a 3-minute soak with faults, then the end-to-end suite on a real
+# control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,11 @@ cargo run --locked --quiet -- crds | diff -u crds/runner.devjoes.com.yaml - \
 
 step "cargo test"
 cargo test --locked
+
+step "soak test with faults, 3 minutes (scripts/soak.sh)"
+# Two release-build replicas on a real memcached and the fake GitHub, with memcached, the
+# replicas and GitHub failing on a plan; fails on a lost delivery, wrong demand or growing memory.
+scripts/soak.sh --minutes 3
 
 step "manifests match their schemas (scripts/validate-manifests)"
 # Strict schema checks of what the operator applies: built-in kinds against Kubernetes 1.33's
