@@ -128,15 +128,15 @@ impl RepoJobs {
     }
 
     /// Moves each open job of `jobs` that this value shows further along up to this value's
-    /// state; returns how many moved.
-    pub fn advance(&self, jobs: &mut HashMap<u64, SharedJob>) -> usize {
-        let mut moved = 0;
+    /// state; returns the ids of those that moved.
+    pub fn advance(&self, jobs: &mut HashMap<u64, SharedJob>) -> Vec<u64> {
+        let mut moved = Vec::new();
         for (id, job) in jobs.iter_mut().filter(|(_, job)| job.status != JobStatus::Completed) {
             if let Some(shared) = self.jobs.get(id)
                 && shared.status > job.status
             {
                 job.join(shared);
-                moved += 1;
+                moved.push(*id);
             }
         }
         moved
