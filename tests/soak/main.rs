@@ -116,8 +116,12 @@ async fn soak(options: Options) -> Vec<String> {
     let token_file = work.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("the token file");
     // Short windows so the resync repairs within the soak: a busy repository every 3 s, an idle
-    // one every 5 s (its settle time for jobs it cannot see is fixed at a minute).
+    // one every 5 s (its settle time for jobs it cannot see is fixed at a minute). Finished jobs
+    // are forgotten after 10 minutes, so forgetting runs during the soak and memory can level
+    // off (jobs live at most a minute and a delivery is at most 20 s late).
     let args: Vec<String> = [
+        "--journal-retention",
+        "10m",
         "--store",
         &format!("memcached://{}", memcached.addr()),
         "--store-refresh-interval",
