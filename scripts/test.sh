@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of github-action-autoscaler on a Debian/Ubuntu machine with Rust (and Go, for
 # the control plane the end-to-end suite builds): formatting, lints, unit, router, property,
-# process and durability tests, fuzzing, then the end-to-end suite on a real control plane.
+# process and durability tests, fuzzing, a 3-minute soak with faults, then the end-to-end suite
+# on a real control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +56,11 @@ step "fuzzing, a minute per target (scripts/fuzz.sh)"
 # Payloads, the signature header, manifests, durations and the shared memcached value, each
 # fuzzed for 60 s with libFuzzer (cargo-fuzz, installed at a pinned version); a crash fails.
 scripts/fuzz.sh --seconds 60
+
+step "soak test with faults, 3 minutes (scripts/soak.sh)"
+# Two release-build replicas on a real memcached and the fake GitHub, with memcached, the
+# replicas and GitHub failing on a plan; fails on a lost delivery, wrong demand or growing memory.
+scripts/soak.sh --minutes 3
 
 step "manifests match their schemas (scripts/validate-manifests)"
 # Strict schema checks of what the operator applies: built-in kinds against Kubernetes 1.33's

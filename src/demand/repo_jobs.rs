@@ -127,6 +127,21 @@ impl RepoJobs {
         changed
     }
 
+    /// Moves each open job of `jobs` that this value shows further along up to this value's
+    /// state; returns the ids of those that moved.
+    pub fn advance(&self, jobs: &mut HashMap<u64, SharedJob>) -> Vec<u64> {
+        let mut moved = Vec::new();
+        for (id, job) in jobs.iter_mut().filter(|(_, job)| job.status != JobStatus::Completed) {
+            if let Some(shared) = self.jobs.get(id)
+                && shared.status > job.status
+            {
+                job.join(shared);
+                moved.push(*id);
+            }
+        }
+        moved
+    }
+
     /// Drops finished jobs stamped before `cutoff_minutes`; returns how many.
     pub fn forget_completed_before(&mut self, cutoff_minutes: u32) -> usize {
         let before = self.jobs.len();

@@ -305,8 +305,11 @@ impl Reconciler {
                     self.schedule.done(&repo, now, outcome.busy, self.shared.config.windows);
                 }
                 Err(ResyncError::GitHub(GitHubError::RateLimited { retry_after, secondary })) => {
-                    // Keep the last good demand; wait as GitHub asks, longer on repeats.
-                    let wait = if secondary {
+                    // Keep the last good demand; wait as GitHub asks, longer on repeats. Answers to
+                    // requests this pass sent before another's limit paused the token (it is
+                    // paused past the pass's start) are that same limit, not repeats of it.
+                    let repeat = pace.paused_until <= now;
+                    let wait = if secondary && repeat {
                         let wait = secondary_wait(pace.secondary_backoff, retry_after);
                         pace.secondary_backoff = Some(wait);
                         wait

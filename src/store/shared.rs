@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::board::Board;
 use crate::clock::Clock;
 use crate::demand::repo_jobs::{RepoJobs, SharedJob};
-use crate::demand::{Counts, Job, JobKey, RunnerIndex, RunnerKey};
+use crate::demand::{Counts, Job, JobEvent, JobKey, JobStatus, RepoRef, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 
 /// memcached's default item limit is 1 MiB; stay well under it.
@@ -117,18 +117,31 @@ pub enum SyncMessage {
 /// The writer's end of the sync thread.
 pub type SyncSender = Sender<SyncMessage>;
 
+/// Hands the writer the finishes of jobs this journal holds open that the shared values show:
+/// journaled, they are what this replica republishes after a restart too.
+pub type Learned = Box<dyn Fn(Vec<JobEvent>) + Send + 'static>;
+
+/// Where the sync thread's findings go: the numbers to the board, the values to the resync's
+/// view, finishes this journal lacks to the writer.
+pub struct Outputs {
+    pub board: Arc<Board>,
+    pub view: SharedView,
+    pub learned: Learned,
+}
+
 /// Starts the sync thread.
 pub fn start(
     kv: Arc<dyn SharedKv>,
     config: SyncConfig,
     index: RunnerIndex,
-    board: Arc<Board>,
-    view: SharedView,
+    outputs: Outputs,
     metrics: Arc<Metrics>,
     clock: Clock,
 ) -> std::io::Result<SyncSender> {
     let (tx, rx) = std::sync::mpsc::channel();
+    let Outputs { board, view, learned } = outputs;
     let mut sync = Syncer {
+        learned,
         kv,
         config,
         index,
@@ -150,6 +163,7 @@ pub fn start(
 }
 
 struct Syncer {
+    learned: Learned,
     kv: Arc<dyn SharedKv>,
     config: SyncConfig,
     index: RunnerIndex,
@@ -449,7 +463,24 @@ impl Syncer {
         self.metrics.store_last_sync.set((self.clock)() as f64);
     }
 
-    fn show(&self, repo: &str, value: &RepoJobs) {
+    fn show(&mut self, repo: &str, value: &RepoJobs) {
+        // A later state another replica journaled is what this one republishes from now on: a
+        // store that loses its values while that replica is away must not get the older back.
+        // Finishes are journaled too, so a restart does not bring the older state back either.
+        if let Some(known) = self.known.get_mut(repo) {
+            let finished: Vec<JobEvent> = value
+                .advance(known)
+                .into_iter()
+                .filter_map(|id| known.get(&id).map(|job| (id, job)))
+                .filter(|(_, job)| job.status == JobStatus::Completed)
+                .map(|(id, job)| {
+                    JobEvent::new(id, 0, 1, RepoRef::new(0, repo), JobStatus::Completed, job.labels.iter())
+                })
+                .collect();
+            if !finished.is_empty() {
+                (self.learned)(finished);
+            }
+        }
         self.view.set(repo, value);
         let counts: HashMap<RunnerKey, Counts> = value.counts(repo, &self.index);
         for view in self.board.publish(&self.index, counts.iter().map(|(k, c)| (k, *c))) {

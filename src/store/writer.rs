@@ -166,6 +166,7 @@ impl StoreHandle {
         metrics.jobs_tracked.set(i64::try_from(state.job_count()).unwrap_or(i64::MAX));
         let board = Arc::new(Board::default());
         let shared_view = config.shared.as_ref().map(|_| SharedView::default());
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let sync = match &config.shared {
             None => {
                 board.publish_all(state.index(), |key| Some(state.counts(key)));
@@ -182,8 +183,11 @@ impl StoreHandle {
                     shared.kv.clone(),
                     shared.config.clone(),
                     state.index().clone(),
-                    board.clone(),
-                    shared_view.clone().unwrap_or_default(),
+                    shared::Outputs {
+                        board: board.clone(),
+                        view: shared_view.clone().unwrap_or_default(),
+                        learned: learned(tx.clone(), config.clock.clone()),
+                    },
                     metrics.clone(),
                     config.clock.clone(),
                 )
@@ -193,7 +197,6 @@ impl StoreHandle {
                 Some(sync)
             }
         };
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
         let handle = Self {
             tx: tx.clone(),
@@ -306,6 +309,22 @@ impl StoreHandle {
             let _ = wait.await;
         }
     }
+}
+
+/// Journals the finishes the sync thread read in the shared values like any delivery (the
+/// delivery id names the job and its state, so learning one twice is a duplicate); nobody waits
+/// for the answer, and a finish that finds the queue full is learned again at the next start.
+fn learned(tx: mpsc::Sender<Command>, clock: Clock) -> shared::Learned {
+    Box::new(move |events: Vec<JobEvent>| {
+        for event in events {
+            let delivery = delivery_key(&format!("shared:{}:{}", event.job_id, event.status.as_str()));
+            let (reply, _) = oneshot::channel();
+            let entry = Entry { delivery, received_at: clock(), event };
+            if tx.try_send(Command::Record { entry, reply }).is_err() {
+                tracing::debug!("a finish read in the shared store was not journaled: the writer is busy or stopping");
+            }
+        }
+    })
 }
 
 struct Writer {

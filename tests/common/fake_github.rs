@@ -91,6 +91,17 @@ pub struct Recorded {
     pub token: Option<String>,
 }
 
+/// A job as the fake holds it: the ground truth a test compares with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobView {
+    pub id: u64,
+    pub run_id: u64,
+    /// `owner/name` as the repository was created.
+    pub repo: String,
+    pub labels: Vec<String>,
+    pub status: JobState,
+}
+
 /// What a token may do on a repository. Tokens are `Admin` everywhere unless told otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -295,6 +306,33 @@ impl FakeGitHub {
         self.world().faults.push_back(Injected { path_contains: Some(path_contains.to_owned()), fault });
     }
 
+    /// Serves `fault` to every authenticated request no queued fault matches (an outage, a
+    /// stretch of secondary limits), until called again with `None`.
+    pub fn set_standing_fault(&self, fault: Option<Fault>) {
+        self.world().standing = fault;
+    }
+
+    /// Every job GitHub knows, in job-id order.
+    pub fn jobs(&self) -> Vec<JobView> {
+        let world = self.world();
+        world
+            .jobs
+            .values()
+            .map(|job| JobView {
+                id: job.id,
+                run_id: job.run_id,
+                repo: world.repos.get(&job.repo).map_or_else(|| job.repo.clone(), |r| r.full_name.clone()),
+                labels: job.labels.clone(),
+                status: job.status,
+            })
+            .collect()
+    }
+
+    /// The id GitHub gave `repo` (`owner/name`), if it exists.
+    pub fn repo_id(&self, repo: &str) -> Option<u64> {
+        self.world().repos.get(&repo_key(repo)).map(|r| r.id)
+    }
+
     /// Pins the clock (unix seconds) used for rate-limit windows and timestamps; real time until then.
     pub fn set_now(&self, unix_seconds: i64) {
         self.world().clock = Some(unix_seconds);
@@ -414,6 +452,8 @@ struct World {
     repos: BTreeMap<String, Repo>,
     jobs: BTreeMap<u64, Job>,
     faults: VecDeque<Injected>,
+    /// Served to every authenticated request that no queued fault matches, until cleared.
+    standing: Option<Fault>,
     requests: Vec<Recorded>,
     /// Authenticated requests let in, counted before any delay (so a slow answer shows at once).
     admitted: u64,
@@ -466,6 +506,7 @@ impl World {
             repos: BTreeMap::new(),
             jobs: BTreeMap::new(),
             faults: VecDeque::new(),
+            standing: None,
             requests: Vec::new(),
             admitted: 0,
             served: 0,
@@ -513,7 +554,7 @@ impl World {
         };
         quota.roll(now);
         let matching = self.faults.iter().position(|f| f.path_contains.as_deref().is_none_or(|p| path.contains(p)));
-        let fault = matching.and_then(|i| self.faults.remove(i)).map(|f| f.fault);
+        let fault = matching.and_then(|i| self.faults.remove(i)).map(|f| f.fault).or_else(|| self.standing.clone());
         self.admitted += 1;
         Admission::Admitted { token: token.unwrap_or_default().to_owned(), fault }
     }

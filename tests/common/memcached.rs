@@ -64,6 +64,32 @@ impl MemcachedServer {
         assert_eq!(ask(&mut connection, &set_request(key, value)), "STORED", "set {key}");
     }
 
+    /// Reads `key` around the client under test; `None` when absent.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut connection = self.connect();
+        connection.write_all(format!("get {key}\r\n").as_bytes()).expect("write to memcached");
+        let header = read_line(&mut connection);
+        if header == "END" {
+            return None;
+        }
+        // VALUE <key> <flags> <bytes>
+        let length: usize = header
+            .split(' ')
+            .nth(3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("get {key}: memcached answered {header:?}"));
+        let mut value = vec![0u8; length + 2];
+        connection.read_exact(&mut value).expect("read memcached's value");
+        value.truncate(length);
+        assert_eq!(read_line(&mut connection), "END", "get {key}: one value, then END");
+        Some(value)
+    }
+
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Deletes `key` around the client under test; false when it was absent.
     pub fn delete(&self, key: &str) -> bool {
         match ask(&mut self.connect(), format!("delete {key}\r\n").as_bytes()).as_str() {
@@ -175,6 +201,10 @@ fn set_request(key: &str, value: &[u8]) -> Vec<u8> {
 /// Sends one request and reads memcached's one-line answer.
 fn ask(connection: &mut TcpStream, request: &[u8]) -> String {
     connection.write_all(request).expect("write to memcached");
+    read_line(connection)
+}
+
+fn read_line(connection: &mut TcpStream) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {

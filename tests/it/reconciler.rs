@@ -33,9 +33,16 @@ struct World {
 
 impl World {
     async fn new() -> Self {
+        Self::serving(&["acme/api"]).await
+    }
+
+    /// The catalog's runners, with `TOKEN` for each of `repos`.
+    async fn serving(repos: &[&str]) -> Self {
         let github = FakeGitHub::start().await;
         github.add_token(TOKEN, 5000);
-        github.add_repo("acme/api");
+        for repo in repos {
+            github.add_repo(repo);
+        }
         let start = 1_800_000_000;
         github.set_now(start);
         let now = Arc::new(AtomicI64::new(start));
@@ -54,7 +61,7 @@ impl World {
         };
         let config = ReconcilerConfig { windows: WINDOWS, settle: SETTLE, ..ReconcilerConfig::default() };
         let mut reconciler = Reconciler::new(Arc::new(client), store.clone(), config, metrics);
-        let tokens = RepoTokens([("acme/api".to_string(), vec![Token::new(TOKEN)])].into_iter().collect());
+        let tokens = RepoTokens(repos.iter().map(|repo| (repo.to_string(), vec![Token::new(TOKEN)])).collect());
         reconciler.set_catalog(catalog.runners, tokens, start);
         Self { github, store, reconciler, now, _dir: dir }
     }
@@ -347,6 +354,27 @@ async fn a_repeated_secondary_limit_pauses_the_token_for_at_least_a_minute() {
         world.tick(10).await;
     }
     assert!(world.github.requests().is_empty(), "a repeat waits a minute: {:?}", world.github.requests());
+}
+
+#[tokio::test]
+async fn secondary_limits_answered_together_in_one_pass_pause_the_token_once_for_retry_after() {
+    let mut world = World::serving(&["acme/api", "acme/web"]).await;
+    // Both repositories fall due in the same pass and are resynced at once; GitHub answers both
+    // with one secondary limit. That is one limit, not a repeat: the token waits Retry-After.
+    world.github.inject(Fault::SecondaryLimit { retry_after_secs: 30, status: 403 });
+    world.github.inject(Fault::SecondaryLimit { retry_after_secs: 30, status: 403 });
+    let pass = world.tick(700).await;
+    assert_eq!((pass.deferred, pass.resynced), (2, 0), "{pass:?}");
+    let limited_at = world.now();
+    world.github.clear_requests();
+    while world.now() < limited_at + 40 {
+        world.tick(5).await;
+    }
+    let requests = world.github.requests();
+    assert!(
+        requests.iter().any(|r| r.status == 200),
+        "the token is used again once Retry-After has passed, not after a doubled pause: {requests:?}"
+    );
 }
 
 #[tokio::test]

@@ -263,6 +263,48 @@ async fn a_replica_that_knows_no_jobs_holds_its_numbers_while_another_restores_a
 }
 
 #[tokio::test]
+async fn a_finish_only_another_replica_journaled_is_what_a_replica_republishes_once_it_has_read_it() {
+    let kv = Arc::new(MemoryKv::default());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(a_dir.path(), kv.clone()), replica(b_dir.path(), kv.clone()));
+    a.record("q1", event(1, JobStatus::Queued, &["linux"])).await.unwrap();
+    eventually("both see the job", || demand(&b, "api-linux") == (1, false)).await;
+    // The job's completion reaches B alone, and A reads it from the shared value.
+    b.record("c1", event(1, JobStatus::Completed, &["linux"])).await.unwrap();
+    eventually("both see it finished", || demand(&a, "api-linux") == (0, false)).await;
+    // B is down when the store loses everything: A alone refills it, from what it knows.
+    b.shutdown().await;
+    let writes = kv.writes.load(Ordering::SeqCst);
+    kv.restart_empty();
+    eventually("A refilled the store", || kv.writes.load(Ordering::SeqCst) > writes).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(demand(&a, "api-linux"), (0, false), "a finished job must not come back as queued");
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_finish_only_another_replica_journaled_survives_a_restart_while_the_store_is_empty_and_it_is_away() {
+    let kv = Arc::new(MemoryKv::default());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(a_dir.path(), kv.clone()), replica(b_dir.path(), kv.clone()));
+    a.record("q1", event(1, JobStatus::Queued, &["linux"])).await.unwrap();
+    eventually("both see the job", || demand(&b, "api-linux") == (1, false)).await;
+    b.record("c1", event(1, JobStatus::Completed, &["linux"])).await.unwrap();
+    eventually("A reads the finish", || demand(&a, "api-linux") == (0, false)).await;
+    // B goes away, A restarts, and the store has lost everything (or forgot the finished job
+    // after its hour): what A republishes from its journal must hold the finish.
+    b.shutdown().await;
+    a.shutdown().await;
+    kv.restart_empty();
+    let writes = kv.writes.load(Ordering::SeqCst);
+    let a = replica(a_dir.path(), kv.clone());
+    eventually("A refilled the store", || kv.writes.load(Ordering::SeqCst) > writes).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(demand(&a, "api-linux"), (0, false), "a finished job must not come back after a restart");
+    a.shutdown().await;
+}
+
+#[tokio::test]
 async fn runners_with_the_same_name_in_different_namespaces_never_share_demand() {
     use gaa::demand::{Runner, RunnerIndex, ScaleFactor};
     let kv = Arc::new(MemoryKv::default());

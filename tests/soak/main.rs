@@ -1,0 +1,190 @@
+//! The soak: two `serve` replicas (the binary this build made) sharing a real memcached and
+//! resyncing from the fake GitHub, fed minutes of webhook deliveries (late, out of order,
+//! duplicated, 5% never sent) while memcached and the replicas are killed and GitHub fails,
+//! then checked: no acknowledged delivery lost, every runner's demand equal to what GitHub
+//! holds, both replicas agreeing, and flat memory.
+//!
+//! `scripts/soak.sh --minutes N` runs it (`cargo test --release --test soak -- --minutes N`).
+//! Flags: `--minutes N` (workload with faults; default 3), `--seed N`, `--work-dir DIR`
+//! (journals, logs and the `pids` file of the processes it owns), `--settle SECONDS` (the
+//! longest wait for the truth once faults have stopped; default 300).
+
+mod checks;
+#[path = "../common/mod.rs"]
+mod common;
+mod fleet;
+mod model;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::fake_github::{FakeGitHub, Fault};
+use common::memcached::MemcachedServer;
+use common::rng::Rng;
+use fleet::{Fleet, Replicas};
+use workload::{Ledger, Workload};
+
+const TOKEN: &str = "ghp_soakTokenForTheFakeGitHub0000000000";
+
+struct Options {
+    minutes: f64,
+    seed: u64,
+    work: Option<PathBuf>,
+    settle: Duration,
+}
+
+fn options() -> Result<Options, String> {
+    let mut options = Options {
+        minutes: 3.0,
+        seed: jiff::Timestamp::now().as_nanosecond() as u64,
+        work: None,
+        settle: Duration::from_secs(300),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--minutes" => options.minutes = value()?.parse().map_err(|e| format!("--minutes: {e}"))?,
+            "--seed" => options.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--work-dir" => options.work = Some(PathBuf::from(value()?)),
+            "--settle" => options.settle = Duration::from_secs(value()?.parse().map_err(|e| format!("--settle: {e}"))?),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (--minutes N, --seed N, --work-dir DIR, --settle SECONDS)"
+                ));
+            }
+        }
+    }
+    if !(options.minutes > 0.0) {
+        return Err("--minutes must be above 0".into());
+    }
+    Ok(options)
+}
+
+fn main() {
+    let options = match options() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("soak: {error}");
+            std::process::exit(2);
+        }
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime");
+    let failures = runtime.block_on(soak(options));
+    if failures.is_empty() {
+        println!("soak: 1 passed, 0 failed");
+    } else {
+        println!("\nFAILED:");
+        for failure in &failures {
+            println!("- {failure}");
+        }
+        println!("soak: 0 passed, 1 failed");
+        std::process::exit(1);
+    }
+}
+
+async fn soak(options: Options) -> Vec<String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kept;
+    let work = match &options.work {
+        Some(dir) => dir.clone(),
+        None => {
+            kept = tempfile::tempdir().expect("a work directory");
+            kept.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&work).expect("the work directory");
+    let workload_for = Duration::from_secs_f64(options.minutes * 60.0);
+    println!(
+        "soak: {} min of workload and faults, seed {}, work directory {}",
+        options.minutes,
+        options.seed,
+        work.display()
+    );
+
+    let repos = Arc::new(model::repos());
+    let manifests = work.join("manifests");
+    std::fs::create_dir_all(&manifests).expect("the manifests directory");
+    std::fs::write(manifests.join("runners.yaml"), model::manifests(&repos)).expect("the manifests");
+
+    let github = Arc::new(FakeGitHub::start().await);
+    github.add_token(TOKEN, 1_000_000);
+    let mut memcached = MemcachedServer::start();
+    let token_file = work.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("the token file");
+    // Short windows so the resync repairs within the soak: a busy repository every 3 s, an idle
+    // one every 5 s (its settle time for jobs it cannot see is fixed at a minute). Finished jobs
+    // are forgotten after 10 minutes, so forgetting runs during the soak and memory can level
+    // off (jobs live at most a minute and a delivery is at most 20 s late).
+    let args: Vec<String> = [
+        "--journal-retention",
+        "10m",
+        "--store",
+        &format!("memcached://{}", memcached.addr()),
+        "--store-refresh-interval",
+        "500ms",
+        "--checkpoint-interval",
+        "5s",
+        "--github-api-url",
+        &github.url(),
+        "--github-token-file",
+        token_file.to_str().expect("a UTF-8 path"),
+        "--cache-window",
+        "3s",
+        "--cache-window-when-empty",
+        "5s",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let fleet = Arc::new(Fleet::default());
+    // The repositories exist on GitHub before any replica asks about them.
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let workload = Workload::new(github.clone(), repos.clone(), fleet.clone(), ledger.clone(), options.seed);
+    let mut replicas = Replicas::new(&work, manifests, args, fleet.clone());
+    replicas.set_memcached_pid(memcached.pid());
+    replicas.start(0).await;
+    replicas.start(1).await;
+
+    let start = Instant::now();
+    let stop_sampling = tokio_util::sync::CancellationToken::new();
+    let sampler =
+        tokio::spawn(fleet::sample_memory(fleet.clone(), start, Duration::from_secs(2), stop_sampling.clone()));
+    let load = tokio::spawn(workload.run(start + workload_for));
+
+    let mut rng = Rng(options.seed.rotate_left(17) | 1);
+    let (cycle, actions) = fleet::plan(workload_for, &mut rng);
+    let faults = fleet::run_faults(start, actions, cycle, &mut replicas, &mut memcached, &github).await;
+    tokio::time::sleep_until((start + workload_for).into()).await;
+    println!("soak: workload over at {:.0} s; sending what is still in flight", start.elapsed().as_secs_f64());
+    let stats = load.await.expect("the workload ran");
+    replicas.check_alive();
+
+    let mut failures = Vec::new();
+    let mut report = checks::Report::default();
+    // Acknowledged deliveries, with GitHub down so the resync cannot paper over a loss.
+    github.set_standing_fault(Some(Fault::ServerError { status: 503 }));
+    let ack_check = checks::acknowledged_are_reflected(&repos, &replicas, &memcached, &ledger, &github).await;
+    report.ack_check = Some(ack_check.clone());
+    failures.extend(ack_check.err());
+    // Then GitHub comes back and the resync repairs what was never delivered.
+    github.set_standing_fault(None);
+    let truth = checks::demand_equals_github(&repos, &replicas, &memcached, &github, options.settle, &mut report).await;
+    failures.extend(truth.err());
+    replicas.check_alive();
+
+    stop_sampling.cancel();
+    let samples = sampler.await.expect("the sampler ran");
+    let memory = checks::memory(&samples, workload_for);
+    failures.extend(memory.iter().filter_map(|m| m.failure.clone()));
+    failures.extend(fleet.crashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned());
+    for i in 0..2 {
+        failures.extend(checks::log_problems(replicas.dir(i)));
+    }
+
+    let requests = github.requests();
+    checks::print_summary(&options.minutes, start.elapsed(), &stats, &faults, &requests, &report, &memory);
+    failures
+}
