@@ -22,12 +22,15 @@ use crate::store::StoreHandle;
 /// flight `--shutdown-grace` to finish, drops the rest, and flushes the journal.
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
-    let source = catalog::source(&args.cluster, &metrics).await?;
     let writer = store::writer_config(&args.store)?;
+    // Opened before the runners are loaded: a second server on the same data directory stops
+    // here, and sled's fixed buffers take fresh pages instead of ones the loading left dirty.
+    let journal = StoreHandle::open_journal(&args.store.data_dir)?;
+    let source = catalog::source(&args.cluster, &metrics).await?;
     let default_token = resync::default_token(&args.github)?;
     let tokens = catalog::repo_tokens(&source.catalog, default_token.as_ref());
     let runners = source.catalog.runners.clone();
-    let store = StoreHandle::start(&args.store.data_dir, runners.clone(), writer, metrics.clone())?;
+    let store = StoreHandle::start_on(journal, runners.clone(), writer, metrics.clone())?;
     let state = source.state(store.clone(), metrics.clone());
     // The workers (watches, resync, lease) stop once the listeners have drained.
     let workers_stop = CancellationToken::new();

@@ -142,7 +142,21 @@ impl StoreHandle {
         config: WriterConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, JournalError> {
-        let mut journal = Journal::open(&data_dir.join("journal"))?;
+        Self::start_on(Self::open_journal(data_dir)?, runners, config, metrics)
+    }
+
+    /// Opens (and locks) the journal in `data_dir`, for [`start_on`](Self::start_on).
+    pub fn open_journal(data_dir: &Path) -> Result<Journal, JournalError> {
+        Journal::open(&data_dir.join("journal"))
+    }
+
+    /// Rebuilds the state from an opened journal and starts the writer thread.
+    pub fn start_on(
+        mut journal: Journal,
+        runners: RunnerIndex,
+        config: WriterConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, JournalError> {
         let recovered = journal.recover()?;
         let now = (config.clock)();
         let mut state = DemandState::new(runners);
