@@ -447,7 +447,7 @@ impl Syncer {
     fn show(&self, repo: &str, value: &RepoJobs) {
         self.view.set(repo, value);
         let counts: HashMap<RunnerKey, Counts> = value.counts(repo, &self.index);
-        for view in self.board.publish(&self.index, counts.iter().map(|(k, c)| (k, *c))) {
+        for view in self.board.publish(counts.iter().map(|(k, c)| (k, *c))) {
             self.metrics.runner(&view);
         }
     }

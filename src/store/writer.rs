@@ -501,7 +501,7 @@ impl Writer {
 
     fn publish(&self, touched: &[RunnerKey]) {
         let counts = touched.iter().map(|key| (key, self.state.counts(key)));
-        for view in self.board.publish(self.state.index(), counts) {
+        for view in self.board.publish(counts) {
             self.metrics.runner(&view);
         }
     }
