@@ -250,10 +250,10 @@ impl Syncer {
 
     fn forget(&mut self, keys: &[JobKey]) {
         for key in keys {
-            if let Some(jobs) = self.known.get_mut(&key.repo) {
+            if let Some(jobs) = self.known.get_mut(&*key.repo) {
                 jobs.remove(&key.id);
             }
-            if let Some(pending) = self.pending.get_mut(&key.repo) {
+            if let Some(pending) = self.pending.get_mut(&*key.repo) {
                 pending.remove(&key.id);
             }
         }

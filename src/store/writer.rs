@@ -17,7 +17,7 @@ use super::journal::{Entry, Journal, JournalError};
 use super::shared::{self, SharedKv, SharedView, SyncConfig, SyncMessage, SyncSender};
 use crate::demand::job::delivery_key;
 use crate::demand::repo_jobs::join_open_jobs;
-use crate::demand::{DemandState, Job, JobEvent, JobKey, RunnerIndex, RunnerKey};
+use crate::demand::{DemandState, Job, JobEvent, JobKey, JobView, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 
 mod checkpoint;
@@ -157,17 +157,14 @@ impl StoreHandle {
         config: WriterConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, JournalError> {
-        let recovered = journal.recover()?;
         let now = (config.clock)();
         let mut state = DemandState::new(runners);
-        for job in recovered.jobs {
-            state.restore(job);
-        }
+        let recovered = journal.recover_with(|job| state.restore(job))?;
         let applied = recovered.last_seq;
         let mut dirty = HashSet::new();
         for entry in &recovered.tail {
             if !state.record(entry.delivery, &entry.event, now).duplicate {
-                dirty.insert(entry.event.key());
+                dirty.insert(state.key(&entry.event.repo.full_name, entry.event.job_id));
             }
         }
         tracing::info!(
@@ -203,7 +200,7 @@ impl StoreHandle {
                 )
                 .map_err(JournalError::Thread)?;
                 // Everything the journal knows goes into the shared values once per start.
-                let _ = sync.send(SyncMessage::Jobs(state.jobs().cloned().collect()));
+                let _ = sync.send(SyncMessage::Jobs(state.jobs().map(|job| job.to_job()).collect()));
                 Some(sync)
             }
         };
@@ -386,7 +383,7 @@ impl Writer {
                     Command::SetRunners(index) => self.set_runners(index),
                     Command::Checkpoint => self.start_checkpoint(),
                     Command::OpenJobs { repo, reply } => {
-                        let _ = reply.send(self.state.open_jobs(&repo).into_iter().cloned().collect());
+                        let _ = reply.send(self.state.open_jobs(&repo).iter().map(JobView::to_job).collect());
                     }
                     Command::Shutdown(done) => {
                         rx.close();
@@ -444,7 +441,7 @@ impl Writer {
                 replies.push((reply, Recorded::Duplicate));
                 continue;
             }
-            let key = entry.event.key();
+            let key = self.state.key(&entry.event.repo.full_name, entry.event.job_id);
             // Only the shared store is handed changed jobs; standalone, the counts are the demand.
             if applied.changed && self.sync.is_some() {
                 changed_jobs.push(key.clone());
@@ -491,7 +488,11 @@ impl Writer {
         match &self.sync {
             Some(sync) => {
                 if !changed_jobs.is_empty() {
-                    let jobs = changed_jobs.iter().filter_map(|key| self.state.job_by_key(key).cloned()).collect();
+                    let jobs = changed_jobs
+                        .iter()
+                        .filter_map(|key| self.state.job_by_key(key))
+                        .map(|job| job.to_job())
+                        .collect();
                     let _ = sync.send(SyncMessage::Jobs(jobs));
                 }
             }
