@@ -92,7 +92,7 @@ async fn measure(runners: usize, deliveries: u64, rate: u64) {
         let key = &keys[(delivery as usize) % runners];
         // Odd rounds over the runners take the demand away again: every change flips one runner.
         let queued = u64::from((delivery / runners as u64).is_multiple_of(2));
-        board.publish(&index, [(key, Counts { queued, in_progress: 0 })]);
+        board.publish([(key, Counts { queued, in_progress: 0 })]);
     }
     let elapsed = started.elapsed();
     // Let the last changes reach their streams.

@@ -22,10 +22,13 @@ use crate::store::StoreHandle;
 /// flight `--shutdown-grace` to finish, drops the rest, and flushes the journal.
 pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new());
-    let source = catalog::source(&args.cluster, &metrics).await?;
     let writer = store::writer_config(&args.store)?;
+    // Opened before the runners are loaded: a second server on the same data directory stops
+    // here, and sled's fixed buffers take fresh pages instead of ones the loading left dirty.
+    let journal = StoreHandle::open_journal(&args.store.data_dir)?;
+    let source = catalog::source(&args.cluster, &metrics).await?;
     let default_token = resync::default_token(&args.github)?;
-    let store = StoreHandle::start(&args.store.data_dir, source.catalog.runners.clone(), writer, metrics.clone())?;
+    let store = StoreHandle::start_on(journal, source.catalog.runners.clone(), writer, metrics.clone())?;
     // The workers (watches, resync, lease) stop once the listeners have drained, or at once when
     // starting failed.
     let workers_stop = CancellationToken::new();

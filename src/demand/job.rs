@@ -3,6 +3,8 @@
 //! A job's state is the join (maximum) of every observation made of it, so the end state does not
 //! depend on the order in which deliveries arrive or how often each arrives.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -77,15 +79,18 @@ impl RepoRef {
 /// repository it was signed for, so a job is found by both: a delivery signed for one repository
 /// can never reach another repository's job, however it names the id. Ordered by id first, so
 /// jobs written in key order land next to each other (ids grow over time).
+///
+/// The name is shared: keys the state hands out point at the one copy it keeps per repository,
+/// so a set of changed jobs costs no allocation per job.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct JobKey {
     pub id: u64,
-    pub repo: String,
+    pub repo: Arc<str>,
 }
 
 impl JobKey {
     pub fn new(repo: &str, id: u64) -> Self {
-        Self { id, repo: repo.to_ascii_lowercase() }
+        Self { id, repo: repo.to_ascii_lowercase().into() }
     }
 }
 
@@ -123,9 +128,18 @@ impl JobEvent {
     }
 
     pub fn key(&self) -> JobKey {
-        JobKey { id: self.job_id, repo: self.repo.full_name.clone() }
+        JobKey { id: self.job_id, repo: self.repo.full_name.as_str().into() }
+    }
+
+    /// Where this observation stands in the join of its job's observations.
+    pub(crate) fn rank(&self) -> Rank<'_> {
+        (self.status, &self.labels, self.run_id, self.run_attempt, self.since)
     }
 }
+
+/// The order in which observations of one job are joined: status first, then labels, run,
+/// attempt and GitHub's time. The greatest observation is the job's state.
+pub(crate) type Rank<'a> = (JobStatus, &'a [String], u64, u32, Option<i64>);
 
 /// Labels compare case-insensitively; keep one canonical spelling, sorted.
 pub fn normalize_labels(labels: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {
@@ -173,7 +187,23 @@ impl Job {
     }
 
     pub fn key(&self) -> JobKey {
-        JobKey { id: self.id, repo: self.repo.full_name.clone() }
+        JobKey { id: self.id, repo: self.repo.full_name.as_str().into() }
+    }
+
+    /// This job, borrowed as the state hands jobs out.
+    pub fn view(&self) -> JobView<'_> {
+        JobView {
+            id: self.id,
+            run_id: self.run_id,
+            run_attempt: self.run_attempt,
+            repo_id: self.repo.id,
+            repo: &self.repo.full_name,
+            status: self.status,
+            labels: &self.labels,
+            since: self.since,
+            changed_at: self.changed_at,
+            deliveries: &self.deliveries,
+        }
     }
 
     /// Whether the delivery with this key was already seen for this job.
@@ -189,7 +219,7 @@ impl Job {
         self.deliveries.push(key);
     }
 
-    fn rank(&self) -> (JobStatus, &[String], u64, u32, Option<i64>) {
+    fn rank(&self) -> Rank<'_> {
         (self.status, &self.labels, self.run_id, self.run_attempt, self.since)
     }
 
@@ -199,8 +229,7 @@ impl Job {
     /// A status never moves backwards and `completed` is final.
     pub fn merge(&mut self, event: &JobEvent, now: i64) -> bool {
         debug_assert_eq!((self.id, &self.repo.full_name), (event.job_id, &event.repo.full_name));
-        let candidate = (event.status, &event.labels[..], event.run_id, event.run_attempt, event.since);
-        if candidate <= self.rank() {
+        if event.rank() <= self.rank() {
             return false;
         }
         self.status = event.status;
@@ -210,6 +239,44 @@ impl Job {
         self.since = event.since;
         self.changed_at = now;
         true
+    }
+}
+
+/// A job as [`DemandState`](super::DemandState) holds it, borrowed: the fields of [`Job`],
+/// without copying the repository name, labels or delivery keys it shares or owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobView<'a> {
+    pub id: u64,
+    pub run_id: u64,
+    pub run_attempt: u32,
+    /// GitHub's id of the repository, as the job's first observation named it.
+    pub repo_id: u64,
+    /// Lower-cased `owner/name`.
+    pub repo: &'a str,
+    pub status: JobStatus,
+    pub labels: &'a [String],
+    pub since: Option<i64>,
+    pub changed_at: i64,
+    pub deliveries: &'a [u64],
+}
+
+impl JobView<'_> {
+    pub fn to_job(&self) -> Job {
+        Job {
+            id: self.id,
+            run_id: self.run_id,
+            run_attempt: self.run_attempt,
+            repo: RepoRef { id: self.repo_id, full_name: self.repo.to_string() },
+            status: self.status,
+            labels: self.labels.to_vec(),
+            since: self.since,
+            changed_at: self.changed_at,
+            deliveries: self.deliveries.to_vec(),
+        }
+    }
+
+    pub fn has_delivery(&self, key: u64) -> bool {
+        self.deliveries.contains(&key)
     }
 }
 

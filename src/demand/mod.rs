@@ -8,7 +8,7 @@ pub mod runners;
 pub mod scaling;
 pub mod state;
 
-pub use job::{Job, JobEvent, JobKey, JobStatus, RepoRef};
+pub use job::{Job, JobEvent, JobKey, JobStatus, JobView, RepoRef};
 pub use runner_demand::RunnerDemand;
 pub use runners::{Runner, RunnerIndex, RunnerKey};
 pub use scaling::{ForcedScaleUp, ScaleFactor};

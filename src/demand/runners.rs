@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -82,44 +83,76 @@ impl Runner {
     }
 }
 
-/// All runners, by key and grouped by repository for assignment.
+/// All runners, by key and grouped by repository for assignment. Cheap to clone: every clone
+/// shares one copy (the store, the board, the resync and the shared sync each hold one).
 #[derive(Debug, Clone, Default)]
-pub struct RunnerIndex {
-    runners: BTreeMap<RunnerKey, Runner>,
-    by_repo: HashMap<String, Vec<RunnerKey>>,
+pub struct RunnerIndex(Arc<Runners>);
+
+#[derive(Debug, Default)]
+struct Runners {
+    /// In key (namespace/name) order, one per key.
+    sorted: Vec<Runner>,
+    /// Positions in `sorted` of each repository's runners, in key order.
+    by_repo: HashMap<String, Vec<u32>>,
 }
 
 impl RunnerIndex {
     /// Builds the index; of two runners with the same key the last one wins.
     pub fn new(runners: impl IntoIterator<Item = Runner>) -> Self {
-        let runners: BTreeMap<RunnerKey, Runner> = runners.into_iter().map(|r| (r.key.clone(), r)).collect();
-        let mut by_repo: HashMap<String, Vec<RunnerKey>> = HashMap::new();
-        for runner in runners.values() {
-            by_repo.entry(runner.repo.clone()).or_default().push(runner.key.clone());
+        let unique: BTreeMap<RunnerKey, Runner> = runners.into_iter().map(|r| (r.key.clone(), r)).collect();
+        let sorted: Vec<Runner> = unique.into_values().collect();
+        let mut by_repo: HashMap<String, Vec<u32>> = HashMap::new();
+        for (position, runner) in sorted.iter().enumerate() {
+            let position = u32::try_from(position).expect("fewer than 2^32 runners");
+            by_repo.entry(runner.repo.clone()).or_default().push(position);
         }
-        Self { runners, by_repo }
+        Self(Arc::new(Runners { sorted, by_repo }))
     }
 
     pub fn len(&self) -> usize {
-        self.runners.len()
+        self.0.sorted.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.runners.is_empty()
+        self.0.sorted.is_empty()
+    }
+
+    /// Whether both are clones of one index.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Every runner in namespace/name order.
     pub fn iter(&self) -> impl Iterator<Item = &Runner> {
-        self.runners.values()
+        self.0.sorted.iter()
+    }
+
+    /// Where a runner is in [`iter`](Self::iter)'s order.
+    pub fn position(&self, key: &RunnerKey) -> Option<usize> {
+        self.0.sorted.binary_search_by(|runner| runner.key.cmp(key)).ok()
+    }
+
+    /// The runner at a position of [`iter`](Self::iter)'s order.
+    pub fn at(&self, position: usize) -> Option<&Runner> {
+        self.0.sorted.get(position)
     }
 
     pub fn get(&self, key: &RunnerKey) -> Option<&Runner> {
-        self.runners.get(key)
+        self.position(key).map(|position| &self.0.sorted[position])
+    }
+
+    /// The positions of a namespace's runners, in name order.
+    pub fn in_namespace(&self, namespace: &str) -> std::ops::Range<usize> {
+        let sorted = &self.0.sorted;
+        let start = sorted.partition_point(|runner| runner.key.namespace.as_str() < namespace);
+        let end = start + sorted[start..].partition_point(|runner| runner.key.namespace == namespace);
+        start..end
     }
 
     /// The runners of one repository (lower-cased `owner/repo`), in namespace/name order.
     pub fn for_repo<'a>(&'a self, repo_full_name: &str) -> impl Iterator<Item = &'a Runner> + 'a {
-        self.by_repo.get(repo_full_name).into_iter().flatten().filter_map(|key| self.runners.get(key))
+        let sorted = &self.0.sorted;
+        self.0.by_repo.get(repo_full_name).into_iter().flatten().map(move |&position| &sorted[position as usize])
     }
 
     /// The runner a job counts toward: among the repository's runners that carry every job label,
@@ -182,5 +215,32 @@ mod tests {
     fn runners_of_other_repositories_never_match() {
         let index = RunnerIndex::new([runner("ci", "linux", "linux")]);
         assert_eq!(index.assign("acme/web", &labels(&["linux"])), None);
+    }
+
+    #[test]
+    fn runners_are_found_by_key_and_by_namespace_and_the_last_of_one_key_wins() {
+        let index = RunnerIndex::new([
+            runner("web", "b", "linux"),
+            runner("ci", "z", "linux"),
+            runner("ci", "a", "linux"),
+            runner("web", "b", "gpu"),
+            runner("ops", "m", "linux"),
+        ]);
+        let keys: Vec<String> = index.iter().map(|r| r.key.to_string()).collect();
+        assert_eq!(keys, ["ci/a", "ci/z", "ops/m", "web/b"]);
+        assert!(index.get(&RunnerKey::new("web", "b")).unwrap().labels.contains("gpu"));
+        assert_eq!(index.get(&RunnerKey::new("web", "a")), None);
+        let names =
+            |ns: &str| index.in_namespace(ns).map(|p| index.at(p).unwrap().key.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names("ci"), ["a", "z"]);
+        assert_eq!(names("web"), ["b"]);
+        assert!(names("cj").is_empty() && names("a").is_empty() && names("zz").is_empty());
+    }
+
+    #[test]
+    fn clones_share_one_copy() {
+        let index = RunnerIndex::new([runner("ci", "linux", "linux")]);
+        assert!(index.clone().same(&index));
+        assert!(!RunnerIndex::new([runner("ci", "linux", "linux")]).same(&index));
     }
 }

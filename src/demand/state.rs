@@ -1,10 +1,11 @@
 //! Per-runner demand derived from job states and the runner index.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::job::{Job, JobEvent, JobKey, JobStatus};
+use super::job::{DELIVERIES_PER_JOB, Job, JobEvent, JobKey, JobStatus, JobView, Rank, RepoRef};
 use super::runners::{RunnerIndex, RunnerKey};
 
 /// GitHub cancels a job that has waited for a runner for 24 hours; one more hour of grace.
@@ -54,13 +55,123 @@ pub struct Applied {
     pub runners: Vec<RunnerKey>,
 }
 
+/// One job as the state keeps it: what a [`Job`] holds, less the id and repository it is found
+/// by, with its labels shared with every job that has the same ones. 80 bytes, and 8 per
+/// delivery key.
+#[derive(Debug)]
+struct Slot {
+    run_id: u64,
+    repo_id: u64,
+    since: Option<i64>,
+    changed_at: i64,
+    run_attempt: u32,
+    status: JobStatus,
+    labels: Arc<[String]>,
+    /// Exactly as long as the keys it holds: a job sees a handful of deliveries.
+    deliveries: Box<[u64]>,
+}
+
+impl Slot {
+    fn new(event: &JobEvent, labels: Arc<[String]>, now: i64) -> Self {
+        Self {
+            run_id: event.run_id,
+            repo_id: event.repo.id,
+            since: event.since,
+            changed_at: now,
+            run_attempt: event.run_attempt,
+            status: event.status,
+            labels,
+            deliveries: Box::default(),
+        }
+    }
+
+    fn restored(job: Job, labels: Arc<[String]>) -> Self {
+        Self {
+            run_id: job.run_id,
+            repo_id: job.repo.id,
+            since: job.since,
+            changed_at: job.changed_at,
+            run_attempt: job.run_attempt,
+            status: job.status,
+            labels,
+            deliveries: job.deliveries.into_boxed_slice(),
+        }
+    }
+
+    fn view<'a>(&'a self, id: u64, repo: &'a str) -> JobView<'a> {
+        JobView {
+            id,
+            run_id: self.run_id,
+            run_attempt: self.run_attempt,
+            repo_id: self.repo_id,
+            repo,
+            status: self.status,
+            labels: &self.labels,
+            since: self.since,
+            changed_at: self.changed_at,
+            deliveries: &self.deliveries,
+        }
+    }
+
+    fn rank(&self) -> Rank<'_> {
+        (self.status, &self.labels, self.run_id, self.run_attempt, self.since)
+    }
+
+    /// [`Job::merge`] for a slot: the same join, with the labels taken from `sets`.
+    fn merge(&mut self, event: &JobEvent, sets: &mut LabelSets, now: i64) -> bool {
+        if event.rank() <= self.rank() {
+            return false;
+        }
+        if *self.labels != *event.labels {
+            self.labels = sets.intern(&event.labels);
+        }
+        self.status = event.status;
+        self.run_id = event.run_id;
+        self.run_attempt = event.run_attempt;
+        self.since = event.since;
+        self.changed_at = now;
+        true
+    }
+
+    /// [`Job::remember_delivery`]: keeps the newest `DELIVERIES_PER_JOB` keys.
+    fn remember_delivery(&mut self, key: u64) {
+        let mut keys = std::mem::take(&mut self.deliveries).into_vec();
+        if keys.len() >= DELIVERIES_PER_JOB {
+            keys.remove(0);
+        }
+        keys.push(key);
+        self.deliveries = keys.into_boxed_slice();
+    }
+}
+
+/// Every distinct set of job labels, once; jobs hold a reference to theirs. A repository's
+/// jobs share a few sets, so there are a handful per repository, not one per job.
+#[derive(Debug, Default)]
+struct LabelSets(HashSet<Arc<[String]>>);
+
+impl LabelSets {
+    fn intern(&mut self, labels: &[String]) -> Arc<[String]> {
+        if let Some(set) = self.0.get(labels) {
+            return set.clone();
+        }
+        let set: Arc<[String]> = labels.into();
+        self.0.insert(set.clone());
+        set
+    }
+
+    /// Drops the sets no job holds any more.
+    fn prune(&mut self) {
+        self.0.retain(|set| Arc::strong_count(set) > 1);
+    }
+}
+
 /// The jobs of one repository, and which of them are not completed (what a resync compares
 /// with GitHub).
 #[derive(Debug, Default)]
 struct RepoState {
-    /// Boxed: growing the map then moves 16-byte entries, not whole jobs. At 100,000 jobs an
-    /// unboxed resize held the writer (and every delivery waiting on it) for 20 ms.
-    jobs: HashMap<u64, Box<Job>>,
+    /// Boxed: growing the map then moves 16-byte entries, not whole jobs (at 100,000 jobs an
+    /// unboxed resize held the writer for 20 ms), and an empty bucket costs 16 bytes, not 88.
+    jobs: HashMap<u64, Box<Slot>>,
     open: HashSet<u64>,
 }
 
@@ -72,7 +183,9 @@ struct RepoState {
 #[derive(Debug, Default)]
 pub struct DemandState {
     index: RunnerIndex,
-    repos: HashMap<String, RepoState>,
+    /// Keyed by the one copy of each repository's name, which the keys handed out share.
+    repos: HashMap<Arc<str>, RepoState>,
+    labels: LabelSets,
     job_count: usize,
     counts: HashMap<RunnerKey, Counts>,
 }
@@ -87,20 +200,34 @@ impl DemandState {
     }
 
     /// The job `id` of `repo` (lower-cased `owner/name`).
-    pub fn job(&self, repo: &str, id: u64) -> Option<&Job> {
-        self.repos.get(repo)?.jobs.get(&id).map(|job| &**job)
+    pub fn job(&self, repo: &str, id: u64) -> Option<JobView<'_>> {
+        let (name, state) = self.repos.get_key_value(repo)?;
+        state.jobs.get(&id).map(|slot| slot.view(id, name))
     }
 
-    pub fn job_by_key(&self, key: &JobKey) -> Option<&Job> {
+    pub fn job_by_key(&self, key: &JobKey) -> Option<JobView<'_>> {
         self.job(&key.repo, key.id)
     }
 
-    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
-        self.repos.values().flat_map(|repo| repo.jobs.values()).map(|job| &**job)
+    /// The key of job `id` of `repo`, sharing the name this state keeps for the repository.
+    pub fn key(&self, repo: &str, id: u64) -> JobKey {
+        match self.repos.get_key_value(repo) {
+            Some((name, _)) => JobKey { id, repo: name.clone() },
+            None => JobKey { id, repo: repo.into() },
+        }
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = JobView<'_>> {
+        self.repos.iter().flat_map(|(name, repo)| repo.jobs.iter().map(move |(id, slot)| slot.view(*id, name)))
     }
 
     pub fn job_count(&self) -> usize {
         self.job_count
+    }
+
+    /// Distinct label sets held (each once, however many jobs carry it).
+    pub fn label_sets(&self) -> usize {
+        self.labels.0.len()
     }
 
     /// Counts of one runner (zero for runners with no demand or unknown runners).
@@ -108,38 +235,44 @@ impl DemandState {
         self.counts.get(runner).copied().unwrap_or_default()
     }
 
-    /// The runner a job in `job`'s state counts toward, if it is demand at all.
-    fn contribution(index: &RunnerIndex, job: &Job) -> Option<(RunnerKey, JobStatus)> {
-        if !job.status.is_demand() {
+    /// The runner a job of `repo` in `status` with `labels` counts toward, if it is demand.
+    fn contribution(
+        index: &RunnerIndex,
+        repo: &str,
+        status: JobStatus,
+        labels: &[String],
+    ) -> Option<(RunnerKey, JobStatus)> {
+        if !status.is_demand() {
             return None;
         }
-        index.assign(&job.repo.full_name, &job.labels).map(|key| (key.clone(), job.status))
+        index.assign(repo, labels).map(|key| (key.clone(), status))
     }
 
-    /// The repository's jobs, created on first use; the name is cloned only then.
-    fn repo_mut<'a>(repos: &'a mut HashMap<String, RepoState>, repo: &str) -> &'a mut RepoState {
+    /// The repository's jobs, created on first use; the name is copied only then.
+    fn repo_mut<'a>(repos: &'a mut HashMap<Arc<str>, RepoState>, repo: &str) -> &'a mut RepoState {
         if !repos.contains_key(repo) {
-            repos.insert(repo.to_owned(), RepoState::default());
+            repos.insert(repo.into(), RepoState::default());
         }
         repos.get_mut(repo).expect("inserted above")
     }
 
     /// Merges an observation; `now` is our clock in unix seconds.
     pub fn apply(&mut self, event: &JobEvent, now: i64) -> Applied {
-        let index = &self.index;
-        let repo = Self::repo_mut(&mut self.repos, &event.repo.full_name);
+        let (index, sets) = (&self.index, &mut self.labels);
+        let name = event.repo.full_name.as_str();
+        let repo = Self::repo_mut(&mut self.repos, name);
         let (before, after) = match repo.jobs.get_mut(&event.job_id) {
-            Some(job) => {
-                let before = Self::contribution(index, job);
-                if !job.merge(event, now) {
+            Some(slot) => {
+                let before = Self::contribution(index, name, slot.status, &slot.labels);
+                if !slot.merge(event, sets, now) {
                     return Applied::default();
                 }
-                (before, Self::contribution(index, job))
+                (before, Self::contribution(index, name, slot.status, &slot.labels))
             }
             None => {
-                let job = Box::new(Job::from_event(event, now));
-                let after = Self::contribution(index, &job);
-                repo.jobs.insert(event.job_id, job);
+                let slot = Box::new(Slot::new(event, sets.intern(&event.labels), now));
+                let after = Self::contribution(index, name, slot.status, &slot.labels);
+                repo.jobs.insert(event.job_id, slot);
                 self.job_count += 1;
                 (None, after)
             }
@@ -160,8 +293,9 @@ impl DemandState {
             return Applied { duplicate: true, ..Applied::default() };
         }
         let applied = self.apply(event, now);
-        if let Some(job) = self.repos.get_mut(&event.repo.full_name).and_then(|repo| repo.jobs.get_mut(&event.job_id)) {
-            job.remember_delivery(delivery);
+        let repo = self.repos.get_mut(event.repo.full_name.as_str());
+        if let Some(slot) = repo.and_then(|repo| repo.jobs.get_mut(&event.job_id)) {
+            slot.remember_delivery(delivery);
         }
         applied
     }
@@ -176,23 +310,24 @@ impl DemandState {
     }
 
     /// Jobs of `repo` (lower-cased `owner/name`) that are not completed.
-    pub fn open_jobs(&self, repo: &str) -> Vec<&Job> {
-        let Some(repo) = self.repos.get(repo) else { return Vec::new() };
+    pub fn open_jobs(&self, repo: &str) -> Vec<JobView<'_>> {
+        let Some((name, repo)) = self.repos.get_key_value(repo) else { return Vec::new() };
         repo.open
             .iter()
-            .filter_map(|id| repo.jobs.get(id))
-            .map(|job| &**job)
+            .filter_map(|id| repo.jobs.get(id).map(|slot| slot.view(*id, name)))
             .filter(|job| job.status != JobStatus::Completed)
             .collect()
     }
 
     /// Restores a job from a snapshot (start-up); later events still merge into it.
-    pub fn restore(&mut self, job: Job) {
-        let after = Self::contribution(&self.index, &job);
-        let (id, open) = (job.id, job.status != JobStatus::Completed);
-        let repo = Self::repo_mut(&mut self.repos, &job.repo.full_name);
-        let old = repo.jobs.insert(id, Box::new(job));
-        if open {
+    pub fn restore(&mut self, mut job: Job) {
+        let (id, status) = (job.id, job.status);
+        let name = std::mem::take(&mut job.repo.full_name);
+        let labels = self.labels.intern(&std::mem::take(&mut job.labels));
+        let after = Self::contribution(&self.index, &name, status, &labels);
+        let repo = Self::repo_mut(&mut self.repos, &name);
+        let old = repo.jobs.insert(id, Box::new(Slot::restored(job, labels)));
+        if status != JobStatus::Completed {
             repo.open.insert(id);
         } else {
             repo.open.remove(&id);
@@ -200,7 +335,7 @@ impl DemandState {
         if old.is_none() {
             self.job_count += 1;
         }
-        let before = old.and_then(|old| Self::contribution(&self.index, &old));
+        let before = old.and_then(|old| Self::contribution(&self.index, &name, old.status, &old.labels));
         self.move_contribution(before, after);
     }
 
@@ -243,7 +378,7 @@ impl DemandState {
         self.index = index;
         let mut fresh: HashMap<RunnerKey, Counts> = HashMap::new();
         for job in self.jobs() {
-            if let Some((key, status)) = Self::contribution(&self.index, job) {
+            if let Some((key, status)) = Self::contribution(&self.index, job.repo, job.status, job.labels) {
                 fresh.entry(key).or_default().add(status);
             }
         }
@@ -280,9 +415,9 @@ impl DemandState {
                 job_id: job.id,
                 run_id: job.run_id,
                 run_attempt: job.run_attempt,
-                repo: job.repo.clone(),
+                repo: RepoRef { id: job.repo_id, full_name: job.repo.to_string() },
                 status: JobStatus::Completed,
-                labels: job.labels.clone(),
+                labels: job.labels.to_vec(),
                 since: job.since,
             })
             .collect()
@@ -293,15 +428,25 @@ impl DemandState {
     pub fn forget_completed_before(&mut self, cutoff: i64) -> Vec<JobKey> {
         let mut gone = Vec::new();
         self.repos.retain(|name, repo| {
-            repo.jobs.retain(|id, job| {
-                let forget = job.status == JobStatus::Completed && job.changed_at < cutoff;
+            repo.jobs.retain(|id, slot| {
+                let forget = slot.status == JobStatus::Completed && slot.changed_at < cutoff;
                 if forget {
                     gone.push(JobKey { id: *id, repo: name.clone() });
                 }
                 !forget
             });
+            // A burst of jobs leaves its buckets behind; give them back once it has passed.
+            if repo.jobs.capacity() > 4 * repo.jobs.len().max(8) {
+                repo.jobs.shrink_to_fit();
+            }
+            if repo.open.capacity() > 4 * repo.open.len().max(8) {
+                repo.open.shrink_to_fit();
+            }
             !repo.jobs.is_empty()
         });
+        if !gone.is_empty() {
+            self.labels.prune();
+        }
         self.job_count -= gone.len();
         gone
     }
@@ -466,5 +611,81 @@ mod tests {
         assert!(!state.record(5, &in_repo(1, "acme/payments-api", 9, JobStatus::Queued), 0).duplicate);
         assert!(!state.record(5, &in_repo(2, "acme/web", 9, JobStatus::Queued), 0).duplicate);
         assert!(state.record(5, &in_repo(1, "acme/payments-api", 9, JobStatus::Queued), 0).duplicate);
+    }
+
+    #[test]
+    fn a_delivery_replayed_after_a_restart_is_still_refused() {
+        let mut live = DemandState::new(index());
+        live.record(41, &ev(1, JobStatus::Queued, &["linux"]), 0);
+        live.record(42, &ev(1, JobStatus::InProgress, &["linux"]), 5);
+        let mut restarted = DemandState::new(index());
+        restarted.restore(live.job("acme/api", 1).unwrap().to_job());
+        for delivery in [41, 42] {
+            let again = restarted.record(delivery, &ev(1, JobStatus::Queued, &["linux"]), 9);
+            assert!(again.duplicate && !again.changed, "delivery {delivery}");
+        }
+        assert_eq!(restarted.job("acme/api", 1), live.job("acme/api", 1));
+        assert_eq!(restarted.counts(&RunnerKey::new("ci", "linux")), Counts { queued: 0, in_progress: 1 });
+    }
+
+    #[test]
+    fn a_job_remembers_its_newest_deliveries_and_a_forgotten_one_applies_again_harmlessly() {
+        let mut state = DemandState::new(index());
+        let queued = ev(1, JobStatus::Queued, &["linux"]);
+        for delivery in 0..=DELIVERIES_PER_JOB as u64 {
+            assert!(!state.record(delivery, &queued, 0).duplicate);
+        }
+        let job = state.job("acme/api", 1).unwrap();
+        assert_eq!(job.deliveries.len(), DELIVERIES_PER_JOB);
+        assert_eq!(job.deliveries.first(), Some(&1), "the oldest key went");
+        assert!(state.record(DELIVERIES_PER_JOB as u64, &queued, 0).duplicate);
+        let forgotten = state.record(0, &queued, 0);
+        assert!(!forgotten.duplicate && !forgotten.changed, "a join: the old observation changes nothing");
+        assert_eq!(state.counts(&RunnerKey::new("ci", "linux")).queued, 1);
+    }
+
+    #[test]
+    fn jobs_with_the_same_labels_share_one_set_until_none_holds_it() {
+        let mut state = DemandState::new(two_repositories());
+        for id in 1..=50 {
+            state.apply(&in_repo(1, "acme/payments-api", id, JobStatus::Queued), 0);
+            state.apply(&in_repo(2, "acme/web", id, JobStatus::Queued), 0);
+        }
+        let gpu = JobEvent::new(99, 1, 1, RepoRef::new(2, "acme/web"), JobStatus::Queued, ["gpu"]);
+        state.apply(&gpu, 0);
+        assert_eq!(state.label_sets(), 2, "100 jobs labelled linux share one set");
+        let (a, b) = (state.job("acme/web", 1).unwrap(), state.job("acme/payments-api", 2).unwrap());
+        assert!(std::ptr::eq(a.labels, b.labels));
+
+        state.apply(&JobEvent { status: JobStatus::Completed, ..gpu }, 10);
+        state.forget_completed_before(20);
+        assert_eq!(state.label_sets(), 1, "no job holds the gpu set any more");
+        assert_eq!(state.job_count(), 100);
+    }
+
+    #[test]
+    fn a_job_whose_labels_change_takes_the_new_set() {
+        let mut state = DemandState::new(index());
+        state.apply(&ev(1, JobStatus::Queued, &["linux"]), 0);
+        assert!(state.apply(&ev(1, JobStatus::InProgress, &["linux", "gpu"]), 0).changed);
+        assert_eq!(state.job("acme/api", 1).unwrap().labels, ["gpu", "linux"]);
+        assert_eq!(state.counts(&RunnerKey::new("ci", "gpu")), Counts { queued: 0, in_progress: 1 });
+        assert_eq!(state.counts(&RunnerKey::new("ci", "linux")).demand(), 0);
+    }
+
+    #[test]
+    fn keys_handed_out_share_the_repositorys_one_name() {
+        let mut state = DemandState::new(index());
+        state.apply(&ev(1, JobStatus::Queued, &["linux"]), 0);
+        let (a, b) = (state.key("acme/api", 1), state.key("acme/api", 2));
+        assert!(Arc::ptr_eq(&a.repo, &b.repo));
+        assert_eq!(state.key("acme/other", 3), JobKey::new("acme/other", 3), "an unknown repository's own name");
+    }
+
+    /// 100,000 open jobs are held in memory: the per-job part must not creep up unnoticed (a
+    /// `Job` is 128 bytes, beside copies of its repository's name and of its labels).
+    #[test]
+    fn a_job_slot_stays_within_80_bytes() {
+        assert!(std::mem::size_of::<Slot>() <= 80, "{} bytes", std::mem::size_of::<Slot>());
     }
 }

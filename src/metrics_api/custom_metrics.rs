@@ -19,7 +19,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::demand::RunnerDemand;
+use crate::demand::{RunnerDemand, RunnerKey};
 use crate::store::Board;
 
 mod selector;
@@ -165,10 +165,13 @@ async fn values(
             (Ok(label), Ok(metric)) => (label, metric),
             (Err(error), _) | (_, Err(error)) => return bad_request(error.to_string()),
         };
-    let runners: Vec<RunnerDemand> = board
-        .list()
+    // Looked up by namespace (and name): the other runners are neither copied nor visited.
+    let candidates = match name.as_str() {
+        "*" => board.namespace(&namespace),
+        name => board.get(&RunnerKey::new(namespace.as_str(), name)).into_iter().collect(),
+    };
+    let runners: Vec<RunnerDemand> = candidates
         .into_iter()
-        .filter(|v| v.namespace == namespace && (name == "*" || v.name == name))
         .filter(|v| {
             let labels = labels(v);
             label_selector.matches(&labels) && metric_selector.matches(&labels)

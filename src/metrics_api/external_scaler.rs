@@ -345,7 +345,7 @@ mod tests {
         assert_eq!((poll(&mut api, &mut api_cx), poll(&mut web, &mut web_cx)), (Some(false), Some(false)));
         assert_eq!((poll(&mut api, &mut api_cx), poll(&mut web, &mut web_cx)), (None, None), "nothing more to say");
 
-        board.publish(&index, [(&RunnerKey::new("ci", "api"), Counts { queued: 1, in_progress: 0 })]);
+        board.publish([(&RunnerKey::new("ci", "api"), Counts { queued: 1, in_progress: 0 })]);
 
         assert!(api_wakes.0.load(Ordering::SeqCst) > 0, "the changed runner's stream is woken");
         assert_eq!(web_wakes.0.load(Ordering::SeqCst), 0, "the other runner's stream sleeps on");

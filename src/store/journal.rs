@@ -3,8 +3,9 @@
 //! Tree `log` holds each group commit's deliveries in parts of about 5 KB, `e<seq><part>`,
 //! written in one atomic sled batch, so a batch costs one flush however many deliveries it
 //! carries (an `e<seq>` record of a whole batch, as earlier versions wrote, is still read).
-//! Tree `jobs` holds a checkpoint of every job's state (`j<job-id>`, including the delivery ids
-//! it has seen) and the last batch it reflects (`applied`). Start-up loads the checkpoint and
+//! Tree `jobs` holds a checkpoint of every job's state (`j<job-id><repo>`, including the delivery
+//! ids it has seen; a compact array, or the object earlier versions wrote) and the last batch it
+//! reflects (`applied`). Start-up loads the checkpoint and
 //! replays the batches after it; merging is idempotent, so replaying a batch twice is harmless.
 //! That is also what lets a checkpoint be fuzzy: job states may be written while later batches
 //! are committed (each state as it is when written), so a checkpoint never holds up the group
@@ -15,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::durable::DataSync;
-use crate::demand::{Job, JobEvent, JobKey, JobStatus, RepoRef};
+use crate::demand::{Job, JobEvent, JobKey, JobStatus, JobView, RepoRef};
 
 const EVENT: u8 = b'e';
 const JOB: u8 = b'j';
@@ -50,6 +51,16 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub jobs: Vec<Job>,
+    /// Deliveries after the checkpoint, in journal order.
+    pub tail: Vec<Entry>,
+    /// The last batch journaled (0 for a new journal).
+    pub last_seq: u64,
+}
+
+/// What is left to replay once the checkpoint's jobs have been handed over
+/// ([`Journal::recover_with`]).
+#[derive(Debug, Default)]
+pub struct Replay {
     /// Deliveries after the checkpoint, in journal order.
     pub tail: Vec<Entry>,
     /// The last batch journaled (0 for a new journal).
@@ -98,6 +109,46 @@ fn part_key(seq: u64, part: u16) -> Vec<u8> {
 }
 
 const PART_KEY_LEN: usize = 11;
+
+/// A job's state as the checkpoint holds it: a JSON array in a fixed order, its id and
+/// repository being in its key (`[run_id, run_attempt, repo_id, status, labels, since,
+/// changed_at, deliveries]`): under half the size of the object form earlier versions wrote,
+/// which sled keeps in memory once per job.
+#[derive(Serialize)]
+struct WireJobRef<'a>(u64, u32, u64, JobStatus, &'a [String], Option<i64>, i64, &'a [u64]);
+
+#[derive(Deserialize)]
+struct WireJob(u64, u32, u64, JobStatus, Vec<String>, Option<i64>, i64, Vec<u64>);
+
+impl<'a> From<&JobView<'a>> for WireJobRef<'a> {
+    fn from(j: &JobView<'a>) -> Self {
+        Self(j.run_id, j.run_attempt, j.repo_id, j.status, j.labels, j.since, j.changed_at, j.deliveries)
+    }
+}
+
+/// A job read back from the checkpoint: the compact array under a `j<id><repo>` key, or the
+/// object an earlier version wrote (under either key).
+fn read_job(key: &[u8], value: &[u8]) -> Result<Job, JournalError> {
+    if value.first() != Some(&b'[') {
+        return serde_json::from_slice::<Job>(value).map_err(|e| corrupt(key, e));
+    }
+    let id = read_u64(key, key.get(1..).unwrap_or_default())?;
+    let repo = key.get(1 + 8..).filter(|repo| !repo.is_empty()).ok_or_else(|| corrupt(key, "no repository"))?;
+    let repo = std::str::from_utf8(repo).map_err(|e| corrupt(key, e))?;
+    let WireJob(run_id, run_attempt, repo_id, status, labels, since, changed_at, deliveries) =
+        serde_json::from_slice(value).map_err(|e| corrupt(key, e))?;
+    Ok(Job {
+        id,
+        run_id,
+        run_attempt,
+        repo: RepoRef { id: repo_id, full_name: repo.to_string() },
+        status,
+        labels,
+        since,
+        changed_at,
+        deliveries,
+    })
+}
 
 /// An entry as a journal part holds it: a JSON array in a fixed order, half the size of the
 /// object form (`[delivery, received_at, job_id, run_id, run_attempt, repo_id, repo, status,
@@ -186,22 +237,29 @@ impl Journal {
 
     /// Reads the checkpoint and the deliveries after it; must be called once before `append`.
     pub fn recover(&mut self) -> Result<Recovered, JournalError> {
+        let mut jobs = Vec::new();
+        let Replay { tail, last_seq } = self.recover_with(|job| jobs.push(job))?;
+        Ok(Recovered { jobs, tail, last_seq })
+    }
+
+    /// [`recover`](Self::recover), handing each job of the checkpoint to `restore` as it is
+    /// read rather than collecting them all first.
+    pub fn recover_with(&mut self, mut restore: impl FnMut(Job)) -> Result<Replay, JournalError> {
         let applied = match self.jobs.get(APPLIED)? {
             Some(v) => read_u64(APPLIED, &v)?,
             None => 0,
         };
-        let mut jobs = Vec::new();
         // Earlier versions keyed a job by its id alone (`J<id>`); such a job moves to its
         // `J<id><repo>` key here, written by the next flush (until then it is read again).
         let mut rekeyed = sled::Batch::default();
         for item in self.jobs.scan_prefix([JOB]) {
             let (k, v) = item?;
-            let job = serde_json::from_slice::<Job>(&v).map_err(|e| corrupt(&k, e))?;
+            let job = read_job(&k, &v)?;
             if k.len() == 1 + 8 {
                 rekeyed.remove(k);
                 rekeyed.insert(job_key(job.id, &job.repo.full_name), v);
             }
-            jobs.push(job);
+            restore(job);
         }
         self.jobs.apply_batch(rekeyed)?;
         let mut tail = Vec::new();
@@ -222,7 +280,7 @@ impl Journal {
             last = last.max(seq);
         }
         self.last_seq = last;
-        Ok(Recovered { jobs, tail, last_seq: last })
+        Ok(Replay { tail, last_seq: last })
     }
 
     /// Journals a batch and flushes it to disk (group commit): when this returns, every entry
@@ -261,13 +319,13 @@ impl Journal {
     /// forgotten jobs. Not flushed: the next flush, whichever writes it, covers them.
     pub fn write_jobs<'a>(
         &self,
-        changed: impl IntoIterator<Item = &'a Job>,
+        changed: impl IntoIterator<Item = JobView<'a>>,
         forgotten: &[JobKey],
     ) -> Result<(), JournalError> {
         let mut batch = sled::Batch::default();
         for job in changed {
-            let body = serde_json::to_vec(job).map_err(|e| corrupt(&job.id.to_be_bytes(), e))?;
-            batch.insert(job_key(job.id, &job.repo.full_name), body);
+            let body = serde_json::to_vec(&WireJobRef::from(&job)).map_err(|e| corrupt(&job.id.to_be_bytes(), e))?;
+            batch.insert(job_key(job.id, job.repo), body);
         }
         for forgotten in forgotten {
             batch.remove(job_key(forgotten.id, &forgotten.repo));
@@ -327,7 +385,7 @@ mod tests {
             forgotten: &[JobKey],
             applied: u64,
         ) -> Result<(), JournalError> {
-            self.write_jobs(changed, forgotten)?;
+            self.write_jobs(changed.into_iter().map(Job::view), forgotten)?;
             self.seal(applied)?;
             while !self.trim(applied, 4096)? {}
             Ok(())
@@ -476,8 +534,8 @@ mod tests {
                 "job {id}"
             );
             assert_eq!(
-                rebuilt.job("acme/api", id).map(|j| j.deliveries.clone()),
-                live.job("acme/api", id).map(|j| j.deliveries.clone())
+                rebuilt.job("acme/api", id).map(|j| j.deliveries),
+                live.job("acme/api", id).map(|j| j.deliveries)
             );
         }
     }
@@ -518,6 +576,53 @@ mod tests {
         let mut left: Vec<_> = journal.recover().unwrap().jobs.into_iter().map(|j| j.repo.full_name).collect();
         left.sort();
         assert_eq!(left, ["acme/api", "acme/old"], "forgetting one repository's job keeps the other's");
+    }
+
+    #[test]
+    fn job_states_are_checkpointed_as_compact_arrays_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = JobEvent::new(7, 99, 2, RepoRef::new(41, "acme/api"), JobStatus::InProgress, ["linux", "gpu"]);
+        let mut job = Job::from_event(&event.since(Some(1_764_000_000)), 1_764_000_060);
+        job.remember_delivery(u64::MAX);
+        job.remember_delivery(3);
+        let bare = Job::from_event(&entry(1, 8, JobStatus::Completed).event, 100);
+        {
+            let mut journal = Journal::open(dir.path()).unwrap();
+            journal.recover().unwrap();
+            journal.checkpoint([&job, &bare], &[], 0).unwrap();
+            let stored = journal.jobs.get(job_key(7, "acme/api")).unwrap().unwrap();
+            assert_eq!(
+                std::str::from_utf8(&stored).unwrap(),
+                r#"[99,2,41,"in_progress",["gpu","linux"],1764000000,1764000060,[18446744073709551615,3]]"#
+            );
+            assert!(stored.len() * 2 < serde_json::to_vec(&job).unwrap().len(), "under half the object form");
+        }
+        let mut journal = Journal::open(dir.path()).unwrap();
+        let mut jobs = journal.recover().unwrap().jobs;
+        jobs.sort_by_key(|j| j.id);
+        assert_eq!(jobs, [job, bare]);
+    }
+
+    #[test]
+    fn a_job_state_an_earlier_version_wrote_as_an_object_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = Job::from_event(&entry(1, 7, JobStatus::Queued).event, 100);
+        old.remember_delivery(1);
+        {
+            let journal = Journal::open(dir.path()).unwrap();
+            journal.jobs.insert(job_key(7, "acme/api"), serde_json::to_vec(&old).unwrap()).unwrap();
+            journal.db.flush().unwrap();
+        }
+        let mut journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.recover().unwrap().jobs, [old]);
+    }
+
+    #[test]
+    fn a_compact_job_state_under_a_key_without_its_repository_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path()).unwrap();
+        journal.jobs.insert(key(JOB, &7u64.to_be_bytes()), &br#"[1,1,1,"queued",[],null,0,[]]"#[..]).unwrap();
+        assert!(matches!(journal.recover(), Err(JournalError::Corrupt { .. })));
     }
 
     #[test]

@@ -269,10 +269,10 @@ impl Syncer {
 
     fn forget(&mut self, keys: &[JobKey]) {
         for key in keys {
-            if let Some(jobs) = self.known.get_mut(&key.repo) {
+            if let Some(jobs) = self.known.get_mut(&*key.repo) {
                 jobs.remove(&key.id);
             }
-            if let Some(pending) = self.pending.get_mut(&key.repo) {
+            if let Some(pending) = self.pending.get_mut(&*key.repo) {
                 pending.remove(&key.id);
             }
         }
@@ -483,7 +483,7 @@ impl Syncer {
         }
         self.view.set(repo, value);
         let counts: HashMap<RunnerKey, Counts> = value.counts(repo, &self.index);
-        for view in self.board.publish(&self.index, counts.iter().map(|(k, c)| (k, *c))) {
+        for view in self.board.publish(counts.iter().map(|(k, c)| (k, *c))) {
             self.metrics.runner(&view);
         }
     }

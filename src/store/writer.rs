@@ -17,7 +17,7 @@ use super::journal::{Entry, Journal, JournalError};
 use super::shared::{self, SharedKv, SharedView, SyncConfig, SyncMessage, SyncSender};
 use crate::demand::job::delivery_key;
 use crate::demand::repo_jobs::join_open_jobs;
-use crate::demand::{DemandState, Job, JobEvent, JobKey, RunnerIndex, RunnerKey};
+use crate::demand::{DemandState, Job, JobEvent, JobKey, JobView, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 
 mod checkpoint;
@@ -142,18 +142,29 @@ impl StoreHandle {
         config: WriterConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, JournalError> {
-        let mut journal = Journal::open(&data_dir.join("journal"))?;
-        let recovered = journal.recover()?;
+        Self::start_on(Self::open_journal(data_dir)?, runners, config, metrics)
+    }
+
+    /// Opens (and locks) the journal in `data_dir`, for [`start_on`](Self::start_on).
+    pub fn open_journal(data_dir: &Path) -> Result<Journal, JournalError> {
+        Journal::open(&data_dir.join("journal"))
+    }
+
+    /// Rebuilds the state from an opened journal and starts the writer thread.
+    pub fn start_on(
+        mut journal: Journal,
+        runners: RunnerIndex,
+        config: WriterConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, JournalError> {
         let now = (config.clock)();
         let mut state = DemandState::new(runners);
-        for job in recovered.jobs {
-            state.restore(job);
-        }
+        let recovered = journal.recover_with(|job| state.restore(job))?;
         let applied = recovered.last_seq;
         let mut dirty = HashSet::new();
         for entry in &recovered.tail {
             if !state.record(entry.delivery, &entry.event, now).duplicate {
-                dirty.insert(entry.event.key());
+                dirty.insert(state.key(&entry.event.repo.full_name, entry.event.job_id));
             }
         }
         tracing::info!(
@@ -193,7 +204,7 @@ impl StoreHandle {
                 )
                 .map_err(JournalError::Thread)?;
                 // Everything the journal knows goes into the shared values once per start.
-                let _ = sync.send(SyncMessage::Jobs(state.jobs().cloned().collect()));
+                let _ = sync.send(SyncMessage::Jobs(state.jobs().map(|job| job.to_job()).collect()));
                 Some(sync)
             }
         };
@@ -391,7 +402,7 @@ impl Writer {
                     Command::SetRunners(index) => self.set_runners(index),
                     Command::Checkpoint => self.start_checkpoint(),
                     Command::OpenJobs { repo, reply } => {
-                        let _ = reply.send(self.state.open_jobs(&repo).into_iter().cloned().collect());
+                        let _ = reply.send(self.state.open_jobs(&repo).iter().map(JobView::to_job).collect());
                     }
                     Command::Shutdown(done) => {
                         rx.close();
@@ -449,7 +460,7 @@ impl Writer {
                 replies.push((reply, Recorded::Duplicate));
                 continue;
             }
-            let key = entry.event.key();
+            let key = self.state.key(&entry.event.repo.full_name, entry.event.job_id);
             // Only the shared store is handed changed jobs; standalone, the counts are the demand.
             if applied.changed && self.sync.is_some() {
                 changed_jobs.push(key.clone());
@@ -496,7 +507,11 @@ impl Writer {
         match &self.sync {
             Some(sync) => {
                 if !changed_jobs.is_empty() {
-                    let jobs = changed_jobs.iter().filter_map(|key| self.state.job_by_key(key).cloned()).collect();
+                    let jobs = changed_jobs
+                        .iter()
+                        .filter_map(|key| self.state.job_by_key(key))
+                        .map(|job| job.to_job())
+                        .collect();
                     let _ = sync.send(SyncMessage::Jobs(jobs));
                 }
             }
@@ -506,7 +521,7 @@ impl Writer {
 
     fn publish(&self, touched: &[RunnerKey]) {
         let counts = touched.iter().map(|key| (key, self.state.counts(key)));
-        for view in self.board.publish(self.state.index(), counts) {
+        for view in self.board.publish(counts) {
             self.metrics.runner(&view);
         }
     }

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use gaa::demand::{Counts, DemandState, JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use gaa::demand::{
+    Counts, DemandState, Job, JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor,
+};
 use proptest::prelude::*;
 
 const STATUSES: [JobStatus; 4] = [JobStatus::Waiting, JobStatus::Queued, JobStatus::InProgress, JobStatus::Completed];
@@ -71,6 +73,62 @@ proptest! {
             shuffled.swap(i, (x % (i as u64 + 1)) as usize);
         }
         prop_assert_eq!(final_counts(&shuffled), final_counts(&ordered));
+    }
+}
+
+/// Deliveries of a few jobs, with replays: (delivery key, observation).
+fn deliveries() -> impl Strategy<Value = Vec<(u64, JobEvent)>> {
+    let one = (0u64..70, 0u64..4, 0..REPOS.len(), 0..STATUSES.len(), 0..LABEL_SETS.len(), 1u32..3, 0i64..3);
+    proptest::collection::vec(one, 1..300).prop_map(|records| {
+        records
+            .into_iter()
+            .map(|(delivery, id, repo, status, labels, attempt, since)| {
+                let repo_ref = RepoRef::new(repo as u64 + 1, REPOS[repo]);
+                let event = JobEvent::new(id, 7, attempt, repo_ref, STATUSES[status], LABEL_SETS[labels].iter())
+                    .since((since > 0).then_some(since * 1000));
+                (delivery, event)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The state keeps jobs in its own compact form; what it holds and which deliveries it
+    /// refuses as replays must be exactly what plain `Job`s would hold and refuse.
+    #[test]
+    fn the_state_holds_and_refuses_exactly_what_plain_jobs_would(records in deliveries()) {
+        let mut state = DemandState::new(index());
+        let mut plain: BTreeMap<(String, u64), Job> = BTreeMap::new();
+        for (now, (delivery, event)) in records.iter().enumerate() {
+            let now = now as i64;
+            let key = (event.repo.full_name.clone(), event.job_id);
+            let expected_duplicate = plain.get(&key).is_some_and(|job| job.has_delivery(*delivery));
+            let expected_change = match plain.get_mut(&key) {
+                _ if expected_duplicate => false,
+                Some(job) => job.merge(event, now),
+                None => {
+                    plain.insert(key.clone(), Job::from_event(event, now));
+                    true
+                }
+            };
+            if !expected_duplicate {
+                plain.get_mut(&key).unwrap().remember_delivery(*delivery);
+            }
+            let applied = state.record(*delivery, event, now);
+            prop_assert_eq!((applied.duplicate, applied.changed), (expected_duplicate, expected_change));
+        }
+        let held: BTreeMap<(String, u64), Job> =
+            state.jobs().map(|job| ((job.repo.to_string(), job.id), job.to_job())).collect();
+        prop_assert_eq!(&held, &plain);
+        let mut rebuilt = DemandState::new(index());
+        for job in plain.into_values() {
+            rebuilt.restore(job);
+        }
+        for runner in index().iter() {
+            prop_assert_eq!(rebuilt.counts(&runner.key), state.counts(&runner.key), "{}", runner.key);
+        }
     }
 }
 

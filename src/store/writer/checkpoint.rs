@@ -1,7 +1,7 @@
 //! The writer's checkpoint: job states written a few at a time between group commits, then
 //! sealed, then the batches it covers dropped, so no delivery waits for a checkpoint.
 
-use super::{JobEvent, JobKey, JournalError, SyncMessage, Writer};
+use super::{JobKey, JournalError, SyncMessage, Writer};
 
 impl Writer {
     /// Expires jobs GitHub has ended, forgets old finished jobs and delivery ids, and starts a
@@ -19,14 +19,14 @@ impl Writer {
             let mut touched = Vec::new();
             for event in &expired {
                 let applied = self.state.apply(event, now);
-                self.dirty.insert(event.key());
+                self.dirty.insert(self.state.key(&event.repo.full_name, event.job_id));
                 touched.extend(applied.runners);
             }
             self.metrics.jobs_expired.inc_by(expired.len() as u64);
             tracing::warn!(jobs = expired.len(), "expired jobs GitHub would have ended; no completed delivery came");
             touched.sort();
             touched.dedup();
-            let keys: Vec<JobKey> = expired.iter().map(JobEvent::key).collect();
+            let keys: Vec<JobKey> = expired.iter().map(|e| self.state.key(&e.repo.full_name, e.job_id)).collect();
             self.share_or_publish(&keys, &touched);
         }
         let retention = i64::try_from(self.config.retention.as_secs()).unwrap_or(i64::MAX);
