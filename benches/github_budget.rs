@@ -111,7 +111,7 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64, ou
     let config = ReconcilerConfig::default();
     let windows = config.windows;
     let mut reconciler = Reconciler::new(Arc::new(client), store.clone(), config, metrics);
-    let tokens = RepoTokens(names.iter().map(|n| (n.clone(), vec![Token::new(TOKEN)])).collect());
+    let tokens = RepoTokens(names.iter().map(|n| (n.clone(), vec![Token::new(TOKEN).into()])).collect());
     reconciler.set_catalog(index, tokens, start);
 
     // The hour's activity.
