@@ -24,7 +24,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
     let metrics = Arc::new(Metrics::new());
     let source = catalog::source(&args.cluster, &metrics).await?;
     let writer = store::writer_config(&args.store)?;
-    let default_token = resync::default_token(&args.github)?;
+    let default_token = resync::default_credential(&args.github)?;
     let store = StoreHandle::start(&args.store.data_dir, source.catalog.runners.clone(), writer, metrics.clone())?;
     // The workers (watches, resync, lease) stop once the listeners have drained, or at once when
     // starting failed.
@@ -40,7 +40,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
 async fn serve_with(
     args: &ServeArgs,
     source: catalog::Source,
-    default_token: Option<crate::github::Token>,
+    default_token: Option<crate::github::Credential>,
     store: &StoreHandle,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,

@@ -11,7 +11,7 @@ use super::catalog::ReconcilerCatalogs;
 use crate::config::{GitHubArgs, LeaseArgs};
 use crate::demand::RunnerIndex;
 use crate::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
-use crate::github::{GitHubClient, Token};
+use crate::github::{Credential, GitHubApp, GitHubClient, Token};
 use crate::lease::LeaseConfig;
 use crate::metrics::Metrics;
 use crate::store::StoreHandle;
@@ -19,8 +19,33 @@ use crate::store::StoreHandle;
 /// How long a stopping resync may take before it is aborted (it stops at its next await).
 const RESYNC_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The credentials of `--github-token-file` or `--github-app-*`, for repositories whose runners
+/// name none.
+pub(super) fn default_credential(args: &GitHubArgs) -> Result<Option<Credential>, ServeError> {
+    match (&args.github_token_file, &args.github_app_id, &args.github_app_private_key_file) {
+        (Some(_), Some(_), _) => Err(ServeError::TokenAndApp),
+        (Some(_), None, _) => Ok(default_token(args)?.map(Credential::Token)),
+        (None, Some(id), Some(path)) => {
+            let reason = |reason: String| ServeError::AppKey { path: path.display().to_string(), reason };
+            // The key is read into a buffer that is zeroed once parsed.
+            let key = secrecy::SecretSlice::from(std::fs::read(path).map_err(|e| reason(e.to_string()))?);
+            let installation = args.github_app_installation_id.map(|id| id.to_string());
+            let app = GitHubApp::new(id, secrecy::ExposeSecret::expose_secret(&key), installation.as_deref())
+                .map_err(|e| reason(e.to_string()))?;
+            tracing::info!(app = %app, "GitHub App credentials for repositories whose runners name no githubTokenSecret");
+            Ok(Some(Credential::App(app)))
+        }
+        (None, Some(_), None) => Err(ServeError::AppIncomplete("--github-app-private-key-file is missing")),
+        (None, None, Some(_)) => Err(ServeError::AppIncomplete("--github-app-id is missing")),
+        (None, None, None) if args.github_app_installation_id.is_some() => {
+            Err(ServeError::AppIncomplete("--github-app-installation-id needs them"))
+        }
+        (None, None, None) => Ok(None),
+    }
+}
+
 /// The token of `--github-token-file`, for repositories whose runners name none.
-pub(super) fn default_token(args: &GitHubArgs) -> Result<Option<Token>, ServeError> {
+fn default_token(args: &GitHubArgs) -> Result<Option<Token>, ServeError> {
     let Some(path) = &args.github_token_file else {
         return Ok(None);
     };
@@ -84,7 +109,7 @@ pub(super) fn start(start: Start<'_>, stop: CancellationToken) -> Result<Option<
     let mut reconciler = Reconciler::new(Arc::new(client), store, ReconcilerConfig::from(github), metrics);
     reconciler.set_catalog(runners.clone(), tokens, clock());
     if with_token == 0 && catalogs.is_none() {
-        tracing::info!("no GitHub token: demand comes from webhooks alone (no resync)");
+        tracing::info!("no GitHub token or App: demand comes from webhooks alone (no resync)");
         return Ok(None);
     }
     tracing::info!(
