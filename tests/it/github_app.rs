@@ -416,3 +416,138 @@ async fn no_key_jwt_or_installation_token_shows_in_debug_display_errors_or_metri
     }
     assert!(shown.contains("4242") && shown.contains("installation 77"), "the ids do show: {shown}");
 }
+
+/// `serve`'s runners for the process test: `acme/api` reads GitHub with the App of its Secret,
+/// `acme/web` names no Secret (the App of the flags serves it).
+fn app_manifests(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let runners = format!(
+        "apiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {{name: api-linux, namespace: ci}}\n\
+         spec: {{owner: acme, repo: api, maxRunners: 10, scaleFactor: \"0\", webhookSecret: api-hook, githubTokenSecret: api-app, runner: {{runnerLabels: linux}}}}\n\
+         ---\napiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {{name: web, namespace: frontend}}\n\
+         spec: {{owner: acme, repo: web, maxRunners: 3, webhookSecret: web-hook, runner: {{runnerLabels: linux}}}}\n\
+         ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: api-hook, namespace: ci}}\nstringData: {{webhook-secret: {}}}\n\
+         ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: web-hook, namespace: frontend}}\nstringData: {{webhook-secret: {}}}\n---\n{}\n",
+        common::API_SECRET,
+        common::WEB_SECRET,
+        secret_yaml("api-app", &[("app-id", &APP_ID.to_string()), ("private-key", &keys().pkcs1)]),
+    );
+    std::fs::write(dir.join("runners.yaml"), runners).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_repairs_a_lost_completion_with_the_installation_token_of_a_secrets_app() {
+    use common::server::Server;
+    const FLAGS_APP: u64 = 4343;
+    let github = FakeGitHub::start().await;
+    github.add_app(APP_ID, CLIENT_ID, &keys().public);
+    github.add_app(FLAGS_APP, "Iv23liFlagsApp", &app_key_pair("flags app").public);
+    github.add_installation(APP_ID, 11, &["acme/api"]);
+    github.add_installation(FLAGS_APP, 12, &["acme/web"]);
+    // Run 1 of acme/api, as the deliveries below name it: two jobs running.
+    for job in [1, 2] {
+        github.add_job("acme/api", 1, job, &["self-hosted", "linux"], JobState::InProgress);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let manifests = app_manifests(root.path());
+    let key_file = root.path().join("flags-app.pem");
+    std::fs::write(&key_file, app_key_pair("flags app").pkcs1).unwrap();
+    let args = [
+        "--github-api-url",
+        &github.url(),
+        "--github-app-id",
+        &FLAGS_APP.to_string(),
+        "--github-app-private-key-file",
+        key_file.to_str().unwrap(),
+        "--github-app-installation-id",
+        "12",
+        "--cache-window",
+        "1s",
+        "--cache-window-when-empty",
+        "2s",
+    ]
+    .map(str::to_owned);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with(&root.path().join("data"), &manifests, &args).await;
+    let client = common::server::http();
+    for (delivery, job, action) in
+        [("q1", 1, "queued"), ("q2", 2, "queued"), ("i1", 1, "in_progress"), ("i2", 2, "in_progress")]
+    {
+        assert_eq!(server.deliver(&client, delivery, "acme/api", job, action).await, 202);
+    }
+    let view_until = |check: fn(&Value) -> bool, what: &'static str| {
+        let server = &server;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let view = server.runner("ci", "api-linux").await;
+                if check(&view) {
+                    return view;
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: {view}\n{}", server.log());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    view_until(|v| v["demand"] == 2 && !v["lastResyncTime"].is_null(), "resynced with both jobs running").await;
+    // Job 1 finishes on GitHub and its completion webhook is lost.
+    github.set_job_status(1, JobState::Completed);
+    let view = view_until(|v| v["demand"] == 1, "the lost completion repaired").await;
+    assert_eq!(view["source"], "webhooks+github", "{view}");
+    let requests = github.requests();
+    let read_with = |repo: &str| -> HashSet<String> {
+        requests
+            .iter()
+            .filter(|r| r.path.starts_with(&format!("/repos/{repo}/actions/")))
+            .filter_map(|r| r.token.clone())
+            .collect()
+    };
+    let (api, web) = (read_with("acme/api"), read_with("acme/web"));
+    assert_eq!(api.len(), 1, "acme/api read with one token: {api:?}");
+    assert_eq!(web.len(), 1, "acme/web read with one token: {web:?}");
+    assert!(api.iter().chain(&web).all(|t| t.starts_with("ghs_")), "installation tokens: {api:?} {web:?}");
+    assert!(api.is_disjoint(&web), "each installation its own token");
+    assert_eq!(github.installation_lookups("acme/api"), 1, "the Secret names no installation: looked up once");
+    assert_eq!(github.installation_lookups("acme/web"), 0, "--github-app-installation-id names it");
+    assert_eq!((github.installation_tokens_minted(11), github.installation_tokens_minted(12)), (1, 1));
+    assert!(github.jwt_rejections().is_empty(), "{:?}", github.jwt_rejections());
+    let metrics = server.metrics().await;
+    for installation in [11, 12] {
+        assert!(
+            metrics.contains(&format!("gaa_github_credits_remaining{{installation=\"{installation}\"}}")),
+            "{metrics}"
+        );
+    }
+    let jwts: Vec<String> =
+        requests.iter().filter(|r| !r.path.contains("/actions/")).filter_map(|r| r.token.clone()).collect();
+    assert!(!jwts.is_empty());
+    let log = server.log();
+    let secrets = [key_material(&keys().pkcs1), key_material(&app_key_pair("flags app").pkcs1)]
+        .into_iter()
+        .chain(jwts)
+        .chain(github.installation_tokens());
+    for secret in secrets {
+        assert!(!log.contains(&secret) && !metrics.contains(&secret), "{secret:?} leaked:\n{log}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_token_file_and_a_github_app_together_and_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let manifests = app_manifests(root.path());
+    let output = std::process::Command::new(common::server::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--manifests"])
+        .arg(&manifests)
+        .arg("--data-dir")
+        .arg(root.path().join("data"))
+        .env("GAA_GITHUB_TOKEN_FILE", root.path().join("token"))
+        .env("GAA_GITHUB_APP_ID", "4242")
+        .env("GAA_GITHUB_APP_PRIVATE_KEY_FILE", root.path().join("key.pem"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--github-app-id") && stderr.contains("--github-token-file"), "{stderr}");
+}
