@@ -26,7 +26,8 @@ pub struct StoreOpLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GitHubRequestLabels {
-    /// `runs`, `jobs`, `job`: never a URL, so cardinality stays fixed.
+    /// `runs`, `jobs`, `job`, `run`, and for a GitHub App `installation` and `access_token`:
+    /// never a URL, so cardinality stays fixed.
     pub endpoint: &'static str,
     /// HTTP status, or `error` when no answer came.
     pub status: String,
