@@ -643,6 +643,20 @@ mod tests {
     }
 
     #[test]
+    fn the_github_app_keys_of_a_token_secret_are_kept_and_nothing_else() {
+        let app = [("app-id", "42"), ("private-key", "not a key"), ("installation-id", "7"), ("other", "x")];
+        let kept = relevant_part(&secret("ci", "app", &app));
+        let keys: Vec<&String> = kept.data.iter().flat_map(|d| d.keys()).collect();
+        assert_eq!(keys, ["app-id", "installation-id", "private-key"]);
+        let mut index = ClusterIndex::new(&[], Some("gaa-system".into()));
+        index.list_runners(&None, vec![runner("ci", "api", "api", None, Some("app"))]);
+        index.list_secrets(&SecretWatch::Namespace("gaa-system".into()), vec![secret("gaa-system", "app", &app)]);
+        let (_, problems) = index.build_catalog(None);
+        // The App's keys reached the catalog, which read them as App credentials.
+        assert!(matches!(problems.as_slice(), [(_, RunnerProblem::AppCredentials { .. })]), "{problems:?}");
+    }
+
+    #[test]
     fn problems_name_the_runner_they_concern() {
         let index =
             listed(vec![runner("ci", "api", "api", Some("api-hook"), None), runner("ci", "bad", " ", None, None)]);
