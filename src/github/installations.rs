@@ -59,6 +59,11 @@ impl InstallationCache {
         self.jwts.insert(app.clone(), (token, expires_at));
     }
 
+    /// GitHub refused the App's JWT (a clock far off, a key replaced): the next one is signed anew.
+    pub fn drop_jwt(&mut self, app: &AppIdentity) {
+        self.jwts.remove(app);
+    }
+
     /// The installation of `app` that covers `repo`: named by the credentials, else as looked up.
     pub fn installation(&self, app: &GitHubApp, repo: &str) -> Option<u64> {
         app.installation().or_else(|| self.repos.get(&(app.identity().clone(), repo.to_string())).copied())
@@ -190,6 +195,20 @@ impl Installations {
     }
 
     async fn obtain(&self, app: &GitHubApp, repo: &str, now: i64, spent: &mut u32) -> Result<Obtained, GitHubError> {
+        let obtained = self.obtain_once(app, repo, now, spent).await;
+        if let Err(GitHubError::JwtRejected { .. }) = &obtained {
+            self.cache().drop_jwt(app.identity());
+        }
+        obtained
+    }
+
+    async fn obtain_once(
+        &self,
+        app: &GitHubApp,
+        repo: &str,
+        now: i64,
+        spent: &mut u32,
+    ) -> Result<Obtained, GitHubError> {
         let identity = app.identity();
         let known = self.cache().installation(app, repo);
         let installation = match known {
@@ -281,6 +300,8 @@ mod tests {
         assert!(cache.jwt(&app, 879).is_some());
         assert!(cache.jwt(&app, 880).is_none());
         assert!(cache.jwt(&identity("2"), 0).is_none());
+        cache.drop_jwt(&app);
+        assert!(cache.jwt(&app, 0).is_none(), "a refused JWT is not sent again");
     }
 
     #[test]

@@ -283,16 +283,19 @@ impl Reconciler {
     /// the App's, which pays the lookup), and when the App may spend its own.
     fn app_budget(&mut self, app: &GitHubApp, repo: &str, now: i64) -> (Budget, i64) {
         let app_budget = Budget::App(app.issuer().to_string());
-        let (installation, not_installed) = {
+        let (installation, has_token, not_installed) = {
             let cache = self.shared.installations.cache();
-            (cache.installation(app, repo), cache.not_installed_until(app, repo).unwrap_or(now))
+            let installation = cache.installation(app, repo);
+            let has_token = installation.is_some_and(|id| cache.token(app.identity(), id, now).is_some());
+            (installation, has_token, cache.not_installed_until(app, repo).unwrap_or(now))
         };
         // The App's requests are few (a lookup per repository, a token per installation an
-        // hour): only its pauses and reserve hold them back, not the even pacing.
-        let app_ready = self.ready_at(&app_budget, true, now).max(not_installed);
+        // hour): only its pauses and reserve hold them back, not the even pacing, and only when
+        // this resync needs one.
+        let app_ready = if has_token { now } else { self.ready_at(&app_budget, true, now) };
         match installation {
-            Some(id) => (Budget::Installation(id), app_ready),
-            None => (app_budget, app_ready),
+            Some(id) => (Budget::Installation(id), app_ready.max(not_installed)),
+            None => (app_budget, app_ready.max(not_installed)),
         }
     }
 

@@ -1132,6 +1132,11 @@ impl FakeGitHub {
         self.world().apps.installations.get_mut(&installation_id).expect("an installation").quota.limit = limit;
     }
 
+    /// Sets the hourly limit of the App's own (JWT) requests.
+    pub fn set_app_limit(&self, app_id: u64, limit: u32) {
+        self.world().apps.apps.get_mut(&app_id).expect("an App").quota.limit = limit;
+    }
+
     /// How long installation tokens minted from now on live (an hour by default).
     pub fn set_installation_token_lifetime(&self, seconds: i64) {
         self.world().apps.token_lifetime = seconds;

@@ -302,6 +302,22 @@ async fn each_installation_spends_its_own_budget_and_reports_it_by_installation_
     }
 }
 
+#[tokio::test]
+async fn an_installation_with_its_token_goes_on_while_the_apps_own_budget_is_at_its_reserve() {
+    let repos = ["acme/api", "acme/web"];
+    let mut world = World::new(&repos, Credential::App(app(None)), WINDOWS).await;
+    world.github.add_installation(APP_ID, 11, &repos);
+    // Two lookups and one token leave the App at the reserve (100) for the rest of its hour.
+    world.github.set_app_limit(APP_ID, 103);
+    world.run_for(600, 10).await;
+    assert_eq!(world.github.app_credits_used(APP_ID), 3);
+    world.github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);
+    let pass = world.run_for(900, 10).await;
+    assert_eq!(pass.failed, 0, "{pass:?}");
+    assert_eq!(world.demand("api"), 1, "the installation's cached token needs nothing of the App");
+    assert_eq!(world.github.app_credits_used(APP_ID), 3);
+}
+
 fn secret_yaml(name: &str, data: &[(&str, &str)]) -> String {
     let data: serde_json::Map<String, Value> = data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "ci"}, "stringData": data})
