@@ -135,3 +135,45 @@ pub(super) fn start(start: Start<'_>, stop: CancellationToken) -> Result<Option<
     }
     Ok(Some(tokio::spawn(reconciler.run(clock, leading, stop, catalogs))))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    fn github(args: &[&str]) -> GitHubArgs {
+        let argv = ["github-action-autoscaler", "serve"].into_iter().chain(args.iter().copied());
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Command::Serve(args)) => args.github,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn app_flags_that_cannot_be_used_stop_serve_with_the_reason_and_never_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("app.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0IGtleSBieXRlcw==\n-----END RSA PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let key = key.to_str().unwrap();
+        let error = default_credential(&github(&["--github-app-id", "1", "--github-app-private-key-file", key]))
+            .expect_err("not an RSA key")
+            .to_string();
+        assert!(error.contains(key) && error.contains("not an RSA private key"), "{error}");
+        assert!(!error.contains("c2VjcmV0"), "{error}");
+        let missing = dir.path().join("missing.pem");
+        let args = github(&["--github-app-id", "1", "--github-app-private-key-file", missing.to_str().unwrap()]);
+        assert!(matches!(default_credential(&args), Err(ServeError::AppKey { .. })));
+        let args = github(&["--github-app-id", "1"]);
+        assert!(matches!(default_credential(&args), Err(ServeError::AppIncomplete(_))));
+        let mut args = github(&["--github-app-id", "1", "--github-app-private-key-file", key]);
+        args.github_token_file = Some("token".into());
+        assert!(matches!(default_credential(&args), Err(ServeError::TokenAndApp)));
+        assert!(default_credential(&github(&[])).unwrap().is_none());
+    }
+}
