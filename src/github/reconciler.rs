@@ -265,11 +265,17 @@ impl Reconciler {
         let mut earliest = i64::MAX;
         for offset in 0..credentials.len() {
             let credential = &credentials[(start + offset) % credentials.len()];
-            let (budget, mut ready_at) = match credential {
-                Credential::Token(token) => (token.budget().clone(), now),
-                Credential::App(app) => self.app_budget(app, repo, now),
+            let (budget, ready_at) = match credential {
+                Credential::Token(token) => (token.budget().clone(), self.ready_at(token.budget(), busy, now)),
+                Credential::App(app) => {
+                    let (budget, app_ready) = self.app_budget(app, repo, now);
+                    match budget {
+                        // The installation is paced as a token is.
+                        Budget::Installation(_) => (budget.clone(), app_ready.max(self.ready_at(&budget, busy, now))),
+                        _ => (budget, app_ready),
+                    }
+                }
             };
-            ready_at = ready_at.max(self.ready_at(&budget, busy, now));
             if ready_at <= now {
                 self.rotation.insert(repo.to_string(), start + offset + 1);
                 return Ok((credential.clone(), budget));
