@@ -8,9 +8,19 @@
 //! for M minutes from `--outage-at` seconds into the hour (a webhook outage): reported is how
 //! long after the outage ended its last loss was repaired.
 //!
+//!
+//! With `--app-installations N`, a GitHub App reads the repositories instead of a token: they are
+//! spread over N installations (each with GitHub's limit for its repositories: 5,000 an hour
+//! plus 50 per repository beyond 20, at most 12,500), each installation looked up once per
+//! repository and read with one token at a time. Reported as well: credits per installation,
+//! the App's own requests, and the JWTs signed and installation tokens minted in the hour.
+//!
 //! `cargo bench --bench github_budget -- [--repos 1000] [--active 5] [--webhooks 99] [--seed 1]
-//! [--outage-minutes 10] [--outage-at 900]`
+//! [--outage-minutes 10] [--outage-at 900] [--app-installations 10]`
 
+#[allow(dead_code)]
+#[path = "../tests/common/app_keys.rs"]
+mod app_keys;
 #[allow(dead_code)]
 #[path = "../tests/common/fake_github.rs"]
 mod fake_github;
@@ -25,12 +35,13 @@ use fake_github::{FakeGitHub, JobState};
 use gaa::clock::Clock;
 use gaa::demand::{JobEvent, JobStatus, RepoRef, Runner, RunnerIndex, RunnerKey, ScaleFactor};
 use gaa::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
-use gaa::github::{GitHubClient, Token};
+use gaa::github::{Credential, GitHubApp, GitHubClient, Token};
 use gaa::metrics::Metrics;
 use gaa::store::{StoreHandle, WriterConfig};
 use rng::Rng;
 
 const TOKEN: &str = "ghp_budget_bench";
+const APP_ID: u64 = 1001;
 const HOUR: i64 = 3600;
 const STEP: i64 = 5;
 
@@ -63,8 +74,9 @@ fn main() {
     let webhook_pct = arg("--webhooks", 99);
     let seed = arg("--seed", 1);
     let outage = Outage { at: arg("--outage-at", 900) as i64, secs: arg("--outage-minutes", 0) as i64 * 60 };
+    let installations = arg("--app-installations", 0) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio");
-    runtime.block_on(simulate(repos, active_pct, webhook_pct, seed, outage));
+    runtime.block_on(simulate(repos, active_pct, webhook_pct, seed, outage, installations));
 }
 
 /// Every delivery lost from `at` (seconds into the measured hour) for `secs`.
@@ -80,16 +92,58 @@ impl Outage {
     }
 }
 
-async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64, outage: Outage) {
+/// What the repositories are read with: one token, or a GitHub App over `installations`.
+struct Reader {
+    installations: usize,
+}
+
+impl Reader {
+    /// Installation `i` (1-based ids) holds the repositories whose index is `i - 1` modulo N.
+    fn installation_of(&self, repo: usize) -> u64 {
+        (repo % self.installations) as u64 + 1
+    }
+
+    /// Primary-limit credits the repositories' reads spent so far (the App's own apart).
+    fn credits(&self, github: &FakeGitHub) -> u32 {
+        match self.installations {
+            0 => github.credits_used(TOKEN),
+            n => (1..=n as u64).map(|i| github.installation_credits_used(i)).sum(),
+        }
+    }
+
+    fn per_installation(&self, github: &FakeGitHub) -> Vec<u32> {
+        (1..=self.installations as u64).map(|i| github.installation_credits_used(i)).collect()
+    }
+
+    fn minted(&self, github: &FakeGitHub) -> (usize, u32) {
+        let tokens = (1..=self.installations as u64).map(|i| github.installation_tokens_minted(i)).sum();
+        (github.jwts_accepted(), tokens)
+    }
+}
+
+async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64, outage: Outage, installations: usize) {
     let github = FakeGitHub::start().await;
-    // One real token: 5,000 credits an hour.
-    github.add_token(TOKEN, 5000);
+    let reader = Reader { installations };
     let start = 1_800_000_000;
     github.set_now(start);
     let names: Vec<String> = (0..repos).map(|i| format!("acme/repo-{i}")).collect();
-    for name in &names {
-        github.add_repo(name);
-    }
+    let credential: Credential = if installations == 0 {
+        // One real token: 5,000 credits an hour.
+        github.add_token(TOKEN, 5000);
+        for name in &names {
+            github.add_repo(name);
+        }
+        Token::new(TOKEN).into()
+    } else {
+        let keys = app_keys::app_key_pair("bench");
+        github.add_app(APP_ID, "Iv23liBudgetBench", &keys.public);
+        for installation in 1..=installations as u64 {
+            let held: Vec<&str> =
+                (0..repos).filter(|&i| reader.installation_of(i) == installation).map(|i| names[i].as_str()).collect();
+            github.add_installation(APP_ID, installation, &held);
+        }
+        Credential::App(GitHubApp::new(&APP_ID.to_string(), keys.pkcs1.as_bytes(), None).expect("the App's key"))
+    };
     let index = RunnerIndex::new(names.iter().enumerate().map(|(i, name)| {
         let repo = name.trim_start_matches("acme/");
         Runner::new(RunnerKey::new("bench", format!("runner-{i}")), "acme", repo, ["linux"], 0, 10, ScaleFactor::Linear)
@@ -111,7 +165,7 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64, ou
     let config = ReconcilerConfig::default();
     let windows = config.windows;
     let mut reconciler = Reconciler::new(Arc::new(client), store.clone(), config, metrics);
-    let tokens = RepoTokens(names.iter().map(|n| (n.clone(), vec![Token::new(TOKEN)])).collect());
+    let tokens = RepoTokens(names.iter().map(|n| (n.clone(), vec![credential.clone()])).collect());
     reconciler.set_catalog(index, tokens, start);
 
     // The hour's activity.
@@ -160,7 +214,13 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64, ou
     // Cold start with no activity until every repository had its first (paid) listing, which
     // gives the ETags that make later listings free; reported separately.
     let wall = std::time::Instant::now();
-    let warm_hours = arg("--warm-hours", (repos as u64 * 2).div_ceil(4000) + 1) as i64;
+    // One token pays 2 credits per repository at most 4,000 an hour; an App also looks up every
+    // repository's installation first, about 4,900 an hour on its own budget.
+    let warm_default = match installations {
+        0 => (repos as u64 * 2).div_ceil(4000) + 1,
+        _ => (repos as u64).div_ceil(4900) + 1,
+    };
+    let warm_hours = arg("--warm-hours", warm_default) as i64;
     let mut t = -HOUR * warm_hours;
     while t < 0 {
         let at = start + HOUR * warm_hours + t;
@@ -169,8 +229,11 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64, ou
         reconciler.resync_due(at).await;
         t += STEP;
     }
-    let cold_credits = github.credits_used(TOKEN);
+    let cold_credits = reader.credits(&github);
     let cold_requests = github.requests().len();
+    let cold_per_installation = reader.per_installation(&github);
+    let cold_app = github.app_credits_used(APP_ID);
+    let cold_minted = reader.minted(&github);
     github.clear_requests();
     let start = start + HOUR * warm_hours;
     let mut queue = events.into_iter().peekable();
@@ -237,7 +300,7 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64, ou
     }
     let unrepaired = broken.len();
     let requests = github.requests().len();
-    let credits = github.credits_used(TOKEN) - cold_credits;
+    let credits = reader.credits(&github) - cold_credits;
     let not_modified = github.requests().iter().filter(|r| r.status == 304).count();
     println!(
         "repositories {repos}, active {active} ({active_pct}%), job events {total_events}, webhooks delivered {webhook_pct}% ({lost} lost)"
@@ -264,6 +327,29 @@ async fn simulate(repos: usize, active_pct: u64, webhook_pct: u64, seed: u64, ou
         "lost webhooks repaired: {repaired_count}, worst drift {worst} s, mean {:.0} s, still wrong at the end {unrepaired}",
         repaired_total as f64 / repaired_count.max(1) as f64
     );
+    if installations > 0 {
+        let spent: Vec<u32> =
+            reader.per_installation(&github).iter().zip(&cold_per_installation).map(|(now, cold)| now - cold).collect();
+        let held = repos.div_ceil(installations);
+        let (jwts, tokens) = reader.minted(&github);
+        println!(
+            "GitHub App over {installations} installations of about {held} repositories (limit {} /h each): credits per installation in the hour min {}, max {}, mean {:.0}; cold start {} per installation",
+            fake_github::installation_limit(held),
+            spent.iter().min().unwrap_or(&0),
+            spent.iter().max().unwrap_or(&0),
+            f64::from(spent.iter().sum::<u32>()) / installations as f64,
+            cold_per_installation.iter().max().unwrap_or(&0),
+        );
+        println!(
+            "the App's own requests: {} in the cold start (one installation lookup per repository, tokens), {} in the hour; minted in the hour: {} JWTs, {} installation tokens ({} JWTs and {} tokens in the cold start)",
+            cold_app,
+            github.app_credits_used(APP_ID) - cold_app,
+            jwts - cold_minted.0,
+            tokens - cold_minted.1,
+            cold_minted.0,
+            cold_minted.1,
+        );
+    }
     if outage.secs > 0 {
         let ended = outage.at + outage.secs;
         let last = outage_last_repair.map_or_else(|| "none".to_string(), |at| format!("{} s", (at - ended).max(0)));

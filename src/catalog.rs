@@ -10,6 +10,8 @@ use secrecy::ExposeSecret;
 
 use crate::crd::ScaledActionRunner;
 use crate::demand::{ForcedScaleUp, Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use crate::github::GitHubApp;
+use crate::github::app::AppCredentialsError;
 use crate::webhook::{SecretBytes, WebhookSecrets, secret_bytes};
 
 /// The Secret key that holds a repository webhook's secret.
@@ -25,10 +27,23 @@ pub struct Catalog {
     /// GitHub tokens that may read each repository (lower-cased `owner/name`), from the Secrets
     /// the runners' `githubTokenSecret` name: every key starting with `token`, as the original.
     pub tokens: HashMap<String, Vec<SecretBytes>>,
+    /// GitHub Apps that may read each repository, from the same Secrets when they hold
+    /// [`APP_ID_KEY`] (or [`CLIENT_ID_KEY`]) and [`PRIVATE_KEY_KEY`] instead of tokens.
+    pub apps: HashMap<String, Vec<GitHubApp>>,
 }
 
 /// Secret keys that hold GitHub tokens start with this.
 pub const TOKEN_KEY_PREFIX: &str = "token";
+/// The Secret key of a GitHub App's id.
+pub const APP_ID_KEY: &str = "app-id";
+/// The Secret key of a GitHub App's client id (GitHub's preferred JWT issuer).
+pub const CLIENT_ID_KEY: &str = "client-id";
+/// The Secret key of a GitHub App's private key (PEM, as GitHub generated it).
+pub const PRIVATE_KEY_KEY: &str = "private-key";
+/// The Secret key of a GitHub App installation's id (optional: else it is looked up).
+pub const INSTALLATION_ID_KEY: &str = "installation-id";
+/// Every Secret key of GitHub App credentials.
+pub const APP_KEYS: [&str; 4] = [APP_ID_KEY, CLIENT_ID_KEY, PRIVATE_KEY_KEY, INSTALLATION_ID_KEY];
 
 /// Why a runner cannot be used, or can be used only in part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,15 +63,30 @@ pub enum RunnerProblem {
     #[error("webhook Secret {namespace}/{name} has no non-empty key {key:?}")]
     SecretKeyMissing { namespace: String, name: String, key: &'static str },
     #[error(
-        "GitHub token Secret {namespace}/{name} not found or has no key starting with \"token\"; {repo} is served by webhooks alone"
+        "GitHub token Secret {namespace}/{name} not found, or holds neither a key starting with \"token\" nor GitHub App credentials (app-id or client-id, and private-key); {repo} is served by webhooks alone"
     )]
     TokenMissing { namespace: String, name: String, repo: String },
+    #[error(
+        "GitHub token Secret {namespace}/{name} holds both tokens and GitHub App credentials; {repo} is served by webhooks alone until it holds one kind"
+    )]
+    MixedCredentials { namespace: String, name: String, repo: String },
+    #[error(
+        "GitHub App credentials in Secret {namespace}/{name} cannot be used: {reason}; {repo} is served by webhooks alone"
+    )]
+    AppCredentials { namespace: String, name: String, repo: String, reason: AppCredentialsError },
 }
 
 impl RunnerProblem {
     /// Whether the runner is still served despite the problem.
     pub fn is_warning(&self) -> bool {
-        matches!(self, Self::SecretMissing { .. } | Self::SecretKeyMissing { .. } | Self::TokenMissing { .. })
+        matches!(
+            self,
+            Self::SecretMissing { .. }
+                | Self::SecretKeyMissing { .. }
+                | Self::TokenMissing { .. }
+                | Self::MixedCredentials { .. }
+                | Self::AppCredentials { .. }
+        )
     }
 }
 
@@ -117,6 +147,44 @@ fn token_values(secret: &Secret) -> Vec<SecretBytes> {
     keys.into_iter().filter_map(|k| secret_value(secret, k)).filter(|v| !v.expose_secret().is_empty()).collect()
 }
 
+/// The GitHub credentials a `githubTokenSecret` holds.
+#[derive(Debug)]
+enum SecretCredentials {
+    Tokens(Vec<SecretBytes>),
+    App(GitHubApp),
+}
+
+/// Why a `githubTokenSecret` gives no credentials.
+#[derive(Debug, Clone)]
+enum CredentialsProblem {
+    Missing,
+    Mixed,
+    App(AppCredentialsError),
+}
+
+/// The tokens, or the GitHub App, of a `githubTokenSecret`; holding both kinds is a problem (the
+/// server would have to guess which the owner meant).
+fn secret_credentials(secret: &Secret) -> Result<SecretCredentials, CredentialsProblem> {
+    let tokens = token_values(secret);
+    let present = |key: &str| secret_value(secret, key).filter(|v| !v.expose_secret().trim_ascii().is_empty());
+    let text = |key: &str| present(key).map(|v| String::from_utf8_lossy(v.expose_secret()).trim().to_string());
+    let has_app = [APP_ID_KEY, CLIENT_ID_KEY, PRIVATE_KEY_KEY].into_iter().any(|key| present(key).is_some());
+    match (tokens.is_empty(), has_app) {
+        (true, false) => Err(CredentialsProblem::Missing),
+        (false, false) => Ok(SecretCredentials::Tokens(tokens)),
+        (false, true) => Err(CredentialsProblem::Mixed),
+        (true, true) => {
+            let id = text(CLIENT_ID_KEY).or_else(|| text(APP_ID_KEY)).unwrap_or_default();
+            let key = present(PRIVATE_KEY_KEY);
+            let key = key.as_ref().map_or(&[][..], |k| k.expose_secret());
+            let installation = text(INSTALLATION_ID_KEY);
+            GitHubApp::new(&id, key, installation.as_deref())
+                .map(SecretCredentials::App)
+                .map_err(CredentialsProblem::App)
+        }
+    }
+}
+
 impl Catalog {
     /// Builds the catalog; each problem is returned with the index of the runner it concerns.
     /// Runners with errors are left out; runners with warnings are kept.
@@ -142,6 +210,9 @@ impl Catalog {
             .collect();
         let mut webhook_secrets = WebhookSecrets::new(organisation);
         let mut tokens: HashMap<String, Vec<SecretBytes>> = HashMap::new();
+        let mut apps: HashMap<String, Vec<GitHubApp>> = HashMap::new();
+        // Each Secret read once, however many runners name it.
+        let mut read: HashMap<(String, String), Result<SecretCredentials, CredentialsProblem>> = HashMap::new();
         let mut problems = Vec::new();
         let mut index = Vec::new();
         for (position, object) in runners.into_iter().enumerate() {
@@ -175,25 +246,40 @@ impl Catalog {
             }
             if let Some(name) = object.spec.github_token_secret.as_deref().filter(|n| !n.is_empty()) {
                 let namespace = token_namespace.map_or_else(|| runner.key.namespace.clone(), str::to_string);
-                let found: Vec<SecretBytes> = secrets
-                    .get(&(namespace.clone(), name.to_string()))
-                    .map(|secret| token_values(secret))
-                    .unwrap_or_default();
-                if found.is_empty() {
-                    problems.push((
-                        position,
-                        RunnerProblem::TokenMissing { namespace, name: name.into(), repo: runner.repo.clone() },
-                    ));
-                }
-                let repo_tokens = tokens.entry(runner.repo.clone()).or_default();
-                for token in found {
-                    if !repo_tokens.iter().any(|known| known.expose_secret() == token.expose_secret()) {
-                        repo_tokens.push(token);
+                let key = (namespace.clone(), name.to_string());
+                let credentials = read.entry(key.clone()).or_insert_with(|| {
+                    secrets.get(&key).map_or(Err(CredentialsProblem::Missing), |secret| secret_credentials(secret))
+                });
+                let (name, repo) = (name.to_string(), runner.repo.clone());
+                match credentials {
+                    Err(CredentialsProblem::Missing) => {
+                        problems.push((position, RunnerProblem::TokenMissing { namespace, name, repo }));
+                    }
+                    Err(CredentialsProblem::Mixed) => {
+                        problems.push((position, RunnerProblem::MixedCredentials { namespace, name, repo }));
+                    }
+                    Err(CredentialsProblem::App(reason)) => {
+                        let reason = reason.clone();
+                        problems.push((position, RunnerProblem::AppCredentials { namespace, name, repo, reason }));
+                    }
+                    Ok(SecretCredentials::Tokens(found)) => {
+                        let repo_tokens = tokens.entry(repo).or_default();
+                        for token in found.iter() {
+                            if !repo_tokens.iter().any(|known| known.expose_secret() == token.expose_secret()) {
+                                repo_tokens.push(token.clone());
+                            }
+                        }
+                    }
+                    Ok(SecretCredentials::App(app)) => {
+                        let repo_apps = apps.entry(repo).or_default();
+                        if !repo_apps.contains(app) {
+                            repo_apps.push(app.clone());
+                        }
                     }
                 }
             }
             index.push(runner);
         }
-        (Self { runners: RunnerIndex::new(index), secrets: webhook_secrets, tokens }, problems)
+        (Self { runners: RunnerIndex::new(index), secrets: webhook_secrets, tokens, apps }, problems)
     }
 }

@@ -26,16 +26,26 @@ pub struct StoreOpLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GitHubRequestLabels {
-    /// `runs`, `jobs`, `job`: never a URL, so cardinality stays fixed.
+    /// `runs`, `jobs`, `job`, `run`, and for a GitHub App `installation` and `access_token`:
+    /// never a URL, so cardinality stays fixed.
     pub endpoint: &'static str,
     /// HTTP status, or `error` when no answer came.
     pub status: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TokenLabels {
-    /// A short digest of the token, never the token.
-    pub token: String,
+/// Whose rate limit a `github_credits_remaining` series is: one label, `token` (a short digest
+/// of the token, never the token), `installation` (a GitHub App installation id) or `app` (a
+/// GitHub App's id, for the requests made with its JWT).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct BudgetLabels {
+    pub kind: &'static str,
+    pub id: String,
+}
+
+impl EncodeLabelSet for BudgetLabels {
+    fn encode(&self, encoder: &mut prometheus_client::encoding::LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [(self.kind, self.id.as_str())].encode(encoder)
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,7 +74,7 @@ pub struct Metrics {
     pub store_degraded: Gauge,
     pub store_last_sync: Gauge<f64, AtomicU64>,
     pub github_requests: Family<GitHubRequestLabels, Counter>,
-    pub github_credits_remaining: Family<TokenLabels, Gauge>,
+    pub github_credits_remaining: Family<BudgetLabels, Gauge>,
     pub github_not_modified: Counter,
     pub drift: Family<RunnerLabels, Gauge>,
     pub drift_corrections: Family<RunnerLabels, Counter>,
@@ -144,10 +154,10 @@ impl Metrics {
         );
         let github_requests = Family::<GitHubRequestLabels, Counter>::default();
         registry.register("github_requests", "GitHub REST requests by endpoint and status", github_requests.clone());
-        let github_credits_remaining = Family::<TokenLabels, Gauge>::default();
+        let github_credits_remaining = Family::<BudgetLabels, Gauge>::default();
         registry.register(
             "github_credits_remaining",
-            "X-RateLimit-Remaining last seen per token",
+            "X-RateLimit-Remaining last seen per token, GitHub App installation or App",
             github_credits_remaining.clone(),
         );
         let github_not_modified = Counter::default();
@@ -209,9 +219,10 @@ impl Metrics {
         self.github_requests.get_or_create(&GitHubRequestLabels { endpoint, status }).inc();
     }
 
-    /// The rate-limit credits a token has left, as GitHub last said.
-    pub fn github_credits(&self, token_id: &str, remaining: i64) {
-        self.github_credits_remaining.get_or_create(&TokenLabels { token: token_id.to_string() }).set(remaining);
+    /// The rate-limit credits a budget has left, as GitHub last said: `kind` is `token`,
+    /// `installation` or `app`, `id` the token's digest or the installation's or App's id.
+    pub fn github_credits(&self, kind: &'static str, id: String, remaining: i64) {
+        self.github_credits_remaining.get_or_create(&BudgetLabels { kind, id }).set(remaining);
     }
 
     pub fn store_op(&self, op: &'static str, outcome: &'static str) {

@@ -27,7 +27,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
     // here, and sled's fixed buffers take fresh pages instead of ones the loading left dirty.
     let journal = StoreHandle::open_journal(&args.store.data_dir)?;
     let source = catalog::source(&args.cluster, &metrics).await?;
-    let default_token = resync::default_token(&args.github)?;
+    let default_token = resync::default_credential(&args.github)?;
     let store = StoreHandle::start_on(journal, source.catalog.runners.clone(), writer, metrics.clone())?;
     // The workers (watches, resync, lease) stop once the listeners have drained, or at once when
     // starting failed.
@@ -43,7 +43,7 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
 async fn serve_with(
     args: &ServeArgs,
     source: catalog::Source,
-    default_token: Option<crate::github::Token>,
+    default_token: Option<crate::github::Credential>,
     store: &StoreHandle,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,

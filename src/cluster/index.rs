@@ -7,7 +7,7 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
-use crate::catalog::{Catalog, DEFAULT_NAMESPACE, RunnerProblem, TOKEN_KEY_PREFIX, WEBHOOK_SECRET_KEY};
+use crate::catalog::{APP_KEYS, Catalog, DEFAULT_NAMESPACE, RunnerProblem, TOKEN_KEY_PREFIX, WEBHOOK_SECRET_KEY};
 use crate::crd::ScaledActionRunner;
 use crate::webhook::SecretBytes;
 
@@ -74,7 +74,7 @@ const ABSENT: &str = "";
 /// The runners and Secrets seen so far, and which watches have delivered their first list.
 ///
 /// Secret data is kept only for the Secrets runners name (and the token namespace's), and only
-/// their webhook-secret and token keys; of the other Secrets of a runner's namespace nothing is
+/// their webhook-secret, token and GitHub App keys; of the other Secrets of a runner's namespace nothing is
 /// kept. Not `Debug`-derived: it holds secret bytes.
 pub struct ClusterIndex {
     scopes: Vec<RunnerScope>,
@@ -394,10 +394,11 @@ fn in_scope(scope: &RunnerScope, key: &ObjectRef) -> bool {
     scope.as_ref().is_none_or(|namespace| *namespace == key.namespace)
 }
 
-/// Only what the catalog reads: identity and the webhook-secret and token keys, with
-/// `stringData` folded into `data` as the API server would.
+/// Only what the catalog reads: identity and the webhook-secret, token and GitHub App keys,
+/// with `stringData` folded into `data` as the API server would.
 fn relevant_part(secret: &Secret) -> Secret {
-    let relevant = |key: &str| key == WEBHOOK_SECRET_KEY || key.starts_with(TOKEN_KEY_PREFIX);
+    let relevant =
+        |key: &str| key == WEBHOOK_SECRET_KEY || key.starts_with(TOKEN_KEY_PREFIX) || APP_KEYS.contains(&key);
     let mut data: BTreeMap<String, k8s_openapi::ByteString> =
         secret.data.iter().flatten().filter(|(k, _)| relevant(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
     for (key, text) in secret.string_data.iter().flatten().filter(|(k, _)| relevant(k)) {
@@ -639,6 +640,20 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let tokens: Vec<&[u8]> = catalog.tokens["acme/api"].iter().map(|secret| secret.expose_secret()).collect();
         assert_eq!(tokens, vec![b"t1".as_slice(), b"t2".as_slice()]);
+    }
+
+    #[test]
+    fn the_github_app_keys_of_a_token_secret_are_kept_and_nothing_else() {
+        let app = [("app-id", "42"), ("private-key", "not a key"), ("installation-id", "7"), ("other", "x")];
+        let kept = relevant_part(&secret("ci", "app", &app));
+        let keys: Vec<&String> = kept.data.iter().flat_map(|d| d.keys()).collect();
+        assert_eq!(keys, ["app-id", "installation-id", "private-key"]);
+        let mut index = ClusterIndex::new(&[], Some("gaa-system".into()));
+        index.list_runners(&None, vec![runner("ci", "api", "api", None, Some("app"))]);
+        index.list_secrets(&SecretWatch::Namespace("gaa-system".into()), vec![secret("gaa-system", "app", &app)]);
+        let (_, problems) = index.build_catalog(None);
+        // The App's keys reached the catalog, which read them as App credentials.
+        assert!(matches!(problems.as_slice(), [(_, RunnerProblem::AppCredentials { .. })]), "{problems:?}");
     }
 
     #[test]

@@ -167,6 +167,18 @@ pub struct GitHubArgs {
     /// `githubTokenSecret` (standalone use). Without any token, webhooks alone feed demand.
     #[arg(long, env = "GAA_GITHUB_TOKEN_FILE")]
     pub github_token_file: Option<PathBuf>,
+    /// Instead of a token: the id (or client id) of a GitHub App used for every repository
+    /// whose runners name no `githubTokenSecret`; it mints installation tokens with the key of
+    /// `--github-app-private-key-file`.
+    #[arg(long, env = "GAA_GITHUB_APP_ID", conflicts_with = "github_token_file")]
+    pub github_app_id: Option<String>,
+    /// File holding that GitHub App's private key (PEM, as GitHub generated it).
+    #[arg(long, env = "GAA_GITHUB_APP_PRIVATE_KEY_FILE")]
+    pub github_app_private_key_file: Option<PathBuf>,
+    /// That GitHub App's installation id; without it, the installation of each repository is
+    /// looked up (once) from GitHub.
+    #[arg(long, env = "GAA_GITHUB_APP_INSTALLATION_ID")]
+    pub github_app_installation_id: Option<u64>,
     /// Resync a repository with demand at most this often (the original `cacheWindow`).
     #[arg(long, env = "GAA_CACHE_WINDOW", default_value = "5m", value_parser = parse_duration)]
     pub cache_window: Duration,
@@ -247,6 +259,23 @@ mod tests {
         let mut args = serve(&[]);
         args.store.memcached_password = Some(SecretString::from("hunter2"));
         assert!(!format!("{args:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_token_file_and_a_github_app_together_are_refused_with_both_named() {
+        let argv = ["github-action-autoscaler", "serve", "--github-token-file", "t", "--github-app-id", "1"];
+        let error = Cli::try_parse_from(argv).expect_err("both kinds of credentials").to_string();
+        assert!(error.contains("--github-app-id") && error.contains("--github-token-file"), "{error}");
+        let args = serve(&[
+            "--github-app-id",
+            "Iv23abc",
+            "--github-app-private-key-file",
+            "k",
+            "--github-app-installation-id",
+            "9",
+        ]);
+        assert_eq!(args.github.github_app_id.as_deref(), Some("Iv23abc"));
+        assert_eq!(args.github.github_app_installation_id, Some(9));
     }
 
     #[test]

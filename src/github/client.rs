@@ -32,7 +32,7 @@ use super::models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};
 use super::rate_limit::{RateLimit, header_str};
 // Kept at their old paths for callers outside github/; new code imports them from github/.
 use super::rate_limit::rate_limit_wait;
-use super::token::Token;
+use super::token::{Budget, Token};
 use crate::clock::{Clock, system_clock};
 use crate::metrics::Metrics;
 
@@ -51,7 +51,7 @@ const MAX_PAGES: usize = 100;
 const MAX_BODY_BYTES: usize = 32 << 20;
 const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 const MAX_ERROR_MESSAGE_CHARS: usize = 300;
-/// Tokens whose last rate-limit headers we keep; rotating App tokens would otherwise pile up.
+/// Budgets (tokens, installations, Apps) whose last rate-limit headers we keep.
 const MAX_TRACKED_TOKENS: usize = 1024;
 
 const X_GITHUB_API_VERSION: HeaderName = HeaderName::from_static("x-github-api-version");
@@ -182,7 +182,7 @@ pub struct GitHubClient {
     base_text: String,
     metrics: Arc<Metrics>,
     cache: Arc<Mutex<EtagCache>>,
-    limits: Arc<Mutex<HashMap<[u8; 32], RateLimit>>>,
+    limits: Arc<Mutex<HashMap<Budget, RateLimit>>>,
     clock: Clock,
 }
 
@@ -190,6 +190,14 @@ impl fmt::Debug for GitHubClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GitHubClient").field("api_url", &self.base_text).finish_non_exhaustive()
     }
+}
+
+/// An installation token as GitHub minted it.
+#[derive(Debug, Clone)]
+pub struct InstallationToken {
+    pub token: Token,
+    /// When GitHub lets it expire, in Unix seconds (an hour after minting).
+    pub expires_at: i64,
 }
 
 /// What one GET brought.
@@ -283,9 +291,15 @@ impl GitHubClient {
         self
     }
 
-    /// The rate-limit headers GitHub last sent for this token.
+    /// The rate-limit headers GitHub last sent for this token's budget (an installation's
+    /// tokens share one).
     pub fn rate_limit(&self, token: &Token) -> Option<RateLimit> {
-        lock(&self.limits).get(&token.digest()).cloned()
+        self.budget_limit(token.budget())
+    }
+
+    /// The rate-limit headers GitHub last sent for any token of `budget`.
+    pub fn budget_limit(&self, budget: &Budget) -> Option<RateLimit> {
+        lock(&self.limits).get(budget).cloned()
     }
 
     /// Every run of `repo` (`owner/name`) in `status`, all pages.
@@ -336,6 +350,103 @@ impl GitHubClient {
         let repo = checked_repository(repo)?;
         let url = self.url(&format!("/repos/{repo}/actions/jobs/{job_id}"))?;
         self.get_one(token, "job", url).await
+    }
+
+    /// The id of the installation of the App whose JWT this is that covers `repo`
+    /// (`GET /repos/{owner}/{repo}/installation`); `None` when the App is not installed there.
+    pub async fn find_installation(&self, jwt: &Token, repo: &str) -> Result<Fetched<Option<u64>>, GitHubError> {
+        #[derive(serde::Deserialize)]
+        struct Installation {
+            id: u64,
+        }
+        let repo = checked_repository(repo)?;
+        let url = self.url(&format!("/repos/{repo}/installation"))?;
+        let mut fetched = Fetched::cost_only(None);
+        if let Some(body) = self.send_as_app(jwt, "installation", self.http.get(url), &mut fetched).await? {
+            fetched.value = Some(decode::<Installation>(&body)?.id).filter(|id| *id != 0);
+        }
+        Ok(fetched)
+    }
+
+    /// A new token of installation `installation`, read-only on Actions
+    /// (`POST /app/installations/{id}/access_tokens`, with the App's JWT); `None` when GitHub
+    /// knows no such installation of the App.
+    pub async fn create_installation_token(
+        &self,
+        jwt: &Token,
+        installation: u64,
+    ) -> Result<Fetched<Option<InstallationToken>>, GitHubError> {
+        #[derive(serde::Deserialize)]
+        struct Minted {
+            token: String,
+            expires_at: String,
+        }
+        let url = self.url(&format!("/app/installations/{installation}/access_tokens"))?;
+        // Only what the resync reads: a token that leaks cannot change anything.
+        let body = serde_json::json!({"permissions": {"actions": "read", "metadata": "read"}});
+        let request = self.http.post(url).json(&body);
+        let mut fetched = Fetched::cost_only(None);
+        if let Some(body) = self.send_as_app(jwt, "access_token", request, &mut fetched).await? {
+            let minted: Minted = decode(&body)?;
+            let expires_at = minted
+                .expires_at
+                .parse::<jiff::Timestamp>()
+                .map_err(|e| GitHubError::Decode(format!("expires_at: {e}")))?
+                .as_second();
+            let token = Token::for_installation(minted.token, installation);
+            if token.is_empty() {
+                return Err(GitHubError::Decode("an empty installation token".into()));
+            }
+            fetched.value = Some(InstallationToken { token, expires_at });
+        }
+        Ok(fetched)
+    }
+
+    /// One request authenticated with an App's JWT (never conditional, never cached); the body of
+    /// a 2xx, `None` on 404.
+    async fn send_as_app<T>(
+        &self,
+        jwt: &Token,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+        fetched: &mut Fetched<T>,
+    ) -> Result<Option<Bytes>, GitHubError> {
+        fetched.requests += 1;
+        let response = match request.header(header::AUTHORIZATION, jwt.authorization()?).send().await {
+            Ok(response) => response,
+            Err(error) => {
+                self.metrics.github_request(endpoint, None);
+                return Err(GitHubError::Http(describe(&error)));
+            }
+        };
+        let status = response.status();
+        self.metrics.github_request(endpoint, Some(status.as_u16()));
+        tracing::debug!(endpoint, budget = %jwt.budget(), status = status.as_u16(), "GitHub answered the App");
+        if let Some(rate) = RateLimit::from_headers(response.headers()) {
+            self.remember_rate_limit(jwt, rate);
+        }
+        match status {
+            status if status.is_success() => {
+                fetched.credits += 1;
+                Ok(Some(read_body(response, MAX_ERROR_BODY_BYTES).await?))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            // GitHub says what it found wrong with the JWT (its times, its issuer).
+            StatusCode::UNAUTHORIZED => Err(GitHubError::JwtRejected { message: error_message(response).await }),
+            StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
+                let headers = response.headers().clone();
+                let message = error_message(response).await;
+                match rate_limit_wait(status.as_u16(), &headers, &message, (self.clock)()) {
+                    Some((retry_after, secondary)) => Err(GitHubError::RateLimited { retry_after, secondary }),
+                    None => Err(GitHubError::Forbidden { message }),
+                }
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                Err(GitHubError::Unprocessable { message: error_message(response).await })
+            }
+            status if status.is_server_error() => Err(GitHubError::Server { status: status.as_u16() }),
+            status => Err(GitHubError::Unexpected { status: status.as_u16() }),
+        }
     }
 
     /// One object, conditional like every GET; `None` on 404.
@@ -407,7 +518,7 @@ impl GitHubClient {
     /// Remembers a decoded page for conditional requests, re-serialized from our models so only
     /// the fields we read take memory. Without an ETag there is nothing to revalidate with.
     fn keep<T: Serialize>(&self, token: &Token, url: &Url, etag: Option<String>, value: &T, next: Option<Url>) {
-        let key = CacheKey { token: token.digest(), url: url.as_str().to_string() };
+        let key = CacheKey { token: token.cache_scope(), url: url.as_str().to_string() };
         let mut cache = lock(&self.cache);
         match etag.zip(serde_json::to_vec(value).ok()) {
             Some((etag, body)) => cache.insert(key, etag, Bytes::from(body), next),
@@ -423,7 +534,7 @@ impl GitHubClient {
         url: &Url,
         fetched: &mut Fetched<T>,
     ) -> Result<Answer, GitHubError> {
-        let key = CacheKey { token: token.digest(), url: url.as_str().to_string() };
+        let key = CacheKey { token: token.cache_scope(), url: url.as_str().to_string() };
         // Taken before sending, so a 304 always has the page it validated, whatever the cache
         // evicts meanwhile.
         let cached = lock(&self.cache).get(&key);
@@ -498,15 +609,17 @@ impl GitHubClient {
     }
 
     fn remember_rate_limit(&self, token: &Token, rate: RateLimit) {
-        self.metrics.github_credits(&token.id(), i64::try_from(rate.remaining).unwrap_or(i64::MAX));
+        let budget = token.budget();
+        let (kind, id) = budget.label();
+        self.metrics.github_credits(kind, id, i64::try_from(rate.remaining).unwrap_or(i64::MAX));
         let mut limits = lock(&self.limits);
-        if limits.len() >= MAX_TRACKED_TOKENS && !limits.contains_key(&token.digest()) {
-            // The token whose window reset longest ago is the one least likely still in use.
-            if let Some(stalest) = limits.iter().min_by_key(|(_, r)| r.reset).map(|(k, _)| *k) {
+        if limits.len() >= MAX_TRACKED_TOKENS && !limits.contains_key(budget) {
+            // The budget whose window reset longest ago is the one least likely still in use.
+            if let Some(stalest) = limits.iter().min_by_key(|(_, r)| r.reset).map(|(k, _)| k.clone()) {
                 limits.remove(&stalest);
             }
         }
-        limits.insert(token.digest(), rate);
+        limits.insert(budget.clone(), rate);
     }
 }
 

@@ -11,6 +11,14 @@ pub enum GitHubError {
     Unauthorized,
     #[error("GitHub refused the request (403): {message}")]
     Forbidden { message: String },
+    #[error("GitHub rejected the GitHub App's JWT (401): {message}")]
+    JwtRejected { message: String },
+    #[error("GitHub would not do it (422): {message}")]
+    Unprocessable { message: String },
+    #[error("the GitHub App is not installed on {0}")]
+    NotInstalled(String),
+    #[error("the GitHub App's private key cannot sign: {0}")]
+    AppKey(String),
     #[error("GitHub has no such resource, or the token cannot see it (404)")]
     NotFound,
     #[error("GitHub server error ({status})")]
@@ -39,6 +47,10 @@ impl GitHubError {
             Self::RateLimited { secondary: true, .. } => "secondary_rate_limited",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
+            Self::JwtRejected { .. } => "jwt_rejected",
+            Self::Unprocessable { .. } => "unprocessable",
+            Self::NotInstalled(_) => "not_installed",
+            Self::AppKey(_) => "app_key",
             Self::NotFound => "not_found",
             Self::Server { .. } => "server",
             Self::Unexpected { .. } => "unexpected",

@@ -1,20 +1,24 @@
 //! GitHub REST: the client the reconciler lists Actions runs and jobs with (its token, rate-limit
-//! accounting and ETag cache beside it), its models, and the resync built on it.
+//! accounting and ETag cache beside it), GitHub App authentication, its models, and the resync
+//! built on it.
 
+pub mod app;
 pub mod client;
 pub mod error;
 mod etag_cache;
+pub mod installations;
 pub mod models;
 pub mod rate_limit;
 pub mod reconciler;
 pub mod resync;
 pub mod token;
 
+pub use app::{Credential, GitHubApp};
 pub use client::{Fetched, GitHubClient, JobFilter, RunStatus};
 pub use error::GitHubError;
 pub use models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};
 pub use rate_limit::{RateLimit, rate_limit_wait};
-pub use token::Token;
+pub use token::{Budget, Token};
 
 impl From<&crate::config::GitHubArgs> for reconciler::ReconcilerConfig {
     fn from(args: &crate::config::GitHubArgs) -> Self {

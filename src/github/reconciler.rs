@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use super::app::{Credential, GitHubApp};
 use super::client::{GitHubClient, JobFilter, RunStatus};
 use super::error::GitHubError;
+use super::installations::{CacheFootprint, Installations, Minted};
 use super::models::WorkflowJob;
 use super::resync::{Comparison, GitHubJob, KnownJob, Lookups, RunAnswer, Schedule, Windows, compare, repair_run};
-use super::token::Token;
+use super::token::{Budget, Token};
 use crate::demand::job::normalize_labels;
 use crate::demand::{JobEvent, JobStatus, RepoRef, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
@@ -58,9 +60,10 @@ impl Default for ReconcilerConfig {
     }
 }
 
-/// Tokens that may read each repository (lower-cased `owner/name`).
+/// Credentials that may read each repository (lower-cased `owner/name`): tokens, used in turn,
+/// or a GitHub App.
 #[derive(Debug, Clone, Default)]
-pub struct RepoTokens(pub HashMap<String, Vec<Token>>);
+pub struct RepoTokens(pub HashMap<String, Vec<Credential>>);
 
 /// What one repository's resync did.
 #[derive(Debug, Default)]
@@ -94,8 +97,10 @@ pub struct Footprint {
     pub rotations: usize,
     /// Repositories whose last job listing is kept.
     pub job_lists: usize,
-    /// Tokens with pacing state.
+    /// Budgets (tokens, App installations, Apps) with pacing state.
     pub paced_tokens: usize,
+    /// What is kept of GitHub Apps: JWTs, repositories' installations, installation tokens.
+    pub apps: CacheFootprint,
 }
 
 /// Why one repository's resync failed, by the step that failed.
@@ -110,9 +115,20 @@ pub enum ResyncError {
     Correction(#[source] StoreError),
 }
 
-/// A finished repository resync: repository, token id, outcome, the jobs GitHub listed, and the
-/// runs of the jobs we hold open.
-type Finished = (String, String, Result<RepoOutcome, ResyncError>, Vec<GitHubJob>, HashMap<u64, u64>);
+/// A finished repository resync.
+struct Finished {
+    repo: String,
+    /// The budget the repository's own requests spent (its token's, or its installation's).
+    budget: Budget,
+    /// A GitHub App's budget and the requests its JWT made (installation lookup, minting).
+    app: Option<(Budget, u32)>,
+    /// The budget whose answer failed the resync: the App's when getting a token failed.
+    failed_on: Budget,
+    outcome: Result<RepoOutcome, ResyncError>,
+    jobs_seen: Vec<GitHubJob>,
+    /// The runs of the jobs we hold open (see `Reconciler::run_of`).
+    runs: HashMap<u64, u64>,
+}
 
 /// Per-token pacing: points spent in the last minute, and a pause after a limit answer.
 #[derive(Debug, Default)]
@@ -139,13 +155,14 @@ struct Shared {
     index: Arc<RunnerIndex>,
     config: ReconcilerConfig,
     metrics: Arc<Metrics>,
+    installations: Arc<Installations>,
 }
 
 pub struct Reconciler {
     shared: Shared,
     tokens: RepoTokens,
     schedule: Schedule,
-    pace: HashMap<String, TokenPace>,
+    pace: HashMap<Budget, TokenPace>,
     rotation: HashMap<String, usize>,
     /// Per repository: the jobs of its open runs at the last full listing, reused while both run
     /// lists answer 304.
@@ -164,8 +181,9 @@ impl std::fmt::Debug for Reconciler {
 
 impl Reconciler {
     pub fn new(client: Arc<GitHubClient>, store: StoreHandle, config: ReconcilerConfig, metrics: Arc<Metrics>) -> Self {
+        let installations = Arc::new(Installations::new(client.clone()));
         Self {
-            shared: Shared { client, store, index: Arc::new(RunnerIndex::default()), config, metrics },
+            shared: Shared { client, store, index: Arc::new(RunnerIndex::default()), config, metrics, installations },
             tokens: RepoTokens::default(),
             schedule: Schedule::default(),
             pace: HashMap::new(),
@@ -198,9 +216,30 @@ impl Reconciler {
         self.last_jobs.retain(|repo, _| tokens.0.contains_key(repo));
         self.run_of.retain(|repo, _| tokens.0.contains_key(repo));
         self.rotation.retain(|repo, _| tokens.0.contains_key(repo));
-        let in_use: HashSet<String> = tokens.0.values().flatten().map(Token::id).collect();
-        // A paused token is remembered until its pause ends, in case it comes back.
-        self.pace.retain(|id, pace| in_use.contains(id) || pace.paused_until > now);
+        let mut in_use: HashSet<Budget> = HashSet::new();
+        let (mut apps, mut app_repos, mut named) = (HashSet::new(), HashSet::new(), HashSet::new());
+        {
+            let cache = self.shared.installations.cache();
+            for (repo, credentials) in &tokens.0 {
+                for credential in credentials {
+                    match credential {
+                        Credential::Token(token) => {
+                            in_use.insert(token.budget().clone());
+                        }
+                        Credential::App(app) => {
+                            in_use.insert(Budget::App(app.issuer().to_string()));
+                            in_use.extend(cache.installation(app, repo).map(Budget::Installation));
+                            named.extend(app.installation());
+                            apps.insert(app.identity().clone());
+                            app_repos.insert(repo.clone());
+                        }
+                    }
+                }
+            }
+        }
+        self.shared.installations.cache().retain(&apps, &app_repos, &named);
+        // A paused budget is remembered until its pause ends, in case it comes back.
+        self.pace.retain(|budget, pace| in_use.contains(budget) || pace.paused_until > now);
         self.shared.index = Arc::new(index);
         self.tokens = tokens;
     }
@@ -211,46 +250,90 @@ impl Reconciler {
             rotations: self.rotation.len(),
             job_lists: self.last_jobs.len(),
             paced_tokens: self.pace.len(),
+            apps: self.shared.installations.footprint(),
         }
+    }
+
+    /// JWTs signed and installation tokens minted since start.
+    pub fn minted(&self) -> Minted {
+        self.shared.installations.minted()
     }
 
     pub fn next_due(&self) -> Option<i64> {
         self.schedule.next_due()
     }
 
-    /// A token for `repo` that may spend now, rotating between the repository's tokens.
-    fn pick_token(&mut self, repo: &str, now: i64) -> Result<Token, i64> {
-        let tokens = self.tokens.0.get(repo).cloned().unwrap_or_default();
+    /// A credential for `repo` that may spend now, rotating between the repository's
+    /// credentials, with the budget its requests will spend; else when the first may.
+    fn pick_credential(&mut self, repo: &str, now: i64) -> Result<(Credential, Budget), i64> {
+        let credentials = self.tokens.0.get(repo).cloned().unwrap_or_default();
         let board = self.shared.store.board();
         let busy = self.shared.index.for_repo(repo).any(|r| board.get(&r.key).is_some_and(|v| v.demand > 0));
         let start = *self.rotation.get(repo).unwrap_or(&0);
         let mut earliest = i64::MAX;
-        for offset in 0..tokens.len() {
-            let token = &tokens[(start + offset) % tokens.len()];
-            let pace = self.pace.entry(token.id()).or_default();
-            let mut ready_at = pace.paused_until;
-            if pace.points_last_minute(now) >= POINTS_PER_MINUTE {
-                ready_at = ready_at.max(pace.spent.front().map_or(now, |(at, _)| at + 60));
-            }
-            if let Some(limit) = self.shared.client.rate_limit(token)
-                && limit.reset > now
-            {
-                if limit.remaining <= u64::from(self.shared.config.reserve_credits) {
-                    ready_at = ready_at.max(limit.reset);
-                } else if !busy {
-                    // Spend an hour's credits evenly over the hour (plus a 5% burst): a cold start
-                    // of thousands of first listings stretches out instead of draining the token,
-                    // and repositories with demand keep their credits.
-                    ready_at = ready_at.max(paced_until(limit.limit, limit.remaining, limit.reset, now));
+        for offset in 0..credentials.len() {
+            let credential = &credentials[(start + offset) % credentials.len()];
+            let (budget, ready_at) = match credential {
+                Credential::Token(token) => (token.budget().clone(), self.ready_at(token.budget(), busy, now)),
+                Credential::App(app) => {
+                    let (budget, app_ready) = self.app_budget(app, repo, now);
+                    match budget {
+                        // The installation is paced as a token is.
+                        Budget::Installation(_) => (budget.clone(), app_ready.max(self.ready_at(&budget, busy, now))),
+                        _ => (budget, app_ready),
+                    }
                 }
-            }
+            };
             if ready_at <= now {
                 self.rotation.insert(repo.to_string(), start + offset + 1);
-                return Ok(token.clone());
+                return Ok((credential.clone(), budget));
             }
             earliest = earliest.min(ready_at);
         }
         Err(if earliest == i64::MAX { now + 60 } else { earliest })
+    }
+
+    /// The budget a repository read through `app` spends (its installation's once known, else
+    /// the App's, which pays the lookup), and when the App may spend its own.
+    fn app_budget(&mut self, app: &GitHubApp, repo: &str, now: i64) -> (Budget, i64) {
+        let app_budget = Budget::App(app.issuer().to_string());
+        let (installation, has_token, not_installed) = {
+            let cache = self.shared.installations.cache();
+            let installation = cache.installation(app, repo);
+            let has_token = installation.is_some_and(|id| cache.token(app.identity(), id, now).is_some());
+            (installation, has_token, cache.not_installed_until(app, repo).unwrap_or(now))
+        };
+        // The App's requests are few (a lookup per repository, a token per installation an
+        // hour): only its pauses and reserve hold them back, not the even pacing, and only when
+        // this resync needs one.
+        let app_ready = if has_token { now } else { self.ready_at(&app_budget, true, now) };
+        match installation {
+            Some(id) => (Budget::Installation(id), app_ready.max(not_installed)),
+            None => (app_budget, app_ready.max(not_installed)),
+        }
+    }
+
+    /// When `budget` may spend again: after any pause, under 800 points a minute, above its
+    /// reserve, and (unless `busy`) no faster than its hour's credits spread over the hour.
+    fn ready_at(&mut self, budget: &Budget, busy: bool, now: i64) -> i64 {
+        let pace = self.pace.entry(budget.clone()).or_default();
+        let mut ready_at = pace.paused_until;
+        if pace.points_last_minute(now) >= POINTS_PER_MINUTE {
+            ready_at = ready_at.max(pace.spent.front().map_or(now, |(at, _)| at + 60));
+        }
+        if let Some(limit) = self.shared.client.budget_limit(budget)
+            && limit.reset > now
+        {
+            if limit.remaining <= u64::from(self.shared.config.reserve_credits) {
+                ready_at = ready_at.max(limit.reset);
+            } else if !busy {
+                // Spend an hour's credits evenly over the hour (plus a 5% burst): a cold start
+                // of thousands of first listings stretches out instead of draining the budget,
+                // and repositories with demand keep their credits.
+                ready_at = ready_at.max(paced_until(limit.limit, limit.remaining, limit.reset, now));
+            }
+        }
+        ready_at
     }
 
     /// Resyncs every repository due at `now` (our clock, unix seconds), a few at a time.
@@ -263,30 +346,28 @@ impl Reconciler {
         loop {
             while tasks.len() < self.shared.config.concurrency.max(1) {
                 let Some(repo) = queue.next() else { break };
-                match self.pick_token(&repo, now) {
+                match self.pick_credential(&repo, now) {
                     Err(at) => {
                         self.schedule.defer(&repo, at);
                         pass.deferred += 1;
                     }
-                    Ok(token) => {
+                    Ok((credential, budget)) => {
                         let shared = self.shared.clone();
                         let cached = self.last_jobs.get(&repo).cloned();
-                        let mut runs = self.run_of.get(&repo).cloned().unwrap_or_default();
-                        tasks.spawn(async move {
-                            let mut jobs_seen = Vec::new();
-                            let outcome =
-                                resync_repo(&shared, &token, &repo, now, cached, &mut jobs_seen, &mut runs).await;
-                            (repo, token.id(), outcome, jobs_seen, runs)
-                        });
+                        let runs = self.run_of.get(&repo).cloned().unwrap_or_default();
+                        tasks.spawn(resync_with(shared, credential, budget, repo, now, cached, runs));
                     }
                 }
             }
             let Some(joined) = tasks.join_next().await else { break };
-            let Ok((repo, token_id, outcome, jobs_seen, runs)) = joined else {
+            let Ok(Finished { repo, budget, app, failed_on, outcome, jobs_seen, runs }) = joined else {
                 pass.failed += 1;
                 continue;
             };
-            let pace = self.pace.entry(token_id).or_default();
+            if let Some((app_budget, requests)) = app.filter(|(_, requests)| *requests > 0) {
+                self.pace.entry(app_budget).or_default().spent.push_back((now, requests));
+            }
+            let pace = self.pace.entry(if outcome.is_ok() { budget } else { failed_on.clone() }).or_default();
             match outcome {
                 Ok(outcome) => {
                     pace.spent.push_back((now, outcome.requests));
@@ -318,12 +399,12 @@ impl Reconciler {
                     };
                     let until = now + i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 2).max(1);
                     pace.paused_until = pace.paused_until.max(until);
-                    tracing::warn!(%repo, wait_secs = wait.as_secs(), secondary, "GitHub rate limit: token paused");
+                    tracing::warn!(%repo, budget = %failed_on, wait_secs = wait.as_secs(), secondary, "GitHub rate limit: paused");
                     self.schedule.defer(&repo, until);
                     pass.deferred += 1;
                 }
                 Err(error) => {
-                    tracing::warn!(%repo, %error, "resync failed; will retry");
+                    tracing::warn!(%repo, budget = %failed_on, %error, "resync failed; will retry");
                     self.schedule.defer(&repo, now + 60);
                     pass.failed += 1;
                 }
@@ -437,6 +518,62 @@ fn github_job(job: &WorkflowJob) -> GitHubJob {
         labels: normalize_labels(&job.labels),
         since,
     }
+}
+
+/// One repository's resync with `credential`: a token as it is; a GitHub App through its
+/// installation's token, minted anew once if GitHub refuses the cached one (revoked, or expired
+/// early).
+async fn resync_with(
+    shared: Shared,
+    credential: Credential,
+    budget: Budget,
+    repo: String,
+    now: i64,
+    cached: Option<Vec<GitHubJob>>,
+    mut runs: HashMap<u64, u64>,
+) -> Finished {
+    let mut jobs_seen = Vec::new();
+    let app = match credential {
+        Credential::Token(token) => {
+            let outcome = resync_repo(&shared, &token, &repo, now, cached, &mut jobs_seen, &mut runs).await;
+            return Finished { repo, failed_on: budget.clone(), budget, app: None, outcome, jobs_seen, runs };
+        }
+        Credential::App(app) => app,
+    };
+    let app_budget = Budget::App(app.issuer().to_string());
+    let mut app_requests = 0;
+    let mut attempt = 0;
+    let (budget, outcome) = loop {
+        attempt += 1;
+        let (obtained, spent) = shared.installations.token(&app, &repo, now).await;
+        app_requests += spent;
+        let obtained = match obtained {
+            Ok(obtained) => obtained,
+            Err(error) => {
+                let finished = Finished {
+                    repo,
+                    budget: app_budget.clone(),
+                    app: Some((app_budget.clone(), app_requests)),
+                    failed_on: app_budget,
+                    outcome: Err(error.into()),
+                    jobs_seen,
+                    runs,
+                };
+                return finished;
+            }
+        };
+        let budget = Budget::Installation(obtained.installation);
+        let outcome =
+            resync_repo(&shared, &obtained.token, &repo, now, cached.clone(), &mut jobs_seen, &mut runs).await;
+        match outcome {
+            Err(ResyncError::GitHub(GitHubError::Unauthorized)) if attempt == 1 => {
+                tracing::info!(%repo, installation = obtained.installation, "GitHub refused the installation token; minting a new one");
+                shared.installations.refused(&app, obtained.installation, &obtained.token);
+            }
+            outcome => break (budget, outcome),
+        }
+    };
+    Finished { repo, failed_on: budget.clone(), budget, app: Some((app_budget, app_requests)), outcome, jobs_seen, runs }
 }
 
 /// One repository: list, compare, look up, correct. `jobs_seen` receives the jobs of the open

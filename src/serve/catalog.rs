@@ -14,8 +14,8 @@ use crate::catalog::Catalog;
 use crate::cluster::{self, CatalogUpdates, WatchConfig};
 use crate::config::ClusterArgs;
 use crate::demand::RunnerIndex;
-use crate::github::Token;
 use crate::github::reconciler::RepoTokens;
+use crate::github::{Credential, Token};
 use crate::http::AppState;
 use crate::manifests;
 use crate::metrics::Metrics;
@@ -105,16 +105,17 @@ fn load(dir: &Path, organisation: Option<SecretBytes>, metrics: &Metrics) -> Res
     Ok((catalog, problems))
 }
 
-/// GitHub tokens per repository: the runners' own, else the default token.
-pub(super) fn repo_tokens(catalog: &Catalog, default: Option<&Token>) -> RepoTokens {
+/// GitHub credentials per repository: the runners' own (tokens and Apps), else the default.
+pub(super) fn repo_tokens(catalog: &Catalog, default: Option<&Credential>) -> RepoTokens {
     let mut tokens = RepoTokens::default();
     for runner in catalog.runners.iter() {
-        let own: Vec<Token> = catalog
+        let own: Vec<Credential> = catalog
             .tokens
             .get(&runner.repo)
             .into_iter()
             .flatten()
-            .map(|secret| Token::new(String::from_utf8_lossy(secret.expose_secret()).into_owned()))
+            .map(|secret| Credential::Token(Token::new(String::from_utf8_lossy(secret.expose_secret()).into_owned())))
+            .chain(catalog.apps.get(&runner.repo).into_iter().flatten().cloned().map(Credential::App))
             .collect();
         let chosen = if own.is_empty() { default.into_iter().cloned().collect() } else { own };
         tokens.0.insert(runner.repo.clone(), chosen);
@@ -128,7 +129,7 @@ pub(super) fn follow_cluster(
     source: Source,
     args: &ClusterArgs,
     state: AppState,
-    default_token: Option<Token>,
+    default_token: Option<Credential>,
     stop: CancellationToken,
 ) -> (Vec<JoinHandle<()>>, Option<ReconcilerCatalogs>) {
     let Some(client) = source.cluster else {
@@ -146,7 +147,7 @@ pub(super) fn follow_cluster(
 pub async fn follow_catalog(
     state: AppState,
     mut updates: CatalogUpdates,
-    default_token: Option<Token>,
+    default_token: Option<Credential>,
     reconciler: Option<watch::Sender<(RunnerIndex, RepoTokens)>>,
 ) {
     while updates.changed().await.is_ok() {

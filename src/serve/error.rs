@@ -25,6 +25,14 @@ pub enum ServeError {
     Store(String),
     #[error("GitHub client: {0}")]
     GitHub(String),
+    #[error(
+        "--github-token-file and --github-app-id (GAA_GITHUB_TOKEN_FILE, GAA_GITHUB_APP_ID) are both given: give a token or a GitHub App, not both"
+    )]
+    TokenAndApp,
+    #[error("--github-app-id and --github-app-private-key-file go together: {0}")]
+    AppIncomplete(&'static str),
+    #[error("the GitHub App private key file {path}: {reason}")]
+    AppKey { path: String, reason: String },
     #[error("TLS: {0}")]
     Tls(String),
 }

@@ -11,7 +11,7 @@ use super::catalog::ReconcilerCatalogs;
 use crate::config::{GitHubArgs, LeaseArgs};
 use crate::demand::RunnerIndex;
 use crate::github::reconciler::{Reconciler, ReconcilerConfig, RepoTokens};
-use crate::github::{GitHubClient, Token};
+use crate::github::{Credential, GitHubApp, GitHubClient, Token};
 use crate::lease::LeaseConfig;
 use crate::metrics::Metrics;
 use crate::store::StoreHandle;
@@ -19,8 +19,33 @@ use crate::store::StoreHandle;
 /// How long a stopping resync may take before it is aborted (it stops at its next await).
 const RESYNC_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The credentials of `--github-token-file` or `--github-app-*`, for repositories whose runners
+/// name none.
+pub(super) fn default_credential(args: &GitHubArgs) -> Result<Option<Credential>, ServeError> {
+    match (&args.github_token_file, &args.github_app_id, &args.github_app_private_key_file) {
+        (Some(_), Some(_), _) => Err(ServeError::TokenAndApp),
+        (Some(_), None, _) => Ok(default_token(args)?.map(Credential::Token)),
+        (None, Some(id), Some(path)) => {
+            let reason = |reason: String| ServeError::AppKey { path: path.display().to_string(), reason };
+            // The key is read into a buffer that is zeroed once parsed.
+            let key = secrecy::SecretSlice::from(std::fs::read(path).map_err(|e| reason(e.to_string()))?);
+            let installation = args.github_app_installation_id.map(|id| id.to_string());
+            let app = GitHubApp::new(id, secrecy::ExposeSecret::expose_secret(&key), installation.as_deref())
+                .map_err(|e| reason(e.to_string()))?;
+            tracing::info!(app = %app, "GitHub App credentials for repositories whose runners name no githubTokenSecret");
+            Ok(Some(Credential::App(app)))
+        }
+        (None, Some(_), None) => Err(ServeError::AppIncomplete("--github-app-private-key-file is missing")),
+        (None, None, Some(_)) => Err(ServeError::AppIncomplete("--github-app-id is missing")),
+        (None, None, None) if args.github_app_installation_id.is_some() => {
+            Err(ServeError::AppIncomplete("--github-app-installation-id needs them"))
+        }
+        (None, None, None) => Ok(None),
+    }
+}
+
 /// The token of `--github-token-file`, for repositories whose runners name none.
-pub(super) fn default_token(args: &GitHubArgs) -> Result<Option<Token>, ServeError> {
+fn default_token(args: &GitHubArgs) -> Result<Option<Token>, ServeError> {
     let Some(path) = &args.github_token_file else {
         return Ok(None);
     };
@@ -84,7 +109,7 @@ pub(super) fn start(start: Start<'_>, stop: CancellationToken) -> Result<Option<
     let mut reconciler = Reconciler::new(Arc::new(client), store, ReconcilerConfig::from(github), metrics);
     reconciler.set_catalog(runners.clone(), tokens, clock());
     if with_token == 0 && catalogs.is_none() {
-        tracing::info!("no GitHub token: demand comes from webhooks alone (no resync)");
+        tracing::info!("no GitHub token or App: demand comes from webhooks alone (no resync)");
         return Ok(None);
     }
     tracing::info!(
@@ -109,4 +134,46 @@ pub(super) fn start(start: Start<'_>, stop: CancellationToken) -> Result<Option<
         });
     }
     Ok(Some(tokio::spawn(reconciler.run(clock, leading, stop, catalogs))))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    fn github(args: &[&str]) -> GitHubArgs {
+        let argv = ["github-action-autoscaler", "serve"].into_iter().chain(args.iter().copied());
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Command::Serve(args)) => args.github,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn app_flags_that_cannot_be_used_stop_serve_with_the_reason_and_never_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("app.pem");
+        std::fs::write(
+            &key,
+            "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0IGtleSBieXRlcw==\n-----END RSA PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let key = key.to_str().unwrap();
+        let error = default_credential(&github(&["--github-app-id", "1", "--github-app-private-key-file", key]))
+            .expect_err("not an RSA key")
+            .to_string();
+        assert!(error.contains(key) && error.contains("not an RSA private key"), "{error}");
+        assert!(!error.contains("c2VjcmV0"), "{error}");
+        let missing = dir.path().join("missing.pem");
+        let args = github(&["--github-app-id", "1", "--github-app-private-key-file", missing.to_str().unwrap()]);
+        assert!(matches!(default_credential(&args), Err(ServeError::AppKey { .. })));
+        let args = github(&["--github-app-id", "1"]);
+        assert!(matches!(default_credential(&args), Err(ServeError::AppIncomplete(_))));
+        let mut args = github(&["--github-app-id", "1", "--github-app-private-key-file", key]);
+        args.github_token_file = Some("token".into());
+        assert!(matches!(default_credential(&args), Err(ServeError::TokenAndApp)));
+        assert!(default_credential(&github(&[])).unwrap().is_none());
+    }
 }

@@ -22,6 +22,11 @@
 //! rights gets GitHub's `404` on hooks and `403` on the registration token, a fine-grained token
 //! without the permission a `403`, both with `X-Accepted-GitHub-Permissions`.
 //!
+//! GitHub App endpoints ("Authenticating as a GitHub App", "Apps"): a JWT checked against the
+//! App's public key and its times, installation lookup per repository, installation tokens that
+//! expire, read only the installation's repositories and share its rate limit; see the block
+//! at the end of the file.
+//!
 //! Order of checks for every request: `User-Agent` → token (`401`) → the next matching injected
 //! fault → primary limit (`403`) → route (`404`) → `If-None-Match` (`304`, free) → `200` (1 credit).
 
@@ -461,6 +466,8 @@ struct World {
     access: HashMap<(String, String), Access>,
     next_hook_id: u64,
     registration_tokens: Vec<String>,
+    /// GitHub Apps, their installations and installation tokens (see the block at the end).
+    apps: Apps,
 }
 
 fn repo_key(repo: &str) -> String {
@@ -513,6 +520,7 @@ impl World {
             access: HashMap::new(),
             next_hook_id: 0,
             registration_tokens: Vec::new(),
+            apps: Apps::default(),
         }
     }
 
@@ -545,7 +553,7 @@ impl World {
             });
         }
         let now = self.now();
-        let Some(quota) = token.and_then(|t| self.tokens.get_mut(t)) else {
+        let Some(quota) = token.and_then(|t| self.quota_of(t)) else {
             return Admission::Refused(Reply::error(
                 StatusCode::UNAUTHORIZED,
                 "Bad credentials",
@@ -572,7 +580,7 @@ impl World {
         let now = self.now();
         self.served += 1;
         let request_id = format!("FAKE:{:08X}", self.served);
-        let Some(quota) = self.tokens.get_mut(token) else {
+        let Some(quota) = self.quota_of(token) else {
             return Reply::error(StatusCode::UNAUTHORIZED, "Bad credentials", "https://docs.github.com/rest");
         };
         quota.roll(now);
@@ -598,6 +606,7 @@ impl World {
             )),
             _ => None,
         };
+        let reply = reply.or_else(|| self.outside_installation(token, uri.path()));
         let reply = reply.or_else(|| self.manage(method, uri, token, body, now));
         let reply = reply.unwrap_or_else(|| match self.route(method, uri) {
             Err(not_found) => not_found,
@@ -607,7 +616,7 @@ impl World {
                 if if_none_match.is_some_and(|candidates| etag_matches(candidates, &etag)) {
                     Reply { status: StatusCode::NOT_MODIFIED, headers: vec![("etag", etag)], body: Vec::new() }
                 } else {
-                    if let Some(quota) = self.tokens.get_mut(token) {
+                    if let Some(quota) = self.quota_of(token) {
                         quota.used += 1;
                         quota.spent += 1;
                     }
@@ -630,7 +639,7 @@ impl World {
         });
         let mut reply =
             reply.header("x-github-request-id", request_id).header("x-github-media-type", "github.v3; format=json");
-        if let Some(quota) = self.tokens.get(token) {
+        if let Some(quota) = self.quota_ref(token) {
             let (remaining, used) = if exhausted { (0, quota.limit) } else { (quota.remaining(), quota.used) };
             reply = reply
                 .header("x-ratelimit-limit", quota.limit.to_string())
@@ -659,7 +668,7 @@ impl World {
         };
         let reply = self.manage_endpoint(method, uri, endpoint, &key, token, body, now);
         if reply.status.is_success()
-            && let Some(quota) = self.tokens.get_mut(token)
+            && let Some(quota) = self.quota_of(token)
         {
             quota.used += 1;
             quota.spent += 1;
@@ -957,7 +966,12 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
 async fn answer(State(world): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let token = presented_token(&headers);
     let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let admission = lock(&world).admit(uri.path(), &headers, token.as_deref());
+    let app_reply = lock(&world).answer_app(&method, &uri, &headers);
+    let admission = match app_reply {
+        // A GitHub App endpoint, authenticated with the App's JWT rather than a token.
+        Some(reply) => Admission::Refused(reply),
+        None => lock(&world).admit(uri.path(), &headers, token.as_deref()),
+    };
     let reply = match admission {
         Admission::Refused(reply) => reply,
         Admission::Admitted { token, fault } => {
@@ -1059,4 +1073,368 @@ fn hook_json(hook: &HookView, hooks_url: &str) -> Value {
         "deliveries_url": format!("{url}/deliveries"),
         "last_response": {"code": null, "status": "unused", "message": null},
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// GitHub Apps: JWTs, installations, installation tokens.
+//
+// As GitHub documents them ("Generating a JSON Web Token (JWT) for a GitHub App", "Get a
+// repository installation for the authenticated app", "Create an installation access token for
+// an app", "Rate limits for the REST API"):
+// - a JWT is RS256, signed with the App's private key, `iss` its App id (number or string) or
+//   client id, `iat` not in the future, `exp` in the future and at most 10 minutes ahead (of now
+//   and of `iat`); anything else is a `401`, whose reason the fake keeps for tests;
+// - the App's own requests have their own quota (the App's, not an installation's);
+// - an installation token reads the installation's repositories only (`404` elsewhere), lives
+//   `token_lifetime` seconds (an hour unless a test shortens it), and spends the installation's
+//   quota: 5,000 an hour plus 50 per repository beyond 20, at most 12,500, unless set.
+
+/// What a JWT must satisfy, as GitHub's answers word it; the fake keeps the short reason.
+const JWT_UNDECODABLE: &str = "A JSON web token could not be decoded";
+const JWT_MAX_LIFETIME: i64 = 600;
+
+struct FakeApp {
+    id: u64,
+    client_id: String,
+    key: jsonwebtoken::DecodingKey,
+    quota: Quota,
+}
+
+struct FakeInstallation {
+    app: u64,
+    /// Repository keys (lower-cased `owner/name`).
+    repos: BTreeSet<String>,
+    quota: Quota,
+    minted: u32,
+    suspended: bool,
+}
+
+struct IssuedToken {
+    installation: u64,
+    expires_at: i64,
+    revoked: bool,
+}
+
+struct Apps {
+    apps: BTreeMap<u64, FakeApp>,
+    installations: BTreeMap<u64, FakeInstallation>,
+    tokens: HashMap<String, IssuedToken>,
+    token_lifetime: i64,
+    /// Distinct JWTs accepted.
+    jwts: BTreeSet<String>,
+    rejections: Vec<String>,
+    lookups: BTreeMap<String, u32>,
+}
+
+impl Default for Apps {
+    fn default() -> Self {
+        Self {
+            apps: BTreeMap::new(),
+            installations: BTreeMap::new(),
+            tokens: HashMap::new(),
+            token_lifetime: 3600,
+            jwts: BTreeSet::new(),
+            rejections: Vec::new(),
+            lookups: BTreeMap::new(),
+        }
+    }
+}
+
+/// An installation's hourly limit as GitHub computes it for an organisation's installation.
+pub fn installation_limit(repositories: usize) -> u32 {
+    let extra = u32::try_from(repositories.saturating_sub(20)).unwrap_or(u32::MAX).saturating_mul(50);
+    5000u32.saturating_add(extra).min(12_500)
+}
+
+impl FakeGitHub {
+    /// A GitHub App whose JWTs must verify with `public_key_pem` (SPKI); its own requests may
+    /// spend 5,000 an hour.
+    pub fn add_app(&self, app_id: u64, client_id: &str, public_key_pem: &str) {
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_key_pem.as_bytes()).expect("an RSA public key");
+        let quota = Quota { limit: 5000, used: 0, window_start: None, spent: 0 };
+        self.world().apps.apps.insert(app_id, FakeApp { id: app_id, client_id: client_id.to_owned(), key, quota });
+    }
+
+    /// Installs App `app_id` on `repos` (created if needed) as installation `installation_id`,
+    /// with GitHub's limit for that many repositories.
+    pub fn add_installation(&self, app_id: u64, installation_id: u64, repos: &[&str]) {
+        let mut world = self.world();
+        for repo in repos {
+            world.repo_mut(repo);
+        }
+        let repos: BTreeSet<String> = repos.iter().map(|r| repo_key(r)).collect();
+        let quota = Quota { limit: installation_limit(repos.len()), used: 0, window_start: None, spent: 0 };
+        let installation = FakeInstallation { app: app_id, repos, quota, minted: 0, suspended: false };
+        world.apps.installations.insert(installation_id, installation);
+    }
+
+    /// Sets an installation's hourly limit (15,000 for an Enterprise Cloud organisation's).
+    pub fn set_installation_limit(&self, installation_id: u64, limit: u32) {
+        self.world().apps.installations.get_mut(&installation_id).expect("an installation").quota.limit = limit;
+    }
+
+    /// Sets the hourly limit of the App's own (JWT) requests.
+    pub fn set_app_limit(&self, app_id: u64, limit: u32) {
+        self.world().apps.apps.get_mut(&app_id).expect("an App").quota.limit = limit;
+    }
+
+    /// How long installation tokens minted from now on live (an hour by default).
+    pub fn set_installation_token_lifetime(&self, seconds: i64) {
+        self.world().apps.token_lifetime = seconds;
+    }
+
+    /// Every token of the installation minted so far answers `401` from now on.
+    pub fn revoke_installation_tokens(&self, installation_id: u64) {
+        for token in self.world().apps.tokens.values_mut().filter(|t| t.installation == installation_id) {
+            token.revoked = true;
+        }
+    }
+
+    /// Minting tokens for the installation answers `403` (suspended) until called with `false`.
+    pub fn suspend_installation(&self, installation_id: u64, suspended: bool) {
+        self.world().apps.installations.get_mut(&installation_id).expect("an installation").suspended = suspended;
+    }
+
+    /// Installation tokens minted for the installation so far.
+    pub fn installation_tokens_minted(&self, installation_id: u64) -> u32 {
+        self.world().apps.installations.get(&installation_id).map_or(0, |i| i.minted)
+    }
+
+    /// Every installation token minted so far, to look for in logs.
+    pub fn installation_tokens(&self) -> Vec<String> {
+        self.world().apps.tokens.keys().cloned().collect()
+    }
+
+    /// Installation lookups (`GET /repos/{owner}/{repo}/installation`) answered for `repo`.
+    pub fn installation_lookups(&self, repo: &str) -> u32 {
+        self.world().apps.lookups.get(&repo_key(repo)).copied().unwrap_or(0)
+    }
+
+    /// Distinct JWTs accepted so far.
+    pub fn jwts_accepted(&self) -> usize {
+        self.world().apps.jwts.len()
+    }
+
+    /// Why each refused JWT was refused, oldest first: `malformed`, `not RS256`, `unknown
+    /// issuer`, `bad signature`, `expired`, `not yet valid`, `exp too far`.
+    pub fn jwt_rejections(&self) -> Vec<String> {
+        self.world().apps.rejections.clone()
+    }
+
+    /// Credits the installation's tokens spent since it was added, across windows.
+    pub fn installation_credits_used(&self, installation_id: u64) -> u32 {
+        self.world().apps.installations.get(&installation_id).map_or(0, |i| i.quota.spent)
+    }
+
+    /// What `X-RateLimit-Remaining` would say now to the installation's tokens.
+    pub fn installation_remaining(&self, installation_id: u64) -> u32 {
+        let world = self.world();
+        let now = world.now();
+        world
+            .apps
+            .installations
+            .get(&installation_id)
+            .map_or(0, |i| if i.quota.expired(now) { i.quota.limit } else { i.quota.remaining() })
+    }
+
+    /// Credits the App's own (JWT) requests spent since it was added.
+    pub fn app_credits_used(&self, app_id: u64) -> u32 {
+        self.world().apps.apps.get(&app_id).map_or(0, |a| a.quota.spent)
+    }
+}
+
+/// A JWT's claims as the fake reads them: the times as integers, `iss` a number or a string.
+#[derive(serde::Deserialize)]
+struct JwtClaims {
+    iat: i64,
+    exp: i64,
+    iss: Value,
+}
+
+impl World {
+    /// The quota a token spends: its own, or its installation's for a live installation token.
+    fn quota_of(&mut self, token: &str) -> Option<&mut Quota> {
+        if self.tokens.contains_key(token) {
+            return self.tokens.get_mut(token);
+        }
+        let now = self.now();
+        let issued = self.apps.tokens.get(token).filter(|t| !t.revoked && t.expires_at > now)?;
+        self.apps.installations.get_mut(&issued.installation).map(|i| &mut i.quota)
+    }
+
+    fn quota_ref(&self, token: &str) -> Option<&Quota> {
+        if let Some(quota) = self.tokens.get(token) {
+            return Some(quota);
+        }
+        let issued = self.apps.tokens.get(token)?;
+        self.apps.installations.get(&issued.installation).map(|i| &i.quota)
+    }
+
+    /// GitHub's `404` for an installation token reading a repository outside its installation.
+    fn outside_installation(&self, token: &str, path: &str) -> Option<Reply> {
+        let issued = self.apps.tokens.get(token)?;
+        let installation = self.apps.installations.get(&issued.installation)?;
+        let ["", "repos", owner, name, ..] = path.split('/').collect::<Vec<_>>()[..] else { return None };
+        let inside = installation.repos.contains(&repo_key(&format!("{owner}/{name}")));
+        (!inside).then(|| Reply::error(StatusCode::NOT_FOUND, "Not Found", "https://docs.github.com/rest"))
+    }
+
+    /// The App whose JWT the request carries, or the `401` (its reason kept).
+    fn app_of(&mut self, headers: &HeaderMap) -> Result<u64, Reply> {
+        let refuse = |apps: &mut Apps, reason: &str, message: &str| {
+            apps.rejections.push(reason.to_owned());
+            Reply::error(StatusCode::UNAUTHORIZED, message, "https://docs.github.com/rest")
+        };
+        let Some(jwt) = presented_token(headers) else {
+            return Err(refuse(&mut self.apps, "malformed", JWT_UNDECODABLE));
+        };
+        let Ok(header) = jsonwebtoken::decode_header(&jwt) else {
+            return Err(refuse(&mut self.apps, "malformed", JWT_UNDECODABLE));
+        };
+        if header.alg != jsonwebtoken::Algorithm::RS256 {
+            return Err(refuse(&mut self.apps, "not RS256", JWT_UNDECODABLE));
+        }
+        // The issuer first (unverified), to know whose key must verify the signature.
+        use base64::Engine as _;
+        let claims = jwt
+            .split('.')
+            .nth(1)
+            .and_then(|part| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok())
+            .and_then(|bytes| serde_json::from_slice::<JwtClaims>(&bytes).ok());
+        let Some(claims) = claims else {
+            return Err(refuse(&mut self.apps, "malformed", JWT_UNDECODABLE));
+        };
+        let issuer = match &claims.iss {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            _ => String::new(),
+        };
+        let app = self.apps.apps.values().find(|a| a.id.to_string() == issuer || a.client_id == issuer);
+        let Some(app) = app else {
+            return Err(refuse(&mut self.apps, "unknown issuer", "Integration not found"));
+        };
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        // Times are checked below against the fake's clock, which tests move.
+        validation.validate_exp = false;
+        validation.required_spec_claims.clear();
+        let app_id = app.id;
+        if jsonwebtoken::decode::<Value>(&jwt, &app.key, &validation).is_err() {
+            return Err(refuse(&mut self.apps, "bad signature", JWT_UNDECODABLE));
+        }
+        let now = self.now();
+        if claims.exp <= now {
+            let message = "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires";
+            return Err(refuse(&mut self.apps, "expired", message));
+        }
+        if claims.iat > now {
+            let message =
+                "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued";
+            return Err(refuse(&mut self.apps, "not yet valid", message));
+        }
+        if claims.exp > now + JWT_MAX_LIFETIME || claims.exp - claims.iat > JWT_MAX_LIFETIME {
+            let message = "'Expiration time' claim ('exp') is too far in the future";
+            return Err(refuse(&mut self.apps, "exp too far", message));
+        }
+        self.apps.jwts.insert(jwt);
+        Ok(app_id)
+    }
+
+    /// Answers a GitHub App endpoint; `None` for any other path (and for requests without a
+    /// `User-Agent`, which the common checks refuse).
+    fn answer_app(&mut self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Reply> {
+        let segments: Vec<&str> = uri.path().trim_end_matches('/').split('/').collect();
+        let lookup = match segments.as_slice() {
+            ["", "repos", owner, name, "installation"] => Some(repo_key(&format!("{owner}/{name}"))),
+            ["", "app", ..] => None,
+            _ => return None,
+        };
+        if headers.get(header::USER_AGENT).is_none_or(|v| v.as_bytes().is_empty()) {
+            return None;
+        }
+        let app_id = match self.app_of(headers) {
+            Ok(app) => app,
+            Err(refused) => return Some(refused),
+        };
+        let now = self.now();
+        self.served += 1;
+        let not_found = || Reply::error(StatusCode::NOT_FOUND, "Not Found", "https://docs.github.com/rest");
+        let quota = &mut self.apps.apps.get_mut(&app_id)?.quota;
+        quota.roll(now);
+        let reply = if quota.remaining() == 0 {
+            Reply::error(
+                StatusCode::FORBIDDEN,
+                "API rate limit exceeded for app ID.",
+                &format!("{RATE_LIMIT_DOCS}#about-primary-rate-limits"),
+            )
+        } else if let Some(repo) = lookup {
+            *self.apps.lookups.entry(repo.clone()).or_default() += 1;
+            let found = self
+                .apps
+                .installations
+                .iter()
+                .find(|(_, i)| i.app == app_id && i.repos.contains(&repo))
+                .map(|(id, _)| *id);
+            match (found, method == Method::GET) {
+                (Some(id), true) => Reply::json(
+                    StatusCode::OK,
+                    &json!({
+                        "id": id,
+                        "app_id": app_id,
+                        "account": {"login": repo.split('/').next()},
+                        "repository_selection": "selected",
+                        "permissions": {"actions": "read", "metadata": "read"},
+                    }),
+                ),
+                _ => not_found(),
+            }
+        } else {
+            match (segments.as_slice(), method.clone()) {
+                (["", "app", "installations", id, "access_tokens"], Method::POST) => {
+                    let id: u64 = id.parse().unwrap_or(0);
+                    let lifetime = self.apps.token_lifetime;
+                    match self.apps.installations.get_mut(&id).filter(|i| i.app == app_id) {
+                        None => not_found(),
+                        Some(installation) if installation.suspended => Reply::error(
+                            StatusCode::FORBIDDEN,
+                            "This installation has been suspended",
+                            "https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app",
+                        ),
+                        Some(installation) => {
+                            installation.minted += 1;
+                            let digest = Sha256::digest(format!("{id}:{}:{}", installation.minted, self.served));
+                            let token = format!("ghs_{}", &hex::encode(digest)[..36]);
+                            let expires_at = now + lifetime;
+                            self.apps
+                                .tokens
+                                .insert(token.clone(), IssuedToken { installation: id, expires_at, revoked: false });
+                            Reply::json(
+                                StatusCode::CREATED,
+                                &json!({
+                                    "token": token,
+                                    "expires_at": rfc3339(expires_at),
+                                    "permissions": {"actions": "read", "metadata": "read"},
+                                    "repository_selection": "selected",
+                                }),
+                            )
+                        }
+                    }
+                }
+                (["", "app"], Method::GET) => Reply::json(StatusCode::OK, &json!({"id": app_id, "slug": "fake-app"})),
+                _ => not_found(),
+            }
+        };
+        let quota = &mut self.apps.apps.get_mut(&app_id)?.quota;
+        if reply.status.is_success() {
+            quota.used += 1;
+            quota.spent += 1;
+        }
+        Some(
+            reply
+                .header("x-ratelimit-limit", quota.limit.to_string())
+                .header("x-ratelimit-remaining", quota.remaining().to_string())
+                .header("x-ratelimit-used", quota.used.to_string())
+                .header("x-ratelimit-reset", quota.reset(now).to_string())
+                .header("x-ratelimit-resource", "core"),
+        )
+    }
 }

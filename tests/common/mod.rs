@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: signed deliveries, a runner catalog, a server state.
 #![allow(dead_code)]
 
+pub mod app_keys;
 pub mod fake_github;
 pub mod memcached;
 pub mod pki;

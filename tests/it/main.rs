@@ -13,6 +13,7 @@ mod deploy;
 mod durability;
 mod external_scaler;
 mod fake_github;
+mod github_app;
 mod github_client;
 mod group_commit;
 mod journal_compaction;

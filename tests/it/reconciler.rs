@@ -61,7 +61,7 @@ impl World {
         };
         let config = ReconcilerConfig { windows: WINDOWS, settle: SETTLE, ..ReconcilerConfig::default() };
         let mut reconciler = Reconciler::new(Arc::new(client), store.clone(), config, metrics);
-        let tokens = RepoTokens(repos.iter().map(|repo| (repo.to_string(), vec![Token::new(TOKEN)])).collect());
+        let tokens = RepoTokens(repos.iter().map(|repo| (repo.to_string(), vec![Token::new(TOKEN).into()])).collect());
         reconciler.set_catalog(catalog.runners, tokens, start);
         Self { github, store, reconciler, now, _dir: dir }
     }
@@ -390,7 +390,7 @@ async fn the_reconciler_forgets_repositories_and_tokens_that_go_away() {
             repos
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (r.clone(), vec![Token::new(if i % 2 == 0 { TOKEN } else { "ghp_second_token" })]))
+                .map(|(i, r)| (r.clone(), vec![Token::new(if i % 2 == 0 { TOKEN } else { "ghp_second_token" }).into()]))
                 .collect(),
         )
     };
