@@ -573,7 +573,15 @@ async fn resync_with(
             outcome => break (budget, outcome),
         }
     };
-    Finished { repo, failed_on: budget.clone(), budget, app: Some((app_budget, app_requests)), outcome, jobs_seen, runs }
+    Finished {
+        repo,
+        failed_on: budget.clone(),
+        budget,
+        app: Some((app_budget, app_requests)),
+        outcome,
+        jobs_seen,
+        runs,
+    }
 }
 
 /// One repository: list, compare, look up, correct. `jobs_seen` receives the jobs of the open
