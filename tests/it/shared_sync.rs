@@ -262,16 +262,22 @@ async fn a_replica_that_knows_no_jobs_holds_its_numbers_while_another_restores_a
     observer.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_finish_only_another_replica_journaled_is_what_a_replica_republishes_once_it_has_read_it() {
+/// Two replicas on one store: A journaled job 1 queued, B alone its completion, which A has read
+/// from the shared value.
+async fn a_finish_only_b_journaled() -> (Arc<MemoryKv>, [tempfile::TempDir; 2], StoreHandle, StoreHandle) {
     let kv = Arc::new(MemoryKv::default());
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (replica(a_dir.path(), kv.clone()), replica(b_dir.path(), kv.clone()));
     a.record("q1", event(1, JobStatus::Queued, &["linux"])).await.unwrap();
     eventually("both see the job", || demand(&b, "api-linux") == (1, false)).await;
-    // The job's completion reaches B alone, and A reads it from the shared value.
     b.record("c1", event(1, JobStatus::Completed, &["linux"])).await.unwrap();
-    eventually("both see it finished", || demand(&a, "api-linux") == (0, false)).await;
+    eventually("A reads the finish", || demand(&a, "api-linux") == (0, false)).await;
+    (kv, [a_dir, b_dir], a, b)
+}
+
+#[tokio::test]
+async fn a_finish_only_another_replica_journaled_is_what_a_replica_republishes_once_it_has_read_it() {
+    let (kv, _dirs, a, b) = a_finish_only_b_journaled().await;
     // B is down when the store loses everything: A alone refills it, from what it knows.
     b.shutdown().await;
     let writes = kv.writes.load(Ordering::SeqCst);
@@ -284,13 +290,7 @@ async fn a_finish_only_another_replica_journaled_is_what_a_replica_republishes_o
 
 #[tokio::test]
 async fn a_finish_only_another_replica_journaled_survives_a_restart_while_the_store_is_empty_and_it_is_away() {
-    let kv = Arc::new(MemoryKv::default());
-    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (replica(a_dir.path(), kv.clone()), replica(b_dir.path(), kv.clone()));
-    a.record("q1", event(1, JobStatus::Queued, &["linux"])).await.unwrap();
-    eventually("both see the job", || demand(&b, "api-linux") == (1, false)).await;
-    b.record("c1", event(1, JobStatus::Completed, &["linux"])).await.unwrap();
-    eventually("A reads the finish", || demand(&a, "api-linux") == (0, false)).await;
+    let (kv, [a_dir, _b_dir], a, b) = a_finish_only_b_journaled().await;
     // B goes away, A restarts, and the store has lost everything (or forgot the finished job
     // after its hour): what A republishes from its journal must hold the finish.
     b.shutdown().await;
