@@ -6,8 +6,9 @@
 //!
 //! `scripts/soak.sh --minutes N` runs it (`cargo test --release --test soak -- --minutes N`).
 //! Flags: `--minutes N` (workload with faults; default 3), `--seed N`, `--work-dir DIR`
-//! (journals, logs and the `pids` file of the processes it owns), `--settle SECONDS` (the
-//! longest wait for the truth once faults have stopped; default 300).
+//! (journals, logs, `rss.tsv` and the `pids` file of the processes it owns), `--settle SECONDS`
+//! (the longest wait for the truth once faults have stopped; default 300), `--keep-replicas`
+//! (no replica is killed: one process's memory over the whole run).
 
 mod checks;
 #[path = "../common/mod.rs"]
@@ -33,6 +34,9 @@ struct Options {
     seed: u64,
     work: Option<PathBuf>,
     settle: Duration,
+    /// Leave the replicas running (memcached and GitHub still fail): to watch one process's
+    /// memory over the whole run.
+    keep_replicas: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -41,6 +45,7 @@ fn options() -> Result<Options, String> {
         seed: jiff::Timestamp::now().as_nanosecond() as u64,
         work: None,
         settle: Duration::from_secs(300),
+        keep_replicas: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -50,9 +55,10 @@ fn options() -> Result<Options, String> {
             "--seed" => options.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--work-dir" => options.work = Some(PathBuf::from(value()?)),
             "--settle" => options.settle = Duration::from_secs(value()?.parse().map_err(|e| format!("--settle: {e}"))?),
+            "--keep-replicas" => options.keep_replicas = true,
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (--minutes N, --seed N, --work-dir DIR, --settle SECONDS)"
+                    "unknown argument {other:?} (--minutes N, --seed N, --work-dir DIR, --settle SECONDS, --keep-replicas)"
                 ));
             }
         }
@@ -155,7 +161,10 @@ async fn soak(options: Options) -> Vec<String> {
     let load = tokio::spawn(workload.run(start + workload_for));
 
     let mut rng = Rng(options.seed.rotate_left(17) | 1);
-    let (cycle, actions) = fleet::plan(workload_for, &mut rng);
+    let (cycle, mut actions) = fleet::plan(workload_for, &mut rng);
+    if options.keep_replicas {
+        actions.retain(|(_, action)| !matches!(action, fleet::Action::KillReplica(_) | fleet::Action::StartReplica(_)));
+    }
     let faults = fleet::run_faults(start, actions, cycle, &mut replicas, &mut memcached, &github).await;
     tokio::time::sleep_until((start + workload_for).into()).await;
     println!("soak: workload over at {:.0} s; sending what is still in flight", start.elapsed().as_secs_f64());
@@ -178,6 +187,11 @@ async fn soak(options: Options) -> Vec<String> {
     stop_sampling.cancel();
     let samples = sampler.await.expect("the sampler ran");
     let memory = checks::memory(&samples, workload_for);
+    let table: String = samples
+        .iter()
+        .map(|s| format!("{:.0}\t{}\t{}\t{}\n", s.at, fleet::NAMES[s.replica], s.incarnation, s.rss_kib))
+        .collect();
+    let _ = std::fs::write(work.join("rss.tsv"), format!("seconds\treplica\tincarnation\tvm_rss_kib\n{table}"));
     failures.extend(memory.iter().filter_map(|m| m.failure.clone()));
     failures.extend(fleet.crashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned());
     for i in 0..2 {
