@@ -49,7 +49,11 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]
 fi
 
 # The fuzz crate is its own workspace with its own Cargo.lock, which must be current.
-cargo fetch --quiet --locked --manifest-path fuzz/Cargo.toml
+cargo fetch --quiet --locked --manifest-path fuzz/Cargo.toml || {
+  echo "fuzz/Cargo.lock is stale (the product's dependencies changed): run" >&2
+  echo "  cargo update --manifest-path fuzz/Cargo.toml -p github-action-autoscaler" >&2
+  exit 1
+}
 # No sanitizer: AddressSanitizer needs nightly Rust, and safe Rust has nothing for it to find
 # that the fuzzer would not see as a panic.
 fuzz=(--sanitizer none)
