@@ -11,6 +11,29 @@ use gaa::config::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc returns freed memory to the system only once its purge delay has passed *and* a
+/// later free comes to look. With its default of a second, what start-up or a burst freed stays
+/// resident until more work arrives: 45 MiB once 10,000 runners are loaded. 10 ms (mimalloc 2's
+/// default) gives it back while the work that freed it is still going on.
+const PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "10");
+
+/// mimalloc reads its options only from the environment, as the process starts, and has no
+/// safe interface to change them later: a server started without [`PURGE_DELAY`] set runs
+/// itself again with it, in the same process (same id, arguments and descriptors; nothing has
+/// started yet). A value the caller set is kept. Returns only when it did not run again: with
+/// the error that kept it from doing so, if any.
+#[cfg(target_os = "linux")]
+fn with_allocator_settings() -> Option<std::io::Error> {
+    use std::os::unix::process::CommandExt;
+    let (variable, value) = PURGE_DELAY;
+    if std::env::var_os(variable).is_some() {
+        return None;
+    }
+    let mut args = std::env::args_os();
+    let program = args.next().unwrap_or_default();
+    Some(std::process::Command::new("/proc/self/exe").arg0(program).args(args).env(variable, value).exec())
+}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -39,6 +62,13 @@ fn one_line(error: &anyhow::Error) -> String {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     gaa::telemetry::init(&cli.logging);
+    #[cfg(target_os = "linux")]
+    if matches!(cli.command, Command::Serve(_) | Command::Operator(_))
+        && let Some(error) = with_allocator_settings()
+    {
+        let (variable, value) = PURGE_DELAY;
+        tracing::warn!(%error, "could not start again with {variable}={value}: freed memory may stay resident longer");
+    }
     match cli.command {
         Command::Crds => {
             print!("{}", gaa::crd::crds_yaml().context("rendering the CRDs")?);

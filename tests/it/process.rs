@@ -210,3 +210,24 @@ async fn sigterm_in_the_middle_of_a_slow_resync_checkpoints_within_five_seconds(
     assert!(recovered.tail.is_empty(), "{} deliveries after the checkpoint", recovered.tail.len());
     assert_eq!(recovered.jobs.len(), 5);
 }
+
+/// The server sets mimalloc's purge delay for itself (mimalloc reads it from the environment
+/// only), in the same process, unless the caller chose one.
+#[tokio::test]
+async fn serve_runs_with_a_short_allocator_purge_delay_unless_one_is_given() {
+    let environment = |server: &Server| {
+        let bytes = std::fs::read(format!("/proc/{}/environ", server.child.id())).unwrap();
+        bytes.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect::<Vec<_>>()
+    };
+    let root = tempfile::tempdir().unwrap();
+    let manifests = manifests_dir(root.path(), "");
+    let server = Server::start(&root.path().join("data"), &manifests).await;
+    // As this test's own caller set it, if it did.
+    let expected = std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "10".into());
+    assert!(environment(&server).contains(&format!("MIMALLOC_PURGE_DELAY={expected}")), "{}", server.log());
+    drop(server);
+    let env = [("GAA_UNAUTHENTICATED_READS", "true"), ("MIMALLOC_PURGE_DELAY", "250")];
+    let server = Server::launch(&root.path().join("data2"), &manifests, &[], &env, None).await;
+    let set: Vec<String> = environment(&server).into_iter().filter(|v| v.starts_with("MIMALLOC_")).collect();
+    assert_eq!(set, ["MIMALLOC_PURGE_DELAY=250"]);
+}
