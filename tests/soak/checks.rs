@@ -331,16 +331,34 @@ pub struct Memory {
     pub incarnations: u32,
     /// The largest growth within one incarnation that lived long enough to judge.
     pub worst_incarnation: Option<(u32, u64, u64, f64)>,
+    /// Growth of the longest-lived incarnation past its warm-up, KiB a minute.
+    pub longest_slope: Option<(u32, f64, f64)>,
     pub failure: Option<String>,
 }
 
 fn margin(start_kib: u64) -> u64 {
-    (16 * 1024).max(start_kib / 4)
+    (8 * 1024).max(start_kib / 5)
+}
+
+/// Least-squares growth of `samples` in KiB per minute.
+fn slope_kib_per_minute(samples: &[&&Sample]) -> f64 {
+    let n = samples.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mean_t = samples.iter().map(|s| s.at).sum::<f64>() / n;
+    let mean_v = samples.iter().map(|s| s.rss_kib as f64).sum::<f64>() / n;
+    let spread: f64 = samples.iter().map(|s| (s.at - mean_t).powi(2)).sum();
+    if spread == 0.0 {
+        return 0.0;
+    }
+    let covariance: f64 = samples.iter().map(|s| (s.at - mean_t) * (s.rss_kib as f64 - mean_v)).sum();
+    covariance / spread * 60.0
 }
 
 /// Flat memory, per replica: the resident size at the end (last 20 s) is at most the size after
-/// warm-up (a sixth of the workload, at least a minute) plus a margin (a quarter, at least 16
-/// MiB); and within any incarnation that lived two minutes past its own 30 s warm-up, its last
+/// warm-up (a sixth of the workload, at least a minute) plus a margin (a fifth, at least 8 MiB);
+/// and within any incarnation that lived two minutes past its own 30 s warm-up, its last
 /// samples are within the same margin of its first ones. Replicas are restarted, so both are
 /// needed: a leak shows within a process, state that piles up shows after a restart too.
 pub fn memory(samples: &[Sample], workload: Duration) -> Vec<Memory> {
@@ -369,16 +387,21 @@ pub fn memory(samples: &[Sample], workload: Duration) -> Vec<Memory> {
                 ));
             }
             let mut worst_incarnation: Option<(u32, u64, u64, f64)> = None;
+            let mut longest_slope: Option<(u32, f64, f64)> = None;
             for incarnation in 1..=incarnations {
                 let its: Vec<&&Sample> = mine.iter().filter(|s| s.incarnation == incarnation).collect();
                 let (Some(first), Some(last)) = (its.first(), its.last()) else { continue };
-                if last.at - first.at < 150.0 {
+                let warmed: Vec<&&Sample> = its.iter().copied().filter(|s| s.at >= first.at + 30.0).collect();
+                let lived = last.at - first.at;
+                if lived >= 60.0 && longest_slope.is_none_or(|(_, l, _)| lived > l) {
+                    longest_slope = Some((incarnation, lived, slope_kib_per_minute(&warmed)));
+                }
+                if lived < 150.0 {
                     continue;
                 }
                 let early = its.iter().filter(|s| s.at >= first.at + 30.0 && s.at <= first.at + 50.0).map(|s| s.rss_kib).max();
                 let late = its.iter().rev().take(5).map(|s| s.rss_kib).max();
                 let (Some(early), Some(late)) = (early, late) else { continue };
-                let lived = last.at - first.at;
                 if worst_incarnation.is_none_or(|(_, e, l, _)| late.saturating_sub(early) > l.saturating_sub(e)) {
                     worst_incarnation = Some((incarnation, early, late, lived));
                 }
@@ -391,7 +414,7 @@ pub fn memory(samples: &[Sample], workload: Duration) -> Vec<Memory> {
                     ));
                 }
             }
-            Memory { replica, start_kib, peak_kib, end_kib, incarnations, worst_incarnation, failure }
+            Memory { replica, start_kib, peak_kib, end_kib, incarnations, worst_incarnation, longest_slope, failure }
         })
         .collect()
 }
@@ -483,9 +506,12 @@ pub fn print_summary(
         None => println!("demand never equal to GitHub's; final mismatches: {}", report.mismatches),
     }
     for m in memory {
-        let within = m.worst_incarnation.map_or(String::new(), |(n, early, late, lived)| {
-            format!("; longest-lived growth: incarnation {n} ({lived:.0} s) {} → {}", mib(early), mib(late))
+        let mut within = m.worst_incarnation.map_or(String::new(), |(n, early, late, lived)| {
+            format!("; largest growth: incarnation {n} ({lived:.0} s) {} → {}", mib(early), mib(late))
         });
+        if let Some((n, lived, slope)) = m.longest_slope {
+            within.push_str(&format!("; incarnation {n} ({lived:.0} s) grew {:.2} MiB a minute", slope / 1024.0));
+        }
         println!(
             "replica {} RSS: start {}, peak {}, end {} ({} incarnations{within}){}",
             NAMES[m.replica],
