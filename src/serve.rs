@@ -27,12 +27,12 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
     // here, and sled's fixed buffers take fresh pages instead of ones the loading left dirty.
     let journal = StoreHandle::open_journal(&args.store.data_dir)?;
     let source = catalog::source(&args.cluster, &metrics).await?;
-    let default_token = resync::default_credential(&args.github)?;
+    let default_credential = resync::default_credential(&args.github)?;
     let store = StoreHandle::start_on(journal, source.catalog.runners.clone(), writer, metrics.clone())?;
     // The workers (watches, resync, lease) stop once the listeners have drained, or at once when
     // starting failed.
     let workers_stop = CancellationToken::new();
-    let served = serve_with(&args, source, default_token, &store, metrics, shutdown, workers_stop.clone()).await;
+    let served = serve_with(&args, source, default_credential, &store, metrics, shutdown, workers_stop.clone()).await;
     // Whatever happened after the journal opened, its final checkpoint and merge run.
     workers_stop.cancel();
     tracing::info!("shutting down: flushing the journal");
@@ -43,17 +43,17 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
 async fn serve_with(
     args: &ServeArgs,
     source: catalog::Source,
-    default_token: Option<crate::github::Credential>,
+    default_credential: Option<crate::github::Credential>,
     store: &StoreHandle,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     workers_stop: CancellationToken,
 ) -> Result<(), ServeError> {
-    let tokens = catalog::repo_tokens(&source.catalog, default_token.as_ref());
+    let tokens = catalog::repo_tokens(&source.catalog, default_credential.as_ref());
     let runners = source.catalog.runners.clone();
     let state = source.state(store.clone(), metrics.clone());
     let (followers, catalogs) =
-        catalog::follow_cluster(source, &args.cluster, state.clone(), default_token, workers_stop.clone());
+        catalog::follow_cluster(source, &args.cluster, state.clone(), default_credential, workers_stop.clone());
     // The one shutdown token stops every listener; what is left after the grace is dropped.
     let shutdown = Shutdown::after(shutdown, args.http.shutdown_grace);
     let listeners = listeners::start(args, &state, store.board().clone(), &shutdown).await?;

@@ -167,8 +167,8 @@ pub struct Reconciler {
     /// Per repository: the jobs of its open runs at the last full listing, reused while both run
     /// lists answer 304.
     last_jobs: HashMap<String, Vec<GitHubJob>>,
-    /// Per repository: the run of each job we hold open, as GitHub's lists showed it while the job
-    /// was open. A job only another replica journaled comes without its run; once its completion
+    /// Per repository: the run of each open job the store knows without one (a job only another
+    /// replica journaled), as GitHub's lists showed it while the job was open; once its completion
     /// is lost, this lets it be repaired with its run's one request instead of one of its own.
     run_of: HashMap<String, HashMap<u64, u64>>,
 }
@@ -586,7 +586,7 @@ async fn resync_with(
 
 /// One repository: list, compare, look up, correct. `jobs_seen` receives the jobs of the open
 /// runs, for reuse while the run lists stay unchanged; `run_of` holds the runs GitHub showed for
-/// the jobs we hold open, and is left holding those of the jobs still open.
+/// the open jobs the store knows without one, and is left holding those still open.
 async fn resync_repo(
     shared: &Shared,
     token: &Token,
@@ -620,11 +620,16 @@ async fn resync_repo(
             jobs
         }
     };
-    let ours: Vec<KnownJob> = shared
-        .store
-        .open_jobs(repo)
-        .await
-        .map_err(ResyncError::OpenJobs)?
+    let open = shared.store.open_jobs(repo).await.map_err(ResyncError::OpenJobs)?;
+    // The run of each open job the store knows without one (only another replica journaled it):
+    // as GitHub lists it now, else as it was listed while the job was open.
+    let listed: HashMap<u64, u64> = github.iter().filter(|j| j.run_id != 0).map(|j| (j.id, j.run_id)).collect();
+    *run_of = open
+        .iter()
+        .filter(|j| j.run_id == 0)
+        .filter_map(|j| listed.get(&j.id).or_else(|| run_of.get(&j.id)).map(|&run| (j.id, run)))
+        .collect();
+    let ours: Vec<KnownJob> = open
         .into_iter()
         .map(|j| KnownJob {
             id: j.id,
@@ -633,15 +638,6 @@ async fn resync_repo(
             status: j.status,
             labels: j.labels,
             changed_at: j.changed_at,
-        })
-        .collect();
-    // Remember, for the jobs we hold open, the run GitHub lists each in, or the one known already.
-    let listed_runs: HashMap<u64, u64> = github.iter().filter(|j| j.run_id != 0).map(|j| (j.id, j.run_id)).collect();
-    *run_of = ours
-        .iter()
-        .filter_map(|j| {
-            let run = listed_runs.get(&j.id).copied().unwrap_or(j.run_id);
-            (run != 0).then_some((j.id, run))
         })
         .collect();
     let repo_ref = RepoRef::new(0, repo);

@@ -527,18 +527,17 @@ impl Writer {
     }
 
     fn set_runners(&mut self, index: RunnerIndex) {
-        let before: HashSet<RunnerKey> = self.state.index().iter().map(|r| r.key.clone()).collect();
         if let Some(sync) = &self.sync {
+            // In shared mode the sync thread shows demand, and forgets removed runners' series.
             let _ = sync.send(SyncMessage::Runners(index.clone()));
-        }
-        self.state.set_runners(index);
-        for key in before {
-            if self.state.index().get(&key).is_none() {
-                self.metrics.forget_runner(&key.namespace, &key.name);
-            }
-        }
-        if self.sync.is_some() {
+            self.state.set_runners(index);
             return;
+        }
+        let removed: Vec<RunnerKey> =
+            self.state.index().iter().filter(|r| index.get(&r.key).is_none()).map(|r| r.key.clone()).collect();
+        self.state.set_runners(index);
+        for key in removed {
+            self.metrics.forget_runner(&key.namespace, &key.name);
         }
         self.board.publish_all(self.state.index(), |key| Some(self.state.counts(key)));
         for view in self.board.list() {

@@ -5,6 +5,7 @@ pub mod app_keys;
 pub mod fake_github;
 pub mod memcached;
 pub mod pki;
+pub mod resync;
 pub mod rng;
 pub mod server;
 

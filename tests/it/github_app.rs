@@ -8,21 +8,19 @@ use crate::common;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use common::app_keys::{AppKeyPair, app_key_pair};
 use common::fake_github::{FakeGitHub, JobState};
+use common::resync::ResyncWorld;
 use gaa::catalog::{Catalog, RunnerProblem};
-use gaa::clock::Clock;
 use gaa::demand::{Runner, RunnerIndex, RunnerKey, ScaleFactor};
 use gaa::github::app::AppCredentialsError;
-use gaa::github::reconciler::{Pass, Reconciler, ReconcilerConfig, RepoTokens};
+use gaa::github::reconciler::{Pass, ReconcilerConfig, RepoTokens};
 use gaa::github::resync::Windows;
 use gaa::github::{Credential, GitHubApp, GitHubClient, GitHubError};
 use gaa::manifests::Manifests;
 use gaa::metrics::Metrics;
-use gaa::store::{StoreHandle, WriterConfig};
 use serde_json::{Value, json};
 
 const APP_ID: u64 = 4242;
@@ -39,49 +37,32 @@ fn app(installation: Option<u64>) -> GitHubApp {
 }
 
 /// The resync of `repos` (each with one runner) through `app`, in simulated time.
-struct World {
-    github: FakeGitHub,
-    reconciler: Reconciler,
-    store: StoreHandle,
-    metrics: Arc<Metrics>,
-    now: Arc<AtomicI64>,
-    _dir: tempfile::TempDir,
+struct World(ResyncWorld);
+
+impl std::ops::Deref for World {
+    type Target = ResyncWorld;
+    fn deref(&self) -> &ResyncWorld {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut ResyncWorld {
+        &mut self.0
+    }
 }
 
 impl World {
     async fn new(repos: &[&str], credential: Credential, windows: Windows) -> Self {
         let github = FakeGitHub::start().await;
         github.add_app(APP_ID, CLIENT_ID, &keys().public);
-        github.set_now(START);
-        let now = Arc::new(AtomicI64::new(START));
-        let clock: Clock = {
-            let now = now.clone();
-            Arc::new(move || now.load(Ordering::SeqCst))
-        };
         let index = RunnerIndex::new(repos.iter().map(|repo| {
             let (owner, name) = repo.split_once('/').unwrap();
             Runner::new(RunnerKey::new("ci", name), owner, name, ["linux"], 0, 10, ScaleFactor::Linear)
         }));
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let writer = WriterConfig { clock: clock.clone(), ..WriterConfig::default() };
-        let store = StoreHandle::start(dir.path(), index.clone(), writer, metrics.clone()).unwrap();
-        let client = GitHubClient::new(&github.url(), metrics.clone()).unwrap().with_clock(move || clock());
         let config = ReconcilerConfig { windows, settle: Duration::from_secs(30), ..ReconcilerConfig::default() };
-        let mut reconciler = Reconciler::new(Arc::new(client), store.clone(), config, metrics.clone());
         let tokens = RepoTokens(repos.iter().map(|r| (r.to_string(), vec![credential.clone()])).collect());
-        reconciler.set_catalog(index, tokens, START);
-        Self { github, reconciler, store, metrics, now, _dir: dir }
-    }
-
-    fn now(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
-    }
-
-    async fn tick(&mut self, step: i64) -> Pass {
-        let now = self.now.fetch_add(step, Ordering::SeqCst) + step;
-        self.github.set_now(now);
-        self.reconciler.resync_due(now).await
+        Self(ResyncWorld::start(github, START, index, tokens, config))
     }
 
     /// Ticks `step` seconds at a time for `seconds`; the passes added up.
@@ -96,10 +77,6 @@ impl World {
             total.credits += pass.credits;
         }
         total
-    }
-
-    fn demand(&self, name: &str) -> u64 {
-        self.store.board().get(&RunnerKey::new("ci", name)).unwrap().demand
     }
 
     /// The tokens the resync's own requests (runs and jobs) carried, per repository.

@@ -4,31 +4,37 @@
 
 use crate::common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::fake_github::{FakeGitHub, Fault, JobState};
+use common::resync::ResyncWorld;
 use common::*;
-use gaa::clock::Clock;
 use gaa::demand::{JobEvent, JobStatus, RepoRef, RunnerKey};
-use gaa::github::reconciler::{Pass, Reconciler, ReconcilerConfig, RepoTokens};
+use gaa::github::Token;
+use gaa::github::reconciler::{Pass, ReconcilerConfig, RepoTokens};
 use gaa::github::resync::Windows;
-use gaa::github::{GitHubClient, Token};
-use gaa::metrics::Metrics;
-use gaa::store::{StoreHandle, WriterConfig};
+use gaa::store::StoreHandle;
 
 const TOKEN: &str = "ghp_test_token_for_the_fake";
 const WINDOWS: Windows = Windows { busy: Duration::from_secs(60), idle: Duration::from_secs(600) };
 const SETTLE: Duration = Duration::from_secs(30);
 const LABELS: [&str; 2] = ["self-hosted", "linux"];
 
-struct World {
-    github: FakeGitHub,
-    store: StoreHandle,
-    reconciler: Reconciler,
-    now: Arc<AtomicI64>,
-    _dir: tempfile::TempDir,
+/// The catalog's runners, resynced in simulated time.
+struct World(ResyncWorld);
+
+impl std::ops::Deref for World {
+    type Target = ResyncWorld;
+    fn deref(&self) -> &ResyncWorld {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut ResyncWorld {
+        &mut self.0
+    }
 }
 
 impl World {
@@ -43,38 +49,9 @@ impl World {
         for repo in repos {
             github.add_repo(repo);
         }
-        let start = 1_800_000_000;
-        github.set_now(start);
-        let now = Arc::new(AtomicI64::new(start));
-        let clock: Clock = {
-            let now = now.clone();
-            Arc::new(move || now.load(Ordering::SeqCst))
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let config = WriterConfig { clock: clock.clone(), ..WriterConfig::default() };
-        let catalog = catalog(None);
-        let store = StoreHandle::start(dir.path(), catalog.runners.clone(), config, metrics.clone()).unwrap();
-        let client = {
-            let clock = clock.clone();
-            GitHubClient::new(&github.url(), metrics.clone()).unwrap().with_clock(move || clock())
-        };
         let config = ReconcilerConfig { windows: WINDOWS, settle: SETTLE, ..ReconcilerConfig::default() };
-        let mut reconciler = Reconciler::new(Arc::new(client), store.clone(), config, metrics);
         let tokens = RepoTokens(repos.iter().map(|repo| (repo.to_string(), vec![Token::new(TOKEN).into()])).collect());
-        reconciler.set_catalog(catalog.runners, tokens, start);
-        Self { github, store, reconciler, now, _dir: dir }
-    }
-
-    fn now(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
-    }
-
-    /// Advances simulated time by `step` and runs a pass.
-    async fn tick(&mut self, step: i64) -> Pass {
-        let now = self.now.fetch_add(step, Ordering::SeqCst) + step;
-        self.github.set_now(now);
-        self.reconciler.resync_due(now).await
+        Self(ResyncWorld::start(github, 1_800_000_000, catalog(None).runners, tokens, config))
     }
 
     /// Ticks until `check` holds; returns the simulated seconds it took.
@@ -85,10 +62,6 @@ impl World {
             self.tick(10).await;
         }
         self.now() - started
-    }
-
-    fn demand(&self, name: &str) -> u64 {
-        self.store.board().get(&RunnerKey::new("ci", name)).unwrap().demand
     }
 }
 
@@ -228,11 +201,8 @@ async fn only_the_replica_holding_the_lease_resyncs() {
     // Far enough ahead that every repository is due.
     world.now.fetch_add(3600, Ordering::SeqCst);
     world.github.set_now(world.now());
-    let clock: Clock = {
-        let now = world.now.clone();
-        Arc::new(move || now.load(Ordering::SeqCst))
-    };
-    let World { github, store, reconciler, _dir, .. } = world;
+    let clock = world.clock();
+    let ResyncWorld { github, store, reconciler, dir: _dir, .. } = world.0;
     let running = tokio::spawn(reconciler.run(clock, leading, stop.clone(), None));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(github.requests().is_empty(), "a follower must not call GitHub");
