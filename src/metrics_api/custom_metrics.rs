@@ -16,7 +16,7 @@ use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::demand::{RunnerDemand, RunnerKey};
@@ -122,15 +122,87 @@ struct Selectors {
     metric_label_selector: Option<String>,
 }
 
-/// The labels the original project put on metric items.
-fn labels(view: &RunnerDemand) -> BTreeMap<String, String> {
-    let (owner, repo) = view.repository.split_once('/').unwrap_or((view.repository.as_str(), ""));
-    BTreeMap::from([
-        ("cr_name".to_string(), view.name.clone()),
-        ("cr_namespace".to_string(), view.namespace.clone()),
-        ("cr_owner".to_string(), owner.to_string()),
-        ("cr_repo".to_string(), repo.to_string()),
-    ])
+/// The labels the original project put on metric items, borrowed from the runner's view.
+#[derive(Serialize)]
+struct ItemLabels<'a> {
+    cr_name: &'a str,
+    cr_namespace: &'a str,
+    cr_owner: &'a str,
+    cr_repo: &'a str,
+}
+
+impl<'a> ItemLabels<'a> {
+    fn of(view: &'a RunnerDemand) -> Self {
+        let (owner, repo) = view.repository.split_once('/').unwrap_or((view.repository.as_str(), ""));
+        Self { cr_name: &view.name, cr_namespace: &view.namespace, cr_owner: owner, cr_repo: repo }
+    }
+
+    /// As selectors read them.
+    fn map(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("cr_name".to_string(), self.cr_name.to_string()),
+            ("cr_namespace".to_string(), self.cr_namespace.to_string()),
+            ("cr_owner".to_string(), self.cr_owner.to_string()),
+            ("cr_repo".to_string(), self.cr_repo.to_string()),
+        ])
+    }
+}
+
+// A MetricValueList, written straight from the runners' views (fields in the order the API
+// server writes them).
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MetricValueList<'a> {
+    kind: &'static str,
+    api_version: String,
+    metadata: Empty,
+    items: Vec<MetricValue<'a>>,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribedObject<'a> {
+    kind: &'static str,
+    namespace: &'a str,
+    name: &'a str,
+    api_version: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LabelSelector<'a> {
+    match_labels: &'a ItemLabels<'a>,
+}
+
+#[derive(Serialize)]
+struct MetricIdentifier<'a> {
+    name: &'a str,
+    selector: LabelSelector<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum MetricValue<'a> {
+    #[serde(rename_all = "camelCase")]
+    V1beta1 {
+        described_object: DescribedObject<'a>,
+        metric_name: &'a str,
+        timestamp: &'a str,
+        value: String,
+        selector: LabelSelector<'a>,
+    },
+    #[serde(rename_all = "camelCase")]
+    V1beta2 {
+        described_object: DescribedObject<'a>,
+        metric: MetricIdentifier<'a>,
+        timestamp: &'a str,
+        window_seconds: u32,
+        value: String,
+    },
 }
 
 fn metric_value(view: &RunnerDemand, metric: &str) -> Option<u64> {
@@ -170,10 +242,14 @@ async fn values(
         "*" => board.namespace(&namespace),
         name => board.get(&RunnerKey::new(namespace.as_str(), name)).into_iter().collect(),
     };
+    let selecting = !(label_selector.is_empty() && metric_selector.is_empty());
     let runners: Vec<RunnerDemand> = candidates
         .into_iter()
         .filter(|v| {
-            let labels = labels(v);
+            if !selecting {
+                return true;
+            }
+            let labels = ItemLabels::of(v).map();
             label_selector.matches(&labels) && metric_selector.matches(&labels)
         })
         .collect();
@@ -181,34 +257,37 @@ async fn values(
         return not_found(format!("{RESOURCE_GROUP} \"{name}\" not found in namespace \"{namespace}\""));
     }
     let timestamp = jiff::Timestamp::now().round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default();
+    let labels: Vec<ItemLabels<'_>> = runners.iter().map(ItemLabels::of).collect();
+    let names: Vec<&str> = if metric == "*" { METRICS.to_vec() } else { vec![metric.as_str()] };
     let mut items = Vec::new();
-    for view in &runners {
-        let names: Vec<&str> = if metric == "*" { METRICS.to_vec() } else { vec![metric.as_str()] };
-        for metric_name in names {
+    for (view, labels) in runners.iter().zip(&labels) {
+        for metric_name in names.iter().copied() {
             let Some(value) = metric_value(view, metric_name) else { continue };
-            let described = json!({
-                "kind": "ScaledActionRunner", "namespace": view.namespace, "name": view.name,
-                "apiVersion": "runner.devjoes.com/v1alpha1",
-            });
-            let selector = json!({"matchLabels": labels(view)});
+            let described_object = DescribedObject {
+                kind: "ScaledActionRunner",
+                namespace: &view.namespace,
+                name: &view.name,
+                api_version: "runner.devjoes.com/v1alpha1",
+            };
+            let selector = LabelSelector { match_labels: labels };
+            let value = value.to_string();
             items.push(match version {
-                Version::V1beta1 => json!({
-                    "describedObject": described, "metricName": metric_name, "timestamp": timestamp,
-                    "value": value.to_string(), "selector": selector,
-                }),
-                Version::V1beta2 => json!({
-                    "describedObject": described, "metric": {"name": metric_name, "selector": selector},
-                    "timestamp": timestamp, "windowSeconds": 0, "value": value.to_string(),
-                }),
+                Version::V1beta1 => {
+                    MetricValue::V1beta1 { described_object, metric_name, timestamp: &timestamp, value, selector }
+                }
+                Version::V1beta2 => MetricValue::V1beta2 {
+                    described_object,
+                    metric: MetricIdentifier { name: metric_name, selector },
+                    timestamp: &timestamp,
+                    window_seconds: 0,
+                    value,
+                },
             });
         }
     }
     if items.is_empty() && name != "*" {
         return not_found(format!("the server could not find the metric {metric} for {RESOURCE_GROUP} {name}"));
     }
-    Json(json!({
-        "kind": "MetricValueList", "apiVersion": format!("{GROUP}/{}", version.as_str()),
-        "metadata": {}, "items": items,
-    }))
-    .into_response()
+    let api_version = format!("{GROUP}/{}", version.as_str());
+    Json(MetricValueList { kind: "MetricValueList", api_version, metadata: Empty {}, items }).into_response()
 }
