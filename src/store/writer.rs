@@ -147,7 +147,10 @@ impl StoreHandle {
 
     /// Opens (and locks) the journal in `data_dir`, for [`start_on`](Self::start_on).
     pub fn open_journal(data_dir: &Path) -> Result<Journal, JournalError> {
-        Journal::open(&data_dir.join("journal"))
+        let started = std::time::Instant::now();
+        let journal = Journal::open(&data_dir.join("journal"))?;
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), "journal opened");
+        Ok(journal)
     }
 
     /// Rebuilds the state from an opened journal and starts the writer thread.
@@ -158,6 +161,7 @@ impl StoreHandle {
         metrics: Arc<Metrics>,
     ) -> Result<Self, JournalError> {
         let now = (config.clock)();
+        let started = std::time::Instant::now();
         let mut state = DemandState::new(runners);
         let recovered = journal.recover_with(|job| state.restore(job))?;
         let applied = recovered.last_seq;
@@ -171,6 +175,7 @@ impl StoreHandle {
             jobs = state.job_count(),
             replayed = recovered.tail.len(),
             runners = state.index().len(),
+            seconds = started.elapsed().as_secs_f64(),
             "journal recovered"
         );
         metrics.journal_bytes.set(i64::try_from(journal.size_on_disk()).unwrap_or(i64::MAX));
