@@ -3,7 +3,11 @@
 a process's memory. Used by scripts/bench-scale.sh and scripts/bench-metrics-api.sh.
 
   scale.py manifests DIR RUNNERS REPOS       runners as manifests, in 50 namespaces, one secret
-  scale.py paths FILE RUNNERS                a wrk script that GETs random runners (metrics-api)
+  scale.py paths FILE RUNNERS [READ]         a wrk script that GETs random runners: READ is
+                                             `runner` (the read API KEDA's metrics-api trigger
+                                             reads, the default), `custom` (custom.metrics.k8s.io,
+                                             one runner) or `namespace` (custom.metrics.k8s.io,
+                                             `*`: every runner of a random namespace)
   scale.py send URL SECRET JOBS REPOS        queued deliveries, JOBS jobs over REPOS repositories
   scale.py rss PID                           VmRSS and VmHWM of PID, in MiB
 """
@@ -35,11 +39,19 @@ spec: {{owner: acme, repo: repo-{i % repos}, maxRunners: 10, runner: {{runnerLab
 """)
 
 
-def paths(file, runners):
+CUSTOM = "/apis/custom.metrics.k8s.io/v1beta1/namespaces"
+READS = {
+    "runner": "'/api/v1/namespaces/team-%d/scaledactionrunners/runner-%d', i % {ns}, i",
+    "custom": "'" + CUSTOM + "/team-%d/scaledactionrunners/runner-%d/desired-runners', i % {ns}, i",
+    "namespace": "'" + CUSTOM + "/team-%d/scaledactionrunners/*/desired-runners', i % {ns}",
+}
+
+
+def paths(file, runners, read="runner"):
     with open(file, "w") as out:
         out.write("local paths = {}\n")
         out.write(f"for i = 0, {runners - 1} do paths[#paths + 1] = "
-                  f"string.format('/api/v1/namespaces/team-%d/scaledactionrunners/runner-%d', i % {NAMESPACES}, i) end\n")
+                  f"string.format({READS[read].format(ns=NAMESPACES)}) end\n")
         out.write("math.randomseed(7)\nrequest = function() return wrk.format('GET', paths[math.random(#paths)]) end\n")
 
 
@@ -114,7 +126,7 @@ if __name__ == "__main__":
     if command == "manifests":
         manifests(args[0], int(args[1]), int(args[2]))
     elif command == "paths":
-        paths(args[0], int(args[1]))
+        paths(args[0], int(args[1]), *args[2:3])
     elif command == "send":
         send(args[0], args[1].encode(), int(args[2]), int(args[3]))
     elif command == "rss":
