@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -92,6 +93,11 @@ pub struct RunnerIndex(Arc<Runners>);
 struct Runners {
     /// In key (namespace/name) order, one per key.
     sorted: Vec<Runner>,
+    /// Each runner's position, by a hash of its key, in hash order: a lookup searches this
+    /// dense array and compares one key, instead of following a key's strings at every step
+    /// of a search through `sorted`.
+    hashed: Vec<(u64, u32)>,
+    hasher: RandomState,
     /// Positions in `sorted` of each repository's runners, in key order.
     by_repo: HashMap<String, Vec<u32>>,
 }
@@ -101,12 +107,16 @@ impl RunnerIndex {
     pub fn new(runners: impl IntoIterator<Item = Runner>) -> Self {
         let unique: BTreeMap<RunnerKey, Runner> = runners.into_iter().map(|r| (r.key.clone(), r)).collect();
         let sorted: Vec<Runner> = unique.into_values().collect();
+        let hasher = RandomState::new();
+        let mut hashed = Vec::with_capacity(sorted.len());
         let mut by_repo: HashMap<String, Vec<u32>> = HashMap::new();
         for (position, runner) in sorted.iter().enumerate() {
             let position = u32::try_from(position).expect("fewer than 2^32 runners");
+            hashed.push((hasher.hash_one(&runner.key), position));
             by_repo.entry(runner.repo.clone()).or_default().push(position);
         }
-        Self(Arc::new(Runners { sorted, by_repo }))
+        hashed.sort_unstable();
+        Self(Arc::new(Runners { sorted, hashed, hasher, by_repo }))
     }
 
     pub fn len(&self) -> usize {
@@ -129,7 +139,14 @@ impl RunnerIndex {
 
     /// Where a runner is in [`iter`](Self::iter)'s order.
     pub fn position(&self, key: &RunnerKey) -> Option<usize> {
-        self.0.sorted.binary_search_by(|runner| runner.key.cmp(key)).ok()
+        let Runners { sorted, hashed, hasher, .. } = &*self.0;
+        let hash = hasher.hash_one(key);
+        let first = hashed.partition_point(|(h, _)| *h < hash);
+        hashed[first..]
+            .iter()
+            .take_while(|(h, _)| *h == hash)
+            .map(|(_, position)| *position as usize)
+            .find(|&position| sorted[position].key == *key)
     }
 
     /// The runner at a position of [`iter`](Self::iter)'s order.
@@ -235,6 +252,16 @@ mod tests {
         assert_eq!(names("ci"), ["a", "z"]);
         assert_eq!(names("web"), ["b"]);
         assert!(names("cj").is_empty() && names("a").is_empty() && names("zz").is_empty());
+    }
+
+    #[test]
+    fn every_runner_is_found_at_its_place_among_thousands_and_no_other_key_is() {
+        let index = RunnerIndex::new((0..3000).map(|i| runner(&format!("ns-{}", i % 7), &format!("r-{i}"), "linux")));
+        for (position, runner) in index.iter().enumerate() {
+            assert_eq!(index.position(&runner.key), Some(position));
+        }
+        assert_eq!(index.position(&RunnerKey::new("ns-0", "r-1")), None, "r-1 is in ns-1");
+        assert_eq!(index.position(&RunnerKey::new("ns-7", "r-7")), None);
     }
 
     #[test]
