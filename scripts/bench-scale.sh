@@ -76,18 +76,20 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 # seconds NAME: the `seconds` field of the last log line with that message.
 seconds() { sed -n "s/.*$1.* seconds=\([0-9.]*\).*/\1/p" "$WORK/server.log" | tail -1 | xargs printf '%.2f'; }
 
+# Memory is read before each check that every job counts: the check lists every runner, and
+# the memory that request frees would be counted until the next request frees some more.
 t0=$(date +%s.%N)
 start
 wait_until ready
-total_is 0
 log "$RUNNERS runners over $REPOS repositories loaded in $(since "$t0") s"
 read -r idle_rss idle_hwm <<<"$(rss)"
+total_is 0
 log "memory with the runners alone: RSS ${idle_rss} MiB (peak ${idle_hwm} MiB)"
 
 python3 "$HELPER" send "http://127.0.0.1:$PORT" scale-bench-secret "$JOBS" "$REPOS" | sed 's/^/bench-scale: /'
-total_is "$JOBS"
 sleep 12 # one checkpoint interval: the journal compacts into a checkpoint
 read -r jobs_rss jobs_hwm <<<"$(rss)"
+total_is "$JOBS"
 log "memory with $JOBS open jobs: RSS ${jobs_rss} MiB (peak ${jobs_hwm} MiB)"
 
 declare -A LATENCY
