@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use secrecy::ExposeSecret;
 
 use crate::crd::ScaledActionRunner;
-use crate::demand::{ForcedScaleUp, Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use crate::demand::{ForcedScaleUp, Runner, RunnerIndex, RunnerKey, ScaleFactor, Scope};
 use crate::github::GitHubApp;
 use crate::github::app::AppCredentialsError;
 use crate::webhook::{SecretBytes, WebhookSecrets, secret_bytes};
@@ -48,7 +48,7 @@ pub const APP_KEYS: [&str; 4] = [APP_ID_KEY, CLIENT_ID_KEY, PRIVATE_KEY_KEY, INS
 /// Why a runner cannot be used, or can be used only in part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunnerProblem {
-    #[error("spec.owner and spec.repo must not be empty")]
+    #[error("spec.owner must not be empty")]
     NoRepository,
     #[error("spec.maxRunners must not be negative (is {0})")]
     NegativeMax(i32),
@@ -93,7 +93,7 @@ impl RunnerProblem {
 /// The demand view of one ScaledActionRunner.
 pub fn runner_from_crd(object: &ScaledActionRunner) -> Result<Runner, RunnerProblem> {
     let spec = &object.spec;
-    if spec.owner.trim().is_empty() || spec.repo.trim().is_empty() {
+    if spec.owner.trim().is_empty() {
         return Err(RunnerProblem::NoRepository);
     }
     let max = u32::try_from(spec.max_runners).map_err(|_| RunnerProblem::NegativeMax(spec.max_runners))?;
@@ -104,8 +104,11 @@ pub fn runner_from_crd(object: &ScaledActionRunner) -> Result<Runner, RunnerProb
         .map_err(|e: crate::demand::scaling::ScaleFactorError| RunnerProblem::ScaleFactor(e.to_string()))?;
     let key = RunnerKey::new(object.namespace().unwrap_or_else(|| DEFAULT_NAMESPACE.into()), object.name_any());
     let forced = forced_scale_up(object, &key);
-    let mut runner =
-        Runner::new(key, spec.owner.trim(), spec.repo.trim(), spec.runner_labels(), min, max, scale_factor);
+    let (owner, labels) = (spec.owner.trim(), spec.runner_labels());
+    let mut runner = match spec.repository() {
+        Some(repo) => Runner::new(key, owner, repo, labels, min, max, scale_factor),
+        None => Runner::organization(key, owner, labels, min, max, scale_factor),
+    };
     runner.forced = forced;
     Ok(runner)
 }
@@ -223,9 +226,7 @@ impl Catalog {
                     continue;
                 }
             };
-            if let Some((owner, _)) = runner.repo.split_once('/') {
-                webhook_secrets.serve_owner(owner);
-            }
+            webhook_secrets.serve_owner(runner.owner());
             if let Some(name) = object.spec.webhook_secret.as_deref().filter(|n| !n.is_empty()) {
                 let namespace = runner.key.namespace.clone();
                 match secrets.get(&(namespace.clone(), name.to_string())) {
@@ -236,7 +237,11 @@ impl Catalog {
                     Some(secret) => match secret_value(secret, WEBHOOK_SECRET_KEY)
                         .filter(|v| !v.expose_secret().is_empty())
                     {
-                        Some(value) => webhook_secrets.add(&runner.repo, value),
+                        // An organisation runner's secret signs for every repository of its owner.
+                        Some(value) => match runner.scope {
+                            Scope::Repository => webhook_secrets.add(&runner.repo, value),
+                            Scope::Organization => webhook_secrets.add_owner(&runner.repo, value),
+                        },
                         None => problems.push((
                             position,
                             RunnerProblem::SecretKeyMissing { namespace, name: name.into(), key: WEBHOOK_SECRET_KEY },

@@ -20,9 +20,9 @@ pub use self::core::{
 };
 pub use self::duration::{DurationError, GoDuration, parse_duration};
 pub use self::runner::{
-    DEFAULT_FORCE_SCALE_UP_FREQUENCY, DEFAULT_FORCE_SCALE_UP_WINDOW, DEFAULT_SCALE_FACTOR,
+    DEFAULT_FORCE_SCALE_UP_FREQUENCY, DEFAULT_FORCE_SCALE_UP_WINDOW, DEFAULT_RUNNER_GROUP, DEFAULT_SCALE_FACTOR,
     DEFAULT_TERMINATION_GRACE_PERIOD, GITHUB_TOKEN_KEY_PREFIX, LooseNodeSelectors, RunnerTemplate, ScaledActionRunner,
-    ScaledActionRunnerSpec, ScaledActionRunnerStatus, Scaling, TriggerKind, WEBHOOK_SECRET_KEY,
+    ScaledActionRunnerSpec, ScaledActionRunnerStatus, Scaling, Scope, TriggerKind, WEBHOOK_SECRET_KEY,
 };
 
 /// Why the CustomResourceDefinitions could not be rendered.

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::duration::{DurationError, parse_duration};
 use super::{conditions_schema, reflow_descriptions};
+pub use crate::demand::Scope;
 
 /// Key, in the Secret named by `webhookSecret`, holding the repository webhook's secret.
 pub const WEBHOOK_SECRET_KEY: &str = "webhook-secret";
@@ -31,8 +32,9 @@ pub const DEFAULT_FORCE_SCALE_UP_WINDOW: Duration = Duration::from_secs(20 * 60)
 /// pre-registered runner connects within 13 days, before GitHub forgets it after 14.
 pub const DEFAULT_FORCE_SCALE_UP_FREQUENCY: Duration = Duration::from_secs(12 * 24 * 60 * 60);
 
-/// Self-hosted GitHub Actions runners for one repository, scaled from zero to `maxRunners` on
-/// the repository's queued and running jobs.
+/// Self-hosted GitHub Actions runners for one repository (or, without `repo`, for every
+/// repository of an organisation), scaled from zero to `maxRunners` on the queued and running
+/// jobs they can take.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 // Printer columns as JSON: clippy reads repeated `type_ = ..` keys as duplicated attributes.
 #[kube(
@@ -44,10 +46,12 @@ pub const DEFAULT_FORCE_SCALE_UP_FREQUENCY: Duration = Duration::from_secs(12 * 
     namespaced,
     status = "ScaledActionRunnerStatus",
     derive = "PartialEq",
-    doc = "ScaledActionRunner runs self-hosted GitHub Actions runners for one repository and \
-           scales them on the repository's job queue.",
+    doc = "ScaledActionRunner runs self-hosted GitHub Actions runners for one repository, or \
+           for every repository of an organisation, and scales them on the jobs they can take.",
     printcolumn = r#"{"name": "Owner", "type": "string", "jsonPath": ".spec.owner"}"#,
-    printcolumn = r#"{"name": "Repo", "type": "string", "jsonPath": ".spec.repo"}"#,
+    printcolumn = r#"{"name": "Repo", "type": "string", "jsonPath": ".spec.repo", "description": "Empty for an organisation runner"}"#,
+    printcolumn = r#"{"name": "Scope", "type": "string", "jsonPath": ".status.scope", "description": "repository or organization"}"#,
+    printcolumn = r#"{"name": "Group", "type": "string", "jsonPath": ".spec.runnerGroup", "priority": 1, "description": "Runner group of an organisation runner"}"#,
     printcolumn = r#"{"name": "Demand", "type": "integer", "jsonPath": ".status.demand", "description": "Jobs waiting for or running on these runners"}"#,
     printcolumn = r#"{"name": "Desired", "type": "integer", "jsonPath": ".status.desiredRunners", "description": "Runners the scaling function asks for"}"#,
     printcolumn = r#"{"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas", "description": "Runner pods currently requested"}"#,
@@ -57,11 +61,22 @@ pub const DEFAULT_FORCE_SCALE_UP_FREQUENCY: Duration = Duration::from_secs(12 * 
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = reflow_descriptions)]
 pub struct ScaledActionRunnerSpec {
-    /// GitHub user or organisation owning the repository.
+    /// GitHub user or organisation owning the repository (or, for an organisation runner, the
+    /// organisation).
     pub owner: String,
 
-    /// Repository name, without the owner.
-    pub repo: String,
+    /// Repository name, without the owner. Unset (or empty): an organisation runner, serving
+    /// every repository of `owner` whose jobs its labels match; where a repository runner and an
+    /// organisation runner can both take a job, the one with fewer labels beyond the job's
+    /// takes it, the repository runner on a tie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+
+    /// Runner group an organisation runner registers in (the organisation's runner groups
+    /// decide which repositories may use it). Default: `Default`. Ignored for repository
+    /// runners, which GitHub keeps in no group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_group: Option<String>,
 
     /// Most runners to run at once.
     pub max_runners: i32,
@@ -329,6 +344,10 @@ pub struct ScaledActionRunnerStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
 
+    /// `repository` (the runner serves `repo`) or `organization` (every repository of `owner`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+
     /// When the demand was last reconciled against GitHub's API (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_resync_time: Option<String>,
@@ -385,7 +404,38 @@ impl RunnerTemplate {
     }
 }
 
+/// The runner group of an organisation runner that names none.
+pub const DEFAULT_RUNNER_GROUP: &str = "Default";
+
 impl ScaledActionRunnerSpec {
+    /// The repository's name, trimmed; `None` for an organisation runner.
+    pub fn repository(&self) -> Option<&str> {
+        self.repo.as_deref().map(str::trim).filter(|r| !r.is_empty())
+    }
+
+    /// Whether this runner serves one repository or the whole organisation.
+    pub fn scope(&self) -> Scope {
+        if self.repository().is_some() { Scope::Repository } else { Scope::Organization }
+    }
+
+    /// The runner group an organisation runner registers in ([`DEFAULT_RUNNER_GROUP`] when unset
+    /// or blank); `None` for a repository runner.
+    pub fn runner_group(&self) -> Option<&str> {
+        match self.scope() {
+            Scope::Repository => None,
+            Scope::Organization => Some(non_empty(self.runner_group.as_ref()).unwrap_or(DEFAULT_RUNNER_GROUP)),
+        }
+    }
+
+    /// The GitHub URL runners register at: the repository's, or the organisation's.
+    pub fn github_url(&self) -> String {
+        let owner = self.owner.trim();
+        match self.repository() {
+            Some(repo) => format!("https://github.com/{owner}/{repo}"),
+            None => format!("https://github.com/{owner}"),
+        }
+    }
+
     /// Labels the runners register with; see [`RunnerTemplate::runner_labels`].
     pub fn runner_labels(&self) -> Vec<String> {
         self.runner.as_ref().map(RunnerTemplate::runner_labels).unwrap_or_default()

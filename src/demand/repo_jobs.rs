@@ -170,7 +170,7 @@ impl RepoJobs {
     /// Queued and in-progress jobs per runner of `repo`, assigned as everywhere else.
     pub fn counts(&self, repo: &str, index: &RunnerIndex) -> HashMap<RunnerKey, Counts> {
         let mut counts: HashMap<RunnerKey, Counts> = HashMap::new();
-        for runner in index.for_repo(repo) {
+        for runner in index.candidates(repo) {
             counts.insert(runner.key.clone(), Counts::default());
         }
         for job in self.jobs.values().filter(|job| job.status.is_demand()) {

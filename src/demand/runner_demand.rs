@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::runners::Runner;
+use super::runners::{Runner, Scope};
 use super::scaling::desired_runners;
 use super::state::Counts;
 
@@ -13,7 +13,10 @@ use super::state::Counts;
 pub struct RunnerDemand {
     pub namespace: String,
     pub name: String,
+    /// `owner/repo`; for an organisation runner, the organisation.
     pub repository: String,
+    /// `repository` or `organization`.
+    pub scope: Scope,
     pub labels: Vec<String>,
     /// Queued plus in-progress jobs this runner has to serve.
     pub demand: u64,
@@ -49,6 +52,7 @@ impl RunnerDemand {
             namespace: runner.key.namespace.clone(),
             name: runner.key.name.clone(),
             repository: runner.repo.clone(),
+            scope: runner.scope,
             labels: runner.labels.iter().cloned().collect(),
             demand: counts.demand(),
             queued: counts.queued,

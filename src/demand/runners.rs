@@ -5,7 +5,8 @@ use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::job::normalize_labels;
 use super::scaling::{ForcedScaleUp, ScaleFactor};
@@ -32,12 +33,33 @@ impl fmt::Display for RunnerKey {
     }
 }
 
+/// Which repositories a runner serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// One repository.
+    Repository,
+    /// Every repository of an organisation.
+    Organization,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Repository => "repository",
+            Self::Organization => "organization",
+        }
+    }
+}
+
 /// What demand needs to know of a ScaledActionRunner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Runner {
     pub key: RunnerKey,
-    /// Lower-cased `owner/repo`.
+    /// Lower-cased `owner/repo` of a repository runner; the lower-cased owner (no `/`) of an
+    /// organisation runner.
     pub repo: String,
+    pub scope: Scope,
     /// Lower-cased, including the implied `self-hosted`.
     pub labels: BTreeSet<String>,
     pub min_runners: u32,
@@ -62,12 +84,33 @@ impl Runner {
         Self {
             key,
             repo: format!("{owner}/{repo}").to_ascii_lowercase(),
+            scope: Scope::Repository,
             labels,
             min_runners,
             max_runners,
             scale_factor,
             forced: None,
         }
+    }
+
+    /// An organisation runner of `owner`: it may take the jobs of every repository of `owner`.
+    pub fn organization(
+        key: RunnerKey,
+        owner: &str,
+        labels: impl IntoIterator<Item = impl AsRef<str>>,
+        min_runners: u32,
+        max_runners: u32,
+        scale_factor: ScaleFactor,
+    ) -> Self {
+        let mut runner = Self::new(key, owner, "", labels, min_runners, max_runners, scale_factor);
+        runner.repo = owner.to_ascii_lowercase();
+        runner.scope = Scope::Organization;
+        runner
+    }
+
+    /// The lower-cased owner of the repository, or the organisation.
+    pub fn owner(&self) -> &str {
+        self.repo.split_once('/').map_or(self.repo.as_str(), |(owner, _)| owner)
     }
 
     /// Labels this runner has beyond the job's, or `None` when it cannot run the job.
@@ -98,7 +141,8 @@ struct Runners {
     /// of a search through `sorted`.
     hashed: Vec<(u64, u32)>,
     hasher: RandomState,
-    /// Positions in `sorted` of each repository's runners, in key order.
+    /// Positions in `sorted` of each repository's runners, and under the owner alone of each
+    /// organisation's runners, in key order.
     by_repo: HashMap<String, Vec<u32>>,
 }
 
@@ -166,19 +210,53 @@ impl RunnerIndex {
         start..end
     }
 
-    /// The runners of one repository (lower-cased `owner/repo`), in namespace/name order.
+    /// The repository runners of one repository (lower-cased `owner/repo`), or the organisation
+    /// runners of one organisation (lower-cased owner), in namespace/name order.
     pub fn for_repo<'a>(&'a self, repo_full_name: &str) -> impl Iterator<Item = &'a Runner> + 'a {
         let sorted = &self.0.sorted;
         self.0.by_repo.get(repo_full_name).into_iter().flatten().map(move |&position| &sorted[position as usize])
     }
 
-    /// The runner a job counts toward: among the repository's runners that carry every job label,
-    /// the one with the fewest labels beyond the job's; ties go to the first by namespace/name.
+    /// Every runner that may take jobs of a repository (lower-cased `owner/repo`): its repository
+    /// runners, then its owner's organisation runners.
+    pub fn candidates<'a>(&'a self, repo_full_name: &str) -> impl Iterator<Item = &'a Runner> + 'a {
+        let by_repo = &self.0.by_repo;
+        // An organisation's runners are filed under the owner alone: a name without a `/` is no
+        // repository and finds none.
+        let owner = repo_full_name.split_once('/').map(|(owner, _)| owner);
+        let organization = owner.and_then(|owner| by_repo.get(owner));
+        let sorted = &self.0.sorted;
+        owner
+            .and_then(|_| by_repo.get(repo_full_name))
+            .into_iter()
+            .chain(organization)
+            .flatten()
+            .map(move |&position| &sorted[position as usize])
+    }
+
+    /// Whether any organisation runner serves `owner` (lower-cased).
+    pub fn serves_organization(&self, owner: &str) -> bool {
+        self.0.by_repo.contains_key(owner)
+    }
+
+    /// The organisations (lower-cased owners) that have organisation runners, in name order.
+    pub fn organizations(&self) -> Vec<&str> {
+        let mut owners: Vec<&str> =
+            self.0.sorted.iter().filter(|r| r.scope == Scope::Organization).map(|r| r.repo.as_str()).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        owners
+    }
+
+    /// The runner a job of a repository counts toward: among the runners that may take the
+    /// repository's jobs ([`candidates`](Self::candidates)) and carry every job label, the one
+    /// with the fewest labels beyond the job's; on a tie a repository runner before an
+    /// organisation runner, then the first by namespace/name.
     pub fn assign(&self, repo_full_name: &str, job_labels: &[String]) -> Option<&RunnerKey> {
-        self.for_repo(repo_full_name)
-            .filter_map(|runner| runner.surplus(job_labels).map(|surplus| (surplus, &runner.key)))
+        self.candidates(repo_full_name)
+            .filter_map(|runner| runner.surplus(job_labels).map(|surplus| (surplus, runner.scope, &runner.key)))
             .min()
-            .map(|(_, key)| key)
+            .map(|(_, _, key)| key)
     }
 }
 
@@ -226,6 +304,44 @@ mod tests {
         let index = RunnerIndex::new([runner("ci", "linux", "Linux")]);
         assert_eq!(index.assign("acme/api", &labels(&["Self-Hosted", "LINUX"])), Some(&RunnerKey::new("ci", "linux")));
         assert_eq!(index.assign("acme/api", &labels(&["self-hosted"])), Some(&RunnerKey::new("ci", "linux")));
+    }
+
+    fn org_runner(ns: &str, name: &str, owner: &str, labels: &str) -> Runner {
+        Runner::organization(RunnerKey::new(ns, name), owner, labels.split(','), 0, 10, ScaleFactor::Linear)
+    }
+
+    #[test]
+    fn an_organisation_runner_takes_jobs_of_every_repository_of_its_owner_only() {
+        let index = RunnerIndex::new([org_runner("ci", "org", "Acme", "linux")]);
+        assert_eq!(index.assign("acme/api", &labels(&["linux"])), Some(&RunnerKey::new("ci", "org")));
+        assert_eq!(index.assign("acme/web", &labels(&["linux"])), Some(&RunnerKey::new("ci", "org")));
+        assert_eq!(index.assign("other/api", &labels(&["linux"])), None, "another organisation's repository");
+        assert_eq!(index.assign("acme/api", &labels(&["gpu"])), None, "labels still decide");
+        assert_eq!(index.assign("acme", &labels(&["linux"])), None, "a name without a repository is no repository");
+        assert_eq!(index.organizations(), ["acme"]);
+        assert!(index.serves_organization("acme") && !index.serves_organization("other"));
+    }
+
+    #[test]
+    fn across_scopes_the_most_specific_runner_wins_and_a_tie_goes_to_the_repository_runner() {
+        // `a` sorts before `z`: only the scope can put the repository runner first on a tie.
+        let index = RunnerIndex::new([
+            org_runner("a", "org-linux", "acme", "linux"),
+            org_runner("a", "org-gpu", "acme", "linux,gpu"),
+            runner("z", "repo-linux", "linux"),
+            runner("z", "repo-linux-x64", "linux,x64"),
+        ]);
+        let assign = |repo: &str, l: &[&str]| index.assign(repo, &labels(l)).map(|k| k.to_string());
+        assert_eq!(assign("acme/api", &["linux"]).as_deref(), Some("z/repo-linux"), "tie: repository first");
+        assert_eq!(assign("acme/api", &["gpu"]).as_deref(), Some("a/org-gpu"), "only the organisation has it");
+        assert_eq!(assign("acme/api", &["x64"]).as_deref(), Some("z/repo-linux-x64"));
+        assert_eq!(assign("acme/web", &["linux"]).as_deref(), Some("a/org-linux"), "no repository runner there");
+        // A more specific organisation runner beats a less specific repository runner.
+        let index = RunnerIndex::new([runner("z", "repo-plain", ""), org_runner("a", "org-linux", "acme", "linux")]);
+        assert_eq!(index.assign("acme/api", &labels(&["linux"])), Some(&RunnerKey::new("a", "org-linux")));
+        assert_eq!(index.assign("acme/api", &labels(&[])), Some(&RunnerKey::new("z", "repo-plain")));
+        let candidates: Vec<String> = index.candidates("acme/api").map(|r| r.key.to_string()).collect();
+        assert_eq!(candidates, ["z/repo-plain", "a/org-linux"]);
     }
 
     #[test]

@@ -268,7 +268,7 @@ impl Reconciler {
     fn pick_credential(&mut self, repo: &str, now: i64) -> Result<(Credential, Budget), i64> {
         let credentials = self.tokens.0.get(repo).cloned().unwrap_or_default();
         let board = self.shared.store.board();
-        let busy = self.shared.index.for_repo(repo).any(|r| board.get(&r.key).is_some_and(|v| v.demand > 0));
+        let busy = self.shared.index.candidates(repo).any(|r| board.get(&r.key).is_some_and(|v| v.demand > 0));
         let start = *self.rotation.get(repo).unwrap_or(&0);
         let mut earliest = i64::MAX;
         for offset in 0..credentials.len() {
@@ -415,7 +415,7 @@ impl Reconciler {
 
     fn record_outcome(&self, repo: &str, outcome: &RepoOutcome, now: i64) {
         let metrics = &self.shared.metrics;
-        for runner in self.shared.index.for_repo(repo) {
+        for runner in self.shared.index.candidates(repo) {
             let drift = outcome.drift.get(&runner.key).copied().unwrap_or(0);
             let labels =
                 crate::metrics::RunnerLabels { namespace: runner.key.namespace.clone(), name: runner.key.name.clone() };

@@ -192,7 +192,7 @@ pub fn compare(
         .collect();
     let ours_counts = count_by_runner(repo, index, ours.iter().map(|j| (j.status, j.labels.as_slice())));
     let mut drift = HashMap::new();
-    for runner in index.for_repo(&repo.full_name) {
+    for runner in index.candidates(&repo.full_name) {
         let theirs = theirs_counts.get(&runner.key).map_or(0, Counts::demand) as i64;
         let mine = ours_counts.get(&runner.key).map_or(0, Counts::demand) as i64;
         if theirs != mine {

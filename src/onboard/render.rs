@@ -139,7 +139,8 @@ pub fn objects(onboarding: &Onboarding) -> (Vec<Secret>, ScaledActionRunner) {
     };
     let spec = ScaledActionRunnerSpec {
         owner: o.owner.clone(),
-        repo: o.repo.clone(),
+        repo: Some(o.repo.clone()),
+        runner_group: None,
         max_runners: o.max_runners,
         min_runners: o.min_runners,
         runner_secrets,

@@ -18,12 +18,14 @@ pub fn secret_bytes(bytes: impl Into<Vec<u8>>) -> SecretBytes {
     SecretBytes::from(bytes)
 }
 
-/// Per-repository webhook secrets (any runner of the repository may name one) and an optional
+/// Per-repository webhook secrets (any runner of the repository may name one), per-organisation
+/// ones (an organisation runner's, covering every repository of its owner) and an optional
 /// organisation-wide secret that covers every repository of the organisations served: the
 /// owners of the runners, and no one else's.
 #[derive(Debug, Clone, Default)]
 pub struct WebhookSecrets {
     by_repo: HashMap<String, Vec<SecretBytes>>,
+    by_owner: HashMap<String, Vec<SecretBytes>>,
     organisation: Option<SecretBytes>,
     owners: HashSet<String>,
 }
@@ -42,23 +44,35 @@ impl WebhookSecrets {
 
     /// Adds a secret for `repo` (`owner/name`, any case).
     pub fn add(&mut self, repo: &str, secret: SecretBytes) {
+        Self::add_to(&mut self.by_repo, repo, secret);
+    }
+
+    /// Adds a secret that signs for every repository of `owner` (any case): an organisation
+    /// runner's, as the organisation's (or its GitHub App's) webhook is signed.
+    pub fn add_owner(&mut self, owner: &str, secret: SecretBytes) {
+        Self::add_to(&mut self.by_owner, owner, secret);
+    }
+
+    fn add_to(map: &mut HashMap<String, Vec<SecretBytes>>, key: &str, secret: SecretBytes) {
         if secret.expose_secret().is_empty() {
             return;
         }
-        let secrets = self.by_repo.entry(repo.to_ascii_lowercase()).or_default();
+        let secrets = map.entry(key.to_ascii_lowercase()).or_default();
         if !secrets.iter().any(|known| known.expose_secret() == secret.expose_secret()) {
             secrets.push(secret);
         }
     }
 
-    /// The secrets that may sign a delivery naming `repo` (lower-cased): its own, and the
-    /// organisation-wide one when its owner is served (or the payload names no repository, so it
-    /// can change no job).
+    /// The secrets that may sign a delivery naming `repo` (lower-cased): its own, its owner's
+    /// (organisation runners'), and the organisation-wide one when its owner is served (or the
+    /// payload names no repository, so it can change no job).
     pub fn for_repo<'a>(&'a self, repo: Option<&str>) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let owner = repo.and_then(|r| r.split_once('/')).map(|(owner, _)| owner);
         let repo_secrets = repo.and_then(|r| self.by_repo.get(r)).into_iter().flatten();
-        let owner_served = repo.is_none_or(|r| r.split_once('/').is_some_and(|(owner, _)| self.owners.contains(owner)));
+        let owner_secrets = owner.and_then(|o| self.by_owner.get(o)).into_iter().flatten();
+        let owner_served = repo.is_none() || owner.is_some_and(|owner| self.owners.contains(owner));
         let organisation = self.organisation.iter().filter(move |_| owner_served);
-        repo_secrets.chain(organisation).map(|secret| secret.expose_secret())
+        repo_secrets.chain(owner_secrets).chain(organisation).map(|secret| secret.expose_secret())
     }
 
     pub fn has_organisation_secret(&self) -> bool {
@@ -67,6 +81,11 @@ impl WebhookSecrets {
 
     pub fn repositories(&self) -> usize {
         self.by_repo.len()
+    }
+
+    /// Organisations whose runners hold a secret of their own.
+    pub fn organisations(&self) -> usize {
+        self.by_owner.len()
     }
 }
 
@@ -115,6 +134,22 @@ mod tests {
         assert_eq!(for_unknown, vec![b"org".as_slice()]);
         assert_eq!(secrets.for_repo(Some("evil/other")).count(), 0, "only the served organisations' repositories");
         assert_eq!(secrets.for_repo(Some("noslash")).count(), 0);
+    }
+
+    #[test]
+    fn an_organisation_runners_secret_signs_for_its_owners_repositories_and_a_repositorys_for_its_own() {
+        let mut secrets = WebhookSecrets::new(None);
+        secrets.add("acme/a", secret_bytes("secret-of-a"));
+        secrets.add_owner("Acme", secret_bytes("secret-of-acme"));
+        secrets.serve_owner("acme");
+        let for_b: Vec<&[u8]> = secrets.for_repo(Some("acme/b")).collect();
+        assert_eq!(for_b, vec![b"secret-of-acme".as_slice()], "repository a's secret never signs for b");
+        let for_a: Vec<&[u8]> = secrets.for_repo(Some("acme/a")).collect();
+        assert_eq!(for_a, vec![b"secret-of-a".as_slice(), b"secret-of-acme".as_slice()]);
+        assert_eq!(secrets.for_repo(Some("other/b")).count(), 0, "another owner's repositories");
+        assert_eq!(secrets.for_repo(None).count(), 0);
+        assert_eq!(secrets.organisations(), 1);
+        assert!(!format!("{secrets:?}").contains("secret-of"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gaa::crd::{
     DEFAULT_CACHE_WINDOW, DEFAULT_FORCE_SCALE_UP_FREQUENCY, DEFAULT_FORCE_SCALE_UP_WINDOW, DurationError, GoDuration,
-    ScaledActionRunner, ScaledActionRunnerCore, ScaledActionRunnerStatus, crds_yaml, parse_duration,
+    ScaledActionRunner, ScaledActionRunnerCore, ScaledActionRunnerStatus, Scope, crds_yaml, parse_duration,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -96,6 +96,8 @@ fn runner_crd_is_namespaced_with_short_name_sar_and_demand_columns() {
         [
             ("Owner", ".spec.owner"),
             ("Repo", ".spec.repo"),
+            ("Scope", ".status.scope"),
+            ("Group", ".spec.runnerGroup"),
             ("Demand", ".status.demand"),
             ("Desired", ".status.desiredRunners"),
             ("Replicas", ".status.replicas"),
@@ -232,7 +234,7 @@ fn runner_written_by_add_runner_parses_with_its_secrets_labels_and_selector() ->
     let runner: ScaledActionRunner = only(admitted("runner-add-runner.yaml")?)?;
     let spec = &runner.spec;
     assert_eq!(runner.metadata.namespace.as_deref(), Some("example-repo"));
-    assert_eq!((spec.owner.as_str(), spec.repo.as_str()), ("devjoes", "example-repo"));
+    assert_eq!((spec.owner.as_str(), spec.repository().unwrap_or_default()), ("devjoes", "example-repo"));
     assert_eq!(spec.max_runners, 4);
     assert_eq!(spec.min_runners(), 0);
     assert_eq!(spec.github_token_secret.as_deref(), Some("example-repo"));
@@ -356,9 +358,38 @@ fn runner_without_a_token_is_served_by_its_webhook_secret() -> TestResult {
 }
 
 #[test]
-fn runner_without_owner_repo_or_max_runners_is_rejected() -> TestResult {
+fn an_organisation_runner_is_a_runner_without_repo_in_a_runner_group() -> TestResult {
     let schema = openapi_schema(&ScaledActionRunner::crd())?;
-    for missing in ["owner", "repo", "maxRunners"] {
+    let manifest = json!({"apiVersion": "runner.devjoes.com/v1alpha1", "kind": "ScaledActionRunner",
+        "metadata": {"name": "org", "namespace": "ci"},
+        "spec": {"owner": "devjoes", "maxRunners": 5, "runnerGroup": "builders", "webhookSecret": "org-hook"}});
+    let problems = schema_violations(&manifest, &schema);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let runner: ScaledActionRunner = serde_json::from_value(manifest)?;
+    assert_eq!(runner.spec.scope(), Scope::Organization);
+    assert_eq!(runner.spec.runner_group(), Some("builders"));
+    assert_eq!(runner.spec.github_url(), "https://github.com/devjoes");
+    // Without a group, GitHub's default group; a repository runner has none.
+    let mut spec = runner.spec.clone();
+    spec.runner_group = None;
+    assert_eq!(spec.runner_group(), Some("Default"));
+    spec.repo = Some(" ".into());
+    assert_eq!(spec.scope(), Scope::Organization, "a blank repo is no repository");
+    spec.repo = Some("api".into());
+    assert_eq!((spec.scope(), spec.runner_group()), (Scope::Repository, None));
+    assert_eq!(spec.github_url(), "https://github.com/devjoes/api");
+    let status: ScaledActionRunnerStatus = serde_json::from_value(json!({"scope": "organization"}))?;
+    assert_eq!(status.scope, Some(Scope::Organization));
+    let wrong = json!({"apiVersion": "runner.devjoes.com/v1alpha1", "kind": "ScaledActionRunner",
+        "metadata": {"name": "org"}, "spec": {"owner": "devjoes", "maxRunners": 5, "runnerGroup": 7}});
+    assert!(!schema_violations(&wrong, &schema).is_empty(), "a runner group is a name");
+    Ok(())
+}
+
+#[test]
+fn runner_without_owner_or_max_runners_is_rejected() -> TestResult {
+    let schema = openapi_schema(&ScaledActionRunner::crd())?;
+    for missing in ["owner", "maxRunners"] {
         let mut spec = json!({"owner": "devjoes", "repo": "r", "maxRunners": 1});
         if let Value::Object(fields) = &mut spec {
             fields.remove(missing);

@@ -59,6 +59,7 @@ pub async fn reconcile_runner(object: Arc<RunnerObject>, ctx: Arc<Context>) -> R
     write_status(&ctx.client, runner, runner.status.as_ref(), |status: &mut ScaledActionRunnerStatus| {
         set_ready(status, &readiness, generation);
         status.replicas = replicas;
+        status.scope = Some(runner.spec.scope());
     })
     .await?;
     ctx.succeeded(&key);

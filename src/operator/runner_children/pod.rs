@@ -54,14 +54,24 @@ pub(super) fn stateful_set(
     let image =
         template.image.clone().filter(|image| !image.is_empty()).unwrap_or_else(|| settings.runner_image.clone());
 
-    let mut runner_env = vec![
-        env_from_field("RUNNER_NAME", "metadata.name"),
-        env("REPO_URL", format!("https://github.com/{}/{}", spec.owner, spec.repo)),
+    // A self-registering image registers where these say: the repository, or the organisation
+    // and its runner group (named as common runner images read them).
+    let mut runner_env = vec![env_from_field("RUNNER_NAME", "metadata.name")];
+    match spec.runner_group() {
+        None => runner_env.push(env("REPO_URL", spec.github_url())),
+        Some(group) => runner_env.extend([
+            env("ORG_URL", spec.github_url()),
+            env("ORG_NAME", spec.owner.trim().to_string()),
+            env("RUNNER_SCOPE", "org".to_string()),
+            env("RUNNER_GROUP", group.to_string()),
+        ]),
+    }
+    runner_env.extend([
         env("LABELS", spec.runner_labels().join(",")),
         env("RUNNER_WORKDIR", WORK_DIR),
         // The drain reads the messages the listener has received (see drain.sh).
         env("RUNNER_PERFLOG", MESSAGE_RECORD_DIR),
-    ];
+    ]);
     if credentials {
         runner_env.push(env("RUNNER_CREDENTIALS_DIR", CREDENTIALS_DIR));
     }

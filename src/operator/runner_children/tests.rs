@@ -181,3 +181,28 @@ fn the_api_server_gets_only_the_named_secrets_and_may_list_and_watch_the_namespa
         ])
     );
 }
+
+#[test]
+fn an_organisation_runner_registers_at_its_organisation_in_its_runner_group() {
+    let env_of = |spec: Value| {
+        let objects = rendered(spec);
+        let env = pod(&objects)["containers"][0]["env"].as_array().unwrap().clone();
+        env.iter()
+            .filter(|e| e["value"].is_string())
+            .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let org = env_of(json!({"owner": "acme", "maxRunners": 2, "runnerGroup": "builders"}));
+    assert_eq!(org.get("ORG_URL").map(String::as_str), Some("https://github.com/acme"));
+    assert_eq!(org.get("ORG_NAME").map(String::as_str), Some("acme"));
+    assert_eq!(org.get("RUNNER_SCOPE").map(String::as_str), Some("org"));
+    assert_eq!(org.get("RUNNER_GROUP").map(String::as_str), Some("builders"));
+    assert!(!org.contains_key("REPO_URL"), "{org:?}");
+    let default_group = env_of(json!({"owner": "acme", "maxRunners": 2}));
+    assert_eq!(default_group.get("RUNNER_GROUP").map(String::as_str), Some("Default"));
+    let repo = env_of(base());
+    assert_eq!(repo.get("REPO_URL").map(String::as_str), Some("https://github.com/acme/web"));
+    assert!(!repo.contains_key("ORG_URL") && !repo.contains_key("RUNNER_GROUP"), "{repo:?}");
+    let error = runner_children(&runner(json!({"owner": " ", "maxRunners": 2})), &Settings::default(), None);
+    assert!(matches!(error, Err(SpecError::Invalid { field: "owner", .. })));
+}

@@ -6,8 +6,11 @@ use crate::operator::SpecError;
 pub(super) fn validate(runner: &ScaledActionRunner) -> Result<(), SpecError> {
     let spec = &runner.spec;
     let invalid = |field, reason: String| Err(SpecError::Invalid { field, reason });
-    if spec.owner.trim().is_empty() || spec.repo.trim().is_empty() {
-        return invalid("owner", "owner and repo must name the repository".into());
+    if spec.owner.trim().is_empty() {
+        return invalid(
+            "owner",
+            "must name the repository's owner, or the organisation of an organisation runner".into(),
+        );
     }
     if spec.max_runners < 0 {
         return invalid("maxRunners", format!("must not be negative (is {})", spec.max_runners));
