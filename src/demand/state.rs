@@ -309,6 +309,21 @@ impl DemandState {
             && self.job(&event.repo.full_name, event.job_id).is_none()
     }
 
+    /// The repositories (lower-cased `owner/name`) of the given owners (lower-cased) that have
+    /// an open job or a job that changed at or after `since`, in name order: those an
+    /// organisation's resync must cover.
+    pub fn active_repos(&self, owners: &HashSet<String>, since: i64) -> Vec<String> {
+        let mut repos: Vec<String> = self
+            .repos
+            .iter()
+            .filter(|(name, _)| name.split_once('/').is_some_and(|(owner, _)| owners.contains(owner)))
+            .filter(|(_, repo)| !repo.open.is_empty() || repo.jobs.values().any(|slot| slot.changed_at >= since))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        repos.sort_unstable();
+        repos
+    }
+
     /// Jobs of `repo` (lower-cased `owner/name`) that are not completed.
     pub fn open_jobs(&self, repo: &str) -> Vec<JobView<'_>> {
         let Some((name, repo)) = self.repos.get_key_value(repo) else { return Vec::new() };

@@ -8,7 +8,7 @@
 //! contributed to (memcached restarted, or evicted and recreated the key) gets everything the
 //! local journal knows about that repository: demand returns to the truth without GitHub.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::board::Board;
 use crate::clock::Clock;
 use crate::demand::repo_jobs::{RepoJobs, SharedJob};
-use crate::demand::{Counts, Job, JobEvent, JobKey, JobStatus, RepoRef, RunnerIndex, RunnerKey};
+use crate::demand::{Counts, Job, JobEvent, JobKey, JobStatus, RepoRef, RunnerIndex, RunnerKey, Scope};
 use crate::metrics::Metrics;
 
 /// memcached's default item limit is 1 MiB; stay well under it.
@@ -95,6 +95,12 @@ impl SharedView {
         map.insert(repo.to_string(), value.clone());
     }
 
+    /// The repositories whose values were read, with at least one job.
+    pub fn repos(&self) -> Vec<String> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.iter().filter(|(_, value)| !value.jobs.is_empty()).map(|(repo, _)| repo.clone()).collect()
+    }
+
     /// Every job of `repo` as the shared store last showed it.
     pub fn jobs(&self, repo: &str) -> Vec<(u64, SharedJob)> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
@@ -157,6 +163,8 @@ pub fn start(
         seen: HashSet::new(),
         vanished: HashMap::new(),
         refresh_soon: false,
+        organisation_counts: HashMap::new(),
+        organisation_totals: HashMap::new(),
     };
     std::thread::Builder::new().name("store-sync".into()).spawn(move || sync.run(rx))?;
     Ok(tx)
@@ -185,6 +193,24 @@ struct Syncer {
     vanished: HashMap<String, Instant>,
     /// Re-read everything at once (the store just came back).
     refresh_soon: bool,
+    /// What each repository's last shown value gives the organisation runners (whose demand
+    /// is the sum over their organisation's repositories), and those sums.
+    organisation_counts: HashMap<String, Vec<(RunnerKey, Counts)>>,
+    organisation_totals: HashMap<RunnerKey, Counts>,
+}
+
+/// Counts per runner.
+type RunnerCounts = Vec<(RunnerKey, Counts)>;
+
+/// The repositories an organisation's directory lists: lines naming a repository of the owner
+/// (`prefix` is `owner/`); anything else (a damaged value) is skipped.
+fn parse_directory(bytes: &[u8], prefix: &str) -> BTreeSet<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.len() > prefix.len() && line.starts_with(prefix) && !line[prefix.len()..].contains('/'))
+        .map(str::to_string)
+        .collect()
 }
 
 fn random_generation() -> u64 {
@@ -228,6 +254,8 @@ impl Syncer {
                             self.metrics.forget_runner(&gone.key.namespace, &gone.key.name);
                         }
                         self.index = index;
+                        self.organisation_counts.clear();
+                        self.organisation_totals.clear();
                         self.board.publish_all(&self.index, |_| None);
                         next_refresh = Instant::now();
                     }
@@ -280,6 +308,73 @@ impl Syncer {
 
     fn key(&self, repo: &str) -> String {
         format!("{}repo:{repo}", self.config.prefix)
+    }
+
+    /// The key of an organisation's directory: the names of its repositories that have values,
+    /// one per line, so that every replica reads the repositories an organisation runner serves,
+    /// not only those it received deliveries for.
+    fn directory_key(&self, owner: &str) -> String {
+        format!("{}org:{owner}", self.config.prefix)
+    }
+
+    /// The repositories to re-read: those of repository runners, and for every organisation with
+    /// organisation runners, those its directory lists and those this journal knows (each
+    /// organisation's directory is brought up to date on the way).
+    fn repos_to_read(&mut self) -> Vec<String> {
+        let mut repos: Vec<String> =
+            self.index.iter().filter(|r| r.scope == Scope::Repository).map(|r| r.repo.clone()).collect();
+        let owners: Vec<String> = self.index.organizations().into_iter().map(str::to_string).collect();
+        for owner in owners {
+            repos.extend(self.update_directory(&owner));
+        }
+        repos.sort();
+        repos.dedup();
+        repos
+    }
+
+    /// Adds the repositories of `owner` this journal knows jobs of to its directory, and drops
+    /// those whose value is gone or empty; returns the directory's repositories. One
+    /// compare-and-swap, and only when something changed.
+    fn update_directory(&mut self, owner: &str) -> Vec<String> {
+        let prefix = format!("{owner}/");
+        let ours: Vec<String> = self
+            .known
+            .iter()
+            .filter(|(repo, jobs)| repo.starts_with(&prefix) && !jobs.is_empty())
+            .map(|(repo, _)| repo.clone())
+            .collect();
+        let key = self.directory_key(owner);
+        for _ in 0..CAS_ATTEMPTS {
+            let (listed, token) = match self.kv.gets(&key) {
+                Ok(Some((bytes, token))) => (parse_directory(&bytes, &prefix), Some(token)),
+                Ok(None) => (BTreeSet::new(), None),
+                Err(error) => {
+                    tracing::debug!(%owner, %error, "organisation directory unreadable; reading the repositories known here");
+                    return ours;
+                }
+            };
+            let mut wanted = listed.clone();
+            wanted.extend(ours.iter().cloned());
+            // Listed repositories whose value this replica saw gone or empty, and whose jobs it
+            // does not hold, are dropped: any replica holding jobs of one lists it again.
+            let view = self.view.0.read().unwrap_or_else(|p| p.into_inner());
+            wanted.retain(|repo| ours.contains(repo) || !view.get(repo).is_some_and(|v| v.jobs.is_empty()));
+            drop(view);
+            if wanted == listed {
+                return wanted.into_iter().collect();
+            }
+            let text: String = wanted.iter().map(|repo| format!("{repo}\n")).collect();
+            let stored = match token {
+                None => self.kv.add(&key, text.as_bytes()),
+                Some(token) => self.kv.cas(&key, text.as_bytes(), token),
+            };
+            match stored {
+                Ok(true) => return wanted.into_iter().collect(),
+                Ok(false) => continue,
+                Err(_) => return wanted.into_iter().collect(),
+            }
+        }
+        ours
     }
 
     fn cutoff_minutes(&self) -> u32 {
@@ -388,12 +483,13 @@ impl Syncer {
 
     /// Re-reads every repository that has runners and shows its demand.
     fn refresh(&mut self) {
-        let repos: Vec<String> = {
-            let mut repos: Vec<String> = self.index.iter().map(|r| r.repo.clone()).collect();
-            repos.sort();
-            repos.dedup();
-            repos
-        };
+        let repos = self.repos_to_read();
+        // Repositories no longer read give the organisation runners nothing any more.
+        let dropped: Vec<String> =
+            self.organisation_counts.keys().filter(|repo| repos.binary_search(repo).is_err()).cloned().collect();
+        for repo in dropped {
+            self.show_organisations(&repo, Vec::new());
+        }
         if repos.is_empty() {
             return;
         }
@@ -482,10 +578,48 @@ impl Syncer {
             }
         }
         self.view.set(repo, value);
-        let counts: HashMap<RunnerKey, Counts> = value.counts(repo, &self.index);
+        let (counts, organisation): (RunnerCounts, RunnerCounts) = value
+            .counts(repo, &self.index)
+            .into_iter()
+            .partition(|(key, _)| self.index.get(key).is_some_and(|runner| runner.scope == Scope::Repository));
         for view in self.board.publish(counts.iter().map(|(k, c)| (k, *c))) {
             self.metrics.runner(&view);
         }
+        self.show_organisations(repo, organisation);
+    }
+
+    /// Replaces what `repo` gives the organisation runners, and shows their new sums.
+    fn show_organisations(&mut self, repo: &str, counts: Vec<(RunnerKey, Counts)>) {
+        let old = self.organisation_counts.remove(repo).unwrap_or_default();
+        if old.is_empty() && counts.iter().all(|(_, c)| c.demand() == 0) {
+            return;
+        }
+        let mut touched: Vec<RunnerKey> = Vec::new();
+        for (key, c) in &old {
+            let total = self.organisation_totals.entry(key.clone()).or_default();
+            total.queued = total.queued.saturating_sub(c.queued);
+            total.in_progress = total.in_progress.saturating_sub(c.in_progress);
+            touched.push(key.clone());
+        }
+        for (key, c) in &counts {
+            let total = self.organisation_totals.entry(key.clone()).or_default();
+            total.queued += c.queued;
+            total.in_progress += c.in_progress;
+            touched.push(key.clone());
+        }
+        touched.sort();
+        touched.dedup();
+        let kept: Vec<(RunnerKey, Counts)> = counts.into_iter().filter(|(_, c)| c.demand() > 0).collect();
+        if !kept.is_empty() {
+            self.organisation_counts.insert(repo.to_string(), kept);
+        }
+        let totals = &self.organisation_totals;
+        let sums: Vec<(&RunnerKey, Counts)> =
+            touched.iter().map(|key| (key, totals.get(key).copied().unwrap_or_default())).collect();
+        for view in self.board.publish(sums) {
+            self.metrics.runner(&view);
+        }
+        self.organisation_totals.retain(|_, total| total.demand() > 0);
     }
 
     fn unavailable(&mut self, error: &KvError) {

@@ -113,6 +113,7 @@ enum Command {
     SetRunners(RunnerIndex),
     Checkpoint,
     OpenJobs { repo: String, reply: oneshot::Sender<Vec<Job>> },
+    ActiveRepos { owners: HashSet<String>, since: i64, reply: oneshot::Sender<Vec<String>> },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -318,6 +319,26 @@ impl StoreHandle {
         })
     }
 
+    /// The repositories of `owners` (lower-cased) with an open job or a job that changed at or
+    /// after `since` (unix seconds), as this replica knows them: in shared mode also those of
+    /// the values last read from the shared store.
+    pub async fn active_repos(&self, owners: &HashSet<String>, since: i64) -> Result<Vec<String>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::ActiveRepos { owners: owners.clone(), since, reply };
+        self.tx.send(command).await.map_err(|_| StoreError::Closed)?;
+        let mut repos = answer.await.map_err(|_| StoreError::Closed)?;
+        if let Some(view) = &self.shared_view {
+            repos.extend(
+                view.repos()
+                    .into_iter()
+                    .filter(|repo| repo.split_once('/').is_some_and(|(owner, _)| owners.contains(owner))),
+            );
+            repos.sort_unstable();
+            repos.dedup();
+        }
+        Ok(repos)
+    }
+
     /// Journals everything queued, checkpoints, flushes and stops the writer.
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
@@ -408,6 +429,9 @@ impl Writer {
                     Command::Checkpoint => self.start_checkpoint(),
                     Command::OpenJobs { repo, reply } => {
                         let _ = reply.send(self.state.open_jobs(&repo).iter().map(JobView::to_job).collect());
+                    }
+                    Command::ActiveRepos { owners, since, reply } => {
+                        let _ = reply.send(self.state.active_repos(&owners, since));
                     }
                     Command::Shutdown(done) => {
                         rx.close();

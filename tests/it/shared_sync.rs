@@ -399,3 +399,57 @@ async fn a_removed_runner_leaves_no_series_even_when_a_refresh_was_showing_it() 
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_organisation_runner_shows_its_organisations_demand_on_every_replica_whichever_received_it() {
+    use gaa::demand::{Runner, RunnerIndex, ScaleFactor};
+    let kv = Arc::new(MemoryKv::default());
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let index = || {
+        RunnerIndex::new([
+            Runner::organization(RunnerKey::new("ci", "org"), "acme", ["linux"], 0, 10, ScaleFactor::Linear),
+            Runner::new(RunnerKey::new("ci", "api-gpu"), "acme", "api", ["linux", "gpu"], 0, 10, ScaleFactor::Linear),
+        ])
+    };
+    let start = |dir: &std::path::Path| {
+        let config = WriterConfig {
+            shared: Some(SharedSetup {
+                kv: kv.clone(),
+                config: SyncConfig { refresh_every: Duration::from_millis(50), ..SyncConfig::default() },
+            }),
+            ..WriterConfig::default()
+        };
+        StoreHandle::start(dir, index(), config, Arc::new(Metrics::new())).unwrap()
+    };
+    let (a, b) = (start(a_dir.path()), start(b_dir.path()));
+    let job = |repo: &str, id: u64, status: JobStatus, labels: &[&str]| {
+        JobEvent::new(id, 1, 1, RepoRef::new(id, repo), status, labels.iter().copied())
+    };
+    // A hears acme/api and acme/web; B hears acme/tools and another organisation's job.
+    a.record("1", job("acme/api", 1, JobStatus::Queued, &["linux"])).await.unwrap();
+    a.record("2", job("acme/api", 2, JobStatus::Queued, &["linux", "gpu"])).await.unwrap();
+    a.record("3", job("acme/web", 3, JobStatus::InProgress, &["linux"])).await.unwrap();
+    b.record("4", job("acme/tools", 4, JobStatus::Queued, &["linux"])).await.unwrap();
+    b.record("5", job("acme/tools", 5, JobStatus::Queued, &["linux"])).await.unwrap();
+    b.record("6", job("other/x", 6, JobStatus::Queued, &["linux"])).await.unwrap();
+    // The organisation runner: 1, 3, 4, 5 (2 goes to the more specific repository runner).
+    eventually("both replicas count the whole organisation", || {
+        demand(&a, "org") == (4, false)
+            && demand(&b, "org") == (4, false)
+            && demand(&a, "api-gpu") == (1, false)
+            && demand(&b, "api-gpu") == (1, false)
+    })
+    .await;
+    // Finishes on either replica bring both down, repository by repository.
+    b.record("7", job("acme/web", 3, JobStatus::Completed, &["linux"])).await.unwrap();
+    a.record("8", job("acme/tools", 4, JobStatus::Completed, &["linux"])).await.unwrap();
+    eventually("both replicas see the finishes", || demand(&a, "org") == (2, false) && demand(&b, "org") == (2, false))
+        .await;
+    // A replica that starts later learns the organisation's repositories from the directory.
+    let c_dir = tempfile::tempdir().unwrap();
+    let c = start(c_dir.path());
+    eventually("a new replica counts repositories it never heard of", || demand(&c, "org") == (2, false)).await;
+    for store in [a, b, c] {
+        store.shutdown().await;
+    }
+}
