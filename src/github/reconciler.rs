@@ -61,9 +61,21 @@ impl Default for ReconcilerConfig {
 }
 
 /// Credentials that may read each repository (lower-cased `owner/name`): tokens, used in turn,
-/// or a GitHub App.
+/// or a GitHub App. A key without `/` is an organisation (lower-cased owner): its credentials
+/// read every repository of the organisation that has none of its own.
 #[derive(Debug, Clone, Default)]
 pub struct RepoTokens(pub HashMap<String, Vec<Credential>>);
+
+impl RepoTokens {
+    /// The credentials that read `repo`: its own, else its organisation's.
+    pub fn for_repo(&self, repo: &str) -> Option<&Vec<Credential>> {
+        let own = self.0.get(repo).filter(|c| !c.is_empty());
+        own.or_else(|| {
+            let (owner, _) = repo.split_once('/')?;
+            self.0.get(owner).filter(|c| !c.is_empty())
+        })
+    }
+}
 
 /// What one repository's resync did.
 #[derive(Debug, Default)]
@@ -171,6 +183,9 @@ pub struct Reconciler {
     /// replica journaled), as GitHub's lists showed it while the job was open; once its completion
     /// is lost, this lets it be repaired with its run's one request instead of one of its own.
     run_of: HashMap<String, HashMap<u64, u64>>,
+    /// Repositories of organisations with organisation runners that the resync covers besides
+    /// the repository runners' (see [`Reconciler::cover_organisations`]).
+    organisation_repos: HashSet<String>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -190,6 +205,7 @@ impl Reconciler {
             rotation: HashMap::new(),
             last_jobs: HashMap::new(),
             run_of: HashMap::new(),
+            organisation_repos: HashSet::new(),
         }
     }
 
@@ -211,11 +227,21 @@ impl Reconciler {
             info.with_token = with_token;
             board.set_resync(&runner.key, info);
         }
-        let repos: Vec<String> = tokens.0.iter().filter(|(_, t)| !t.is_empty()).map(|(r, _)| r.clone()).collect();
+        // Organisations' repositories stay covered while their organisation still has runners.
+        self.organisation_repos.retain(|repo| {
+            repo.split_once('/')
+                .is_some_and(|(owner, _)| index.serves_organization(owner) && tokens.for_repo(repo).is_some())
+        });
+        let covered = |repo: &String| {
+            repo.contains('/')
+                && (tokens.0.get(repo).is_some_and(|t| !t.is_empty()) || self.organisation_repos.contains(repo))
+        };
+        let repos: Vec<String> =
+            tokens.0.keys().chain(&self.organisation_repos).filter(|r| covered(r)).cloned().collect();
         self.schedule.set_repos(repos, now, self.shared.config.windows);
-        self.last_jobs.retain(|repo, _| tokens.0.contains_key(repo));
-        self.run_of.retain(|repo, _| tokens.0.contains_key(repo));
-        self.rotation.retain(|repo, _| tokens.0.contains_key(repo));
+        self.last_jobs.retain(|repo, _| covered(repo));
+        self.run_of.retain(|repo, _| covered(repo));
+        self.rotation.retain(|repo, _| covered(repo));
         let mut in_use: HashSet<Budget> = HashSet::new();
         let (mut apps, mut app_repos, mut named) = (HashSet::new(), HashSet::new(), HashSet::new());
         {
@@ -228,10 +254,17 @@ impl Reconciler {
                         }
                         Credential::App(app) => {
                             in_use.insert(Budget::App(app.issuer().to_string()));
-                            in_use.extend(cache.installation(app, repo).map(Budget::Installation));
                             named.extend(app.installation());
                             apps.insert(app.identity().clone());
-                            app_repos.insert(repo.clone());
+                            // An organisation's App reads the organisation's covered repositories.
+                            let prefix = format!("{repo}/");
+                            let read = std::iter::once(repo)
+                                .filter(|r| r.contains('/'))
+                                .chain(self.organisation_repos.iter().filter(|r| r.starts_with(&prefix)));
+                            for repo in read {
+                                in_use.extend(cache.installation(app, repo).map(Budget::Installation));
+                                app_repos.insert(repo.clone());
+                            }
                         }
                     }
                 }
@@ -263,10 +296,56 @@ impl Reconciler {
         self.schedule.next_due()
     }
 
+    /// Brings the organisations' repositories into the resync: for every organisation with
+    /// organisation runners and credentials, each repository of it that has an open job or had a
+    /// job change within `cacheWindowWhenEmpty` (GitHub has no organisation-wide list of queued
+    /// jobs, so a repository no delivery ever named is not asked about). A repository leaves
+    /// once it has neither.
+    pub async fn cover_organisations(&mut self, now: i64) {
+        let owners: HashSet<String> = self
+            .shared
+            .index
+            .organizations()
+            .into_iter()
+            .filter(|owner| self.tokens.0.get(*owner).is_some_and(|c| !c.is_empty()))
+            .map(str::to_string)
+            .collect();
+        let wanted: HashSet<String> = if owners.is_empty() {
+            HashSet::new()
+        } else {
+            let since = now - i64::try_from(self.shared.config.windows.idle.as_secs()).unwrap_or(i64::MAX / 2);
+            match self.shared.store.active_repos(&owners, since).await {
+                Ok(repos) => repos.into_iter().filter(|repo| !self.tokens.0.contains_key(repo)).collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "the store did not say which repositories are active; keeping the last set");
+                    return;
+                }
+            }
+        };
+        if wanted == self.organisation_repos {
+            return;
+        }
+        for gone in self.organisation_repos.difference(&wanted) {
+            self.last_jobs.remove(gone);
+            self.run_of.remove(gone);
+            self.rotation.remove(gone);
+        }
+        self.organisation_repos = wanted;
+        let repos: Vec<String> = self
+            .tokens
+            .0
+            .iter()
+            .filter(|(repo, credentials)| repo.contains('/') && !credentials.is_empty())
+            .map(|(repo, _)| repo.clone())
+            .chain(self.organisation_repos.iter().cloned())
+            .collect();
+        self.schedule.set_repos(repos, now, self.shared.config.windows);
+    }
+
     /// A credential for `repo` that may spend now, rotating between the repository's
     /// credentials, with the budget its requests will spend; else when the first may.
     fn pick_credential(&mut self, repo: &str, now: i64) -> Result<(Credential, Budget), i64> {
-        let credentials = self.tokens.0.get(repo).cloned().unwrap_or_default();
+        let credentials = self.tokens.for_repo(repo).cloned().unwrap_or_default();
         let board = self.shared.store.board();
         let busy = self.shared.index.candidates(repo).any(|r| board.get(&r.key).is_some_and(|v| v.demand > 0));
         let start = *self.rotation.get(repo).unwrap_or(&0);
@@ -338,6 +417,7 @@ impl Reconciler {
 
     /// Resyncs every repository due at `now` (our clock, unix seconds), a few at a time.
     pub async fn resync_due(&mut self, now: i64) -> Pass {
+        self.cover_organisations(now).await;
         let mut pass = Pass::default();
         self.shared.metrics.resync_lag.set(self.schedule.lag(now) as f64);
         let due = self.schedule.due(now, usize::MAX);

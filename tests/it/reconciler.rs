@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -378,4 +379,75 @@ async fn the_reconciler_forgets_repositories_and_tokens_that_go_away() {
     assert_eq!(footprint.rotations, 1, "{footprint:?}");
     assert_eq!(footprint.job_lists, 1, "{footprint:?}");
     assert_eq!(footprint.paced_tokens, 1, "{footprint:?}");
+}
+
+/// Requests that named `repo` since the last clear.
+fn requests_for(github: &FakeGitHub, repo: &str) -> usize {
+    let prefix = format!("/repos/{repo}/");
+    github.requests().iter().filter(|r| r.path.starts_with(&prefix)).count()
+}
+
+#[tokio::test]
+async fn an_organisation_runner_is_resynced_in_every_repository_of_its_organisation_that_had_a_delivery() {
+    use gaa::demand::{Runner, RunnerIndex, ScaleFactor};
+    let github = FakeGitHub::start().await;
+    github.add_token(TOKEN, 5000);
+    github.add_token("ghp_other_organisation", 5000);
+    for repo in ["acme/api", "acme/web", "acme/quiet", "globex/app"] {
+        github.add_repo(repo);
+    }
+    let index = RunnerIndex::new([
+        Runner::organization(RunnerKey::new("ci", "acme"), "acme", ["linux"], 0, 10, ScaleFactor::Linear),
+        Runner::organization(RunnerKey::new("ci", "globex"), "globex", ["linux"], 0, 10, ScaleFactor::Linear),
+        Runner::new(RunnerKey::new("ci", "api-linux"), "acme", "api", ["linux"], 0, 10, ScaleFactor::Linear),
+    ]);
+    // The repository runner's token for acme/api; each organisation's for the rest of it.
+    let tokens = RepoTokens(
+        [("acme/api", TOKEN), ("acme", TOKEN), ("globex", "ghp_other_organisation")]
+            .into_iter()
+            .map(|(key, token)| (key.to_string(), vec![Token::new(token).into()]))
+            .collect(),
+    );
+    let config = ReconcilerConfig { windows: WINDOWS, settle: SETTLE, ..ReconcilerConfig::default() };
+    let mut world = World(ResyncWorld::start(github, 1_800_000_000, index, tokens, config));
+    let event = |repo: &str, repo_id: u64, job: u64, status: JobStatus| {
+        JobEvent::new(job, 900 + job, 1, RepoRef::new(repo_id, repo), status, LABELS)
+    };
+    // Deliveries for acme/web and globex/app; GitHub finishes both and the completions are lost.
+    world.github.add_job("acme/web", 901, 1, &["self-hosted", "linux"], JobState::Queued);
+    world.github.add_job("globex/app", 902, 2, &["self-hosted", "linux"], JobState::Queued);
+    world.store.record("w1", event("acme/web", 2002, 1, JobStatus::Queued)).await.unwrap();
+    world.store.record("g1", event("globex/app", 3003, 2, JobStatus::Queued)).await.unwrap();
+    // A job no delivery announced in a repository that had a delivery is found too.
+    world.github.add_job("acme/web", 903, 3, &["self-hosted", "linux"], JobState::Queued);
+    assert_eq!((world.demand("acme"), world.demand("globex")), (1, 1));
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "acme")).unwrap().demand == 2).await;
+    world.github.set_job_status(1, JobState::Completed);
+    world.github.set_job_status(2, JobState::Completed);
+    world.github.set_job_status(3, JobState::Completed);
+    world
+        .until(900, |store| {
+            let board = store.board();
+            board.get(&RunnerKey::new("ci", "acme")).unwrap().demand == 0
+                && board.get(&RunnerKey::new("ci", "globex")).unwrap().demand == 0
+        })
+        .await;
+    // Each organisation's repositories are read with its own credential, and a repository of
+    // the organisation that no delivery named is never asked about.
+    let requests = world.github.requests();
+    let token_of = |repo: &str| {
+        let prefix = format!("/repos/{repo}/");
+        requests.iter().filter(|r| r.path.starts_with(&prefix)).map(|r| r.token.clone()).collect::<HashSet<_>>()
+    };
+    assert_eq!(token_of("acme/web"), HashSet::from([Some(TOKEN.to_string())]));
+    assert_eq!(token_of("globex/app"), HashSet::from([Some("ghp_other_organisation".to_string())]));
+    assert_eq!(requests_for(&world.github, "acme/quiet"), 0);
+    // Once its jobs are finished and the idle window has passed, a repository leaves the resync.
+    world.tick(700).await;
+    world.github.clear_requests();
+    for _ in 0..10 {
+        world.tick(120).await;
+    }
+    assert_eq!(requests_for(&world.github, "acme/web"), 0, "an inactive repository costs nothing");
+    assert!(requests_for(&world.github, "acme/api") > 0, "the repository runner's repository is resynced as before");
 }
