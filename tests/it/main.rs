@@ -25,6 +25,7 @@ mod memcached_store;
 mod onboard;
 mod operator;
 mod ordering;
+mod organisation;
 mod process;
 mod reconciler;
 mod shared_sync;
