@@ -1,5 +1,6 @@
 //! The objects onboarding prints: the read-token Secret, the webhook Secret, one credentials
-//! Secret per pre-registered runner, and the ScaledActionRunner naming them. Pure.
+//! Secret per pre-registered runner, and the ScaledActionRunner naming them (a repository's, or
+//! an organisation's: no `repo`, and its `runnerGroup` when one was named). Pure.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use secrecy::ExposeSecret;
 
+use super::target::Target;
 use crate::crd::{
     GITHUB_TOKEN_KEY_PREFIX, RunnerTemplate, ScaledActionRunner, ScaledActionRunnerSpec, WEBHOOK_SECRET_KEY,
 };
@@ -32,8 +34,8 @@ pub struct Onboarding {
     /// Namespace of the read-token Secret (the core's `apiServerPatTokenNamespace`, or else the
     /// runner's own).
     pub token_namespace: String,
-    pub owner: String,
-    pub repo: String,
+    /// Whose runners: a repository's or an organisation's.
+    pub target: Target,
     pub max_runners: i32,
     pub min_runners: Option<i32>,
     pub labels: Vec<String>,
@@ -138,8 +140,9 @@ pub fn objects(onboarding: &Onboarding) -> (Vec<Secret>, ScaledActionRunner) {
         ..RunnerTemplate::default()
     };
     let spec = ScaledActionRunnerSpec {
-        owner: o.owner.clone(),
-        repo: o.repo.clone(),
+        owner: o.target.owner().to_owned(),
+        // An organisation runner's is dropped from what is printed: see `runner_child`.
+        repo: o.target.repo().unwrap_or_default().to_owned(),
         max_runners: o.max_runners,
         min_runners: o.min_runners,
         runner_secrets,
@@ -159,14 +162,29 @@ pub fn objects(onboarding: &Onboarding) -> (Vec<Secret>, ScaledActionRunner) {
     (secrets, runner)
 }
 
+/// The ScaledActionRunner as printed. An organisation runner has no `repo` and, when one was
+/// named, a `runnerGroup`: the typed spec cannot say that yet, so its JSON is edited.
+pub fn runner_child(target: &Target, runner: &ScaledActionRunner) -> Child {
+    let mut child = Child::typed(runner);
+    if let (Target::Organisation { runner_group, .. }, Some(spec)) =
+        (target, child.object.data.get_mut("spec").and_then(serde_json::Value::as_object_mut))
+    {
+        spec.remove("repo");
+        if let Some(group) = runner_group {
+            spec.insert("runnerGroup".to_owned(), serde_json::Value::String(group.clone()));
+        }
+    }
+    child
+}
+
 /// The objects as one YAML stream, after a comment saying what the stream holds.
 pub fn yaml(onboarding: &Onboarding) -> Result<String, YamlError> {
     let (secrets, runner) = objects(onboarding);
     let mut children: Vec<Child> = secrets.iter().map(Child::typed).collect();
-    children.push(Child::typed(&runner));
+    children.push(runner_child(&onboarding.target, &runner));
     let mut text = format!(
-        "# Onboarding of {}/{} by `github-action-autoscaler onboard`.\n# Holds a GitHub token and the webhook secret: apply it, never commit it.\n",
-        onboarding.owner, onboarding.repo
+        "# Onboarding of {} by `github-action-autoscaler onboard`.\n# Holds a GitHub token and the webhook secret: apply it, never commit it.\n",
+        onboarding.target
     );
     text.push_str(&to_yaml(&children)?);
     Ok(text)
@@ -184,8 +202,7 @@ mod tests {
             name: "api".into(),
             namespace: "ci".into(),
             token_namespace: "github".into(),
-            owner: "acme".into(),
-            repo: "api".into(),
+            target: Target::Repository { owner: "acme".into(), repo: "api".into() },
             max_runners: 2,
             min_runners: None,
             labels: vec!["linux".into(), "gpu".into()],
@@ -263,6 +280,33 @@ mod tests {
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(catalog.runners.len(), 1);
+    }
+
+    /// The printed ScaledActionRunner's spec, as JSON.
+    fn printed_spec(o: &Onboarding) -> serde_json::Value {
+        let (_, runner) = objects(o);
+        runner_child(&o.target, &runner).object.data["spec"].clone()
+    }
+
+    #[test]
+    fn an_organisation_runner_is_printed_without_a_repository_and_with_its_group_only_when_named() {
+        let mut o = onboarding(Runners::SelfRegistering);
+        let repository = printed_spec(&o);
+        assert_eq!((repository["owner"].as_str(), repository["repo"].as_str()), (Some("acme"), Some("api")));
+        assert!(repository.get("runnerGroup").is_none());
+
+        o.target = Target::Organisation { org: "acme".into(), runner_group: None };
+        let default_group = printed_spec(&o);
+        assert_eq!(default_group["owner"], "acme");
+        assert!(default_group.get("repo").is_none(), "{default_group}");
+        assert!(default_group.get("runnerGroup").is_none(), "Default is left implicit: {default_group}");
+        assert_eq!(default_group["webhookSecret"], "api-webhook");
+
+        o.target = Target::Organisation { org: "acme".into(), runner_group: Some("gpu".into()) };
+        assert_eq!(printed_spec(&o)["runnerGroup"], "gpu");
+        let text = yaml(&o).unwrap();
+        assert!(text.starts_with("# Onboarding of organisation acme by"), "{text}");
+        assert!(text.contains("runnerGroup: gpu") && !text.contains("repo:"), "{text}");
     }
 
     #[test]
