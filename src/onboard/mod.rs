@@ -558,13 +558,15 @@ fn admin_failure(
 
 fn report(outcome: &HookOutcome, target: &str, url: &reqwest::Url) {
     match outcome {
-        HookOutcome::Created(id) => tracing::info!(target, hook = id, %url, "webhook created"),
-        HookOutcome::Updated(id) => tracing::info!(target, hook = id, %url, "webhook updated with a new secret"),
+        HookOutcome::Created(id) => tracing::info!(scope = target, hook = id, %url, "webhook created"),
+        HookOutcome::Updated(id) => {
+            tracing::info!(scope = target, hook = id, %url, "webhook updated with a new secret")
+        }
         HookOutcome::WouldCreate => {
-            tracing::info!(target, %url, "dry run: a webhook would be created; GitHub unchanged")
+            tracing::info!(scope = target, %url, "dry run: a webhook would be created; GitHub unchanged")
         }
         HookOutcome::WouldUpdate(id) => {
-            tracing::info!(target, hook = id, %url, "dry run: this webhook would be updated; GitHub unchanged")
+            tracing::info!(scope = target, hook = id, %url, "dry run: this webhook would be updated; GitHub unchanged")
         }
     }
 }

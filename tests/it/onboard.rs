@@ -521,6 +521,11 @@ async fn an_organisation_gets_one_workflow_job_hook_that_a_second_run_updates_in
     assert_ne!(hook.secret.as_deref(), Some(rotated.as_str()), "each run rotates the secret");
     assert_eq!(hooks[0].secret, Some(rotated));
     assert!(second.stderr.contains("webhook updated"), "{}", second.stderr);
+    assert!(second.stderr.contains("scope=\"organisation acme\""), "{}", second.stderr);
+    for run in [&first, &second] {
+        assert!(!run.stderr.contains(ADMIN) && !run.stderr.contains(READ), "a token is in the log");
+        assert!(!run.stdout.contains(ADMIN), "the admin token is in the output");
+    }
     let writes: BTreeSet<String> =
         setup.github.requests().into_iter().filter(|r| r.method != "GET").map(|r| r.path).collect();
     assert_eq!(writes, BTreeSet::from(["/orgs/acme/hooks".to_owned(), format!("/orgs/acme/hooks/{}", hook.id)]));
