@@ -650,3 +650,22 @@ async fn a_runner_group_the_organisation_lacks_is_refused_before_github_is_chang
     assert!(setup.github.registration_tokens().is_empty());
     assert_eq!(run.stdout, "");
 }
+
+#[tokio::test]
+async fn an_organisation_dry_run_only_reads_and_says_what_it_would_do() {
+    let setup = org_setup().await;
+    setup.github.add_runner_group(ORG, "gpu");
+    let runner_dir = fake_runner_dir(setup.dir.path());
+    let run =
+        setup.onboard_org(&["--dry-run", "--runner-dir", runner_dir.to_str().unwrap(), "--runner-group", "gpu"]).await;
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stderr.contains("would be created"), "{}", run.stderr);
+    let methods: BTreeSet<String> = setup.github.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, BTreeSet::from(["GET".to_owned()]));
+    assert!(setup.github.org_hooks(ORG).is_empty() && setup.github.registration_tokens().is_empty());
+    let spec = printed_runner_spec(&run.stdout);
+    assert_eq!(
+        (spec["runnerGroup"].as_str(), spec["runnerSecrets"].clone()),
+        (Some("gpu"), serde_json::json!(["api-0", "api-1"]))
+    );
+}
