@@ -8,7 +8,8 @@ usage() {
 usage: scripts/onboard.sh ONBOARD-ARGUMENTS...
 
 Runs `github-action-autoscaler onboard ONBOARD-ARGUMENTS...` (creates or updates the repository's
-workflow_job webhook) and applies the printed Secrets and ScaledActionRunner with kubectl.
+workflow_job webhook, or with --org the organisation's) and applies the printed Secrets and
+ScaledActionRunner with kubectl.
 
   --dry-run      passed to onboard (GitHub is not changed) and nothing is applied: the YAML is
                  printed instead

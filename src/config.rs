@@ -101,8 +101,8 @@ pub enum Command {
     /// Print, as a YAML stream, the objects the operator would apply for the custom resources
     /// in the given files (offline; for review and GitOps).
     Render(RenderArgs),
-    /// Onboard a repository: create (or update) its webhook and print the Secrets and the
-    /// ScaledActionRunner to apply.
+    /// Onboard a repository (or, with --org, an organisation): create (or update) its webhook
+    /// and print the Secrets and the ScaledActionRunner to apply.
     Onboard(Box<OnboardArgs>),
     /// Init container of a runner pod: copies the registration files of this pod's ordinal
     /// from its runner Secret into a directory.

@@ -13,24 +13,32 @@ pub struct OnboardArgs {
     /// Name of the ScaledActionRunner (and prefix of its Secrets).
     #[arg(short = 'n', long)]
     pub name: String,
-    /// Repository owner (user or organisation).
+    /// Repository owner (user or organisation), with --repo.
     #[arg(short = 'o', long)]
-    pub owner: String,
-    /// Repository name.
+    pub owner: Option<String>,
+    /// Repository name, with --owner.
     #[arg(short = 'r', long)]
-    pub repo: String,
+    pub repo: Option<String>,
+    /// Organisation whose runners these are, instead of --owner and --repo: they take jobs from
+    /// every repository of it, and the webhook is the organisation's.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// With --org: the runner group the runners register in (default: `Default`, which every
+    /// organisation has).
+    #[arg(long)]
+    pub runner_group: Option<String>,
     /// Most runners.
     #[arg(short = 'm', long, value_parser = clap::value_parser!(i32).range(1..))]
     pub max_runners: i32,
     /// Fewest runners kept even with no demand (default 0: scale to zero).
     #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
     pub min_runners: Option<i32>,
-    /// File holding a GitHub token that can read the repository's Actions runs and jobs; it is
-    /// printed into the token Secret.
+    /// File holding a GitHub token that can read the repository's (with --org: the
+    /// organisation's repositories') Actions runs and jobs; it is printed into the token Secret.
     #[arg(short = 'p', long, env = "GAA_ONBOARD_READ_TOKEN_FILE")]
     pub read_token: PathBuf,
-    /// File holding a GitHub token with admin rights on the repository, used to create the
-    /// webhook (and register runners); never written anywhere.
+    /// File holding a GitHub token with admin rights on the repository (an owner's, for
+    /// --org), used to create the webhook (and register runners); never written anywhere.
     #[arg(short = 'a', long, env = "GAA_ONBOARD_ADMIN_TOKEN_FILE")]
     pub admin_token: PathBuf,
     /// Where GitHub delivers `workflow_job` events: the server's `/webhook`, over https://.

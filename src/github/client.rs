@@ -107,7 +107,7 @@ pub struct Fetched<T> {
 }
 
 impl<T> Fetched<T> {
-    fn cost_only(value: T) -> Self {
+    pub(super) fn cost_only(value: T) -> Self {
         Self { value, requests: 0, not_modified: 0, credits: 0 }
     }
 }
@@ -208,7 +208,7 @@ enum Answer {
 }
 
 /// A page body type the client can list, cache and deduplicate.
-trait Page: DeserializeOwned + Serialize {
+pub(super) trait Page: DeserializeOwned + Serialize {
     type Item;
     fn into_items(self) -> Vec<Self::Item>;
     fn id(item: &Self::Item) -> u64;
@@ -404,7 +404,7 @@ impl GitHubClient {
 
     /// One request authenticated with an App's JWT (never conditional, never cached); the body of
     /// a 2xx, `None` on 404.
-    async fn send_as_app<T>(
+    pub(super) async fn send_as_app<T>(
         &self,
         jwt: &Token,
         endpoint: &'static str,
@@ -469,13 +469,17 @@ impl GitHubClient {
         Ok(fetched)
     }
 
-    fn url(&self, path_and_query: &str) -> Result<Url, GitHubError> {
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(super) fn url(&self, path_and_query: &str) -> Result<Url, GitHubError> {
         Url::parse(&format!("{}{path_and_query}", self.base_text)).map_err(|e| GitHubError::InvalidUrl(e.to_string()))
     }
 
     /// Follows `rel="next"` from `first`, the union of all pages with duplicates (items that
     /// moved to a later page while we read) dropped.
-    async fn list<P: Page>(
+    pub(super) async fn list<P: Page>(
         &self,
         token: &Token,
         endpoint: &'static str,
@@ -629,7 +633,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GitHubError> {
+pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, GitHubError> {
     serde_json::from_slice(body).map_err(|e| GitHubError::Decode(e.to_string()))
 }
 

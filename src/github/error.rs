@@ -33,6 +33,8 @@ pub enum GitHubError {
     Pagination(String),
     #[error("not an owner/name repository: {0:?}")]
     InvalidRepository(String),
+    #[error("not an organisation's name: {0:?}")]
+    InvalidOrganisation(String),
     #[error("the token cannot be sent as an HTTP header")]
     InvalidToken,
     #[error("invalid GitHub API URL: {0}")]
@@ -58,6 +60,7 @@ impl GitHubError {
             Self::Decode(_) => "decode",
             Self::Pagination(_) => "pagination",
             Self::InvalidRepository(_) => "invalid_repository",
+            Self::InvalidOrganisation(_) => "invalid_organisation",
             Self::InvalidToken => "invalid_token",
             Self::InvalidUrl(_) => "invalid_url",
         }

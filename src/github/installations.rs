@@ -185,8 +185,9 @@ impl Installations {
         Minted { jwts: self.jwts_signed.load(Ordering::Relaxed), tokens: self.tokens_minted.load(Ordering::Relaxed) }
     }
 
-    /// An installation token that reads `repo`, from the cache or minted (looking the
-    /// installation up first when it is not known). Returns with it the App's requests made
+    /// An installation token that reads `repo` (`owner/name`, or an organisation's name for its
+    /// installation on the organisation), from the cache or minted (looking the installation up
+    /// first when it is not known). Returns with it the App's requests made
     /// (each spends the App's budget), also when it fails.
     pub async fn token(&self, app: &GitHubApp, repo: &str, now: i64) -> (Result<Obtained, GitHubError>, u32) {
         let mut spent = 0;
@@ -215,7 +216,12 @@ impl Installations {
             Some(id) => id,
             None => {
                 let jwt = self.jwt(app, now)?;
-                let found = self.client.find_installation(&jwt, repo).await;
+                // A name without `/` is an organisation: its installation reads all it was given.
+                let found = if repo.contains('/') {
+                    self.client.find_installation(&jwt, repo).await
+                } else {
+                    self.client.find_org_installation(&jwt, repo).await
+                };
                 *spent += 1;
                 match found?.value {
                     Some(id) => {

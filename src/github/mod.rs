@@ -1,6 +1,6 @@
 //! GitHub REST: the client the reconciler lists Actions runs and jobs with (its token, rate-limit
-//! accounting and ETag cache beside it), GitHub App authentication, its models, and the resync
-//! built on it.
+//! accounting and ETag cache beside it), the repositories of organisations and installations,
+//! GitHub App authentication, its models, and the resync built on it.
 
 pub mod app;
 pub mod client;
@@ -8,6 +8,7 @@ pub mod error;
 mod etag_cache;
 pub mod installations;
 pub mod models;
+pub mod org;
 pub mod rate_limit;
 pub mod reconciler;
 pub mod resync;

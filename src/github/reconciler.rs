@@ -186,6 +186,12 @@ pub struct Reconciler {
     /// Repositories of organisations with organisation runners that the resync covers besides
     /// the repository runners' (see [`Reconciler::cover_organisations`]).
     organisation_repos: HashSet<String>,
+    /// Organisations whose repositories were listed since start, and when a failed listing may
+    /// be tried again.
+    listed: HashSet<String>,
+    listing_retry: HashMap<String, i64>,
+    /// Repositories a listing found, each resynced once whatever its activity.
+    first_look: HashSet<String>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -206,6 +212,9 @@ impl Reconciler {
             last_jobs: HashMap::new(),
             run_of: HashMap::new(),
             organisation_repos: HashSet::new(),
+            listed: HashSet::new(),
+            listing_retry: HashMap::new(),
+            first_look: HashSet::new(),
         }
     }
 
@@ -228,6 +237,9 @@ impl Reconciler {
             board.set_resync(&runner.key, info);
         }
         // Organisations' repositories stay covered while their organisation still has runners.
+        let served = |repo: &String| repo.split_once('/').is_some_and(|(owner, _)| index.serves_organization(owner));
+        self.first_look.retain(served);
+        self.listed.retain(|owner| index.serves_organization(owner));
         self.organisation_repos.retain(|repo| {
             repo.split_once('/')
                 .is_some_and(|(owner, _)| index.serves_organization(owner) && tokens.for_repo(repo).is_some())
@@ -258,8 +270,8 @@ impl Reconciler {
                             apps.insert(app.identity().clone());
                             // An organisation's App reads the organisation's covered repositories.
                             let prefix = format!("{repo}/");
+                            // (An organisation's own entry is its installation on the organisation.)
                             let read = std::iter::once(repo)
-                                .filter(|r| r.contains('/'))
                                 .chain(self.organisation_repos.iter().filter(|r| r.starts_with(&prefix)));
                             for repo in read {
                                 in_use.extend(cache.installation(app, repo).map(Budget::Installation));
@@ -299,9 +311,11 @@ impl Reconciler {
     /// Brings the organisations' repositories into the resync: for every organisation with
     /// organisation runners and credentials, each repository of it that has an open job or had a
     /// job change within `cacheWindowWhenEmpty` (GitHub has no organisation-wide list of queued
-    /// jobs, so a repository no delivery ever named is not asked about). A repository leaves
-    /// once it has neither.
+    /// jobs, so a repository no delivery named is not asked about), and once after start every
+    /// repository the organisation's listing shows (jobs queued while no one listened). A
+    /// repository leaves once it has neither.
     pub async fn cover_organisations(&mut self, now: i64) {
+        self.list_organisations(now).await;
         let owners: HashSet<String> = self
             .shared
             .index
@@ -315,7 +329,11 @@ impl Reconciler {
         } else {
             let since = now - i64::try_from(self.shared.config.windows.idle.as_secs()).unwrap_or(i64::MAX / 2);
             match self.shared.store.active_repos(&owners, since).await {
-                Ok(repos) => repos.into_iter().filter(|repo| !self.tokens.0.contains_key(repo)).collect(),
+                Ok(repos) => repos
+                    .into_iter()
+                    .chain(self.first_look.iter().cloned())
+                    .filter(|repo| !self.tokens.0.contains_key(repo))
+                    .collect(),
                 Err(error) => {
                     tracing::warn!(%error, "the store did not say which repositories are active; keeping the last set");
                     return;
@@ -340,6 +358,70 @@ impl Reconciler {
             .chain(self.organisation_repos.iter().cloned())
             .collect();
         self.schedule.set_repos(repos, now, self.shared.config.windows);
+    }
+
+    /// Lists the repositories of one organisation not listed since start (one a pass, when its
+    /// credential may spend): with a token `GET /orgs/{org}/repos`, with a GitHub App its
+    /// installation's `GET /installation/repositories`; a page of 100 repositories a request.
+    /// Archived and disabled repositories run no jobs and are left out.
+    async fn list_organisations(&mut self, now: i64) {
+        let owner = self.shared.index.organizations().into_iter().find(|owner| {
+            !self.listed.contains(*owner)
+                && self.listing_retry.get(*owner).is_none_or(|at| *at <= now)
+                && self.tokens.0.get(*owner).is_some_and(|c| !c.is_empty())
+        });
+        let Some(owner) = owner.map(str::to_string) else { return };
+        let Some(credential) = self.tokens.0.get(&owner).and_then(|c| c.first()).cloned() else { return };
+        let listed = match &credential {
+            Credential::Token(token) => {
+                if self.ready_at(token.budget(), false, now) > now {
+                    return;
+                }
+                let listed = self.shared.client.list_org_repos(token, &owner).await;
+                if let Ok(fetched) = &listed {
+                    self.pace.entry(token.budget().clone()).or_default().spent.push_back((now, fetched.requests));
+                }
+                listed
+            }
+            Credential::App(app) => {
+                let (obtained, spent) = self.shared.installations.token(app, &owner, now).await;
+                if spent > 0 {
+                    let app_budget = Budget::App(app.issuer().to_string());
+                    self.pace.entry(app_budget).or_default().spent.push_back((now, spent));
+                }
+                match obtained {
+                    Ok(obtained) => {
+                        let listed = self.shared.client.list_installation_repos(&obtained.token).await;
+                        if let Ok(fetched) = &listed {
+                            let budget = Budget::Installation(obtained.installation);
+                            self.pace.entry(budget).or_default().spent.push_back((now, fetched.requests));
+                        }
+                        listed
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        match listed {
+            Ok(fetched) => {
+                let prefix = format!("{owner}/");
+                let repos: Vec<String> = fetched
+                    .value
+                    .iter()
+                    .filter(|r| !r.archived && !r.disabled)
+                    .map(|r| r.full_name.to_ascii_lowercase())
+                    .filter(|name| name.starts_with(&prefix))
+                    .collect();
+                tracing::info!(organisation = %owner, repositories = repos.len(), requests = fetched.requests, "organisation's repositories listed for a first look");
+                self.first_look.extend(repos);
+                self.listed.insert(owner.clone());
+                self.listing_retry.remove(&owner);
+            }
+            Err(error) => {
+                tracing::warn!(organisation = %owner, %error, "listing the organisation's repositories failed; will retry");
+                self.listing_retry.insert(owner, now + 60);
+            }
+        }
     }
 
     /// A credential for `repo` that may spend now, rotating between the repository's
@@ -457,6 +539,7 @@ impl Reconciler {
                     pass.credits += outcome.credits;
                     pass.corrections += outcome.corrections;
                     self.last_jobs.insert(repo.clone(), jobs_seen);
+                    self.first_look.remove(&repo);
                     if runs.is_empty() {
                         self.run_of.remove(&repo);
                     } else {

@@ -1,5 +1,6 @@
-//! The GitHub calls onboarding makes with the admin token: read the repository, list, create and
-//! update its hooks, get a runner registration token. Same User-Agent, API version, timeouts,
+//! The GitHub calls onboarding makes with the admin token: read the repository or organisation,
+//! list, create and update its hooks, list an organisation's runner groups, get a runner
+//! registration token. Same User-Agent, API version, timeouts,
 //! TLS provider, error type and rate-limit reading as the reconciler's [`GitHubClient`]
 //! (crate::github::client), which only GETs with conditional caching.
 //!
@@ -15,12 +16,14 @@ use serde::de::DeserializeOwned;
 use secrecy::ExposeSecret;
 
 use super::hook::ListedHook;
+use super::target::Target;
 use crate::github::GitHubError;
 use crate::github::client::{PER_PAGE, api_base, describe, http_client, next_link};
 use crate::github::rate_limit::rate_limit_wait;
 use crate::webhook::{SecretBytes, secret_bytes};
 
-/// A repository with more hooks than this is refused rather than half-searched.
+/// A repository or organisation with more hooks (or runner groups) than this many pages is
+/// refused rather than half-searched.
 const MAX_PAGES: usize = 50;
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -55,6 +58,26 @@ pub struct Permissions {
     pub admin: bool,
 }
 
+/// `GET /orgs/{org}`, the fields onboarding reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Organisation {
+    pub login: String,
+}
+
+/// A page of `GET /orgs/{org}/actions/runner-groups`.
+#[derive(Deserialize)]
+struct RunnerGroupPage {
+    #[serde(default)]
+    runner_groups: Vec<RunnerGroup>,
+}
+
+/// A runner group of an organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RunnerGroup {
+    pub id: u64,
+    pub name: String,
+}
+
 /// A registration token's answer; the token never shows in `Debug`.
 #[derive(Deserialize)]
 struct RegistrationAnswer {
@@ -87,11 +110,65 @@ impl Api {
         decode(&body)
     }
 
-    /// Every hook of the repository, all pages.
-    pub async fn hooks(&self, token: &SecretBytes, owner: &str, repo: &str) -> Result<Vec<ListedHook>, Failure> {
-        let mut next = Some(self.url(&format!("/repos/{owner}/{repo}/hooks?per_page={PER_PAGE}"))?);
+    /// `GET /orgs/{org}`: 404 for an unknown organisation, and for a user's login.
+    pub async fn organisation(&self, token: &SecretBytes, org: &str) -> Result<Organisation, Failure> {
+        let url = self.url(&format!("/orgs/{org}"))?;
+        let (body, _) = self.send(Method::GET, url, token, None).await?;
+        decode(&body)
+    }
+
+    /// Every hook of the repository or organisation, all pages.
+    pub async fn hooks(&self, token: &SecretBytes, target: &Target) -> Result<Vec<ListedHook>, Failure> {
+        let first = self.url(&format!("{}/hooks?per_page={PER_PAGE}", target.api_path()))?;
+        let pages: Vec<Vec<ListedHook>> = self.all_pages(token, first).await?;
+        Ok(pages.into_iter().flatten().collect())
+    }
+
+    /// Every runner group of organisation `org`, all pages.
+    pub async fn runner_groups(&self, token: &SecretBytes, org: &str) -> Result<Vec<RunnerGroup>, Failure> {
+        let first = self.url(&format!("/orgs/{org}/actions/runner-groups?per_page={PER_PAGE}"))?;
+        let pages: Vec<RunnerGroupPage> = self.all_pages(token, first).await?;
+        Ok(pages.into_iter().flat_map(|page| page.runner_groups).collect())
+    }
+
+    /// `POST …/hooks` of the repository or organisation: the new hook's id.
+    pub async fn create_hook(
+        &self,
+        token: &SecretBytes,
+        target: &Target,
+        body: &serde_json::Value,
+    ) -> Result<u64, Failure> {
+        let url = self.url(&format!("{}/hooks", target.api_path()))?;
+        let (answer, _) = self.send(Method::POST, url, token, Some(body)).await?;
+        Ok(decode::<ListedHook>(&answer)?.id)
+    }
+
+    /// `PATCH …/hooks/{id}` of the repository or organisation.
+    pub async fn update_hook(
+        &self,
+        token: &SecretBytes,
+        target: &Target,
+        id: u64,
+        body: &serde_json::Value,
+    ) -> Result<(), Failure> {
+        let url = self.url(&format!("{}/hooks/{id}", target.api_path()))?;
+        self.send(Method::PATCH, url, token, Some(body)).await.map(|_| ())
+    }
+
+    /// `POST …/actions/runners/registration-token` of the repository or organisation: valid for
+    /// an hour, for any number of runners.
+    pub async fn registration_token(&self, token: &SecretBytes, target: &Target) -> Result<SecretBytes, Failure> {
+        let url = self.url(&format!("{}/actions/runners/registration-token", target.api_path()))?;
+        let (body, _) = self.send(Method::POST, url, token, None).await?;
+        let answer: RegistrationAnswer = decode(&body)?;
+        Ok(secret_bytes(answer.token))
+    }
+
+    /// Every page from `first` on, following `rel="next"`, each decoded as `P`.
+    async fn all_pages<P: DeserializeOwned>(&self, token: &SecretBytes, first: Url) -> Result<Vec<P>, Failure> {
+        let mut next = Some(first);
         let mut visited = HashSet::new();
-        let mut hooks = Vec::new();
+        let mut pages = Vec::new();
         while let Some(url) = next.take() {
             if !visited.insert(url.to_string()) || visited.len() > MAX_PAGES {
                 return Err(
@@ -99,53 +176,13 @@ impl Api {
                 );
             }
             let (body, link) = self.send(Method::GET, url.clone(), token, None).await?;
-            hooks.extend(decode::<Vec<ListedHook>>(&body)?);
+            pages.push(decode::<P>(&body)?);
             next = match link.as_deref().and_then(next_link) {
                 Some(target) => Some(self.same_origin(&url, target)?),
                 None => None,
             };
         }
-        Ok(hooks)
-    }
-
-    /// `POST /repos/{owner}/{repo}/hooks`: the new hook's id.
-    pub async fn create_hook(
-        &self,
-        token: &SecretBytes,
-        owner: &str,
-        repo: &str,
-        body: &serde_json::Value,
-    ) -> Result<u64, Failure> {
-        let url = self.url(&format!("/repos/{owner}/{repo}/hooks"))?;
-        let (answer, _) = self.send(Method::POST, url, token, Some(body)).await?;
-        Ok(decode::<ListedHook>(&answer)?.id)
-    }
-
-    /// `PATCH /repos/{owner}/{repo}/hooks/{id}`.
-    pub async fn update_hook(
-        &self,
-        token: &SecretBytes,
-        owner: &str,
-        repo: &str,
-        id: u64,
-        body: &serde_json::Value,
-    ) -> Result<(), Failure> {
-        let url = self.url(&format!("/repos/{owner}/{repo}/hooks/{id}"))?;
-        self.send(Method::PATCH, url, token, Some(body)).await.map(|_| ())
-    }
-
-    /// `POST /repos/{owner}/{repo}/actions/runners/registration-token`: valid for an hour, for
-    /// any number of runners.
-    pub async fn registration_token(
-        &self,
-        token: &SecretBytes,
-        owner: &str,
-        repo: &str,
-    ) -> Result<SecretBytes, Failure> {
-        let url = self.url(&format!("/repos/{owner}/{repo}/actions/runners/registration-token"))?;
-        let (body, _) = self.send(Method::POST, url, token, None).await?;
-        let answer: RegistrationAnswer = decode(&body)?;
-        Ok(secret_bytes(answer.token))
+        Ok(pages)
     }
 
     fn url(&self, path_and_query: &str) -> Result<Url, GitHubError> {

@@ -1,6 +1,7 @@
-//! `onboard`: creates (or updates) a repository's webhook and prints the Secrets and the
-//! ScaledActionRunner to apply; optionally registers the runners up front (`--runner-dir`), as
-//! the original add-runner did, so no admin token has to be kept.
+//! `onboard`: creates (or updates) a repository's webhook, or with `--org` an organisation's,
+//! and prints the Secrets and the ScaledActionRunner to apply; optionally registers the runners
+//! up front (`--runner-dir`, an organisation's into its runner group), as the original
+//! add-runner did, so no admin token has to be kept.
 //!
 //! Order matters: every input is checked and the output file opened before GitHub is changed,
 //! so a failure never leaves a hook whose new secret was printed nowhere.
@@ -9,6 +10,7 @@ pub mod github;
 pub mod hook;
 pub mod registration;
 pub mod render;
+pub mod target;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use self::github::{Api, Failure};
 use self::hook::{HookChange, WebhookUrlProblem};
 use self::registration::RegistrationError;
 use self::render::{Onboarding, Runners};
+use self::target::Target;
 use crate::config::OnboardArgs;
 use crate::github::GitHubError;
 use crate::operator::render::YamlError;
@@ -33,6 +36,8 @@ const MAX_NAME_LEN: usize = 52;
 pub enum OnboardError {
     #[error("--{flag} {value:?}: {reason}")]
     Argument { flag: &'static str, value: String, reason: String },
+    #[error("{flags}: {reason}")]
+    Flags { flags: &'static str, reason: &'static str },
     #[error("reading the {which} token file {path}: {source}; pass a file holding the token")]
     TokenFileUnreadable {
         which: &'static str,
@@ -70,36 +75,64 @@ pub enum OnboardError {
         "the admin token has no admin rights on {repo} ({what}): use a token of an account that administers the repository, with the classic `repo` scope or the fine-grained {needs} permission"
     )]
     NoAdminRights { repo: String, what: String, needs: String },
+    #[error(
+        "organisation {org} not found: check --org (a user account has no organisation runners: use --owner and --repo for its repositories)"
+    )]
+    OrganisationNotFound { org: String },
+    #[error(
+        "the read token cannot see organisation {org} (404): the server could not check its jobs; use a token of a member with read access to its repositories (classic `repo` scope for private ones, or fine-grained Actions: read)"
+    )]
+    ReadTokenCannotSeeOrganisation { org: String },
+    #[error(
+        "the admin token is not an owner's of organisation {org} ({what}): use a token of an account that owns the organisation, with the classic {scopes} scope or the fine-grained organisation permission {needs}"
+    )]
+    NotOrganisationOwner { org: String, what: String, scopes: String, needs: String },
+    #[error("reading organisation {org}: {source}")]
+    ReadOrganisation {
+        org: String,
+        #[source]
+        source: GitHubError,
+    },
+    #[error(
+        "organisation {org} has no runner group {group:?} (it has {known}): create it in the organisation's settings (Actions, Runner groups) or leave --runner-group out to use Default"
+    )]
+    NoSuchRunnerGroup { org: String, group: String, known: String },
+    #[error("listing the runner groups of organisation {org}: {source}")]
+    ListRunnerGroups {
+        org: String,
+        #[source]
+        source: GitHubError,
+    },
     #[error("reading repository {repo}: {source}")]
     ReadRepository {
         repo: String,
         #[source]
         source: GitHubError,
     },
-    #[error("listing the webhooks of {repo}: {source}")]
+    #[error("listing the webhooks of {target}: {source}")]
     ListHooks {
-        repo: String,
+        target: String,
         #[source]
         source: GitHubError,
     },
-    #[error("creating the webhook of {repo}: {source} {message}")]
+    #[error("creating the webhook of {target}: {source} {message}")]
     CreateHook {
-        repo: String,
+        target: String,
         message: String,
         #[source]
         source: GitHubError,
     },
-    #[error("updating webhook {id} of {repo}: {source} {message}")]
+    #[error("updating webhook {id} of {target}: {source} {message}")]
     UpdateHook {
-        repo: String,
+        target: String,
         id: u64,
         message: String,
         #[source]
         source: GitHubError,
     },
-    #[error("getting a runner registration token for {repo}: {source}")]
+    #[error("getting a runner registration token for {target}: {source}")]
     RegistrationToken {
-        repo: String,
+        target: String,
         #[source]
         source: GitHubError,
     },
@@ -170,11 +203,15 @@ fn is_github_name(value: &str) -> bool {
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// Checks the flags that need no file or network.
-pub fn check_args(args: &OnboardArgs) -> Result<(), OnboardError> {
+/// The longest runner group name accepted (GitHub's own limit is not documented).
+const MAX_RUNNER_GROUP_LEN: usize = 100;
+
+/// Checks the flags that need no file or network; whose runners they set up.
+pub fn check_args(args: &OnboardArgs) -> Result<Target, OnboardError> {
     let bad = |flag: &'static str, value: &str, reason: &str| {
         Err(OnboardError::Argument { flag, value: value.to_owned(), reason: reason.to_owned() })
     };
+    let flags = |flags: &'static str, reason: &'static str| Err(OnboardError::Flags { flags, reason });
     if !is_dns_label(&args.name, MAX_NAME_LEN) {
         return bad(
             "name",
@@ -191,11 +228,62 @@ pub fn check_args(args: &OnboardArgs) -> Result<(), OnboardError> {
             );
         }
     }
-    if !is_github_name(&args.owner) {
-        return bad("owner", &args.owner, "a GitHub user or organisation name (letters, digits, '-', '_', '.')");
-    }
-    if !is_github_name(&args.repo) {
-        return bad("repo", &args.repo, "a repository name without its owner (letters, digits, '-', '_', '.')");
+    let target = match (&args.org, &args.owner, &args.repo) {
+        (Some(_), _, Some(_)) => {
+            return flags(
+                "--org with --repo",
+                "an organisation runner takes jobs from every repository of the organisation and names none: give --org alone, or --owner and --repo for one repository's runners",
+            );
+        }
+        (Some(_), Some(_), None) => {
+            return flags(
+                "--org with --owner",
+                "--org names the organisation whose runners these are; --owner goes with --repo, for one repository's runners",
+            );
+        }
+        (None, None, None) => {
+            return flags(
+                "no --owner and --repo, nor --org",
+                "say whose runners these are: --owner OWNER --repo REPO for a repository's, --org ORG for an organisation's",
+            );
+        }
+        (None, Some(_), None) => {
+            return flags(
+                "--owner without --repo",
+                "give the repository with --repo, or --org alone for an organisation's runners",
+            );
+        }
+        (None, None, Some(_)) => return flags("--repo without --owner", "give the repository's owner with --owner"),
+        (Some(org), None, None) => {
+            if !is_github_name(org) {
+                return bad("org", org, "an organisation's name (letters, digits, '-', '_', '.')");
+            }
+            Target::Organisation { org: org.clone(), runner_group: args.runner_group.clone() }
+        }
+        (None, Some(owner), Some(repo)) => {
+            if !is_github_name(owner) {
+                return bad("owner", owner, "a GitHub user or organisation name (letters, digits, '-', '_', '.')");
+            }
+            if !is_github_name(repo) {
+                return bad("repo", repo, "a repository name without its owner (letters, digits, '-', '_', '.')");
+            }
+            if args.runner_group.is_some() {
+                return flags(
+                    "--runner-group without --org",
+                    "runner groups hold an organisation's runners; a repository's runners have none",
+                );
+            }
+            Target::Repository { owner: owner.clone(), repo: repo.clone() }
+        }
+    };
+    if let Some(group) = &args.runner_group {
+        let trimmed = group.trim();
+        if trimmed.is_empty() || trimmed != group || group.chars().any(char::is_control) {
+            return bad("runner-group", group, "a runner group's name: not empty, one line, no surrounding spaces");
+        }
+        if group.chars().count() > MAX_RUNNER_GROUP_LEN {
+            return bad("runner-group", group, "at most 100 characters");
+        }
     }
     if args.min_runners.is_some_and(|min| min > args.max_runners) {
         return bad(
@@ -204,7 +292,7 @@ pub fn check_args(args: &OnboardArgs) -> Result<(), OnboardError> {
             "must not exceed --max-runners",
         );
     }
-    Ok(())
+    Ok(target)
 }
 
 /// What `run` reports besides the YAML.
@@ -218,7 +306,7 @@ pub enum HookOutcome {
 
 /// Runs the onboarding: checks, webhook, runners, YAML.
 pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
-    check_args(&args)?;
+    let target = check_args(&args)?;
     let webhook_url = hook::check_webhook_url(&args.webhook_url)
         .map_err(|problem| OnboardError::WebhookUrl { url: args.webhook_url.clone(), problem })?;
     if webhook_url.path() != "/webhook" {
@@ -232,30 +320,21 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
     let api = Api::new(&args.github_api_url).map_err(OnboardError::ApiUrl)?;
     let webhook_secret = fresh_secret(rustls::crypto::ring::default_provider().secure_random)?;
     let mut output = open_output(args.output.as_deref())?;
-    let repo = format!("{}/{}", args.owner, args.repo);
+    let registers = args.runner_dir.is_some();
+    let shown = target.to_string();
 
-    // Read-only checks: the repository exists, the admin token administers it, the read token sees it.
-    let admin_check =
-        api.repository(&admin_token, &args.owner, &args.repo).await.map_err(|failure| match failure.error {
-            GitHubError::NotFound => OnboardError::RepositoryNotFound { repo: repo.clone() },
-            GitHubError::Unauthorized => OnboardError::TokenRejected { which: "admin" },
-            source => OnboardError::ReadRepository { repo: repo.clone(), source },
-        })?;
-    if admin_check.permissions.is_some_and(|p| !p.admin) {
-        return Err(OnboardError::NoAdminRights {
-            repo: repo.clone(),
-            what: "GitHub reports its account's permission on the repository as below admin".into(),
-            needs: needs(args.runner_dir.is_some()),
-        });
+    // Read-only checks: the target exists, the admin token administers it, the read token sees it.
+    match &target {
+        Target::Repository { owner, repo } => {
+            check_repository(&api, &admin_token, &read_token, owner, repo, registers).await?
+        }
+        Target::Organisation { org, runner_group } => {
+            check_organisation(&api, &admin_token, &read_token, org, runner_group.as_deref(), registers).await?;
+        }
     }
-    api.repository(&read_token, &args.owner, &args.repo).await.map_err(|failure| match failure.error {
-        GitHubError::NotFound => OnboardError::ReadTokenCannotSee { repo: repo.clone() },
-        GitHubError::Unauthorized => OnboardError::TokenRejected { which: "read" },
-        source => OnboardError::ReadRepository { repo: repo.clone(), source },
-    })?;
-    let listed = api.hooks(&admin_token, &args.owner, &args.repo).await.map_err(|failure| {
-        admin_failure(failure, &repo, args.runner_dir.is_some(), |source, _| OnboardError::ListHooks {
-            repo: repo.clone(),
+    let listed = api.hooks(&admin_token, &target).await.map_err(|failure| {
+        admin_failure(failure, &target, registers, |source, _| OnboardError::ListHooks {
+            target: shown.clone(),
             source,
         })
     })?;
@@ -271,28 +350,32 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
 
     // Changes on GitHub.
     let body = hook::request_body(&webhook_url, &webhook_secret, change.events());
-    let outcome =
-        match (&change, args.dry_run) {
-            (HookChange::Create { .. }, true) => HookOutcome::WouldCreate,
-            (HookChange::Update { id, .. }, true) => HookOutcome::WouldUpdate(*id),
-            (HookChange::Create { .. }, false) => {
-                let id = api.create_hook(&admin_token, &args.owner, &args.repo, &body).await.map_err(|failure| {
-                    admin_failure(failure, &repo, args.runner_dir.is_some(), |source, message| {
-                        OnboardError::CreateHook { repo: repo.clone(), message, source }
-                    })
-                })?;
-                HookOutcome::Created(id)
-            }
-            (HookChange::Update { id, .. }, false) => {
-                api.update_hook(&admin_token, &args.owner, &args.repo, *id, &body).await.map_err(|failure| {
-                    admin_failure(failure, &repo, args.runner_dir.is_some(), |source, message| {
-                        OnboardError::UpdateHook { repo: repo.clone(), id: *id, message, source }
-                    })
-                })?;
-                HookOutcome::Updated(*id)
-            }
-        };
-    report(&outcome, &repo, &webhook_url);
+    let outcome = match (&change, args.dry_run) {
+        (HookChange::Create { .. }, true) => HookOutcome::WouldCreate,
+        (HookChange::Update { id, .. }, true) => HookOutcome::WouldUpdate(*id),
+        (HookChange::Create { .. }, false) => {
+            let id = api.create_hook(&admin_token, &target, &body).await.map_err(|failure| {
+                admin_failure(failure, &target, registers, |source, message| OnboardError::CreateHook {
+                    target: shown.clone(),
+                    message,
+                    source,
+                })
+            })?;
+            HookOutcome::Created(id)
+        }
+        (HookChange::Update { id, .. }, false) => {
+            api.update_hook(&admin_token, &target, *id, &body).await.map_err(|failure| {
+                admin_failure(failure, &target, registers, |source, message| OnboardError::UpdateHook {
+                    target: shown.clone(),
+                    id: *id,
+                    message,
+                    source,
+                })
+            })?;
+            HookOutcome::Updated(*id)
+        }
+    };
+    report(&outcome, &shown, &webhook_url);
 
     let count = u32::try_from(args.max_runners).unwrap_or(0);
     let runners = match (&args.runner_dir, args.dry_run) {
@@ -302,19 +385,19 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
             Runners::Named(count)
         }
         (Some(dir), false) => {
-            let registration =
-                api.registration_token(&admin_token, &args.owner, &args.repo).await.map_err(|failure| {
-                    admin_failure(failure, &repo, true, |source, _| OnboardError::RegistrationToken {
-                        repo: repo.clone(),
-                        source,
-                    })
-                })?;
+            let registration = api.registration_token(&admin_token, &target).await.map_err(|failure| {
+                admin_failure(failure, &target, true, |source, _| OnboardError::RegistrationToken {
+                    target: shown.clone(),
+                    source,
+                })
+            })?;
             let labels = render::parse_labels(&args.labels);
-            let web_url = registration::repository_web_url(api.base(), &args.owner, &args.repo);
+            let web_url = registration::web_url(api.base(), &target.web_path());
+            let group = target.registration_group();
             let mut registered = Vec::new();
             for ordinal in 0..count {
                 let name = render::runner_secret_name(&args.name, ordinal);
-                let arguments = registration::config_args(&web_url, &registration, &name, &labels);
+                let arguments = registration::config_args(&web_url, &registration, &name, &labels, group);
                 let scratch = scratch_dir(&args.name, ordinal);
                 let dir = dir.clone();
                 let files =
@@ -331,7 +414,7 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
                         .map_err(|source| OnboardError::Register { ordinal, count, source })?;
                 registered.push(files);
             }
-            tracing::info!(count, "runners registered");
+            tracing::info!(count, runner_group = group, "runners registered");
             Runners::Registered(registered)
         }
     };
@@ -340,8 +423,7 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
         name: args.name.clone(),
         namespace: args.namespace.clone(),
         token_namespace: args.token_namespace.clone().unwrap_or_else(|| args.namespace.clone()),
-        owner: args.owner.clone(),
-        repo: args.repo.clone(),
+        target,
         max_runners: args.max_runners,
         min_runners: args.min_runners,
         labels: render::parse_labels(&args.labels),
@@ -359,16 +441,94 @@ pub async fn run(args: OnboardArgs) -> Result<(), OnboardError> {
     Ok(())
 }
 
+/// The repository exists, the admin token administers it and the read token sees it.
+async fn check_repository(
+    api: &Api,
+    admin_token: &SecretBytes,
+    read_token: &SecretBytes,
+    owner: &str,
+    repo: &str,
+    registers: bool,
+) -> Result<(), OnboardError> {
+    let full = format!("{owner}/{repo}");
+    let admin_check = api.repository(admin_token, owner, repo).await.map_err(|failure| match failure.error {
+        GitHubError::NotFound => OnboardError::RepositoryNotFound { repo: full.clone() },
+        GitHubError::Unauthorized => OnboardError::TokenRejected { which: "admin" },
+        source => OnboardError::ReadRepository { repo: full.clone(), source },
+    })?;
+    if admin_check.permissions.is_some_and(|p| !p.admin) {
+        return Err(OnboardError::NoAdminRights {
+            repo: full,
+            what: "GitHub reports its account's permission on the repository as below admin".into(),
+            needs: needs(registers),
+        });
+    }
+    api.repository(read_token, owner, repo).await.map_err(|failure| match failure.error {
+        GitHubError::NotFound => OnboardError::ReadTokenCannotSee { repo: full.clone() },
+        GitHubError::Unauthorized => OnboardError::TokenRejected { which: "read" },
+        source => OnboardError::ReadRepository { repo: full.clone(), source },
+    })?;
+    Ok(())
+}
+
+/// The organisation exists and the read token sees it; with `--runner-dir`, the runner group
+/// the runners go to exists (listing groups needs an owner's token, as registering does).
+/// Whether the admin token is an owner's shows when its hooks are listed.
+async fn check_organisation(
+    api: &Api,
+    admin_token: &SecretBytes,
+    read_token: &SecretBytes,
+    org: &str,
+    runner_group: Option<&str>,
+    registers: bool,
+) -> Result<(), OnboardError> {
+    for (which, token) in [("admin", admin_token), ("read", read_token)] {
+        api.organisation(token, org).await.map_err(|failure| match failure.error {
+            GitHubError::NotFound if which == "admin" => OnboardError::OrganisationNotFound { org: org.to_owned() },
+            GitHubError::NotFound => OnboardError::ReadTokenCannotSeeOrganisation { org: org.to_owned() },
+            GitHubError::Unauthorized => OnboardError::TokenRejected { which },
+            source => OnboardError::ReadOrganisation { org: org.to_owned(), source },
+        })?;
+    }
+    if let (Some(group), true) = (runner_group, registers) {
+        let target = Target::Organisation { org: org.to_owned(), runner_group: Some(group.to_owned()) };
+        let groups = api.runner_groups(admin_token, org).await.map_err(|failure| {
+            admin_failure(failure, &target, true, |source, _| OnboardError::ListRunnerGroups {
+                org: org.to_owned(),
+                source,
+            })
+        })?;
+        // GitHub compares runner group names without regard to case.
+        if !groups.iter().any(|known| known.name.eq_ignore_ascii_case(group)) {
+            let known = groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(OnboardError::NoSuchRunnerGroup { org: org.to_owned(), group: group.to_owned(), known });
+        }
+    }
+    Ok(())
+}
+
 /// The fine-grained permissions the calls need.
 fn needs(registers: bool) -> String {
     if registers { "Webhooks: read and write, and Administration: read and write" } else { "Webhooks: read and write" }
         .to_owned()
 }
 
+/// An organisation's: the classic scopes and the fine-grained organisation permissions.
+fn organisation_needs(registers: bool) -> (String, String) {
+    if registers {
+        (
+            "`admin:org_hook` and `admin:org`".to_owned(),
+            "Webhooks: read and write, and Self-hosted runners: read and write".to_owned(),
+        )
+    } else {
+        ("`admin:org_hook`".to_owned(), "Webhooks: read and write".to_owned())
+    }
+}
+
 /// A 401, 403 or 404 on an admin-only call is a token problem; anything else is `other`'s.
 fn admin_failure(
     failure: Failure,
-    repo: &str,
+    target: &Target,
     registers: bool,
     other: impl FnOnce(GitHubError, String) -> OnboardError,
 ) -> OnboardError {
@@ -385,16 +545,28 @@ fn admin_failure(
     if let Some(accepted) = &failure.accepted_permissions {
         what.push_str(&format!("; the endpoint accepts fine-grained permissions {accepted}"));
     }
-    OnboardError::NoAdminRights { repo: repo.to_owned(), what, needs: needs(registers) }
+    match target {
+        Target::Repository { .. } => {
+            OnboardError::NoAdminRights { repo: target.to_string(), what, needs: needs(registers) }
+        }
+        Target::Organisation { org, .. } => {
+            let (scopes, needs) = organisation_needs(registers);
+            OnboardError::NotOrganisationOwner { org: org.clone(), what, scopes, needs }
+        }
+    }
 }
 
-fn report(outcome: &HookOutcome, repo: &str, url: &reqwest::Url) {
+fn report(outcome: &HookOutcome, target: &str, url: &reqwest::Url) {
     match outcome {
-        HookOutcome::Created(id) => tracing::info!(repo, hook = id, %url, "webhook created"),
-        HookOutcome::Updated(id) => tracing::info!(repo, hook = id, %url, "webhook updated with a new secret"),
-        HookOutcome::WouldCreate => tracing::info!(repo, %url, "dry run: a webhook would be created; GitHub unchanged"),
+        HookOutcome::Created(id) => tracing::info!(scope = target, hook = id, %url, "webhook created"),
+        HookOutcome::Updated(id) => {
+            tracing::info!(scope = target, hook = id, %url, "webhook updated with a new secret")
+        }
+        HookOutcome::WouldCreate => {
+            tracing::info!(scope = target, %url, "dry run: a webhook would be created; GitHub unchanged")
+        }
         HookOutcome::WouldUpdate(id) => {
-            tracing::info!(repo, hook = id, %url, "dry run: this webhook would be updated; GitHub unchanged")
+            tracing::info!(scope = target, hook = id, %url, "dry run: this webhook would be updated; GitHub unchanged")
         }
     }
 }
@@ -462,14 +634,93 @@ mod tests {
     fn the_original_short_flags_still_work() {
         let args = parse(&["-l", "linux,gpu", "-s", "ci", "-g", "github", "-f", "out.yaml"]).unwrap();
         assert_eq!(
-            (args.name.as_str(), args.owner.as_str(), args.repo.as_str(), args.max_runners),
-            ("api", "acme", "api", 4)
+            (args.name.as_str(), args.owner.as_deref(), args.repo.as_deref(), args.max_runners),
+            ("api", Some("acme"), Some("api"), 4)
         );
         assert_eq!((args.read_token, args.admin_token), (PathBuf::from("read"), PathBuf::from("admin")));
         assert_eq!((args.labels.as_str(), args.namespace.as_str()), ("linux,gpu", "ci"));
         assert_eq!(args.token_namespace.as_deref(), Some("github"));
         assert_eq!(args.output, Some(PathBuf::from("out.yaml")));
-        assert!(check_args(&parse(&[]).unwrap()).is_ok());
+        assert_eq!(
+            check_args(&parse(&[]).unwrap()).unwrap(),
+            Target::Repository { owner: "acme".into(), repo: "api".into() }
+        );
+    }
+
+    fn repository() -> Target {
+        Target::Repository { owner: "acme".into(), repo: "api".into() }
+    }
+
+    /// `onboard` with only `extra` naming whose runners these are.
+    fn parse_target(extra: &[&str]) -> OnboardArgs {
+        let mut argv = vec!["onboard", "-n", "build", "-m", "4", "-p", "read", "-a", "admin"];
+        argv.extend(["-w", "https://ci.example.com/webhook"]);
+        argv.extend(extra);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn org_alone_means_an_organisation_runner_in_the_group_given() {
+        assert_eq!(
+            check_args(&parse_target(&["--org", "acme"])).unwrap(),
+            Target::Organisation { org: "acme".into(), runner_group: None }
+        );
+        assert_eq!(
+            check_args(&parse_target(&["--org", "acme", "--runner-group", "gpu runners"])).unwrap(),
+            Target::Organisation { org: "acme".into(), runner_group: Some("gpu runners".into()) }
+        );
+    }
+
+    #[test]
+    fn org_with_repo_or_owner_and_other_half_given_targets_are_refused_saying_why() {
+        let cases: [(&[&str], &str); 6] = [
+            (
+                &["--org", "acme", "-r", "api"],
+                "--org with --repo: an organisation runner takes jobs from every repository",
+            ),
+            (&["--org", "acme", "-o", "acme", "-r", "api"], "--org with --repo"),
+            (&["--org", "acme", "-o", "acme"], "--org with --owner: --org names the organisation"),
+            (&[], "no --owner and --repo, nor --org: say whose runners these are"),
+            (&["-o", "acme"], "--owner without --repo: give the repository with --repo, or --org alone"),
+            (&["-r", "api"], "--repo without --owner"),
+        ];
+        for (extra, expected) in cases {
+            let error = check_args(&parse_target(extra)).unwrap_err().to_string();
+            assert!(error.starts_with(expected), "{extra:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_runner_group_is_for_organisation_runners_only_and_must_be_a_name() {
+        let error = check_args(&parse(&["--runner-group", "gpu"]).unwrap()).unwrap_err().to_string();
+        assert!(
+            error.starts_with("--runner-group without --org: runner groups hold an organisation's runners"),
+            "{error}"
+        );
+        for bad in ["", " gpu", "gp\nu"] {
+            let error = check_args(&parse_target(&["--org", "acme", "--runner-group", bad])).unwrap_err().to_string();
+            assert!(error.starts_with("--runner-group"), "{bad:?}: {error}");
+        }
+        let error = check_args(&parse_target(&["--org", "acme/api"])).unwrap_err().to_string();
+        assert!(error.starts_with("--org \"acme/api\": an organisation's name"), "{error}");
+    }
+
+    #[test]
+    fn a_forbidden_organisation_call_names_the_classic_scope_and_the_organisation_permission() {
+        let failure = Failure {
+            error: GitHubError::NotFound,
+            message: "Not Found".into(),
+            accepted_permissions: Some("organization_hooks=read".into()),
+        };
+        let org = Target::Organisation { org: "acme".into(), runner_group: None };
+        let text = admin_failure(failure.clone(), &org, false, |_, _| OnboardError::Random).to_string();
+        assert!(text.contains("not an owner's of organisation acme (GitHub answered 404 \"Not Found\""), "{text}");
+        assert!(text.contains("organization_hooks=read"), "{text}");
+        assert!(text.contains("classic `admin:org_hook` scope"), "{text}");
+        assert!(text.contains("organisation permission Webhooks: read and write"), "{text}");
+        let registering = admin_failure(failure, &org, true, |_, _| OnboardError::Random).to_string();
+        assert!(registering.contains("`admin:org_hook` and `admin:org`"), "{registering}");
+        assert!(registering.contains("Self-hosted runners: read and write"), "{registering}");
     }
 
     #[test]
@@ -485,13 +736,13 @@ mod tests {
             ("--name", |a, v| a.name = format!("{v}-")),
             ("--name", |a, v| a.name = v.repeat(53)),
             ("--namespace", |a, v| a.namespace = v.to_uppercase()),
-            ("--owner", |a, v| a.owner = format!("a {v}")),
-            ("--repo", |a, _| a.repo = "..".into()),
+            ("--owner", |a, v| a.owner = Some(format!("a {v}"))),
+            ("--repo", |a, _| a.repo = Some("..".into())),
         ];
         for (flag, spoil) in cases {
             let mut args = parse(&[]).unwrap();
             spoil(&mut args, "A".to_lowercase());
-            let error = check_args(&args).map(|()| "accepted".to_owned()).unwrap_or_else(|e| e.to_string());
+            let error = check_args(&args).map(|_| "accepted".to_owned()).unwrap_or_else(|e| e.to_string());
             assert!(error.starts_with(flag), "{flag}: {error}");
         }
     }
@@ -542,7 +793,7 @@ mod tests {
             message: "Resource not accessible by personal access token".into(),
             accepted_permissions: Some("webhooks=write".into()),
         };
-        let error = admin_failure(failure, "acme/api", false, |_, _| OnboardError::Random);
+        let error = admin_failure(failure, &repository(), false, |_, _| OnboardError::Random);
         let text = error.to_string();
         assert!(text.contains("no admin rights on acme/api"), "{text}");
         assert!(text.contains("webhooks=write"), "{text}");
@@ -552,7 +803,7 @@ mod tests {
     #[test]
     fn a_hidden_hooks_endpoint_is_read_as_missing_admin_rights() {
         let failure = Failure { error: GitHubError::NotFound, message: "Not Found".into(), accepted_permissions: None };
-        let text = admin_failure(failure, "acme/api", true, |_, _| OnboardError::Random).to_string();
+        let text = admin_failure(failure, &repository(), true, |_, _| OnboardError::Random).to_string();
         assert!(text.contains("no admin rights on acme/api (GitHub answered 404 \"Not Found\")"), "{text}");
         assert!(text.contains("Administration: read and write"), "{text}");
     }
@@ -560,8 +811,8 @@ mod tests {
     #[test]
     fn other_failures_keep_their_step() {
         let failure = Failure::from(GitHubError::Server { status: 502 });
-        let error = admin_failure(failure, "acme/api", false, |source, _| OnboardError::ListHooks {
-            repo: "acme/api".into(),
+        let error = admin_failure(failure, &repository(), false, |source, _| OnboardError::ListHooks {
+            target: "acme/api".into(),
             source,
         });
         assert_eq!(error.to_string(), "listing the webhooks of acme/api: GitHub server error (502)");

@@ -91,9 +91,15 @@ pub fn describe(args: &[Arg]) -> String {
 /// `https://HOST/api/v3` → `https://HOST`, GHE.com's `https://api.SUB.ghe.com` →
 /// `https://SUB.ghe.com`; any other root (a test server) is used as it is.
 pub fn repository_web_url(api_url: &Url, owner: &str, repo: &str) -> String {
+    web_url(api_url, &format!("{owner}/{repo}"))
+}
+
+/// The web address of a page (`owner/repo`, or an organisation's `org`) on the GitHub whose
+/// REST API root is `api_url`, as [`repository_web_url`] derives it.
+pub fn web_url(api_url: &Url, page: &str) -> String {
     let mut web = api_url.clone();
-    let path = web.path().trim_end_matches('/').to_owned();
-    if let Some(root) = path.strip_suffix("/api/v3") {
+    let api_path = web.path().trim_end_matches('/').to_owned();
+    if let Some(root) = api_path.strip_suffix("/api/v3") {
         web.set_path(root);
     } else if let Some(host) = web.host_str().and_then(|h| h.strip_prefix("api.")).map(str::to_owned) {
         // A host always parses after dropping a leading label; keep the original if not.
@@ -101,18 +107,25 @@ pub fn repository_web_url(api_url: &Url, owner: &str, repo: &str) -> String {
             web = api_url.clone();
         }
     }
-    format!("{}/{owner}/{repo}", web.as_str().trim_end_matches('/'))
+    format!("{}/{page}", web.as_str().trim_end_matches('/'))
 }
 
 /// `config.sh` arguments registering runner `runner_name` without prompting, not installed as a
 /// service, replacing a runner of the same name (a re-run re-registers), never self-updating
-/// (the image pins the version), with `labels` on top of the runner's default labels.
-pub fn config_args(repository_url: &str, token: &SecretBytes, runner_name: &str, labels: &[String]) -> Vec<Arg> {
+/// (the image pins the version), with `labels` on top of the runner's default labels, and for an
+/// organisation's runners (`url` an organisation's page) into `runner_group`.
+pub fn config_args(
+    url: &str,
+    token: &SecretBytes,
+    runner_name: &str,
+    labels: &[String],
+    runner_group: Option<&str>,
+) -> Vec<Arg> {
     let plain = |text: &str| Arg::Plain(text.to_owned());
     let mut args = vec![
         plain("--unattended"),
         plain("--url"),
-        plain(repository_url),
+        plain(url),
         plain("--token"),
         Arg::Secret(token.clone()),
         plain("--name"),
@@ -124,6 +137,9 @@ pub fn config_args(repository_url: &str, token: &SecretBytes, runner_name: &str,
     ];
     if !labels.is_empty() {
         args.extend([plain("--labels"), Arg::Plain(labels.join(","))]);
+    }
+    if let Some(group) = runner_group {
+        args.extend([plain("--runnergroup"), plain(group)]);
     }
     args
 }
@@ -282,6 +298,7 @@ mod tests {
             &secret_bytes("REGTOKEN"),
             "api-0",
             &["linux".into(), "gpu".into()],
+            None,
         );
         assert_eq!(
             describe(&args),
@@ -293,7 +310,20 @@ mod tests {
 
     #[test]
     fn no_labels_means_no_labels_flag() {
-        let args = config_args("https://github.com/acme/api", &secret_bytes("T"), "api-0", &[]);
+        let args = config_args("https://github.com/acme/api", &secret_bytes("T"), "api-0", &[], None);
         assert!(!describe(&args).contains("--labels"));
+        assert!(!describe(&args).contains("--runnergroup"), "a repository's runners have no group");
+    }
+
+    #[test]
+    fn organisation_runners_register_at_the_organisations_page_into_their_group() {
+        let url = web_url(&url("https://api.github.com"), "acme");
+        assert_eq!(url, "https://github.com/acme");
+        let args = config_args(&url, &secret_bytes("T"), "build-0", &[], Some("gpu runners"));
+        assert_eq!(
+            describe(&args),
+            "--unattended --url https://github.com/acme --token *** --name build-0 --work _work --replace --disableupdate --runnergroup gpu runners"
+        );
+        assert!(args.contains(&Arg::Plain("gpu runners".into())), "the group is one argument");
     }
 }

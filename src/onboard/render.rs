@@ -1,5 +1,6 @@
 //! The objects onboarding prints: the read-token Secret, the webhook Secret, one credentials
-//! Secret per pre-registered runner, and the ScaledActionRunner naming them. Pure.
+//! Secret per pre-registered runner, and the ScaledActionRunner naming them (a repository's, or
+//! an organisation's: no `repo`, and its `runnerGroup` when one was named). Pure.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use secrecy::ExposeSecret;
 
+use super::target::Target;
 use crate::crd::{
     GITHUB_TOKEN_KEY_PREFIX, RunnerTemplate, ScaledActionRunner, ScaledActionRunnerSpec, WEBHOOK_SECRET_KEY,
 };
@@ -32,8 +34,8 @@ pub struct Onboarding {
     /// Namespace of the read-token Secret (the core's `apiServerPatTokenNamespace`, or else the
     /// runner's own).
     pub token_namespace: String,
-    pub owner: String,
-    pub repo: String,
+    /// Whose runners: a repository's or an organisation's.
+    pub target: Target,
     pub max_runners: i32,
     pub min_runners: Option<i32>,
     pub labels: Vec<String>,
@@ -138,9 +140,12 @@ pub fn objects(onboarding: &Onboarding) -> (Vec<Secret>, ScaledActionRunner) {
         ..RunnerTemplate::default()
     };
     let spec = ScaledActionRunnerSpec {
-        owner: o.owner.clone(),
-        repo: Some(o.repo.clone()),
-        runner_group: None,
+        owner: o.target.owner().to_owned(),
+        repo: o.target.repo().map(str::to_owned),
+        runner_group: match &o.target {
+            Target::Organisation { runner_group, .. } => runner_group.clone(),
+            Target::Repository { .. } => None,
+        },
         max_runners: o.max_runners,
         min_runners: o.min_runners,
         runner_secrets,
@@ -166,8 +171,8 @@ pub fn yaml(onboarding: &Onboarding) -> Result<String, YamlError> {
     let mut children: Vec<Child> = secrets.iter().map(Child::typed).collect();
     children.push(Child::typed(&runner));
     let mut text = format!(
-        "# Onboarding of {}/{} by `github-action-autoscaler onboard`.\n# Holds a GitHub token and the webhook secret: apply it, never commit it.\n",
-        onboarding.owner, onboarding.repo
+        "# Onboarding of {} by `github-action-autoscaler onboard`.\n# Holds a GitHub token and the webhook secret: apply it, never commit it.\n",
+        onboarding.target
     );
     text.push_str(&to_yaml(&children)?);
     Ok(text)
@@ -185,8 +190,7 @@ mod tests {
             name: "api".into(),
             namespace: "ci".into(),
             token_namespace: "github".into(),
-            owner: "acme".into(),
-            repo: "api".into(),
+            target: Target::Repository { owner: "acme".into(), repo: "api".into() },
             max_runners: 2,
             min_runners: None,
             labels: vec!["linux".into(), "gpu".into()],
@@ -264,6 +268,51 @@ mod tests {
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(catalog.runners.len(), 1);
+        assert_eq!(catalog.tokens.len(), 1, "its token reads its repository");
+
+        // An organisation runner's YAML is served as an organisation runner, its secret signing
+        // for every repository of the organisation.
+        o.target = Target::Organisation { org: "Acme".into(), runner_group: Some("gpu".into()) };
+        let mut manifests = Manifests::default();
+        manifests.add_file(std::path::Path::new("onboard.yaml"), &yaml(&o).unwrap());
+        assert!(manifests.problems.is_empty(), "{:?}", manifests.problems);
+        let (catalog, problems) = Catalog::build(
+            manifests.runners.iter().map(|l| &l.object),
+            manifests.secrets.iter().map(|l| &l.object),
+            None,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let runner = catalog.runners.iter().next().unwrap();
+        assert_eq!((runner.scope, runner.repo.as_str()), (crate::demand::Scope::Organization, "acme"));
+        assert_eq!(catalog.secrets.organisations(), 1);
+        assert!(catalog.tokens.contains_key("acme"), "its token reads the organisation's repositories");
+    }
+
+    /// The printed ScaledActionRunner's spec, as JSON.
+    fn printed_spec(o: &Onboarding) -> serde_json::Value {
+        let (_, runner) = objects(o);
+        Child::typed(&runner).object.data["spec"].clone()
+    }
+
+    #[test]
+    fn an_organisation_runner_is_printed_without_a_repository_and_with_its_group_only_when_named() {
+        let mut o = onboarding(Runners::SelfRegistering);
+        let repository = printed_spec(&o);
+        assert_eq!((repository["owner"].as_str(), repository["repo"].as_str()), (Some("acme"), Some("api")));
+        assert!(repository.get("runnerGroup").is_none());
+
+        o.target = Target::Organisation { org: "acme".into(), runner_group: None };
+        let default_group = printed_spec(&o);
+        assert_eq!(default_group["owner"], "acme");
+        assert!(default_group.get("repo").is_none(), "{default_group}");
+        assert!(default_group.get("runnerGroup").is_none(), "Default is left implicit: {default_group}");
+        assert_eq!(default_group["webhookSecret"], "api-webhook");
+
+        o.target = Target::Organisation { org: "acme".into(), runner_group: Some("gpu".into()) };
+        assert_eq!(printed_spec(&o)["runnerGroup"], "gpu");
+        let text = yaml(&o).unwrap();
+        assert!(text.starts_with("# Onboarding of organisation acme by"), "{text}");
+        assert!(text.contains("runnerGroup: gpu") && !text.contains("repo:"), "{text}");
     }
 
     #[test]

@@ -22,10 +22,17 @@
 //! rights gets GitHub's `404` on hooks and `403` on the registration token, a fine-grained token
 //! without the permission a `403`, both with `X-Accepted-GitHub-Permissions`.
 //!
+//! Organisation endpoints ("Organization webhooks", "List organization repositories",
+//! "Self-hosted runner groups"): an organisation's hooks as a repository's, its repositories
+//! (newest first, paginated; an installation token sees only its installation's), its runner
+//! groups (`Default`, id 1, in every one) and runner registration tokens; per token and
+//! organisation access as for repositories, with the organisation permissions' names.
+//!
 //! GitHub App endpoints ("Authenticating as a GitHub App", "Apps"): a JWT checked against the
-//! App's public key and its times, installation lookup per repository, installation tokens that
-//! expire, read only the installation's repositories and share its rate limit; see the block
-//! at the end of the file.
+//! App's public key and its times, installation lookup per repository or organisation,
+//! installation tokens that expire, read only the installation's repositories (listed by
+//! `GET /installation/repositories`) and share its rate limit; see the block at the end of the
+//! file.
 //!
 //! Order of checks for every request: `User-Agent` → token (`401`) → the next matching injected
 //! fault → primary limit (`403`) → route (`404`) → `If-None-Match` (`304`, free) → `200` (1 credit).
@@ -48,6 +55,8 @@ use tokio::task::JoinHandle;
 const WINDOW_SECS: i64 = 3600;
 const DEFAULT_PER_PAGE: usize = 30;
 const MAX_PER_PAGE: usize = 100;
+/// The runner group every organisation has.
+const DEFAULT_RUNNER_GROUP_ID: u64 = 1;
 const RATE_LIMIT_DOCS: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api";
 
 /// A job's `status` as GitHub reports it.
@@ -285,7 +294,68 @@ impl FakeGitHub {
 
     /// Registration tokens handed out, oldest first.
     pub fn registration_tokens(&self) -> Vec<String> {
-        self.world().registration_tokens.clone()
+        self.world().registration_tokens.iter().map(|(_, token)| token.clone()).collect()
+    }
+
+    /// Registration tokens handed out for `place` (`owner/name`, or an organisation's login), oldest first.
+    pub fn registration_tokens_of(&self, place: &str) -> Vec<String> {
+        let key = repo_key(place);
+        self.world().registration_tokens.iter().filter(|(k, _)| *k == key).map(|(_, token)| token.clone()).collect()
+    }
+
+    /// Makes organisation `org` exist, with its `Default` runner group and no repositories.
+    pub fn add_org(&self, org: &str) {
+        self.world().org_mut(org);
+    }
+
+    /// Adds repository `name` to organisation `org` (creating both); its id.
+    pub fn add_org_repo(&self, org: &str, name: &str) -> u64 {
+        let mut world = self.world();
+        world.org_mut(org);
+        world.repo_mut(&format!("{org}/{name}")).id
+    }
+
+    /// Archives (or unarchives) `repo`; organisation listings show it with `archived: true`.
+    pub fn set_archived(&self, repo: &str, archived: bool) {
+        self.world().repo_mut(repo).archived = archived;
+    }
+
+    /// Sets what `token` may do on organisation `org` (default: [`Access::Admin`], an owner).
+    pub fn set_org_access(&self, token: &str, org: &str, access: Access) {
+        self.world().access.insert((token.to_owned(), repo_key(org)), access);
+    }
+
+    /// Adds a hook to organisation `org` (creating it) as if made earlier; returns its id.
+    pub fn add_org_hook(&self, org: &str, url: &str, events: &[&str]) -> u64 {
+        let mut world = self.world();
+        world.next_hook_id += 1;
+        let hook = HookView {
+            id: world.next_hook_id,
+            name: "web".into(),
+            active: true,
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            url: url.to_owned(),
+            content_type: "json".into(),
+            insecure_ssl: "0".into(),
+            secret: None,
+        };
+        let id = hook.id;
+        world.org_mut(org).hooks.push(hook);
+        id
+    }
+
+    /// The hooks of organisation `org`, oldest first.
+    pub fn org_hooks(&self, org: &str) -> Vec<HookView> {
+        self.world().orgs.get(&repo_key(org)).map(|o| o.hooks.clone()).unwrap_or_default()
+    }
+
+    /// Adds runner group `name` to organisation `org` (creating it); its id.
+    pub fn add_runner_group(&self, org: &str, name: &str) -> u64 {
+        let mut world = self.world();
+        world.next_runner_group_id += 1;
+        let id = world.next_runner_group_id;
+        world.org_mut(org).runner_groups.push((id, name.to_owned()));
+        id
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -402,8 +472,18 @@ struct Injected {
 struct Repo {
     id: u64,
     full_name: String,
+    archived: bool,
     runs: BTreeMap<u64, Run>,
     hooks: Vec<HookView>,
+}
+
+/// An organisation: its hooks and runner groups (`Default`, id 1, in every one). Its
+/// repositories are those whose owner it is.
+struct Org {
+    id: u64,
+    login: String,
+    hooks: Vec<HookView>,
+    runner_groups: Vec<(u64, String)>,
 }
 
 struct Run {
@@ -465,7 +545,11 @@ struct World {
     served: u64,
     access: HashMap<(String, String), Access>,
     next_hook_id: u64,
-    registration_tokens: Vec<String>,
+    /// Registration tokens handed out, with the repository or organisation key they register to.
+    registration_tokens: Vec<(String, String)>,
+    /// Keyed by lower-cased login.
+    orgs: BTreeMap<String, Org>,
+    next_runner_group_id: u64,
     /// GitHub Apps, their installations and installation tokens (see the block at the end).
     apps: Apps,
 }
@@ -520,6 +604,8 @@ impl World {
             access: HashMap::new(),
             next_hook_id: 0,
             registration_tokens: Vec::new(),
+            orgs: BTreeMap::new(),
+            next_runner_group_id: DEFAULT_RUNNER_GROUP_ID,
             apps: Apps::default(),
         }
     }
@@ -535,8 +621,19 @@ impl World {
         self.repos.entry(repo_key(repo)).or_insert_with(|| Repo {
             id,
             full_name: repo.to_owned(),
+            archived: false,
             runs: BTreeMap::new(),
             hooks: Vec::new(),
+        })
+    }
+
+    fn org_mut(&mut self, org: &str) -> &mut Org {
+        let id = 9_000_000 + self.orgs.len() as u64;
+        self.orgs.entry(repo_key(org)).or_insert_with(|| Org {
+            id,
+            login: org.to_owned(),
+            hooks: Vec::new(),
+            runner_groups: vec![(DEFAULT_RUNNER_GROUP_ID, "Default".to_owned())],
         })
     }
 
@@ -608,7 +705,7 @@ impl World {
         };
         let reply = reply.or_else(|| self.outside_installation(token, uri.path()));
         let reply = reply.or_else(|| self.manage(method, uri, token, body, now));
-        let reply = reply.unwrap_or_else(|| match self.route(method, uri) {
+        let reply = reply.unwrap_or_else(|| match self.route(method, uri, token) {
             Err(not_found) => not_found,
             Ok((body, link)) => {
                 let body = serde_json::to_vec(&body).expect("JSON serialises");
@@ -651,22 +748,25 @@ impl World {
         reply
     }
 
-    /// The onboarding endpoints (repository, hooks, registration token); `None` for any other
-    /// path. A `2xx` costs a credit.
+    /// The onboarding endpoints (repository or organisation, hooks, registration token, runner
+    /// groups); `None` for any other path. A `2xx` costs a credit.
     fn manage(&mut self, method: &Method, uri: &Uri, token: &str, body: &[u8], now: i64) -> Option<Reply> {
         let segments: Vec<&str> = uri.path().trim_end_matches('/').split('/').collect();
-        let (key, rest) = match segments.as_slice() {
-            ["", "repos", owner, name, rest @ ..] => (repo_key(&format!("{owner}/{name}")), rest.to_vec()),
+        let (place, rest) = match segments.as_slice() {
+            ["", "repos", owner, name, rest @ ..] => (Place::Repo(repo_key(&format!("{owner}/{name}"))), rest.to_vec()),
+            ["", "orgs", org, rest @ ..] => (Place::Org(repo_key(org)), rest.to_vec()),
             _ => return None,
         };
-        let endpoint = match rest.as_slice() {
-            [] => Endpoint::Repository,
-            ["hooks"] => Endpoint::Hooks,
-            ["hooks", id] => Endpoint::Hook(id.parse().ok()?),
-            ["actions", "runners", "registration-token"] => Endpoint::RegistrationToken,
+        let endpoint = match (&place, rest.as_slice()) {
+            (Place::Repo(_), []) => Endpoint::Repository,
+            (Place::Org(_), []) => Endpoint::Organisation,
+            (_, ["hooks"]) => Endpoint::Hooks,
+            (_, ["hooks", id]) => Endpoint::Hook(id.parse().ok()?),
+            (_, ["actions", "runners", "registration-token"]) => Endpoint::RegistrationToken,
+            (Place::Org(_), ["actions", "runner-groups"]) => Endpoint::RunnerGroups,
             _ => return None,
         };
-        let reply = self.manage_endpoint(method, uri, endpoint, &key, token, body, now);
+        let reply = self.manage_endpoint(method, uri, endpoint, &place, token, body, now);
         if reply.status.is_success()
             && let Some(quota) = self.quota_of(token)
         {
@@ -682,27 +782,46 @@ impl World {
         method: &Method,
         uri: &Uri,
         endpoint: Endpoint,
-        key: &str,
+        place: &Place,
         token: &str,
         body: &[u8],
         now: i64,
     ) -> Reply {
         let not_found = || Reply::error(StatusCode::NOT_FOUND, "Not Found", "https://docs.github.com/rest");
+        let key = place.key();
         let access = self.access.get(&(token.to_owned(), key.to_owned())).copied().unwrap_or(Access::Admin);
-        let Some(repo) = self.repos.get(key) else { return not_found() };
-        let (full_name, repo_id) = (repo.full_name.clone(), repo.id);
+        let (full_name, place_id) = match place {
+            Place::Repo(key) => match self.repos.get(key) {
+                Some(repo) => (repo.full_name.clone(), repo.id),
+                None => return not_found(),
+            },
+            Place::Org(key) => match self.orgs.get(key) {
+                Some(org) => (org.login.clone(), org.id),
+                None => return not_found(),
+            },
+        };
         let writes = *method != Method::GET;
+        let org = matches!(place, Place::Org(_));
         // GitHub names the fine-grained permission an endpoint takes on its answers.
-        let permission = match endpoint {
-            Endpoint::Repository => "metadata=read",
-            Endpoint::Hooks | Endpoint::Hook(_) if writes => "webhooks=write",
-            Endpoint::Hooks | Endpoint::Hook(_) => "webhooks=read",
-            Endpoint::RegistrationToken => "administration=write",
+        let permission = match (endpoint, org) {
+            (Endpoint::Repository | Endpoint::Organisation, _) => "metadata=read",
+            (Endpoint::Hooks | Endpoint::Hook(_), false) if writes => "webhooks=write",
+            (Endpoint::Hooks | Endpoint::Hook(_), false) => "webhooks=read",
+            (Endpoint::Hooks | Endpoint::Hook(_), true) if writes => "organization_hooks=write",
+            (Endpoint::Hooks | Endpoint::Hook(_), true) => "organization_hooks=read",
+            (Endpoint::RegistrationToken, false) => "administration=write",
+            (Endpoint::RegistrationToken, true) => "organization_self_hosted_runners=write",
+            (Endpoint::RunnerGroups, _) => "organization_self_hosted_runners=read",
         };
         let refused = match (endpoint, access) {
-            (Endpoint::Repository, _) | (_, Access::Admin) => None,
+            (Endpoint::Repository | Endpoint::Organisation, _) | (_, Access::Admin) => None,
             (Endpoint::Hooks | Endpoint::Hook(_), Access::Read) => Some(not_found()),
-            (Endpoint::RegistrationToken, Access::Read) => Some(Reply::error(
+            (Endpoint::RegistrationToken | Endpoint::RunnerGroups, Access::Read) if org => Some(Reply::error(
+                StatusCode::FORBIDDEN,
+                "Must have admin rights to Organization.",
+                "https://docs.github.com/rest/actions/self-hosted-runners#create-a-registration-token-for-an-organization",
+            )),
+            (Endpoint::RegistrationToken | Endpoint::RunnerGroups, Access::Read) => Some(Reply::error(
                 StatusCode::FORBIDDEN,
                 "Must have admin rights to Repository.",
                 "https://docs.github.com/rest/actions/self-hosted-runners#create-a-registration-token-for-a-repository",
@@ -710,13 +829,21 @@ impl World {
             (_, Access::FineGrainedWithoutAdminPermissions) => Some(Reply::error(
                 StatusCode::FORBIDDEN,
                 "Resource not accessible by personal access token",
-                "https://docs.github.com/rest/repos/webhooks",
+                if org {
+                    "https://docs.github.com/rest/orgs/webhooks"
+                } else {
+                    "https://docs.github.com/rest/repos/webhooks"
+                },
             )),
         };
         if let Some(reply) = refused {
             return reply.header("x-accepted-github-permissions", permission);
         }
-        let hooks_url = format!("{}/repos/{full_name}/hooks", self.base_url);
+        let hooks_url = match place {
+            Place::Repo(_) => format!("{}/repos/{full_name}/hooks", self.base_url),
+            Place::Org(_) => format!("{}/orgs/{full_name}/hooks", self.base_url),
+        };
+        let kind = if org { "Organization" } else { "Repository" };
         let reply = match (endpoint, method.clone()) {
             (Endpoint::Repository, Method::GET) => {
                 let admin = access != Access::Read;
@@ -724,7 +851,7 @@ impl World {
                 Reply::json(
                     StatusCode::OK,
                     &json!({
-                        "id": repo_id,
+                        "id": place_id,
                         "name": name,
                         "full_name": full_name,
                         "private": false,
@@ -733,10 +860,22 @@ impl World {
                     }),
                 )
             }
+            (Endpoint::Organisation, Method::GET) => Reply::json(
+                StatusCode::OK,
+                &json!({
+                    "login": full_name,
+                    "id": place_id,
+                    "type": "Organization",
+                    "url": format!("{}/orgs/{full_name}", self.base_url),
+                    "repos_url": format!("{}/orgs/{full_name}/repos", self.base_url),
+                    "hooks_url": hooks_url,
+                    "html_url": format!("https://github.com/{full_name}"),
+                }),
+            ),
             (Endpoint::Hooks, Method::GET) => {
                 let params: Vec<(String, String)> =
                     form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
-                let listed = self.repos[key].hooks.iter().map(|h| hook_json(h, &hooks_url)).collect();
+                let listed = self.hooks_of(place).iter().map(|h| hook_json(h, &hooks_url, kind)).collect();
                 let ((page, _), link) = self.paginate(uri, &params, listed);
                 let reply = Reply::json(StatusCode::OK, &Value::Array(page));
                 match link {
@@ -749,8 +888,8 @@ impl World {
                 let Some(url) = request.pointer("/config/url").and_then(Value::as_str).filter(|u| !u.is_empty()) else {
                     return invalid("Config must contain url.");
                 };
-                if self.repos[key].hooks.iter().any(|h| h.url == url) {
-                    return invalid("Hook already exists on this repository");
+                if self.hooks_of(place).iter().any(|h| h.url == url) {
+                    return invalid(&format!("Hook already exists on this {}", kind.to_ascii_lowercase()));
                 }
                 self.next_hook_id += 1;
                 let mut hook = HookView {
@@ -764,36 +903,76 @@ impl World {
                     secret: None,
                 };
                 update_hook(&mut hook, &request);
-                let json = hook_json(&hook, &hooks_url);
-                if let Some(repo) = self.repos.get_mut(key) {
-                    repo.hooks.push(hook);
+                let json = hook_json(&hook, &hooks_url, kind);
+                if let Some(hooks) = self.hooks_of_mut(place) {
+                    hooks.push(hook);
                 }
                 Reply::json(StatusCode::CREATED, &json)
             }
             (Endpoint::Hook(id), Method::PATCH) => {
                 let Ok(request) = serde_json::from_slice::<Value>(body) else { return bad_json() };
-                let Some(hook) = self.repos.get_mut(key).and_then(|r| r.hooks.iter_mut().find(|h| h.id == id)) else {
+                let Some(hook) = self.hooks_of_mut(place).and_then(|hooks| hooks.iter_mut().find(|h| h.id == id))
+                else {
                     return not_found();
                 };
                 update_hook(hook, &request);
-                Reply::json(StatusCode::OK, &hook_json(hook, &hooks_url))
+                Reply::json(StatusCode::OK, &hook_json(hook, &hooks_url, kind))
             }
-            (Endpoint::Hook(id), Method::GET) => match self.repos[key].hooks.iter().find(|h| h.id == id) {
-                Some(hook) => Reply::json(StatusCode::OK, &hook_json(hook, &hooks_url)),
+            (Endpoint::Hook(id), Method::GET) => match self.hooks_of(place).iter().find(|h| h.id == id) {
+                Some(hook) => Reply::json(StatusCode::OK, &hook_json(hook, &hooks_url, kind)),
                 None => not_found(),
             },
             (Endpoint::RegistrationToken, Method::POST) => {
                 let token = format!("AFAKEREG{:020}", self.served * 7919 + self.registration_tokens.len() as u64);
-                self.registration_tokens.push(token.clone());
+                self.registration_tokens.push((key.to_owned(), token.clone()));
                 Reply::json(StatusCode::CREATED, &json!({"token": token, "expires_at": rfc3339(now + 3600)}))
+            }
+            (Endpoint::RunnerGroups, Method::GET) => {
+                let params: Vec<(String, String)> =
+                    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+                let groups: Vec<Value> = self.orgs[key]
+                    .runner_groups
+                    .iter()
+                    .map(|(id, name)| {
+                        json!({
+                            "id": id,
+                            "name": name,
+                            "visibility": "all",
+                            "default": *id == DEFAULT_RUNNER_GROUP_ID,
+                            "allows_public_repositories": false,
+                            "runners_url": format!("{}/orgs/{full_name}/actions/runner-groups/{id}/runners", self.base_url),
+                        })
+                    })
+                    .collect();
+                let ((page, total), link) = self.paginate(uri, &params, groups);
+                let reply = Reply::json(StatusCode::OK, &json!({"total_count": total, "runner_groups": page}));
+                match link {
+                    Some(link) => reply.header("link", link),
+                    None => reply,
+                }
             }
             _ => not_found(),
         };
         reply.header("x-accepted-github-permissions", permission)
     }
 
+    /// The hooks of a repository or organisation (none when it does not exist).
+    fn hooks_of(&self, place: &Place) -> &[HookView] {
+        match place {
+            Place::Repo(key) => self.repos.get(key).map_or(&[], |r| r.hooks.as_slice()),
+            Place::Org(key) => self.orgs.get(key).map_or(&[], |o| o.hooks.as_slice()),
+        }
+    }
+
+    fn hooks_of_mut(&mut self, place: &Place) -> Option<&mut Vec<HookView>> {
+        match place {
+            Place::Repo(key) => self.repos.get_mut(key).map(|r| &mut r.hooks),
+            Place::Org(key) => self.orgs.get_mut(key).map(|o| &mut o.hooks),
+        }
+    }
+
     /// The JSON body and `Link` header of a GET, or the 404.
-    fn route(&self, method: &Method, uri: &Uri) -> Result<(Value, Option<String>), Reply> {
+    fn route(&self, method: &Method, uri: &Uri, token: &str) -> Result<(Value, Option<String>), Reply> {
         let not_found = || Reply::error(StatusCode::NOT_FOUND, "Not Found", "https://docs.github.com/rest");
         if method != Method::GET {
             return Err(not_found());
@@ -803,6 +982,42 @@ impl World {
         let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let segments: Vec<&str> = uri.path().split('/').collect();
         match segments.as_slice() {
+            ["", "orgs", org, "repos"] => {
+                let org = repo_key(org);
+                if !self.orgs.contains_key(&org) {
+                    return Err(not_found());
+                }
+                let visible = self.installation_of(token).map(|i| &i.repos);
+                let mut repos: Vec<&Repo> = self
+                    .repos
+                    .iter()
+                    .filter(|(key, _)| key.split('/').next() == Some(org.as_str()))
+                    .filter(|(key, _)| visible.is_none_or(|v| v.contains(*key)))
+                    .map(|(_, repo)| repo)
+                    .collect();
+                // GitHub's default order: newest first (`sort=created`), or by name with `sort=full_name`.
+                if param("sort") == Some("full_name") {
+                    repos.sort_by_key(|r| r.full_name.to_ascii_lowercase());
+                } else {
+                    repos.sort_by_key(|r| std::cmp::Reverse(r.id));
+                }
+                let repos = repos.into_iter().map(|r| self.repo_json(r)).collect();
+                let ((page, _), link) = self.paginate(uri, &params, repos);
+                Ok((Value::Array(page), link))
+            }
+            ["", "installation", "repositories"] => {
+                let Some(installation) = self.installation_of(token) else {
+                    return Err(Reply::error(
+                        StatusCode::FORBIDDEN,
+                        "You must authenticate with an installation access token in order to list repositories for an installation.",
+                        "https://docs.github.com/rest/apps/installations#list-repositories-accessible-to-the-app-installation",
+                    ));
+                };
+                let repos = installation.repos.iter().filter_map(|key| self.repos.get(key)).map(|r| self.repo_json(r));
+                let (page, link) = self.paginate(uri, &params, repos.collect());
+                let body = json!({"total_count": page.1, "repository_selection": "selected", "repositories": page.0});
+                Ok((body, link))
+            }
             ["", "repos", owner, name, "actions", "runs"] => {
                 let repo = self.repos.get(&repo_key(&format!("{owner}/{name}"))).ok_or_else(not_found)?;
                 let wanted = param("status");
@@ -871,6 +1086,32 @@ impl World {
             links.push(format!("{}; rel=\"first\"", href(1)));
         }
         ((shown, total), (!links.is_empty()).then(|| links.join(", ")))
+    }
+
+    /// The live installation whose token `token` is.
+    fn installation_of(&self, token: &str) -> Option<&FakeInstallation> {
+        let now = self.now();
+        let issued = self.apps.tokens.get(token).filter(|t| !t.revoked && t.expires_at > now)?;
+        self.apps.installations.get(&issued.installation)
+    }
+
+    fn repo_json(&self, repo: &Repo) -> Value {
+        let full = &repo.full_name;
+        let (owner, name) = full.split_once('/').unwrap_or((full, ""));
+        let kind = if self.orgs.contains_key(&repo_key(owner)) { "Organization" } else { "User" };
+        json!({
+            "id": repo.id,
+            "node_id": format!("R_fake{}", repo.id),
+            "name": name,
+            "full_name": full,
+            "private": false,
+            "owner": {"login": owner, "type": kind},
+            "html_url": format!("https://github.com/{full}"),
+            "url": format!("{}/repos/{full}", self.base_url),
+            "archived": repo.archived,
+            "disabled": false,
+            "visibility": "public",
+        })
     }
 
     fn run_status(&self, run: &Run) -> JobState {
@@ -1003,9 +1244,25 @@ async fn answer(State(world): State<Shared>, method: Method, uri: Uri, headers: 
 #[derive(Clone, Copy)]
 enum Endpoint {
     Repository,
+    Organisation,
     Hooks,
     Hook(u64),
     RegistrationToken,
+    RunnerGroups,
+}
+
+/// Where an onboarding endpoint acts: a repository or an organisation, by lower-cased key.
+enum Place {
+    Repo(String),
+    Org(String),
+}
+
+impl Place {
+    fn key(&self) -> &str {
+        match self {
+            Self::Repo(key) | Self::Org(key) => key,
+        }
+    }
 }
 
 fn bad_json() -> Reply {
@@ -1054,14 +1311,14 @@ fn update_hook(hook: &mut HookView, request: &Value) {
 }
 
 /// A hook as GitHub shows it: the secret masked.
-fn hook_json(hook: &HookView, hooks_url: &str) -> Value {
+fn hook_json(hook: &HookView, hooks_url: &str, kind: &str) -> Value {
     let mut config = json!({"content_type": hook.content_type, "insecure_ssl": hook.insecure_ssl, "url": hook.url});
     if hook.secret.is_some() {
         config["secret"] = json!("********");
     }
     let url = format!("{hooks_url}/{}", hook.id);
     json!({
-        "type": "Repository",
+        "type": kind,
         "id": hook.id,
         "name": hook.name,
         "active": hook.active,
@@ -1102,6 +1359,8 @@ struct FakeApp {
 
 struct FakeInstallation {
     app: u64,
+    /// The lower-cased login of the account (user or organisation) it is installed on.
+    account: Option<String>,
     /// Repository keys (lower-cased `owner/name`).
     repos: BTreeSet<String>,
     quota: Quota,
@@ -1163,8 +1422,11 @@ impl FakeGitHub {
             world.repo_mut(repo);
         }
         let repos: BTreeSet<String> = repos.iter().map(|r| repo_key(r)).collect();
+        // An installation belongs to one account: the owner of its repositories.
+        let owners: BTreeSet<&str> = repos.iter().filter_map(|r| r.split('/').next()).collect();
+        let account = (owners.len() == 1).then(|| owners.iter().next().map(|o| (*o).to_owned())).flatten();
         let quota = Quota { limit: installation_limit(repos.len()), used: 0, window_start: None, spent: 0 };
-        let installation = FakeInstallation { app: app_id, repos, quota, minted: 0, suspended: false };
+        let installation = FakeInstallation { app: app_id, account, repos, quota, minted: 0, suspended: false };
         world.apps.installations.insert(installation_id, installation);
     }
 
@@ -1205,7 +1467,8 @@ impl FakeGitHub {
         self.world().apps.tokens.keys().cloned().collect()
     }
 
-    /// Installation lookups (`GET /repos/{owner}/{repo}/installation`) answered for `repo`.
+    /// Installation lookups answered for `repo` (`GET /repos/{owner}/{repo}/installation`), or
+    /// for an organisation's login (`GET /orgs/{org}/installation`).
     pub fn installation_lookups(&self, repo: &str) -> u32 {
         self.world().apps.lookups.get(&repo_key(repo)).copied().unwrap_or(0)
     }
@@ -1344,7 +1607,8 @@ impl World {
     fn answer_app(&mut self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Reply> {
         let segments: Vec<&str> = uri.path().trim_end_matches('/').split('/').collect();
         let lookup = match segments.as_slice() {
-            ["", "repos", owner, name, "installation"] => Some(repo_key(&format!("{owner}/{name}"))),
+            ["", "repos", owner, name, "installation"] => Some((repo_key(&format!("{owner}/{name}")), false)),
+            ["", "orgs", org, "installation"] => Some((repo_key(org), true)),
             ["", "app", ..] => None,
             _ => return None,
         };
@@ -1366,13 +1630,16 @@ impl World {
                 "API rate limit exceeded for app ID.",
                 &format!("{RATE_LIMIT_DOCS}#about-primary-rate-limits"),
             )
-        } else if let Some(repo) = lookup {
+        } else if let Some((repo, org)) = lookup {
             *self.apps.lookups.entry(repo.clone()).or_default() += 1;
             let found = self
                 .apps
                 .installations
                 .iter()
-                .find(|(_, i)| i.app == app_id && i.repos.contains(&repo))
+                .find(|(_, i)| {
+                    i.app == app_id
+                        && if org { i.account.as_deref() == Some(repo.as_str()) } else { i.repos.contains(&repo) }
+                })
                 .map(|(id, _)| *id);
             match (found, method == Method::GET) {
                 (Some(id), true) => Reply::json(

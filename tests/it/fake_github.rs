@@ -457,3 +457,224 @@ async fn every_request_is_recorded_with_its_answer() {
     github.clear_requests();
     assert!(github.requests().is_empty());
 }
+
+// Organisations: hooks, repositories, runner groups, registration tokens, App installations.
+
+const ORG: &str = "acme";
+const HOOK: &str = "https://ci.example.com/webhook";
+
+async fn send(method: reqwest::Method, url: &str, token: &str, body: Option<Value>) -> Answer {
+    let mut request = client().request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    get_with(request).await
+}
+
+fn hook_body(url: &str, secret: &str) -> Value {
+    serde_json::json!({
+        "name": "web",
+        "active": true,
+        "events": ["workflow_job"],
+        "config": {"url": url, "content_type": "json", "secret": secret, "insecure_ssl": "0"},
+    })
+}
+
+#[tokio::test]
+async fn organisation_hooks_are_created_listed_over_linked_pages_and_updated_in_place() {
+    let github = github().await;
+    github.add_org_repo(ORG, "api");
+    let hooks = format!("{}/orgs/{ORG}/hooks", github.url());
+
+    let created = send(reqwest::Method::POST, &hooks, TOKEN, Some(hook_body(HOOK, "first"))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.json()["id"].as_u64().unwrap();
+    assert_eq!(created.json()["type"], "Organization");
+    assert_eq!(created.json()["config"]["secret"], "********", "GitHub never shows the secret");
+    assert_eq!(created.json()["url"], format!("{hooks}/{id}"));
+    let again = send(reqwest::Method::POST, &hooks, TOKEN, Some(hook_body(HOOK, "second"))).await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(again.body.contains("Hook already exists on this organization"), "{}", again.body);
+
+    for i in 0..40 {
+        github.add_org_hook(ORG, &format!("https://other-{i}.example.com/hook"), &["push"]);
+    }
+    let first = get(&format!("{hooks}?per_page=30")).await;
+    assert_eq!(first.json().as_array().unwrap().len(), 30);
+    let second = get(&first.link("next").expect("a second page")).await;
+    assert_eq!(second.json().as_array().unwrap().len(), 11);
+    assert_eq!(second.link("next"), None);
+
+    let patch = serde_json::json!({"events": ["push", "workflow_job"], "config": {"url": HOOK, "content_type": "json", "secret": "rotated"}});
+    let updated = send(reqwest::Method::PATCH, &format!("{hooks}/{id}"), TOKEN, Some(patch)).await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    let ours = github.org_hooks(ORG).into_iter().find(|h| h.id == id).unwrap();
+    assert_eq!(
+        (ours.events, ours.secret.as_deref()),
+        (vec!["push".to_owned(), "workflow_job".to_owned()], Some("rotated"))
+    );
+    assert_eq!(github.org_hooks(ORG).len(), 41);
+    assert!(github.hooks("acme/api").is_empty(), "an organisation hook is no repository hook");
+    let missing = send(reqwest::Method::PATCH, &format!("{hooks}/999999"), TOKEN, Some(hook_body(HOOK, "x"))).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn organisation_hooks_need_an_owner_and_name_the_organisation_permission() {
+    let github = github().await;
+    github.add_org(ORG);
+    let hooks = format!("{}/orgs/{ORG}/hooks", github.url());
+    assert_eq!(get(&format!("{}/orgs/nobody/hooks", github.url())).await.status, StatusCode::NOT_FOUND);
+
+    github.set_org_access(TOKEN, ORG, fake_github::Access::Read);
+    let member = get(&hooks).await;
+    assert_eq!(member.status, StatusCode::NOT_FOUND, "a member who is not an owner does not see them");
+    assert_eq!(member.header("x-accepted-github-permissions"), Some("organization_hooks=read"));
+    let organisation = get(&format!("{}/orgs/{ORG}", github.url())).await;
+    assert_eq!(organisation.status, StatusCode::OK, "any member reads the organisation");
+    assert_eq!(
+        (organisation.json()["login"].as_str(), organisation.json()["type"].as_str()),
+        (Some(ORG), Some("Organization"))
+    );
+
+    github.set_org_access(TOKEN, ORG, fake_github::Access::FineGrainedWithoutAdminPermissions);
+    let refused = send(reqwest::Method::POST, &hooks, TOKEN, Some(hook_body(HOOK, "s"))).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.header("x-accepted-github-permissions"), Some("organization_hooks=write"));
+    assert!(github.org_hooks(ORG).is_empty());
+    let before = github.credits_used(TOKEN);
+    assert_eq!(send(reqwest::Method::POST, &hooks, "ghp_unknown", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(github.credits_used(TOKEN), before, "refusals cost nothing");
+}
+
+#[tokio::test]
+async fn an_organisations_repositories_come_newest_first_over_linked_pages_and_revalidate_for_free() {
+    let github = github().await;
+    let created: Vec<u64> = (0..150).map(|i| github.add_org_repo(ORG, &format!("repo-{i:03}"))).collect();
+    github.add_repo("someone-else/api");
+    github.set_archived("acme/repo-000", true);
+    let first_url = format!("{}/orgs/{ORG}/repos?per_page=100", github.url());
+
+    let first = get(&first_url).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let second = get(&first.link("next").expect("a second page")).await;
+    assert_eq!(second.link("next"), None);
+    let listed: Vec<u64> = [&first, &second].iter().flat_map(|a| ids(&a.json())).collect();
+    let newest_first: Vec<u64> = created.iter().rev().copied().collect();
+    assert_eq!(listed, newest_first, "every repository of the organisation once, newest first");
+    let oldest = &second.json()[49];
+    assert_eq!((oldest["full_name"].as_str(), oldest["archived"].as_bool()), (Some("acme/repo-000"), Some(true)));
+    assert_eq!(oldest["owner"]["type"], "Organization");
+    assert!(first.number("x-ratelimit-remaining") > second.number("x-ratelimit-remaining"));
+
+    let etag = first.header("etag").unwrap().to_owned();
+    let credits = github.credits_used(TOKEN);
+    let unchanged = get_with(client().get(&first_url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(github.credits_used(TOKEN), credits, "a 304 is free");
+    github.add_org_repo(ORG, "newest");
+    let changed = get_with(client().get(&first_url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(changed.status, StatusCode::OK, "a new repository changes the first page");
+    assert_eq!(changed.json()[0]["name"], "newest");
+
+    assert_eq!(get(&format!("{}/orgs/someone-else/repos", github.url())).await.status, StatusCode::NOT_FOUND);
+}
+
+fn jwt(app_id: u64, now: i64) -> String {
+    let key = crate::common::app_keys::app_key_pair("fake-github org app");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.pkcs1.as_bytes()).unwrap();
+    let claims = serde_json::json!({"iat": now - 60, "exp": now + 540, "iss": app_id});
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap()
+}
+
+/// An App installed on `repos` of the organisation as installation `installation`; its token.
+async fn installation_token(github: &FakeGitHub, installation: u64, repos: &[&str]) -> String {
+    const APP: u64 = 31;
+    github.add_app(APP, "Iv23liOrgApp", &crate::common::app_keys::app_key_pair("fake-github org app").public);
+    github.add_installation(APP, installation, repos);
+    let url = format!("{}/app/installations/{installation}/access_tokens", github.url());
+    let minted = send(reqwest::Method::POST, &url, &jwt(APP, github.now()), None).await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{}", minted.body);
+    minted.json()["token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_installation_token_lists_its_installations_repositories_only_on_its_own_budget() {
+    let github = github().await;
+    for i in 0..30 {
+        github.add_org_repo(ORG, &format!("repo-{i:02}"));
+    }
+    let chosen: Vec<String> = (0..25).map(|i| format!("acme/repo-{i:02}")).collect();
+    let chosen_refs: Vec<&str> = chosen.iter().map(String::as_str).collect();
+    let token = installation_token(&github, 7, &chosen_refs).await;
+
+    let mut names = Vec::new();
+    let mut next = Some(format!("{}/installation/repositories?per_page=10", github.url()));
+    let mut pages = 0;
+    while let Some(url) = next {
+        let page = send(reqwest::Method::GET, &url, &token, None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(page.json()["total_count"], 25);
+        assert_eq!(page.number("x-ratelimit-limit"), 5250, "5,000 and 50 for each repository beyond 20");
+        names.extend(
+            page.json()["repositories"].as_array().unwrap().iter().map(|r| r["full_name"].as_str().unwrap().to_owned()),
+        );
+        next = page.link("next");
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, chosen, "the installation's repositories, each once");
+    assert_eq!(github.installation_credits_used(7), 3);
+    assert_eq!(github.credits_used(TOKEN), 0);
+
+    let org_repos =
+        send(reqwest::Method::GET, &format!("{}/orgs/{ORG}/repos?per_page=100", github.url()), &token, None).await;
+    assert_eq!(org_repos.json().as_array().unwrap().len(), 25, "an installation token sees only its repositories");
+    let personal = get(&format!("{}/installation/repositories", github.url())).await;
+    assert_eq!(personal.status, StatusCode::FORBIDDEN, "only an installation token lists an installation");
+}
+
+#[tokio::test]
+async fn the_organisations_installation_is_found_with_the_apps_jwt_only() {
+    let github = github().await;
+    github.add_org_repo("beta", "web");
+    let _ = installation_token(&github, 9, &["acme/api"]).await;
+    let lookup = |org: &str| format!("{}/orgs/{org}/installation", github.url());
+
+    let found = send(reqwest::Method::GET, &lookup(ORG), &jwt(31, github.now()), None).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    assert_eq!(found.json()["id"], 9);
+    let elsewhere = send(reqwest::Method::GET, &lookup("beta"), &jwt(31, github.now()), None).await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND, "the App is not installed on beta");
+    assert_eq!(github.installation_lookups(ORG), 1);
+    assert_eq!(get(&lookup(ORG)).await.status, StatusCode::UNAUTHORIZED, "a personal token is no JWT");
+}
+
+#[tokio::test]
+async fn organisation_registration_tokens_and_runner_groups_need_an_owner() {
+    let github = github().await;
+    let gpu = github.add_runner_group(ORG, "gpu");
+    github.add_org_repo(ORG, "api");
+    let url = format!("{}/orgs/{ORG}/actions/runners/registration-token", github.url());
+
+    let minted = send(reqwest::Method::POST, &url, TOKEN, None).await;
+    assert_eq!(minted.status, StatusCode::CREATED);
+    let token = minted.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(github.registration_tokens_of(ORG), vec![token]);
+    assert!(github.registration_tokens_of("acme/api").is_empty());
+    let groups = get(&format!("{}/orgs/{ORG}/actions/runner-groups", github.url())).await;
+    assert_eq!(groups.json()["total_count"], 2);
+    let listed: Vec<(u64, String, bool)> = groups.json()["runner_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["id"].as_u64().unwrap(), g["name"].as_str().unwrap().to_owned(), g["default"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(listed, vec![(1, "Default".to_owned(), true), (gpu, "gpu".to_owned(), false)]);
+
+    github.set_org_access(TOKEN, ORG, fake_github::Access::Read);
+    let refused = send(reqwest::Method::POST, &url, TOKEN, None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(refused.header("x-accepted-github-permissions"), Some("organization_self_hosted_runners=write"));
+    assert_eq!(github.registration_tokens().len(), 1);
+}

@@ -21,6 +21,7 @@ const ADMIN: &str = "ghp_AdminTokenOnlyForCalls0123456789";
 const READ: &str = "ghp_ReadTokenForTheSecret9876543210";
 const REPO: &str = "acme/api";
 const HOOK_URL: &str = "https://ci.example.com/webhook";
+const ORG: &str = "acme";
 
 struct Setup {
     github: FakeGitHub,
@@ -61,9 +62,20 @@ impl Setup {
     }
 
     async fn onboard_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Outcome {
+        self.onboard_target(&["-o", "acme", "-r", "api"], extra, env).await
+    }
+
+    /// Onboards the runners of organisation `acme` as runner `api`, like [`Self::onboard`].
+    async fn onboard_org(&self, extra: &[&str]) -> Outcome {
+        self.onboard_target(&["--org", ORG], extra, &[]).await
+    }
+
+    /// Onboards whatever `target` (`-o … -r …`, `--org …`, or a mistake) names.
+    async fn onboard_target(&self, target: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Outcome {
         let mut command = Command::new(BIN);
         command
-            .args(["onboard", "-n", "api", "-o", "acme", "-r", "api", "-m", "2", "-l", "linux", "-s", "ci"])
+            .args(["onboard", "-n", "api", "-m", "2", "-l", "linux", "-s", "ci"])
+            .args(target)
             .arg("-p")
             .arg(&self.read)
             .arg("-a")
@@ -361,6 +373,7 @@ async fn a_runner_dir_registers_one_runner_per_ordinal_into_its_own_secret() {
         assert_eq!(runner["agentName"], name.as_str());
         assert_eq!(runner["gitHubUrl"], format!("{}/acme/api", setup.github.url()));
         assert_eq!((runner["labels"].as_str(), runner["workFolder"].as_str()), (Some("linux"), Some("_work")));
+        assert_eq!(runner["runnerGroup"], "", "a repository's runners name no runner group");
         assert!(String::from_utf8_lossy(&data[".credentials"].0).contains(&tokens[0]));
         let pod_dir = setup.dir.path().join(format!("pod-{ordinal}"));
         std::fs::create_dir_all(&pod_dir).unwrap();
@@ -447,4 +460,212 @@ async fn the_script_with_dry_run_prints_and_applies_nothing() {
     assert_eq!(applied, None, "kubectl was run on a dry run");
     assert_eq!(only_runner(&manifests(&run.stdout)).spec.owner, "acme");
     assert!(setup.github.hooks(REPO).is_empty());
+}
+
+// Organisation runners (`--org`).
+
+/// Every document of a printed YAML stream, as JSON.
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---\n")
+        .map(|doc| doc.trim_start_matches("---\n"))
+        .filter(|doc| doc.lines().any(|line| !line.starts_with('#') && !line.trim().is_empty()))
+        .map(|doc| serde_saphyr::from_str::<Value>(doc).unwrap_or_else(|e| panic!("{e}: {doc}")))
+        .collect()
+}
+
+/// The printed ScaledActionRunner's spec.
+fn printed_runner_spec(yaml: &str) -> Value {
+    let runners: Vec<Value> =
+        documents(yaml).into_iter().filter(|d| d["kind"] == "ScaledActionRunner").map(|d| d["spec"].clone()).collect();
+    assert_eq!(runners.len(), 1, "{yaml}");
+    runners[0].clone()
+}
+
+/// The printed Secret `name`'s `key`, decoded.
+fn printed_secret(yaml: &str, name: &str, key: &str) -> String {
+    let secret = documents(yaml)
+        .into_iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Secret {name} printed"));
+    let encoded = secret["data"][key].as_str().unwrap_or_else(|| panic!("Secret {name} has no {key}"));
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap()
+}
+
+async fn org_setup() -> Setup {
+    let setup = setup_without_repository().await;
+    setup.github.add_org_repo(ORG, "api");
+    setup.github.add_org_repo(ORG, "web");
+    setup
+}
+
+#[tokio::test]
+async fn an_organisation_gets_one_workflow_job_hook_that_a_second_run_updates_in_place() {
+    let setup = org_setup().await;
+    let first = setup.onboard_org(&[]).await;
+    assert!(first.success, "{}", first.stderr);
+    let hooks = setup.github.org_hooks(ORG);
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    assert_eq!((hook.url.as_str(), hook.events.clone()), (HOOK_URL, vec!["workflow_job".to_owned()]));
+    assert_eq!((hook.content_type.as_str(), hook.insecure_ssl.as_str(), hook.active), ("json", "0", true));
+    assert_eq!(hook.secret, Some(printed_secret(&first.stdout, "api-webhook", "webhook-secret")));
+    assert!(first.stderr.contains("webhook created"), "{}", first.stderr);
+    assert!(setup.github.hooks("acme/api").is_empty() && setup.github.hooks("acme/web").is_empty());
+
+    let second = setup.onboard_org(&[]).await;
+    assert!(second.success, "{}", second.stderr);
+    let hooks = setup.github.org_hooks(ORG);
+    assert_eq!(hooks.len(), 1, "running twice leaves one hook");
+    assert_eq!(hooks[0].id, hook.id, "updated in place");
+    let rotated = printed_secret(&second.stdout, "api-webhook", "webhook-secret");
+    assert_ne!(hook.secret.as_deref(), Some(rotated.as_str()), "each run rotates the secret");
+    assert_eq!(hooks[0].secret, Some(rotated));
+    assert!(second.stderr.contains("webhook updated"), "{}", second.stderr);
+    assert!(second.stderr.contains("scope=\"organisation acme\""), "{}", second.stderr);
+    for run in [&first, &second] {
+        assert!(!run.stderr.contains(ADMIN) && !run.stderr.contains(READ), "a token is in the log");
+        assert!(!run.stdout.contains(ADMIN), "the admin token is in the output");
+    }
+    let writes: BTreeSet<String> =
+        setup.github.requests().into_iter().filter(|r| r.method != "GET").map(|r| r.path).collect();
+    assert_eq!(writes, BTreeSet::from(["/orgs/acme/hooks".to_owned(), format!("/orgs/acme/hooks/{}", hook.id)]));
+}
+
+#[tokio::test]
+async fn the_organisation_runner_is_printed_without_a_repository_and_with_its_group_when_named() {
+    let setup = org_setup().await;
+    let run = setup.onboard_org(&[]).await;
+    assert!(run.success, "{}", run.stderr);
+    let spec = printed_runner_spec(&run.stdout);
+    assert_eq!(spec["owner"], ORG);
+    assert!(spec.get("repo").is_none() && spec.get("runnerGroup").is_none(), "{spec}");
+    assert_eq!(
+        (spec["githubTokenSecret"].as_str(), spec["webhookSecret"].as_str()),
+        (Some("api-github-token"), Some("api-webhook"))
+    );
+    assert_eq!(printed_secret(&run.stdout, "api-github-token", "token"), READ);
+    assert!(run.stdout.starts_with("# Onboarding of organisation acme"), "{}", run.stdout);
+
+    let grouped = setup.onboard_org(&["--runner-group", "gpu"]).await;
+    assert!(grouped.success, "{}", grouped.stderr);
+    assert_eq!(printed_runner_spec(&grouped.stdout)["runnerGroup"], "gpu");
+    assert_eq!(setup.github.org_hooks(ORG).len(), 1);
+}
+
+#[tokio::test]
+async fn org_with_repo_or_owner_is_refused_before_any_call() {
+    let setup = org_setup().await;
+    for (target, expected) in [
+        (&["--org", ORG, "-r", "api"][..], "--org with --repo"),
+        (&["--org", ORG, "-o", ORG][..], "--org with --owner"),
+        (&["-o", ORG][..], "--owner without --repo"),
+    ] {
+        let run = setup.onboard_target(target, &[], &[]).await;
+        assert!(!run.success, "{target:?} was accepted");
+        assert!(run.stderr.contains(expected), "{target:?}: {}", run.stderr);
+        assert_eq!(run.stdout, "");
+    }
+    let run = setup.onboard(&["--runner-group", "gpu"]).await;
+    assert!(run.stderr.contains("--runner-group without --org"), "{}", run.stderr);
+    assert!(setup.github.requests().is_empty(), "GitHub was called");
+}
+
+#[tokio::test]
+async fn an_admin_token_that_does_not_own_the_organisation_is_told_the_scope_and_permission_github_wants() {
+    let setup = org_setup().await;
+    setup.github.set_org_access(ADMIN, ORG, Access::Read);
+    let member = setup.onboard_org(&[]).await;
+    assert!(!member.success);
+    assert!(member.stderr.contains("the admin token is not an owner's of organisation acme"), "{}", member.stderr);
+    assert!(member.stderr.contains("classic `admin:org_hook` scope"), "{}", member.stderr);
+
+    setup.github.set_org_access(ADMIN, ORG, Access::FineGrainedWithoutAdminPermissions);
+    let fine_grained = setup.onboard_org(&[]).await;
+    assert!(!fine_grained.success);
+    assert!(fine_grained.stderr.contains("organization_hooks=read"), "{}", fine_grained.stderr);
+    assert!(
+        fine_grained.stderr.contains("organisation permission Webhooks: read and write"),
+        "{}",
+        fine_grained.stderr
+    );
+    assert!(setup.github.org_hooks(ORG).is_empty());
+    assert_eq!(fine_grained.stdout, "");
+}
+
+#[tokio::test]
+async fn an_unknown_organisation_or_a_users_login_is_reported_with_what_to_check() {
+    let setup = org_setup().await;
+    setup.github.add_repo("someone/api");
+    for org in ["nobody", "someone"] {
+        let run = setup.onboard_target(&["--org", org], &[], &[]).await;
+        assert!(!run.success);
+        assert!(run.stderr.contains(&format!("organisation {org} not found: check --org")), "{}", run.stderr);
+        assert!(run.stderr.contains("use --owner and --repo"), "{}", run.stderr);
+    }
+    assert!(setup.github.requests().iter().all(|r| r.method == "GET"));
+}
+
+#[tokio::test]
+async fn a_runner_dir_registers_the_organisations_runners_into_their_runner_group() {
+    let setup = org_setup().await;
+    setup.github.add_runner_group(ORG, "gpu");
+    let runner_dir = fake_runner_dir(setup.dir.path());
+    let run = setup.onboard_org(&["--runner-dir", runner_dir.to_str().unwrap(), "--runner-group", "gpu"]).await;
+    assert!(run.success, "{}", run.stderr);
+    let tokens = setup.github.registration_tokens_of(ORG);
+    assert_eq!(tokens.len(), 1, "one organisation registration token serves every runner");
+    assert!(setup.github.registration_tokens_of("acme/api").is_empty());
+    let spec = printed_runner_spec(&run.stdout);
+    assert_eq!(spec["runnerSecrets"], serde_json::json!(["api-0", "api-1"]));
+    for ordinal in 0..2 {
+        let name = format!("api-{ordinal}");
+        let runner: Value = serde_json::from_str(&printed_secret(&run.stdout, &name, ".runner")).unwrap();
+        assert_eq!(runner["agentName"], name.as_str());
+        assert_eq!(runner["gitHubUrl"], format!("{}/acme", setup.github.url()), "registered at the organisation");
+        assert_eq!(runner["runnerGroup"], "gpu");
+        assert!(printed_secret(&run.stdout, &name, ".credentials").contains(&tokens[0]));
+    }
+    assert!(!run.stderr.contains(&tokens[0]), "the registration token is in the log");
+    assert_eq!(std::fs::read_dir(setup.scratch()).unwrap().count(), 0, "a scratch copy was left behind");
+
+    let default = setup.onboard_org(&["--runner-dir", runner_dir.to_str().unwrap()]).await;
+    assert!(default.success, "{}", default.stderr);
+    let runner: Value = serde_json::from_str(&printed_secret(&default.stdout, "api-0", ".runner")).unwrap();
+    assert_eq!(runner["runnerGroup"], "Default", "without --runner-group the runners go to Default");
+}
+
+#[tokio::test]
+async fn a_runner_group_the_organisation_lacks_is_refused_before_github_is_changed() {
+    let setup = org_setup().await;
+    setup.github.add_runner_group(ORG, "gpu");
+    let runner_dir = fake_runner_dir(setup.dir.path());
+    let run = setup.onboard_org(&["--runner-dir", runner_dir.to_str().unwrap(), "--runner-group", "arm"]).await;
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("organisation acme has no runner group \"arm\" (it has Default, gpu)"),
+        "{}",
+        run.stderr
+    );
+    assert!(setup.github.org_hooks(ORG).is_empty(), "the hook was changed");
+    assert!(setup.github.registration_tokens().is_empty());
+    assert_eq!(run.stdout, "");
+}
+
+#[tokio::test]
+async fn an_organisation_dry_run_only_reads_and_says_what_it_would_do() {
+    let setup = org_setup().await;
+    setup.github.add_runner_group(ORG, "gpu");
+    let runner_dir = fake_runner_dir(setup.dir.path());
+    let run =
+        setup.onboard_org(&["--dry-run", "--runner-dir", runner_dir.to_str().unwrap(), "--runner-group", "gpu"]).await;
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stderr.contains("would be created"), "{}", run.stderr);
+    let methods: BTreeSet<String> = setup.github.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, BTreeSet::from(["GET".to_owned()]));
+    assert!(setup.github.org_hooks(ORG).is_empty() && setup.github.registration_tokens().is_empty());
+    let spec = printed_runner_spec(&run.stdout);
+    assert_eq!(
+        (spec["runnerGroup"].as_str(), spec["runnerSecrets"].clone()),
+        (Some("gpu"), serde_json::json!(["api-0", "api-1"]))
+    );
 }

@@ -97,10 +97,13 @@ async fn repository_and_organisation_runners_of_two_organisations_share_one_serv
     github.add_token(API_TOKEN, 5000);
     github.add_token(GLOBEX_TOKEN, 5000);
     github.add_app(APP_ID, "Iv23liOrganisationApp", &app_key_pair("organisation").public);
-    github.add_installation(APP_ID, 31, &["acme/api", "acme/web", "acme/tools"]);
-    for repo in ["acme/api", "acme/web", "acme/tools", "globex/app"] {
-        github.add_repo(repo);
+    for name in ["api", "web", "tools", "dormant"] {
+        github.add_org_repo("acme", name);
     }
+    github.add_installation(APP_ID, 31, &["acme/api", "acme/web", "acme/tools", "acme/dormant"]);
+    github.add_org_repo("globex", "app");
+    // Queued while serve was down: no delivery names it; the organisation's listing finds it.
+    github.add_job("acme/dormant", 80, 80, &["self-hosted", "linux"], JobState::Queued);
     let root = tempfile::tempdir().unwrap();
     let manifests = manifests(root.path());
     let args = ["--github-api-url", &github.url(), "--cache-window", "1s", "--cache-window-when-empty", "3s"]
@@ -136,13 +139,13 @@ async fn repository_and_organisation_runners_of_two_organisations_share_one_serv
     github.add_job("acme/tools", 60, 6, linux, JobState::Queued);
     github.add_job("acme/tools", 70, 7, linux, JobState::Completed);
     assert_eq!(deliver("d7", payload("acme/tools", 3003, 70, 7, "completed", linux), ACME_SECRET).await, 202);
-    demands_until(&server, [1, 3, 2], "webhooks, and the resync of acme/tools").await;
+    demands_until(&server, [1, 4, 2], "webhooks, the resync of acme/tools, and the listing").await;
     let scopes: Vec<String> = views(&server).await.into_iter().map(|(_, _, scope)| scope).collect();
     assert_eq!(scopes, ["repository", "organization", "organization"]);
     // GitHub finishes one job of acme/web's run and one of globex/app's; both completions are lost.
     github.set_job_status(2, JobState::Completed);
     github.set_job_status(5, JobState::Completed);
-    demands_until(&server, [1, 2, 1], "the lost completions repaired by the resync").await;
+    demands_until(&server, [1, 3, 1], "the lost completions repaired by the resync").await;
     // Each repository was read with the credentials of the runner that serves it.
     let requests = github.requests();
     let read_with = |repo: &str| -> HashSet<String> {
@@ -154,6 +157,11 @@ async fn repository_and_organisation_runners_of_two_organisations_share_one_serv
     let web = read_with("acme/web");
     assert!(!web.is_empty() && web.iter().all(|t| t.starts_with("ghs_")), "the App's installation token: {web:?}");
     assert_eq!(read_with("acme/tools"), web, "one installation token for the organisation's repositories");
+    assert_eq!(read_with("acme/dormant"), web);
+    let listings = |path: &str| requests.iter().filter(|r| r.path == path).count();
+    assert_eq!(listings("/installation/repositories"), 1, "the App's organisation is listed once");
+    assert_eq!(listings("/orgs/globex/repos"), 1, "the token's organisation is listed once");
+    assert_eq!(listings("/orgs/acme/installation"), 1);
     assert_eq!(github.installation_tokens_minted(31), 1);
     let log = server.log();
     for secret in [ACME_SECRET, GLOBEX_SECRET, API_TOKEN, GLOBEX_TOKEN].into_iter().map(str::to_string).chain(web) {

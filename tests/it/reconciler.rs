@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -450,4 +450,43 @@ async fn an_organisation_runner_is_resynced_in_every_repository_of_its_organisat
     }
     assert_eq!(requests_for(&world.github, "acme/web"), 0, "an inactive repository costs nothing");
     assert!(requests_for(&world.github, "acme/api") > 0, "the repository runner's repository is resynced as before");
+}
+
+#[tokio::test]
+async fn at_start_an_organisations_repositories_are_listed_once_and_each_looked_at_once() {
+    use gaa::demand::{Runner, RunnerIndex, ScaleFactor};
+    let github = FakeGitHub::start().await;
+    github.add_token(TOKEN, 5000);
+    for name in ["busy", "quiet", "old"] {
+        github.add_org_repo("acme", name);
+    }
+    github.set_archived("acme/old", true);
+    let index = RunnerIndex::new([Runner::organization(
+        RunnerKey::new("ci", "acme"),
+        "acme",
+        ["linux"],
+        0,
+        10,
+        ScaleFactor::Linear,
+    )]);
+    let tokens = RepoTokens(HashMap::from([("acme".to_string(), vec![Token::new(TOKEN).into()])]));
+    let config = ReconcilerConfig { windows: WINDOWS, settle: SETTLE, ..ReconcilerConfig::default() };
+    let mut world = World(ResyncWorld::start(github, 1_800_000_000, index, tokens, config));
+    // Queued while no one listened: no delivery will ever name it.
+    world.github.add_job("acme/busy", 900, 1, &["self-hosted", "linux"], JobState::Queued);
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "acme")).unwrap().demand == 1).await;
+    for _ in 0..20 {
+        world.tick(120).await;
+    }
+    let listings = world.github.requests().iter().filter(|r| r.path == "/orgs/acme/repos").count();
+    assert_eq!(listings, 1, "the organisation is listed once");
+    assert!(requests_for(&world.github, "acme/quiet") > 0, "every listed repository is looked at once");
+    assert_eq!(requests_for(&world.github, "acme/old"), 0, "an archived repository runs no jobs");
+    // Afterwards only the repository with an open job is read.
+    world.github.clear_requests();
+    for _ in 0..20 {
+        world.tick(120).await;
+    }
+    assert_eq!(requests_for(&world.github, "acme/quiet"), 0, "a quiet repository leaves after its first look");
+    assert!(requests_for(&world.github, "acme/busy") > 0);
 }
