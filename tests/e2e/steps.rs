@@ -29,6 +29,7 @@ steps!(
     keda_scales_a_runner_from_zero_and_back_on_serves_push,
     the_aggregator_serves_a_runners_demand_through_the_apiservice_the_core_registered,
     what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up,
+    an_organisation_runner_onboarded_with_org_registers_at_its_organisation_and_counts_its_repositories,
     prometheus_scrapes_serve_and_the_operator_and_finds_every_documented_series,
     the_operator_was_never_forbidden,
     an_idle_operator_makes_no_writes,
@@ -830,6 +831,109 @@ async fn what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up(ctx:
     }
     until_serve_shows(&url, "the onboarded runner's demand", |_, body| body["demand"] == 1).await?;
     ctx.kubectl(&["-n", "example-repo", "delete", "scaledactionrunner", "onboarded"])?;
+    Ok(())
+}
+
+async fn an_organisation_runner_onboarded_with_org_registers_at_its_organisation_and_counts_its_repositories(
+    ctx: &mut Ctx,
+) -> Res {
+    let github = crate::common::fake_github::FakeGitHub::start().await;
+    let (admin, read) = ("ghp_E2eOrgAdminToken0123456789", "ghp_E2eOrgReadToken0123456789");
+    github.add_token(admin, 5000);
+    github.add_token(read, 5000);
+    github.add_org("e2eorg");
+    let dir = ctx.work.path().join("onboard-org");
+    std::fs::create_dir_all(&dir)?;
+    let (admin_file, read_file) = (dir.join("admin"), dir.join("read"));
+    std::fs::write(&admin_file, admin)?;
+    std::fs::write(&read_file, read)?;
+    let args = [
+        "onboard",
+        "--dry-run",
+        "-n",
+        "e2eorg-builders",
+        "--org",
+        "e2eorg",
+        "--runner-group",
+        "builders",
+        "-m",
+        "2",
+        "-l",
+        "linux",
+        "-s",
+        "example-repo",
+        "-p",
+        read_file.to_str().ok_or("path")?,
+        "-a",
+        admin_file.to_str().ok_or("path")?,
+        "--github-api-url",
+        &github.url(),
+        "--webhook-url",
+        "https://ci.example.com/webhook",
+    ];
+    let yaml = crate::cluster::run(ctx.bin.to_str().ok_or("path")?, &args, None)?;
+    if yaml.contains("repo:") || !yaml.contains("runnerGroup: builders") {
+        fail!("onboard --org printed no organisation runner:\n{yaml}");
+    }
+    ctx.apply(&yaml).map_err(|e| format!("what onboard --org printed does not apply: {e}"))?;
+    let what = ["-n", "example-repo", "scaledactionrunner", "e2eorg-builders"];
+    wait_ready(ctx, &what).await?;
+    let runner = get_json(ctx, &what)?;
+    if runner["status"]["scope"] != "organization" {
+        fail!("the operator did not report the organisation scope: {}", runner["status"]);
+    }
+    let columns = ctx.kubectl(&["-n", "example-repo", "get", "scaledactionrunner", "e2eorg-builders", "-o", "wide"])?;
+    if !columns.contains("organization") || !columns.contains("builders") {
+        fail!("kubectl get shows neither the scope nor the group:\n{columns}");
+    }
+    let set = get_json(ctx, &["-n", "example-repo", "statefulset", "e2eorg-builders"])?;
+    let env: Vec<(String, String)> = set["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .ok_or("the runner container has no environment")?
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect();
+    let has = |name: &str, value: &str| env.iter().any(|(n, v)| n == name && v == value);
+    if !has("ORG_URL", "https://github.com/e2eorg") || !has("RUNNER_GROUP", "builders") {
+        fail!("the runner pods would not register at the organisation's group: {env:?}");
+    }
+    if env.iter().any(|(n, _)| n == "REPO_URL") {
+        fail!("an organisation runner's pods got a REPO_URL: {env:?}");
+    }
+    let secret = documents(&yaml)?
+        .into_iter()
+        .filter(|d| d["kind"] == "Secret")
+        .find_map(|d| {
+            let plain = d["stringData"]["webhook-secret"].as_str().map(str::to_owned);
+            plain.or_else(|| {
+                use base64::Engine as _;
+                let encoded = d["data"]["webhook-secret"].as_str()?;
+                let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+                String::from_utf8(bytes).ok()
+            })
+        })
+        .ok_or_else(|| format!("onboard printed no webhook secret:\n{yaml}"))?;
+    let (serve, listen) = serve_as_the_core_runs_it(ctx, &dir, &github.url()).await?;
+    let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/e2eorg-builders");
+    until_serve_shows(&url, "serve to show the organisation runner", |status, body| {
+        status == 200 && body["scope"] == "organization"
+    })
+    .await
+    .map_err(|e| format!("{e}\n{}", serve.log()))?;
+    // The organisation's webhook secret signs for every repository of the organisation.
+    for (repo, job) in [("e2eorg/api", 91), ("e2eorg/web", 92)] {
+        let delivered = wait_for("a delivery signed with the organisation's secret", Duration::from_secs(10), || {
+            let (listen, secret) = (listen.clone(), secret.clone());
+            async move { Ok(deliver_signed(&listen, &secret, repo, job, "queued").await.is_ok()) }
+        })
+        .await;
+        if let Err(e) = delivered {
+            fail!("{e}\n{}", serve.log());
+        }
+    }
+    until_serve_shows(&url, "the organisation runner's demand from two repositories", |_, body| body["demand"] == 2)
+        .await?;
+    ctx.kubectl(&["-n", "example-repo", "delete", "scaledactionrunner", "e2eorg-builders"])?;
     Ok(())
 }
 
