@@ -110,6 +110,8 @@ pub fn runner_from_crd(object: &ScaledActionRunner) -> Result<Runner, RunnerProb
         None => Runner::organization(key, owner, labels, min, max, scale_factor),
     };
     runner.forced = forced;
+    runner.ephemeral = spec.ephemeral();
+    runner.runner_group = spec.runner_group().map(str::to_string);
     Ok(runner)
 }
 

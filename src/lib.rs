@@ -10,6 +10,7 @@ pub mod crd;
 pub mod demand;
 pub mod github;
 pub mod http;
+pub mod jit;
 pub mod lease;
 pub mod manifests;
 pub mod metrics;

@@ -49,6 +49,11 @@ impl EncodeLabelSet for BudgetLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunnerLabels {
     pub namespace: String,
     pub name: String,
@@ -79,6 +84,7 @@ pub struct Metrics {
     pub drift: Family<RunnerLabels, Gauge>,
     pub drift_corrections: Family<RunnerLabels, Counter>,
     pub resync_lag: Gauge<f64, AtomicU64>,
+    pub jit_requests: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -184,6 +190,12 @@ impl Metrics {
             "How far behind its due time the most overdue repository resync is",
             resync_lag.clone(),
         );
+        let jit_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "jit_requests",
+            "Just-in-time configuration requests of ephemeral runner pods by outcome (conflict: the pod's runner is busy)",
+            jit_requests.clone(),
+        );
         Self {
             registry,
             deliveries,
@@ -207,7 +219,13 @@ impl Metrics {
             drift,
             drift_corrections,
             resync_lag,
+            jit_requests,
         }
+    }
+
+    /// One just-in-time configuration request and how it ended.
+    pub fn jit_request(&self, outcome: &'static str) {
+        self.jit_requests.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// One GitHub request: its endpoint and status (`None` when no answer came).

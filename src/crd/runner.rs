@@ -208,6 +208,13 @@ pub struct RunnerTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_docker_sock: Option<bool>,
 
+    /// Just-in-time runners: each runner start registers a fresh runner for exactly one job,
+    /// with a configuration the API server mints from GitHub for the pod (which proves who it is
+    /// with its own ServiceAccount token, and holds no GitHub credential). Default: false
+    /// (pre-registered or self-registering runners, as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
+
     /// Node labels the runner pods must be scheduled on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
@@ -398,6 +405,11 @@ impl RunnerTemplate {
         self.mount_docker_sock.unwrap_or(false)
     }
 
+    /// Whether the runners are just-in-time runners (default false).
+    pub fn ephemeral(&self) -> bool {
+        self.ephemeral.unwrap_or(false)
+    }
+
     /// Grace period of a runner pod being scaled down (default [`DEFAULT_TERMINATION_GRACE_PERIOD`]).
     pub fn termination_grace_period_seconds(&self) -> i64 {
         self.termination_grace_period_seconds.unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD)
@@ -434,6 +446,11 @@ impl ScaledActionRunnerSpec {
             Some(repo) => format!("https://github.com/{owner}/{repo}"),
             None => format!("https://github.com/{owner}"),
         }
+    }
+
+    /// Whether the runners are just-in-time runners ([`RunnerTemplate::ephemeral`]).
+    pub fn ephemeral(&self) -> bool {
+        self.runner.as_ref().is_some_and(RunnerTemplate::ephemeral)
     }
 
     /// Labels the runners register with; see [`RunnerTemplate::runner_labels`].

@@ -67,6 +67,10 @@ pub struct Runner {
     pub scale_factor: ScaleFactor,
     /// Forced scale-ups to `max_runners`, for pre-registered runners (see [`ForcedScaleUp`]).
     pub forced: Option<ForcedScaleUp>,
+    /// Just-in-time runners: the API server mints each pod's registration.
+    pub ephemeral: bool,
+    /// The runner group an organisation runner registers in (as written).
+    pub runner_group: Option<String>,
 }
 
 impl Runner {
@@ -90,6 +94,8 @@ impl Runner {
             max_runners,
             scale_factor,
             forced: None,
+            ephemeral: false,
+            runner_group: None,
         }
     }
 

@@ -8,7 +8,7 @@ use super::access::ReadAccess;
 use super::bearer::{BearerToken, require_bearer};
 use super::state::AppState;
 use crate::webhook::{self, MAX_BODY_BYTES};
-use crate::{api, metrics_api};
+use crate::{api, jit, metrics_api};
 
 /// Every route, reads open to all: for tests and embedding behind something that authenticates.
 pub fn router(state: AppState) -> Router {
@@ -31,8 +31,10 @@ pub fn router_for(state: AppState, access: &ReadAccess) -> Router {
             .route("/metrics", get(api::metrics))
             .merge(metrics_api::custom_metrics::routes())
     };
+    // A pod's own token authenticates it (see `jit`): on every listener, whatever reads need.
     let routes = Router::new()
         .route("/webhook", post(webhook::webhook))
+        .route("/api/v1/namespaces/{namespace}/scaledactionrunners/{name}/jitconfig", post(jit::jitconfig))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz));
     let routes = match access {

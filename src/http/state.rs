@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use crate::api::CatalogStatus;
+use crate::jit::JitService;
 use crate::metrics::Metrics;
 use crate::store::{Board, StoreHandle};
 use crate::webhook::{Intake, LiveSecrets, WebhookSecrets};
@@ -20,6 +21,8 @@ pub struct AppState {
     pub intake: Arc<Intake>,
     pub secrets: LiveSecrets,
     pub catalog: Arc<CatalogStatus>,
+    /// Mints just-in-time runner configurations (in a cluster only: it checks pods' tokens).
+    pub jit: Option<Arc<JitService>>,
 }
 
 impl AppState {
@@ -45,7 +48,14 @@ impl AppState {
             intake: Arc::new(Intake::default()),
             secrets: LiveSecrets::new(secrets),
             catalog: Arc::new(catalog),
+            jit: None,
         }
+    }
+
+    /// With just-in-time runner configurations minted by `jit`.
+    pub fn with_jit(mut self, jit: Arc<JitService>) -> Self {
+        self.jit = Some(jit);
+        self
     }
 
     /// Replaces the webhook secrets and the problem count, and marks the catalog loaded.
@@ -88,5 +98,11 @@ impl FromRef<AppState> for LiveSecrets {
 impl FromRef<AppState> for Arc<CatalogStatus> {
     fn from_ref(state: &AppState) -> Self {
         state.catalog.clone()
+    }
+}
+
+impl FromRef<AppState> for Option<Arc<JitService>> {
+    fn from_ref(state: &AppState) -> Self {
+        state.jit.clone()
     }
 }
