@@ -140,6 +140,9 @@ pub fn operator_rules() -> Vec<PolicyRule> {
         rule(&["coordination.k8s.io"], &["leases"], &["create", "get", "update"]),
         rule(&["custom.metrics.k8s.io"], &["*"], &["get", "list"]),
         rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
+        // Granted on to the API server for just-in-time runners.
+        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        rule(&[""], &["pods"], &["get"]),
     ]
 }
 

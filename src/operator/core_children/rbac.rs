@@ -9,7 +9,8 @@ use crate::operator::builders::{role_ref, rule, service_account_subject};
 
 impl Stack<'_> {
     /// Least privilege: read ScaledActionRunners (cluster-wide or in the listed namespaces), one
-    /// Lease, the token namespace's Secrets when there is one, and custom metrics for the HPA.
+    /// Lease, the token namespace's Secrets when there is one, token reviews (for just-in-time
+    /// runners' pods), and custom metrics for the HPA.
     /// Runners' own Secrets are granted by name by each ScaledActionRunner's children.
     pub(super) fn rbac(&self) -> Vec<Child> {
         let runners = rule(&["runner.devjoes.com"], &["scaledactionrunners"], &["get", "list", "watch"]);
@@ -34,6 +35,13 @@ impl Stack<'_> {
             let tokens = vec![rule(&[""], &["secrets"], &["get", "list", "watch"])];
             children.extend(self.role_and_binding(&self.rbac_name("tokens"), namespace, tokens));
         }
+
+        // Just-in-time runners' pods prove who they are with their own tokens, which the API
+        // server has the cluster review (it reads the pods themselves by each runner's Role).
+        let reviews_name = self.rbac_name("token-reviews");
+        let reviews = vec![rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"])];
+        children.push(self.cluster_role(&reviews_name, reviews));
+        children.push(self.cluster_role_binding(&reviews_name, &reviews_name, vec![self.subject()]));
 
         // As prometheus-adapter does: let the HPA controller read what this server serves.
         let metrics_name = self.rbac_name("custom-metrics-reader");

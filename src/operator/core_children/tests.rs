@@ -105,6 +105,8 @@ fn the_readme_core_becomes_the_whole_api_server_stack() {
             "ClusterRoleBinding github-action-autoscaler:github:metrics:runners",
             "Role github/github-action-autoscaler:github:metrics:resync-lease",
             "RoleBinding github/github-action-autoscaler:github:metrics:resync-lease",
+            "ClusterRole github-action-autoscaler:github:metrics:token-reviews",
+            "ClusterRoleBinding github-action-autoscaler:github:metrics:token-reviews",
             "ClusterRole github-action-autoscaler:github:metrics:custom-metrics-reader",
             "ClusterRoleBinding github-action-autoscaler:github:metrics:custom-metrics-reader",
             "ConfigMap github/metrics-front-proxy-ca",

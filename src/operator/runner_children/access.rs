@@ -25,7 +25,8 @@ pub(super) fn api_server_secret_access(
     }
     names.retain(|secret| !secret.is_empty());
     names.dedup();
-    if names.is_empty() {
+    let ephemeral = runner.spec.ephemeral();
+    if names.is_empty() && !ephemeral {
         return Vec::new();
     }
     let object_name = format!("{}-api-server", runner.name_any());
@@ -43,7 +44,21 @@ pub(super) fn api_server_secret_access(
         verbs: vec!["list".into(), "watch".into()],
         ..PolicyRule::default()
     };
-    role.rules.get_or_insert_with(Vec::new).push(versions);
+    let rules = role.rules.get_or_insert_with(Vec::new);
+    if names_are_empty(rules) {
+        rules.clear();
+    } else {
+        rules.push(versions);
+    }
+    if ephemeral {
+        // To check that a token's pod is one of this runner's (a pod's name is not known ahead).
+        rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["pods".into()]),
+            verbs: vec!["get".into()],
+            ..PolicyRule::default()
+        });
+    }
     vec![Child::typed(&role), Child::typed(&binding)]
 }
 
@@ -81,4 +96,9 @@ fn secret_reader(metadata: ObjectMeta, names: Vec<String>, verbs: &[&str], subje
     };
     let binding = RoleBinding { metadata, role_ref: role_ref("Role", &name), subjects: Some(vec![subject]) };
     (role, binding)
+}
+
+/// Whether the only rule names no Secret (an ephemeral runner naming none).
+fn names_are_empty(rules: &[PolicyRule]) -> bool {
+    rules.iter().all(|rule| rule.resource_names.as_ref().is_some_and(Vec::is_empty))
 }

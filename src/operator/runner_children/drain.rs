@@ -15,6 +15,9 @@ pub(super) const START_WITH_CREDENTIALS: &str = "set -e; [ ! -e /tmp/gaa-drainin
      cp /runner-credentials/.runner /runner-credentials/.credentials /runner-credentials/.credentials_rsaparams \"$home/\"; \
      exec \"$home/run.sh\"";
 
+/// The start command of a just-in-time runner (see the script).
+pub(super) const START_EPHEMERAL: &str = include_str!("start_ephemeral.sh");
+
 #[cfg(test)]
 mod tests {
     //! The real script against a stand-in listener that behaves like GitHub's where it matters:
@@ -225,5 +228,92 @@ done
         wait_for("the stand-in job", || std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"Runner.Worker")));
         assert!(Command::new("sh").args(["-c", DRAIN_SCRIPT]).status().unwrap().success());
         assert!(worker.try_wait().unwrap().is_some(), "the hook returned while the job was still running");
+    }
+}
+
+#[cfg(test)]
+mod start_ephemeral_tests {
+    //! The real start script against a stand-in API server (over loopback HTTP) and a stand-in
+    //! `run.sh` that records the configuration it was started with.
+
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+
+    use super::START_EPHEMERAL;
+
+    /// Answers in turn: busy (409), then a configuration per request; records each token.
+    #[derive(Clone, Default)]
+    struct ApiServer {
+        requests: Arc<Mutex<Vec<String>>>,
+    }
+
+    async fn answer(State(server): State<ApiServer>, headers: HeaderMap) -> (StatusCode, String) {
+        let token = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let mut requests = server.requests.lock().unwrap();
+        requests.push(token);
+        match requests.len() {
+            1 => (StatusCode::CONFLICT, r#"{"error":"this pod's runner is running a job"}"#.into()),
+            n => (
+                StatusCode::OK,
+                format!(r#"{{"runnerName":"web-0-abc","runnerId":{n},"encodedJitConfig":"Q09ORklH{n}=="}}"#),
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_start_runs_the_runner_once_with_a_fresh_configuration_and_waits_while_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ApiServer::default();
+        let app = axum::Router::new().route("/jit", post(answer)).with_state(server.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jit", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        std::fs::write(dir.path().join("token"), "pod-bound-token\n").unwrap();
+        let runs = dir.path().join("runs");
+        std::fs::write(dir.path().join("run.sh"), format!("#!/bin/sh\necho \"$*\" >>{}\nsleep 0.2\n", runs.display()))
+            .unwrap();
+        std::process::Command::new("chmod").arg("+x").arg(dir.path().join("run.sh")).status().unwrap();
+        let mut script = std::process::Command::new("sh")
+            .args(["-c", START_EPHEMERAL])
+            .env("RUNNER_HOME", dir.path())
+            .env("GAA_JIT_URL", &url)
+            .env("GAA_JIT_TOKEN_FILE", dir.path().join("token"))
+            .env("GAA_JIT_RETRY_SECONDS", "0.1")
+            .env("GAA_DRAINING_FILE", dir.path().join("draining"))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let lines = loop {
+            let lines: Vec<String> =
+                std::fs::read_to_string(&runs).unwrap_or_default().lines().map(str::to_owned).collect();
+            if lines.len() >= 2 {
+                break lines;
+            }
+            if Instant::now() >= deadline {
+                let _ = script.kill();
+                panic!("the runner did not run twice: {lines:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // Once the drain has begun, the script starts nothing more and ends.
+        std::fs::write(dir.path().join("draining"), "").unwrap();
+        let ended = Instant::now() + Duration::from_secs(10);
+        while script.try_wait().unwrap().is_none() {
+            if Instant::now() >= ended {
+                let _ = script.kill();
+                panic!("the start script kept going after the drain began");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let after = std::fs::read_to_string(&runs).unwrap().lines().count();
+        assert!(after <= lines.len() + 1, "at most the start under way when the drain began: {after}");
+        assert_eq!(lines[..2], ["--jitconfig Q09ORklH2==", "--jitconfig Q09ORklH3=="], "a new configuration each time");
+        let requests = server.requests.lock().unwrap().clone();
+        assert!(requests.len() >= 3, "refused once, then one request per start: {requests:?}");
+        assert!(requests.iter().all(|t| t == "Bearer pod-bound-token"), "{requests:?}");
     }
 }

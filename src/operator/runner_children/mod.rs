@@ -20,7 +20,7 @@ use super::{ApiServer, Settings};
 use crate::crd::ScaledActionRunner;
 
 pub use drain::DRAIN_SCRIPT;
-use drain::{MESSAGE_RECORD_DIR, START_WITH_CREDENTIALS};
+use drain::{MESSAGE_RECORD_DIR, START_EPHEMERAL, START_WITH_CREDENTIALS};
 
 /// Where each runner pod finds its own registration files (`.runner`, `.credentials`,
 /// `.credentials_rsaparams`), copied there by the credentials init container.
@@ -30,6 +30,9 @@ pub const WORK_DIR: &str = "/home/runner/_work";
 /// Where the init container's own service-account token is mounted: the standard path, so the
 /// in-cluster client finds it, in that container only.
 pub(super) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Where a just-in-time runner's pod token for the API server is mounted (audience
+/// [`crate::jit::AUDIENCE`]: the Kubernetes API refuses it).
+pub const JIT_TOKEN_DIR: &str = "/var/run/secrets/github-action-autoscaler";
 
 /// Everything a runner needs applied, in apply order (RBAC and accounts before the pods that use
 /// them, the StatefulSet before the ScaledObject that scales it).
@@ -56,9 +59,11 @@ pub fn runner_children(
     }
     let template = runner.spec.runner.clone().unwrap_or_default();
     let credentials = !runner.spec.runner_secrets.is_empty();
+    let ephemeral = runner.spec.ephemeral();
     let service_account = match template.service_account_name.as_deref().filter(|account| !account.is_empty()) {
         Some(account) => Some(account.to_owned()),
-        None if credentials => {
+        // An account of its own, with no permissions: its pod-bound token only proves who the pod is.
+        None if credentials || ephemeral => {
             let account = format!("{name}-runner");
             children.push(Child::typed(&ServiceAccount {
                 metadata: meta(account.clone(), "runner"),
@@ -73,11 +78,21 @@ pub fn runner_children(
         let account = service_account.clone().unwrap_or_default();
         children.extend(access::credentials_access(runner, &account, &namespace, &meta));
     }
+    // The API server's plain listener, in the cluster, where the pods ask for configurations.
+    let jit_url = api_server.filter(|_| ephemeral).map(|api| {
+        format!(
+            "http://{}.{}.svc:{}/api/v1/namespaces/{namespace}/scaledactionrunners/{name}/jitconfig",
+            api.name,
+            api.namespace,
+            crate::operator::ports::HTTP
+        )
+    });
     children.push(Child::typed(&pod::stateful_set(
         runner,
         &template,
         settings,
         service_account,
+        jit_url,
         meta(name.clone(), "runner"),
     )?));
     if let Some(api_server) = api_server {
@@ -93,7 +108,7 @@ pub fn runner_warnings(runner: &ScaledActionRunner) -> Vec<String> {
     let mut warnings = Vec::new();
     let image_named =
         spec.runner.as_ref().and_then(|template| template.image.as_deref()).is_some_and(|image| !image.is_empty());
-    if spec.runner_secrets.is_empty() && !image_named {
+    if spec.runner_secrets.is_empty() && !image_named && !spec.ephemeral() {
         warnings.push(
             "no runnerSecrets and no runner.image: the default image (GitHub's runner) does not register itself; \
              onboard with --runner-dir, or name an image that registers from its environment"

@@ -12,7 +12,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
-use super::{CREDENTIALS_DIR, DRAIN_SCRIPT, MESSAGE_RECORD_DIR, SERVICE_ACCOUNT_DIR, START_WITH_CREDENTIALS, WORK_DIR};
+use super::{
+    CREDENTIALS_DIR, DRAIN_SCRIPT, JIT_TOKEN_DIR, MESSAGE_RECORD_DIR, SERVICE_ACCOUNT_DIR, START_EPHEMERAL,
+    START_WITH_CREDENTIALS, WORK_DIR,
+};
 use crate::crd::{RunnerTemplate, ScaledActionRunner};
 use crate::operator::builders::{env, quantities};
 use crate::operator::children::{labels, selector_labels};
@@ -46,6 +49,7 @@ pub(super) fn stateful_set(
     template: &RunnerTemplate,
     settings: &Settings,
     service_account: Option<String>,
+    jit_url: Option<String>,
     metadata: ObjectMeta,
 ) -> Result<StatefulSet, SpecError> {
     let name = runner.name_any();
@@ -75,6 +79,11 @@ pub(super) fn stateful_set(
     if credentials {
         runner_env.push(env("RUNNER_CREDENTIALS_DIR", CREDENTIALS_DIR));
     }
+    let ephemeral = spec.ephemeral();
+    if ephemeral {
+        runner_env.push(env("GAA_JIT_URL", jit_url.unwrap_or_default()));
+        runner_env.push(env("GAA_JIT_TOKEN_FILE", format!("{JIT_TOKEN_DIR}/token")));
+    }
     // The user's variables win over ours on a shared name.
     runner_env.retain(|ours| !template.env.iter().any(|theirs| theirs.name == ours.name));
     runner_env.extend(template.env.iter().cloned());
@@ -90,6 +99,10 @@ pub(super) fn stateful_set(
         });
         volumes.push(init_token_volume());
     }
+    if ephemeral {
+        mounts.push(mount("jit-token", JIT_TOKEN_DIR, true));
+        volumes.push(jit_token_volume());
+    }
     if template.mount_docker_sock() {
         mounts.push(mount("docker-sock", "/var/run/docker.sock", false));
         volumes.push(Volume {
@@ -102,7 +115,11 @@ pub(super) fn stateful_set(
     let container = Container {
         name: "runner".into(),
         image: Some(image),
-        command: credentials.then(|| vec!["/bin/sh".into(), "-c".into(), START_WITH_CREDENTIALS.into()]),
+        command: if ephemeral {
+            Some(vec!["/bin/sh".into(), "-c".into(), START_EPHEMERAL.into()])
+        } else {
+            credentials.then(|| vec!["/bin/sh".into(), "-c".into(), START_WITH_CREDENTIALS.into()])
+        },
         env: Some(runner_env),
         resources: Some(ResourceRequirements {
             limits: Some(template.limits.clone().unwrap_or_else(|| quantities([("cpu", "2"), ("memory", "2000Mi")]))),
@@ -194,6 +211,26 @@ pub(super) fn stateful_set(
         None => set_spec,
     };
     Ok(StatefulSet { metadata, spec: Some(set_spec), ..StatefulSet::default() })
+}
+
+/// A just-in-time runner's token for the API server: its audience is the API server's alone (the
+/// Kubernetes API refuses it), it is bound to the pod and lives 10 minutes (the kubelet renews it).
+fn jit_token_volume() -> Volume {
+    Volume {
+        name: "jit-token".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    path: "token".into(),
+                    audience: Some(crate::jit::AUDIENCE.into()),
+                    expiration_seconds: Some(600),
+                }),
+                ..VolumeProjection::default()
+            }]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
 }
 
 /// The init container's token, CA and namespace at the standard path, so only that container

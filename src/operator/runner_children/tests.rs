@@ -206,3 +206,46 @@ fn an_organisation_runner_registers_at_its_organisation_in_its_runner_group() {
     let error = runner_children(&runner(json!({"owner": " ", "maxRunners": 2})), &Settings::default(), None);
     assert!(matches!(error, Err(SpecError::Invalid { field: "owner", .. })));
 }
+
+#[test]
+fn an_ephemeral_runners_pods_hold_no_github_credential_only_a_pod_bound_token_for_the_api_server() {
+    let mut spec = base();
+    spec["githubTokenSecret"] = json!("web-github");
+    spec["runner"] = json!({"ephemeral": true, "runnerLabels": "linux"});
+    let objects = rendered(spec);
+    let pod = pod(&objects);
+    let container = &pod["containers"][0];
+    assert!(container["command"][2].as_str().unwrap().contains("--jitconfig"), "{container}");
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_owned(), e["value"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    let value = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    assert_eq!(
+        value("GAA_JIT_URL").as_deref(),
+        Some("http://metrics.github.svc:8080/api/v1/namespaces/ci/scaledactionrunners/web/jitconfig")
+    );
+    // No Secret reaches the pod: no env from Secrets, no Secret volumes, no init container.
+    let text = serde_json::to_string(pod).unwrap();
+    assert!(!text.contains("secretKeyRef") && !text.contains("\"secret\"") && !text.contains("web-github"), "{text}");
+    assert!(pod["initContainers"].is_null(), "{pod}");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "jit-token").unwrap();
+    let projection = &volume["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(projection["audience"], "github-action-autoscaler");
+    assert!(projection["expirationSeconds"].as_i64().unwrap() <= 3600);
+    // Its own account, with no permissions; the API server may read pods to check tokens.
+    assert_eq!(pod["serviceAccountName"], "web-runner");
+    assert!(!objects.iter().any(|o| o["kind"] == "RoleBinding" && o["subjects"][0]["name"] == "web-runner"));
+    let api_role = find(&objects, "Role", "web-api-server").expect("the API server's Role");
+    let rules = api_role["rules"].as_array().unwrap();
+    assert!(rules.iter().any(|r| r["resources"][0] == "pods" && r["verbs"] == json!(["get"])), "{rules:?}");
+    // Pre-registered credentials and just-in-time registration exclude each other.
+    let mut both = base();
+    both["runnerSecrets"] = json!(["web-0"]);
+    both["runner"] = json!({"ephemeral": true});
+    let error = runner_children(&runner(both), &Settings::default(), None).unwrap_err();
+    assert!(matches!(error, SpecError::Invalid { field: "runner.ephemeral", .. }), "{error}");
+}

@@ -12,6 +12,12 @@ pub(super) fn validate(runner: &ScaledActionRunner) -> Result<(), SpecError> {
             "must name the repository's owner, or the organisation of an organisation runner".into(),
         );
     }
+    if spec.ephemeral() && !spec.runner_secrets.is_empty() {
+        return invalid(
+            "runner.ephemeral",
+            "ephemeral runners register for every job; runnerSecrets are for pre-registered runners: set one or the other".into(),
+        );
+    }
     if spec.max_runners < 0 {
         return invalid("maxRunners", format!("must not be negative (is {})", spec.max_runners));
     }
