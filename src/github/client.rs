@@ -210,7 +210,6 @@ enum Answer {
 /// What [`GitHubClient::send`] brought back, short of an error.
 pub(super) enum Sent {
     Done {
-        status: StatusCode,
         body: Bytes,
     },
     /// A 404, 409 or 422, with GitHub's message.
@@ -389,14 +388,26 @@ impl GitHubClient {
         jwt: &Token,
         installation: u64,
     ) -> Result<Fetched<Option<InstallationToken>>, GitHubError> {
+        // Only what the resync reads: a token that leaks cannot change anything.
+        let permissions = serde_json::json!({"actions": "read", "metadata": "read"});
+        self.mint_installation_token(jwt, installation, permissions).await
+    }
+
+    /// A new token of installation `installation` narrowed to `permissions` (GitHub's
+    /// `{"name": "read"|"write"}` object; a 422 when the installation lacks one of them).
+    pub(super) async fn mint_installation_token(
+        &self,
+        jwt: &Token,
+        installation: u64,
+        permissions: serde_json::Value,
+    ) -> Result<Fetched<Option<InstallationToken>>, GitHubError> {
         #[derive(serde::Deserialize)]
         struct Minted {
             token: String,
             expires_at: String,
         }
         let url = self.url(&format!("/app/installations/{installation}/access_tokens"))?;
-        // Only what the resync reads: a token that leaks cannot change anything.
-        let body = serde_json::json!({"permissions": {"actions": "read", "metadata": "read"}});
+        let body = serde_json::json!({ "permissions": permissions });
         let request = self.http.post(url).json(&body);
         let mut fetched = Fetched::cost_only(None);
         if let Some(body) = self.send_as_app(jwt, "access_token", request, &mut fetched).await? {
@@ -491,7 +502,7 @@ impl GitHubClient {
         match status {
             status if status.is_success() => {
                 fetched.credits += 1;
-                Ok(Sent::Done { status, body: read_body(response, MAX_BODY_BYTES).await? })
+                Ok(Sent::Done { body: read_body(response, MAX_BODY_BYTES).await? })
             }
             StatusCode::NOT_FOUND | StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
                 Ok(Sent::Refused { status, message: error_message(response).await })

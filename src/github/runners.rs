@@ -15,8 +15,9 @@ use std::fmt;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use super::client::{Fetched, GitHubClient, PER_PAGE, Page, Sent, checked_repository, decode};
+use super::client::{Fetched, GitHubClient, InstallationToken, PER_PAGE, Page, Sent, checked_repository, decode};
 use super::error::GitHubError;
 use super::org::checked_organisation;
 use super::token::Token;
@@ -237,7 +238,7 @@ impl GitHubClient {
         let body = JitRequest { name, runner_group_id, labels, work_folder };
         let mut fetched = Fetched::cost_only(());
         match self.send(token, "generate_jitconfig", self.http().post(url).json(&body), &mut fetched).await? {
-            Sent::Done { body, .. } => decode::<JitAnswer>(&body)?.into_config(),
+            Sent::Done { body } => decode::<JitAnswer>(&body)?.into_config(),
             Sent::Refused { status, message } => Err(refusal(status.as_u16(), message)),
         }
     }
@@ -266,6 +267,24 @@ impl GitHubClient {
             }
             Sent::Refused { status, message } => Err(refusal(status.as_u16(), message)),
         }
+    }
+
+    /// A new token of installation `installation` that may register and remove runners in
+    /// `scope` and nothing else (repository *Administration: write*, or the organisation's
+    /// *Self-hosted runners: write*), minted with the App's JWT; `None` when GitHub knows no such
+    /// installation of the App. [`GitHubError::Unprocessable`] when the App was not granted the
+    /// permission.
+    pub async fn create_runner_installation_token(
+        &self,
+        jwt: &Token,
+        installation: u64,
+        scope: &RunnerScope,
+    ) -> Result<Fetched<Option<InstallationToken>>, GitHubError> {
+        let permissions = match scope {
+            RunnerScope::Repository { .. } => json!({"administration": "write", "metadata": "read"}),
+            RunnerScope::Organization { .. } => json!({"organization_self_hosted_runners": "write"}),
+        };
+        self.mint_installation_token(jwt, installation, permissions).await
     }
 
     /// The id of organisation `org`'s runner group `name` (all pages read); `None` when it has
