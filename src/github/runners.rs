@@ -14,10 +14,11 @@
 use std::fmt;
 
 use secrecy::SecretString;
+use secrecy::zeroize::Zeroizing;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::client::{Fetched, GitHubClient, InstallationToken, PER_PAGE, Page, Sent, checked_repository, decode};
+use super::client::{Fetched, GitHubClient, InstallationToken, PER_PAGE, Page, Sent, checked_repository};
 use super::error::GitHubError;
 use super::org::checked_organisation;
 use super::token::Token;
@@ -209,6 +210,13 @@ impl JitAnswer {
     }
 }
 
+/// GitHub's 201 to generate-jitconfig. A decoding error says where, never what: serde quotes
+/// the strings it did not expect, and this answer holds a credential.
+fn decode_jit_answer(body: &[u8]) -> Result<JitAnswer, GitHubError> {
+    serde_json::from_slice(body)
+        .map_err(|e| GitHubError::Decode(format!("generate-jitconfig answer, line {} column {}", e.line(), e.column())))
+}
+
 /// The group named `name` among `groups`: exactly so if one is, else ignoring ASCII case
 /// (GitHub's group names are case-insensitive).
 fn group_named(groups: &[RunnerGroup], name: &str) -> Option<u64> {
@@ -238,7 +246,11 @@ impl GitHubClient {
         let body = JitRequest { name, runner_group_id, labels, work_folder };
         let mut fetched = Fetched::cost_only(());
         match self.send(token, "generate_jitconfig", self.http().post(url).json(&body), &mut fetched).await? {
-            Sent::Done { body } => decode::<JitAnswer>(&body)?.into_config(),
+            Sent::Done { body } => {
+                // The answer holds the configuration: zeroed once decoded.
+                let body = Zeroizing::new(Vec::from(body));
+                decode_jit_answer(&body)?.into_config()
+            }
             Sent::Refused { status, message } => Err(refusal(status.as_u16(), message)),
         }
     }
@@ -252,6 +264,26 @@ impl GitHubClient {
     ) -> Result<Fetched<Vec<SelfHostedRunner>>, GitHubError> {
         let url = self.url(&format!("{}/actions/runners?per_page={PER_PAGE}", scope.api_path()?))?;
         self.list::<RunnerPage>(token, "runners", url).await
+    }
+
+    /// The runner registered in `scope` as `name` (GitHub's `name` filter of the runner list),
+    /// for instance the registration a timed-out mint left behind ([`GitHubError::Conflict`]).
+    pub async fn runner_named(
+        &self,
+        token: &Token,
+        scope: &RunnerScope,
+        name: &str,
+    ) -> Result<Fetched<Option<SelfHostedRunner>>, GitHubError> {
+        let query = form_urlencoded::Serializer::new(String::new()).append_pair("name", name).finish();
+        let url = self.url(&format!("{}/actions/runners?{query}&per_page={PER_PAGE}", scope.api_path()?))?;
+        let listed = self.list::<RunnerPage>(token, "runners", url).await?;
+        let found = listed.value.iter().find(|r| r.name.eq_ignore_ascii_case(name)).cloned();
+        Ok(Fetched {
+            value: found,
+            requests: listed.requests,
+            not_modified: listed.not_modified,
+            credits: listed.credits,
+        })
     }
 
     /// Removes runner `runner_id` from `scope`: `true` when GitHub removed it, `false` when it
@@ -343,8 +375,18 @@ mod tests {
         assert_eq!(config.encoded_jit_config.expose_secret(), "abc123SECRETxyz");
         let shown = format!("{config:?}");
         assert!(!shown.contains("SECRET") && shown.contains("redacted") && shown.contains("23"), "{shown}");
-        let empty: JitAnswer = serde_json::from_str(r#"{"runner": {"id": 1}, "encoded_jit_config": ""}"#).unwrap();
+        let empty = decode_jit_answer(br#"{"runner": {"id": 1}, "encoded_jit_config": ""}"#).unwrap();
         assert!(matches!(empty.into_config(), Err(GitHubError::Decode(_))));
+        // A malformed answer is described by position only, never by what it held.
+        let Err(malformed) = decode_jit_answer(br#"{"runner": {"id": 1}, "encoded_jit_config": ["abcSECRET"]}"#) else {
+            panic!("an array is no configuration")
+        };
+        let Err(odd_id) = decode_jit_answer(br#"{"runner": {"id": "abcSECRET"}, "encoded_jit_config": "x"}"#) else {
+            panic!("a string is no id")
+        };
+        for error in [malformed, odd_id] {
+            assert!(matches!(&error, GitHubError::Decode(_)) && !error.to_string().contains("SECRET"), "{error}");
+        }
     }
 
     #[test]

@@ -70,6 +70,9 @@ async fn a_repository_runner_is_minted_listed_and_removed_and_its_configuration_
     assert!(matches!(&taken, GitHubError::Conflict { message } if message.contains("already exists")), "{taken:?}");
     assert_eq!(taken.category(), "conflict");
 
+    let named = client.runner_named(&token, &repo(), "ci-linux-1").await.unwrap();
+    assert_eq!((named.value.map(|r| r.id), named.requests), (Some(config.runner_id), 1), "found by name, one request");
+    assert_eq!(client.runner_named(&token, &repo(), "ci linux&2").await.unwrap().value, None);
     let listed = client.list_runners(&token, &repo()).await.unwrap();
     assert_eq!(listed.value.len(), 1);
     let runner = &listed.value[0];
