@@ -135,7 +135,7 @@ pub(crate) fn next_link(value: &str) -> Option<&str> {
 }
 
 /// `owner/name` with GitHub's name characters only, so it is safe in a URL path.
-fn checked_repository(repo: &str) -> Result<&str, GitHubError> {
+pub(super) fn checked_repository(repo: &str) -> Result<&str, GitHubError> {
     let valid_part = |part: &str| {
         !part.is_empty()
             && part != "."
@@ -205,6 +205,18 @@ enum Answer {
     Fresh { etag: Option<String>, next: Option<Url>, body: Bytes },
     Unchanged { next: Option<Url>, body: Bytes },
     NotFound,
+}
+
+/// What [`GitHubClient::send`] brought back, short of an error.
+pub(super) enum Sent {
+    Done {
+        body: Bytes,
+    },
+    /// A 404, 409 or 422, with GitHub's message.
+    Refused {
+        status: StatusCode,
+        message: String,
+    },
 }
 
 /// A page body type the client can list, cache and deduplicate.
@@ -376,14 +388,26 @@ impl GitHubClient {
         jwt: &Token,
         installation: u64,
     ) -> Result<Fetched<Option<InstallationToken>>, GitHubError> {
+        // Only what the resync reads: a token that leaks cannot change anything.
+        let permissions = serde_json::json!({"actions": "read", "metadata": "read"});
+        self.mint_installation_token(jwt, installation, permissions).await
+    }
+
+    /// A new token of installation `installation` narrowed to `permissions` (GitHub's
+    /// `{"name": "read"|"write"}` object; a 422 when the installation lacks one of them).
+    pub(super) async fn mint_installation_token(
+        &self,
+        jwt: &Token,
+        installation: u64,
+        permissions: serde_json::Value,
+    ) -> Result<Fetched<Option<InstallationToken>>, GitHubError> {
         #[derive(serde::Deserialize)]
         struct Minted {
             token: String,
             expires_at: String,
         }
         let url = self.url(&format!("/app/installations/{installation}/access_tokens"))?;
-        // Only what the resync reads: a token that leaks cannot change anything.
-        let body = serde_json::json!({"permissions": {"actions": "read", "metadata": "read"}});
+        let body = serde_json::json!({ "permissions": permissions });
         let request = self.http.post(url).json(&body);
         let mut fetched = Fetched::cost_only(None);
         if let Some(body) = self.send_as_app(jwt, "access_token", request, &mut fetched).await? {
@@ -443,6 +467,57 @@ impl GitHubClient {
             }
             StatusCode::UNPROCESSABLE_ENTITY => {
                 Err(GitHubError::Unprocessable { message: error_message(response).await })
+            }
+            status if status.is_server_error() => Err(GitHubError::Server { status: status.as_u16() }),
+            status => Err(GitHubError::Unexpected { status: status.as_u16() }),
+        }
+    }
+
+    /// One request authenticated with `token`, never conditional and never cached (for
+    /// mutations): a 2xx, or a 404, 409 or 422 with GitHub's message, which each endpoint reads
+    /// its own way. Any other answer is the error it is everywhere; a 403 that is no rate limit
+    /// names the fine-grained permissions GitHub accepts (`X-Accepted-GitHub-Permissions`).
+    pub(super) async fn send<T>(
+        &self,
+        token: &Token,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+        fetched: &mut Fetched<T>,
+    ) -> Result<Sent, GitHubError> {
+        fetched.requests += 1;
+        let response = match request.header(header::AUTHORIZATION, token.authorization()?).send().await {
+            Ok(response) => response,
+            Err(error) => {
+                self.metrics.github_request(endpoint, None);
+                tracing::debug!(endpoint, token = %token.id(), error = %describe(&error), "GitHub request failed");
+                return Err(GitHubError::Http(describe(&error)));
+            }
+        };
+        let status = response.status();
+        self.metrics.github_request(endpoint, Some(status.as_u16()));
+        tracing::debug!(endpoint, token = %token.id(), status = status.as_u16(), "GitHub answered");
+        if let Some(rate) = RateLimit::from_headers(response.headers()) {
+            self.remember_rate_limit(token, rate);
+        }
+        match status {
+            status if status.is_success() => {
+                fetched.credits += 1;
+                Ok(Sent::Done { body: read_body(response, MAX_BODY_BYTES).await? })
+            }
+            StatusCode::NOT_FOUND | StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY => {
+                Ok(Sent::Refused { status, message: error_message(response).await })
+            }
+            StatusCode::UNAUTHORIZED => Err(GitHubError::Unauthorized),
+            StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
+                let headers = response.headers().clone();
+                let message = error_message(response).await;
+                match rate_limit_wait(status.as_u16(), &headers, &message, (self.clock)()) {
+                    Some((retry_after, secondary)) => {
+                        tracing::warn!(endpoint, token = %token.id(), secondary, wait_s = retry_after.as_secs(), "GitHub rate limit");
+                        Err(GitHubError::RateLimited { retry_after, secondary })
+                    }
+                    None => Err(GitHubError::Forbidden { message: with_accepted_permissions(message, &headers) }),
+                }
             }
             status if status.is_server_error() => Err(GitHubError::Server { status: status.as_u16() }),
             status => Err(GitHubError::Unexpected { status: status.as_u16() }),
@@ -665,9 +740,32 @@ async fn error_message(response: reqwest::Response) -> String {
     text.trim().chars().take(MAX_ERROR_MESSAGE_CHARS).collect()
 }
 
+/// GitHub's message, and the fine-grained permissions the endpoint accepts when it says them:
+/// what a 403 needs to be acted on.
+fn with_accepted_permissions(message: String, headers: &HeaderMap) -> String {
+    match header_str(headers, "x-accepted-github-permissions").filter(|p| !p.is_empty()) {
+        Some(permissions) => {
+            let permissions: String = permissions.chars().take(MAX_ERROR_MESSAGE_CHARS).collect();
+            format!("{message} (accepted permissions: {permissions})")
+        }
+        None => message,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_permissions_github_accepts() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(with_accepted_permissions("Forbidden".into(), &headers), "Forbidden");
+        headers.insert("x-accepted-github-permissions", HeaderValue::from_static("administration=write"));
+        assert_eq!(
+            with_accepted_permissions("Resource not accessible by integration".into(), &headers),
+            "Resource not accessible by integration (accepted permissions: administration=write)"
+        );
+    }
 
     #[test]
     fn repository_names_are_checked_before_they_reach_a_path() {

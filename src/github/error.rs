@@ -15,6 +15,13 @@ pub enum GitHubError {
     JwtRejected { message: String },
     #[error("GitHub would not do it (422): {message}")]
     Unprocessable { message: String },
+    /// 409: what the request would create exists already (a runner of that name).
+    #[error("GitHub found a conflict (409): {message}")]
+    Conflict { message: String },
+    /// A runner GitHub will not delete because it is running a job (its 422 on
+    /// `DELETE …/actions/runners/{id}`): try again once the job is done.
+    #[error("runner {runner_id} is running a job and cannot be removed (422): {message}")]
+    RunnerBusy { runner_id: u64, message: String },
     #[error("the GitHub App is not installed on {0}")]
     NotInstalled(String),
     #[error("the GitHub App's private key cannot sign: {0}")]
@@ -51,6 +58,8 @@ impl GitHubError {
             Self::Forbidden { .. } => "forbidden",
             Self::JwtRejected { .. } => "jwt_rejected",
             Self::Unprocessable { .. } => "unprocessable",
+            Self::Conflict { .. } => "conflict",
+            Self::RunnerBusy { .. } => "runner_busy",
             Self::NotInstalled(_) => "not_installed",
             Self::AppKey(_) => "app_key",
             Self::NotFound => "not_found",

@@ -1,5 +1,6 @@
 //! GitHub REST: the client the reconciler lists Actions runs and jobs with (its token, rate-limit
 //! accounting and ETag cache beside it), the repositories of organisations and installations,
+//! self-hosted runner registration (just-in-time configurations, runner lists and removal),
 //! GitHub App authentication, its models, and the resync built on it.
 
 pub mod app;
@@ -12,6 +13,7 @@ pub mod org;
 pub mod rate_limit;
 pub mod reconciler;
 pub mod resync;
+pub mod runners;
 pub mod token;
 
 pub use app::{Credential, GitHubApp};
@@ -19,6 +21,7 @@ pub use client::{Fetched, GitHubClient, JobFilter, RunStatus};
 pub use error::GitHubError;
 pub use models::{WorkflowJob, WorkflowJobList, WorkflowRun, WorkflowRunList};
 pub use rate_limit::{RateLimit, rate_limit_wait};
+pub use runners::{JitConfig, RunnerScope, RunnerStatus, SelfHostedRunner};
 pub use token::{Budget, Token};
 
 impl From<&crate::config::GitHubArgs> for reconciler::ReconcilerConfig {

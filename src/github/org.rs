@@ -60,7 +60,7 @@ impl Page for InstallationRepositoryPage {
 }
 
 /// `org` with GitHub's login characters only, so it is safe in a URL path.
-fn checked_organisation(org: &str) -> Result<&str, GitHubError> {
+pub(super) fn checked_organisation(org: &str) -> Result<&str, GitHubError> {
     let valid = !org.is_empty()
         && org != "."
         && org != ".."

@@ -28,6 +28,15 @@
 //! groups (`Default`, id 1, in every one) and runner registration tokens; per token and
 //! organisation access as for repositories, with the organisation permissions' names.
 //!
+//! Self-hosted runner endpoints ("Self-hosted runners", for a repository or an organisation):
+//! just-in-time configurations (`generate-jitconfig`: `409` for a name already registered there,
+//! `422` for an empty or over-long name or no labels, `404` for a runner group that is not the
+//! place's, as GitHub answers for an unknown group), runner lists (paginated, conditional), a
+//! runner, and its removal (`422` while it runs a job). Access as for the registration token;
+//! an installation token needs the runner permission among those it was minted with. Test
+//! helpers stand in for the runner itself: it starts with its configuration (once), takes a
+//! job, finishes it and, when just-in-time, is removed by GitHub. See the block before the App's.
+//!
 //! GitHub App endpoints ("Authenticating as a GitHub App", "Apps"): a JWT checked against the
 //! App's public key and its times, installation lookup per repository or organisation,
 //! installation tokens that expire, read only the installation's repositories (listed by
@@ -57,6 +66,12 @@ const DEFAULT_PER_PAGE: usize = 30;
 const MAX_PER_PAGE: usize = 100;
 /// The runner group every organisation has.
 const DEFAULT_RUNNER_GROUP_ID: u64 = 1;
+/// GitHub's longest runner name (the runner's own `config.sh` refuses longer ones).
+const MAX_RUNNER_NAME_CHARS: usize = 64;
+/// GitHub's bounds on a just-in-time runner's labels.
+const MAX_RUNNER_LABELS: usize = 100;
+/// Runner ids start here, apart from the ids of the runners `set_job_status` invents.
+const FIRST_RUNNER_ID: u64 = 50_000_000;
 const RATE_LIMIT_DOCS: &str = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api";
 
 /// A job's `status` as GitHub reports it.
@@ -550,6 +565,11 @@ struct World {
     /// Keyed by lower-cased login.
     orgs: BTreeMap<String, Org>,
     next_runner_group_id: u64,
+    /// Self-hosted runners of every repository and organisation, by id.
+    runners: BTreeMap<u64, FakeRunner>,
+    next_runner_id: u64,
+    /// Just-in-time configurations handed out, oldest first, with their runner's id.
+    jit_configs: Vec<(String, u64)>,
     /// GitHub Apps, their installations and installation tokens (see the block at the end).
     apps: Apps,
 }
@@ -606,6 +626,9 @@ impl World {
             registration_tokens: Vec::new(),
             orgs: BTreeMap::new(),
             next_runner_group_id: DEFAULT_RUNNER_GROUP_ID,
+            runners: BTreeMap::new(),
+            next_runner_id: FIRST_RUNNER_ID,
+            jit_configs: Vec::new(),
             apps: Apps::default(),
         }
     }
@@ -704,7 +727,7 @@ impl World {
             _ => None,
         };
         let reply = reply.or_else(|| self.outside_installation(token, uri.path()));
-        let reply = reply.or_else(|| self.manage(method, uri, token, body, now));
+        let reply = reply.or_else(|| self.manage(method, uri, if_none_match, token, body, now));
         let reply = reply.unwrap_or_else(|| match self.route(method, uri, token) {
             Err(not_found) => not_found,
             Ok((body, link)) => {
@@ -750,7 +773,15 @@ impl World {
 
     /// The onboarding endpoints (repository or organisation, hooks, registration token, runner
     /// groups); `None` for any other path. A `2xx` costs a credit.
-    fn manage(&mut self, method: &Method, uri: &Uri, token: &str, body: &[u8], now: i64) -> Option<Reply> {
+    fn manage(
+        &mut self,
+        method: &Method,
+        uri: &Uri,
+        if_none_match: Option<&str>,
+        token: &str,
+        body: &[u8],
+        now: i64,
+    ) -> Option<Reply> {
         let segments: Vec<&str> = uri.path().trim_end_matches('/').split('/').collect();
         let (place, rest) = match segments.as_slice() {
             ["", "repos", owner, name, rest @ ..] => (Place::Repo(repo_key(&format!("{owner}/{name}"))), rest.to_vec()),
@@ -764,9 +795,29 @@ impl World {
             (_, ["hooks", id]) => Endpoint::Hook(id.parse().ok()?),
             (_, ["actions", "runners", "registration-token"]) => Endpoint::RegistrationToken,
             (Place::Org(_), ["actions", "runner-groups"]) => Endpoint::RunnerGroups,
+            (_, ["actions", "runners"]) => Endpoint::Runners,
+            (_, ["actions", "runners", "generate-jitconfig"]) => Endpoint::JitConfig,
+            (_, ["actions", "runners", id]) => Endpoint::Runner(id.parse().ok()?),
             _ => return None,
         };
-        let reply = self.manage_endpoint(method, uri, endpoint, &place, token, body, now);
+        let reply = match self.installation_refusal(token, endpoint, &place, method) {
+            Some(refused) => refused,
+            None => self.manage_endpoint(method, uri, endpoint, &place, token, body, now),
+        };
+        // A GET revalidates as the polled endpoints do: a matching validator is a free 304.
+        let reply = if *method == Method::GET && reply.status == StatusCode::OK {
+            let etag = format!("W/\"{}\"", hex::encode(Sha256::digest(&reply.body)));
+            if if_none_match.is_some_and(|candidates| etag_matches(candidates, &etag)) {
+                return Some(Reply {
+                    status: StatusCode::NOT_MODIFIED,
+                    headers: vec![("etag", etag)],
+                    body: Vec::new(),
+                });
+            }
+            reply.header("etag", etag)
+        } else {
+            reply
+        };
         if reply.status.is_success()
             && let Some(quota) = self.quota_of(token)
         {
@@ -812,16 +863,17 @@ impl World {
             (Endpoint::RegistrationToken, false) => "administration=write",
             (Endpoint::RegistrationToken, true) => "organization_self_hosted_runners=write",
             (Endpoint::RunnerGroups, _) => "organization_self_hosted_runners=read",
+            (Endpoint::Runners | Endpoint::JitConfig | Endpoint::Runner(_), _) => runner_permission(org, writes),
         };
         let refused = match (endpoint, access) {
             (Endpoint::Repository | Endpoint::Organisation, _) | (_, Access::Admin) => None,
             (Endpoint::Hooks | Endpoint::Hook(_), Access::Read) => Some(not_found()),
-            (Endpoint::RegistrationToken | Endpoint::RunnerGroups, Access::Read) if org => Some(Reply::error(
+            (_, Access::Read) if org => Some(Reply::error(
                 StatusCode::FORBIDDEN,
                 "Must have admin rights to Organization.",
                 "https://docs.github.com/rest/actions/self-hosted-runners#create-a-registration-token-for-an-organization",
             )),
-            (Endpoint::RegistrationToken | Endpoint::RunnerGroups, Access::Read) => Some(Reply::error(
+            (_, Access::Read) => Some(Reply::error(
                 StatusCode::FORBIDDEN,
                 "Must have admin rights to Repository.",
                 "https://docs.github.com/rest/actions/self-hosted-runners#create-a-registration-token-for-a-repository",
@@ -951,6 +1003,13 @@ impl World {
                     None => reply,
                 }
             }
+            (Endpoint::Runners, Method::GET) => self.list_runners(uri, key),
+            (Endpoint::JitConfig, Method::POST) => self.generate_jitconfig(key, body),
+            (Endpoint::Runner(id), Method::GET) => match self.runners.get(&id).filter(|r| r.place == key) {
+                Some(runner) => Reply::json(StatusCode::OK, &runner.json()),
+                None => not_found(),
+            },
+            (Endpoint::Runner(id), Method::DELETE) => self.delete_runner(key, id),
             _ => not_found(),
         };
         reply.header("x-accepted-github-permissions", permission)
@@ -1207,7 +1266,7 @@ fn presented_token(headers: &HeaderMap) -> Option<String> {
 async fn answer(State(world): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let token = presented_token(&headers);
     let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let app_reply = lock(&world).answer_app(&method, &uri, &headers);
+    let app_reply = lock(&world).answer_app(&method, &uri, &headers, &body);
     let admission = match app_reply {
         // A GitHub App endpoint, authenticated with the App's JWT rather than a token.
         Some(reply) => Admission::Refused(reply),
@@ -1249,6 +1308,9 @@ enum Endpoint {
     Hook(u64),
     RegistrationToken,
     RunnerGroups,
+    Runners,
+    JitConfig,
+    Runner(u64),
 }
 
 /// Where an onboarding endpoint acts: a repository or an organisation, by lower-cased key.
@@ -1333,6 +1395,362 @@ fn hook_json(hook: &HookView, hooks_url: &str, kind: &str) -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Self-hosted runners: just-in-time configurations, runner lists, removal, and the runner's side.
+//
+// As GitHub documents them ("REST API endpoints for self-hosted runners", "Using just-in-time
+// runners"): a configuration registers its runner at once (offline, not busy) and starts it
+// once; the runner takes one job and GitHub removes it after that job. A registration that
+// never ran a job stays, offline, until deleted. GitHub will not delete a runner running a job.
+
+/// A self-hosted runner as the fake holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerView {
+    pub id: u64,
+    pub name: String,
+    /// `owner/name`, or the organisation's login, as created.
+    pub place: String,
+    pub os: String,
+    /// `online` or `offline`.
+    pub status: String,
+    pub busy: bool,
+    /// The labels it was registered with, GitHub's own (`self-hosted`, …) first.
+    pub labels: Vec<String>,
+    pub group_id: u64,
+    pub work_folder: Option<String>,
+    /// Registered from a just-in-time configuration.
+    pub jit: bool,
+    /// The job it runs, when one was given it with `runner_takes_job`.
+    pub job: Option<u64>,
+}
+
+struct FakeRunner {
+    id: u64,
+    /// Key of the repository or organisation (lower-cased).
+    place: String,
+    name: String,
+    os: String,
+    status: &'static str,
+    busy: bool,
+    /// `(name, read-only)`.
+    labels: Vec<(String, bool)>,
+    group_id: u64,
+    work_folder: Option<String>,
+    jit: bool,
+    /// Its configuration was used to start it.
+    started: bool,
+    job: Option<u64>,
+}
+
+impl FakeRunner {
+    fn json(&self) -> Value {
+        let labels: Vec<Value> = self
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, (name, read_only))| {
+                json!({"id": i + 1, "name": name, "type": if *read_only { "read-only" } else { "custom" }})
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "os": self.os,
+            "status": self.status,
+            "busy": self.busy,
+            "ephemeral": self.jit,
+            "runner_group_id": self.group_id,
+            "labels": labels,
+        })
+    }
+}
+
+/// The fine-grained permission the runner endpoints of a repository or organisation take.
+fn runner_permission(org: bool, writes: bool) -> &'static str {
+    match (org, writes) {
+        (false, false) => "administration=read",
+        (false, true) => "administration=write",
+        (true, false) => "organization_self_hosted_runners=read",
+        (true, true) => "organization_self_hosted_runners=write",
+    }
+}
+
+/// GitHub's `422` for a runner request it will not do.
+fn runner_invalid(message: &str) -> Reply {
+    Reply::error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        message,
+        "https://docs.github.com/rest/actions/self-hosted-runners#create-configuration-for-a-just-in-time-runner-for-a-repository",
+    )
+}
+
+impl World {
+    /// An installation token may use the runner endpoints with the runner permission only, and
+    /// an organisation's with an installation on that organisation.
+    fn installation_refusal(&self, token: &str, endpoint: Endpoint, place: &Place, method: &Method) -> Option<Reply> {
+        if !matches!(endpoint, Endpoint::Runners | Endpoint::JitConfig | Endpoint::Runner(_)) {
+            return None;
+        }
+        let issued = self.apps.tokens.get(token)?;
+        let installation = self.apps.installations.get(&issued.installation)?;
+        let org = matches!(place, Place::Org(_));
+        let permission = runner_permission(org, *method != Method::GET);
+        let (name, level) = permission.split_once('=')?;
+        let granted = issued
+            .permissions
+            .as_ref()
+            .is_none_or(|p| p.get(name).is_some_and(|have| have == "write" || (have == "read" && level == "read")));
+        let outside = org && installation.account.as_deref() != Some(place.key());
+        (!granted || outside).then(|| {
+            Reply::error(
+                StatusCode::FORBIDDEN,
+                "Resource not accessible by integration",
+                "https://docs.github.com/rest/actions/self-hosted-runners",
+            )
+            .header("x-accepted-github-permissions", permission)
+        })
+    }
+
+    fn list_runners(&self, uri: &Uri, key: &str) -> Reply {
+        let params: Vec<(String, String)> =
+            form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+        let wanted = params.iter().find(|(k, _)| k == "name").map(|(_, v)| v.as_str());
+        let runners: Vec<Value> = self
+            .runners
+            .values()
+            .filter(|r| r.place == key && wanted.is_none_or(|w| r.name == w))
+            .map(FakeRunner::json)
+            .collect();
+        let ((page, total), link) = self.paginate(uri, &params, runners);
+        let reply = Reply::json(StatusCode::OK, &json!({"total_count": total, "runners": page}));
+        match link {
+            Some(link) => reply.header("link", link),
+            None => reply,
+        }
+    }
+
+    fn generate_jitconfig(&mut self, key: &str, body: &[u8]) -> Reply {
+        let Ok(request) = serde_json::from_slice::<Value>(body) else { return bad_json() };
+        let missing = |field: &str| runner_invalid(&format!("Invalid input: object is missing required key: {field}."));
+        let Some(name) = request.get("name").and_then(Value::as_str) else { return missing("name") };
+        let Some(group_id) = request.get("runner_group_id").and_then(Value::as_u64) else {
+            return missing("runner_group_id");
+        };
+        let Some(labels) = request.get("labels").and_then(Value::as_array) else { return missing("labels") };
+        let labels: Vec<String> = labels.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+        if name.trim().is_empty() || name.chars().count() > MAX_RUNNER_NAME_CHARS {
+            return runner_invalid(&format!(
+                "Invalid input: name must be between 1 and {MAX_RUNNER_NAME_CHARS} characters."
+            ));
+        }
+        if labels.is_empty() || labels.len() > MAX_RUNNER_LABELS || labels.iter().any(|l| l.trim().is_empty()) {
+            return runner_invalid(&format!("Invalid input: labels must hold 1 to {MAX_RUNNER_LABELS} names."));
+        }
+        let group_known = match self.orgs.get(key) {
+            Some(org) => org.runner_groups.iter().any(|(id, _)| *id == group_id),
+            None => group_id == DEFAULT_RUNNER_GROUP_ID,
+        };
+        if !group_known {
+            return Reply::error(StatusCode::NOT_FOUND, "Not Found", "https://docs.github.com/rest");
+        }
+        if self.runners.values().any(|r| r.place == key && r.name.eq_ignore_ascii_case(name)) {
+            return Reply::error(
+                StatusCode::CONFLICT,
+                &format!("Already exists - A runner with the name {name} already exists."),
+                "https://docs.github.com/rest/actions/self-hosted-runners",
+            );
+        }
+        self.next_runner_id += 1;
+        let id = self.next_runner_id;
+        let mut all_labels = vec![("self-hosted".to_owned(), true)];
+        all_labels.extend(labels.into_iter().filter(|l| l != "self-hosted").map(|l| (l, false)));
+        let runner = FakeRunner {
+            id,
+            place: key.to_owned(),
+            name: name.to_owned(),
+            os: "unknown".to_owned(),
+            status: "offline",
+            busy: false,
+            labels: all_labels,
+            group_id,
+            work_folder: request.get("work_folder").and_then(Value::as_str).map(str::to_owned),
+            jit: true,
+            started: false,
+            job: None,
+        };
+        use base64::Engine as _;
+        let nonce = hex::encode(&Sha256::digest(format!("{id}:{}:{}", self.served, self.jit_configs.len()))[..16]);
+        let inner = json!({"runner_id": id, "place": key, "credentials": nonce});
+        let config = base64::engine::general_purpose::STANDARD.encode(inner.to_string());
+        let reply = Reply::json(StatusCode::CREATED, &json!({"runner": runner.json(), "encoded_jit_config": config}));
+        self.jit_configs.push((config, id));
+        self.runners.insert(id, runner);
+        reply
+    }
+
+    fn delete_runner(&mut self, key: &str, id: u64) -> Reply {
+        match self.runners.get(&id).filter(|r| r.place == key) {
+            None => Reply::error(StatusCode::NOT_FOUND, "Not Found", "https://docs.github.com/rest"),
+            Some(runner) if runner.busy => Reply::error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("Bad request - Runner \"{}\" is still running a job\"", runner.name),
+                "https://docs.github.com/rest/actions/self-hosted-runners#delete-a-self-hosted-runner-from-a-repository",
+            ),
+            Some(_) => {
+                self.runners.remove(&id);
+                Reply { status: StatusCode::NO_CONTENT, headers: Vec::new(), body: Vec::new() }
+            }
+        }
+    }
+
+    fn runner_view(&self, runner: &FakeRunner) -> RunnerView {
+        let place = match (self.repos.get(&runner.place), self.orgs.get(&runner.place)) {
+            (Some(repo), _) => repo.full_name.clone(),
+            (None, Some(org)) => org.login.clone(),
+            (None, None) => runner.place.clone(),
+        };
+        RunnerView {
+            id: runner.id,
+            name: runner.name.clone(),
+            place,
+            os: runner.os.clone(),
+            status: runner.status.to_owned(),
+            busy: runner.busy,
+            labels: runner.labels.iter().map(|(name, _)| name.clone()).collect(),
+            group_id: runner.group_id,
+            work_folder: runner.work_folder.clone(),
+            jit: runner.jit,
+            job: runner.job,
+        }
+    }
+
+    fn runner_mut(&mut self, id: u64) -> &mut FakeRunner {
+        self.runners.get_mut(&id).unwrap_or_else(|| panic!("no runner {id} in the fake GitHub"))
+    }
+}
+
+impl FakeGitHub {
+    /// Registers runner `name` the classic way (`config.sh`) at `place`, a repository
+    /// (`owner/name`) or an organisation's login (created if needed), online and idle, in the
+    /// `Default` group; its id.
+    pub fn add_runner(&self, place: &str, name: &str, labels: &[&str]) -> u64 {
+        let mut world = self.world();
+        if place.contains('/') {
+            world.repo_mut(place);
+        } else {
+            world.org_mut(place);
+        }
+        world.next_runner_id += 1;
+        let id = world.next_runner_id;
+        let mut all_labels: Vec<(String, bool)> =
+            ["self-hosted", "Linux", "X64"].iter().map(|l| ((*l).to_owned(), true)).collect();
+        all_labels.extend(labels.iter().map(|l| ((*l).to_owned(), false)));
+        let runner = FakeRunner {
+            id,
+            place: repo_key(place),
+            name: name.to_owned(),
+            os: "Linux".to_owned(),
+            status: "online",
+            busy: false,
+            labels: all_labels,
+            group_id: DEFAULT_RUNNER_GROUP_ID,
+            work_folder: None,
+            jit: false,
+            started: true,
+            job: None,
+        };
+        world.runners.insert(id, runner);
+        id
+    }
+
+    /// The runners registered at `place` (`owner/name`, or an organisation's login), by id.
+    pub fn runners_of(&self, place: &str) -> Vec<RunnerView> {
+        let world = self.world();
+        let key = repo_key(place);
+        world.runners.values().filter(|r| r.place == key).map(|r| world.runner_view(r)).collect()
+    }
+
+    /// A runner, wherever it is registered; `None` once removed.
+    pub fn runner(&self, id: u64) -> Option<RunnerView> {
+        let world = self.world();
+        world.runners.get(&id).map(|r| world.runner_view(r))
+    }
+
+    pub fn set_runner_busy(&self, id: u64, busy: bool) {
+        self.world().runner_mut(id).busy = busy;
+    }
+
+    /// `online` or `offline`.
+    pub fn set_runner_status(&self, id: u64, status: &str) {
+        let status = match status {
+            "online" => "online",
+            "offline" => "offline",
+            other => panic!("a runner is online or offline, not {other:?}"),
+        };
+        self.world().runner_mut(id).status = status;
+    }
+
+    /// Removes a runner as if deleted in GitHub's settings.
+    pub fn remove_runner(&self, id: u64) {
+        self.world().runners.remove(&id);
+    }
+
+    /// Every just-in-time configuration handed out, oldest first, to look for in logs.
+    pub fn jit_configs_minted(&self) -> Vec<String> {
+        self.world().jit_configs.iter().map(|(config, _)| config.clone()).collect()
+    }
+
+    /// The runner a just-in-time configuration registered (whether or not it still exists).
+    pub fn jit_runner(&self, encoded_jit_config: &str) -> Option<u64> {
+        self.world().jit_configs.iter().find(|(config, _)| config == encoded_jit_config).map(|(_, id)| *id)
+    }
+
+    /// What `./run.sh --jitconfig` does: the runner comes online; its id. `None` when GitHub
+    /// never handed out that configuration, it was used already, or its runner is gone.
+    pub fn start_jit_runner(&self, encoded_jit_config: &str) -> Option<u64> {
+        let id = self.jit_runner(encoded_jit_config)?;
+        let mut world = self.world();
+        let runner = world.runners.get_mut(&id).filter(|r| !r.started)?;
+        runner.started = true;
+        runner.status = "online";
+        runner.os = "Linux".to_owned();
+        Some(id)
+    }
+
+    /// The runner takes job `job_id` (queued before, in progress now on this runner): busy.
+    pub fn runner_takes_job(&self, runner_id: u64, job_id: u64) {
+        self.set_job_status(job_id, JobState::InProgress);
+        let mut world = self.world();
+        let runner = world.runner_mut(runner_id);
+        assert!(runner.job.is_none(), "runner {runner_id} already runs job {:?}", runner.job);
+        runner.busy = true;
+        runner.status = "online";
+        runner.job = Some(job_id);
+        let name = runner.name.clone();
+        if let Some(job) = world.jobs.get_mut(&job_id) {
+            job.runner = Some((runner_id, name));
+        }
+    }
+
+    /// The runner finishes its job (completed): idle again, or, a just-in-time runner, removed
+    /// by GitHub as after its one job.
+    pub fn runner_finishes_job(&self, runner_id: u64) {
+        let job = {
+            let mut world = self.world();
+            let runner = world.runner_mut(runner_id);
+            runner.busy = false;
+            let job = runner.job.take();
+            if runner.jit {
+                world.runners.remove(&runner_id);
+            }
+            job
+        };
+        if let Some(job) = job {
+            self.set_job_status(job, JobState::Completed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // GitHub Apps: JWTs, installations, installation tokens.
 //
 // As GitHub documents them ("Generating a JSON Web Token (JWT) for a GitHub App", "Get a
@@ -1372,6 +1790,8 @@ struct IssuedToken {
     installation: u64,
     expires_at: i64,
     revoked: bool,
+    /// What it was minted with (`permission` → `read`/`write`); `None`: all the App has.
+    permissions: Option<BTreeMap<String, String>>,
 }
 
 struct Apps {
@@ -1604,7 +2024,7 @@ impl World {
 
     /// Answers a GitHub App endpoint; `None` for any other path (and for requests without a
     /// `User-Agent`, which the common checks refuse).
-    fn answer_app(&mut self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Reply> {
+    fn answer_app(&mut self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<Reply> {
         let segments: Vec<&str> = uri.path().trim_end_matches('/').split('/').collect();
         let lookup = match segments.as_slice() {
             ["", "repos", owner, name, "installation"] => Some((repo_key(&format!("{owner}/{name}")), false)),
@@ -1671,15 +2091,22 @@ impl World {
                             let digest = Sha256::digest(format!("{id}:{}:{}", installation.minted, self.served));
                             let token = format!("ghs_{}", &hex::encode(digest)[..36]);
                             let expires_at = now + lifetime;
-                            self.apps
-                                .tokens
-                                .insert(token.clone(), IssuedToken { installation: id, expires_at, revoked: false });
+                            // The permissions asked for, as GitHub narrows a token to them.
+                            let permissions = serde_json::from_slice::<Value>(body).ok().and_then(|b| {
+                                serde_json::from_value::<BTreeMap<String, String>>(b["permissions"].clone()).ok()
+                            });
+                            let shown = permissions.clone().map_or_else(
+                                || json!({"actions": "read", "metadata": "read", "administration": "write", "organization_self_hosted_runners": "write"}),
+                                |p| json!(p),
+                            );
+                            let issued = IssuedToken { installation: id, expires_at, revoked: false, permissions };
+                            self.apps.tokens.insert(token.clone(), issued);
                             Reply::json(
                                 StatusCode::CREATED,
                                 &json!({
                                     "token": token,
                                     "expires_at": rfc3339(expires_at),
-                                    "permissions": {"actions": "read", "metadata": "read"},
+                                    "permissions": shown,
                                     "repository_selection": "selected",
                                 }),
                             )

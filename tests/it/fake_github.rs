@@ -678,3 +678,240 @@ async fn organisation_registration_tokens_and_runner_groups_need_an_owner() {
     assert_eq!(refused.header("x-accepted-github-permissions"), Some("organization_self_hosted_runners=write"));
     assert_eq!(github.registration_tokens().len(), 1);
 }
+
+// Self-hosted runners: just-in-time configurations, lists, removal, and the runner's side.
+
+fn jit_body(name: &str, group: u64, labels: &[&str]) -> Value {
+    serde_json::json!({"name": name, "runner_group_id": group, "labels": labels, "work_folder": "_work"})
+}
+
+#[tokio::test]
+async fn a_jit_configuration_registers_its_runner_once_per_name_and_maps_back_to_it() {
+    let github = github().await;
+    github.add_repo(REPO);
+    let url = format!("{}/repos/{REPO}/actions/runners/generate-jitconfig", github.url());
+
+    let minted = send(reqwest::Method::POST, &url, TOKEN, Some(jit_body("ci-linux-1", 1, &["linux", "gpu"]))).await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{}", minted.body);
+    let runner = &minted.json()["runner"];
+    let id = runner["id"].as_u64().unwrap();
+    assert_eq!(
+        (runner["name"].as_str(), runner["status"].as_str(), runner["busy"].as_bool()),
+        (Some("ci-linux-1"), Some("offline"), Some(false))
+    );
+    let labels: Vec<&str> = runner["labels"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["self-hosted", "linux", "gpu"]);
+    let config = minted.json()["encoded_jit_config"].as_str().unwrap().to_owned();
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(&config).expect("an opaque base64 string");
+    assert!(serde_json::from_slice::<Value>(&decoded).is_ok());
+    assert_eq!(github.jit_configs_minted(), vec![config.clone()]);
+    assert_eq!(github.jit_runner(&config), Some(id));
+    let registered = github.runners_of(REPO);
+    assert_eq!(registered.len(), 1);
+    let view = &registered[0];
+    assert_eq!((view.id, view.group_id, view.jit, view.status.as_str()), (id, 1, true, "offline"));
+    assert_eq!((view.place.as_str(), view.work_folder.as_deref()), (REPO, Some("_work")));
+    assert_eq!(github.credits_used(TOKEN), 1, "a 201 costs a credit");
+
+    let taken = send(reqwest::Method::POST, &url, TOKEN, Some(jit_body("CI-linux-1", 1, &["linux"]))).await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "runner names are case-insensitive");
+    assert!(taken.body.contains("already exists"), "{}", taken.body);
+    let other_group = send(reqwest::Method::POST, &url, TOKEN, Some(jit_body("ci-linux-2", 3, &["linux"]))).await;
+    assert_eq!(other_group.status, StatusCode::NOT_FOUND, "a repository's runners have only group 1");
+    for bad in [jit_body("", 1, &["linux"]), jit_body(&"x".repeat(65), 1, &["linux"]), jit_body("ci-linux-3", 1, &[])] {
+        let refused = send(reqwest::Method::POST, &url, TOKEN, Some(bad)).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.body);
+    }
+    let no_group =
+        send(reqwest::Method::POST, &url, TOKEN, Some(serde_json::json!({"name": "x", "labels": ["a"]}))).await;
+    assert_eq!(no_group.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(no_group.body.contains("runner_group_id"), "{}", no_group.body);
+    assert_eq!(github.runners_of(REPO).len(), 1);
+    assert_eq!(github.credits_used(TOKEN), 1, "refusals are free here");
+
+    assert_eq!(github.start_jit_runner(&config), Some(id));
+    assert_eq!(github.runner(id).unwrap().status, "online");
+    assert_eq!(github.start_jit_runner(&config), None, "a configuration starts its runner once");
+    assert_eq!(github.start_jit_runner("bm90IG1pbmU="), None);
+}
+
+#[tokio::test]
+async fn an_organisations_jit_runner_goes_to_its_group_and_an_unknown_group_is_not_found() {
+    let github = github().await;
+    let gpu = github.add_runner_group(ORG, "gpu");
+    let url = format!("{}/orgs/{ORG}/actions/runners/generate-jitconfig", github.url());
+    let minted = send(reqwest::Method::POST, &url, TOKEN, Some(jit_body("org-gpu-1", gpu, &["gpu"]))).await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{}", minted.body);
+    assert_eq!(minted.header("x-accepted-github-permissions"), Some("organization_self_hosted_runners=write"));
+    let runners = github.runners_of(ORG);
+    assert_eq!((runners.len(), runners[0].group_id, runners[0].place.as_str()), (1, gpu, ORG));
+    let unknown = send(reqwest::Method::POST, &url, TOKEN, Some(jit_body("org-gpu-2", 999, &["gpu"]))).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let missing = format!("{}/orgs/nobody/actions/runners/generate-jitconfig", github.url());
+    let nobody = send(reqwest::Method::POST, &missing, TOKEN, Some(jit_body("x", 1, &["a"]))).await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn runners_are_listed_over_linked_pages_revalidate_for_free_and_filter_by_name() {
+    let github = github().await;
+    for i in 0..150 {
+        github.add_runner(REPO, &format!("runner-{i:03}"), &["linux"]);
+    }
+    github.add_runner("acme/web", "elsewhere", &[]);
+    let first_url = format!("{}/repos/{REPO}/actions/runners?per_page=100", github.url());
+
+    let first = get(&first_url).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.json()["total_count"], 150);
+    assert_eq!(first.header("x-accepted-github-permissions"), Some("administration=read"));
+    let second = get(&first.link("next").expect("a second page")).await;
+    assert_eq!(second.link("next"), None);
+    let names: Vec<String> = [&first, &second]
+        .iter()
+        .flat_map(|a| {
+            a.json()["runners"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(names.len(), 150);
+    assert!(names.iter().all(|n| n.starts_with("runner-")), "only the repository's runners");
+    let runner = &first.json()["runners"][0];
+    assert_eq!(
+        (runner["status"].as_str(), runner["busy"].as_bool(), runner["os"].as_str()),
+        (Some("online"), Some(false), Some("Linux"))
+    );
+
+    let etag = first.header("etag").expect("an ETag").to_owned();
+    let credits = github.credits_used(TOKEN);
+    let unchanged = get_with(client().get(&first_url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(github.credits_used(TOKEN), credits, "a 304 is free");
+    github.set_runner_busy(github.runners_of(REPO)[0].id, true);
+    let changed = get_with(client().get(&first_url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(changed.status, StatusCode::OK, "a busy runner changes the page");
+    assert_eq!(changed.json()["runners"][0]["busy"], true);
+
+    let named = get(&format!("{}/repos/{REPO}/actions/runners?name=runner-042", github.url())).await;
+    assert_eq!(named.json()["total_count"], 1);
+    assert_eq!(named.json()["runners"][0]["name"], "runner-042");
+}
+
+#[tokio::test]
+async fn a_busy_runner_is_not_deleted_and_a_jit_runner_is_gone_after_its_one_job() {
+    let github = github().await;
+    github.add_job(REPO, 10, 100, &["self-hosted", "linux"], JobState::Queued);
+    let url = format!("{}/repos/{REPO}/actions/runners/generate-jitconfig", github.url());
+    let minted = send(reqwest::Method::POST, &url, TOKEN, Some(jit_body("ci-1", 1, &["linux"]))).await;
+    let config = minted.json()["encoded_jit_config"].as_str().unwrap().to_owned();
+    let id = github.start_jit_runner(&config).unwrap();
+    let runner_url = format!("{}/repos/{REPO}/actions/runners/{id}", github.url());
+
+    github.runner_takes_job(id, 100);
+    let busy = github.runner(id).unwrap();
+    assert_eq!((busy.busy, busy.job), (true, Some(100)));
+    let job = get(&format!("{}/repos/{REPO}/actions/jobs/100", github.url())).await.json();
+    assert_eq!(
+        (job["status"].as_str(), job["runner_id"].as_u64(), job["runner_name"].as_str()),
+        (Some("in_progress"), Some(id), Some("ci-1"))
+    );
+    let refused = send(reqwest::Method::DELETE, &runner_url, TOKEN, None).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("still running a job"), "{}", refused.body);
+    assert!(github.runner(id).is_some());
+
+    github.runner_finishes_job(id);
+    assert_eq!(github.runner(id), None, "GitHub removes a just-in-time runner after its job");
+    assert_eq!(github.jobs()[0].status, JobState::Completed);
+    assert_eq!(send(reqwest::Method::DELETE, &runner_url, TOKEN, None).await.status, StatusCode::NOT_FOUND);
+
+    let classic = github.add_runner(REPO, "long-lived", &[]);
+    github.add_job(REPO, 11, 101, &["self-hosted"], JobState::Queued);
+    github.runner_takes_job(classic, 101);
+    github.runner_finishes_job(classic);
+    assert_eq!(github.runner(classic).map(|r| (r.busy, r.job)), Some((false, None)), "a classic runner stays");
+    github.set_runner_status(classic, "offline");
+    let one = get(&format!("{}/repos/{REPO}/actions/runners/{classic}", github.url())).await;
+    assert_eq!(one.json()["status"], "offline");
+    let url = format!("{}/repos/{REPO}/actions/runners/{classic}", github.url());
+    let deleted = send(reqwest::Method::DELETE, &url, TOKEN, None).await;
+    assert_eq!((deleted.status, deleted.body.as_str()), (StatusCode::NO_CONTENT, ""));
+    assert!(github.runners_of(REPO).is_empty());
+    let elsewhere = github.add_runner("acme/web", "theirs", &[]);
+    let wrong_place = format!("{}/repos/{REPO}/actions/runners/{elsewhere}", github.url());
+    assert_eq!(send(reqwest::Method::DELETE, &wrong_place, TOKEN, None).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn runner_endpoints_need_admin_rights_and_an_installation_token_the_runner_permission() {
+    let github = github().await;
+    github.add_org_repo(ORG, "api");
+    let repo_jit = format!("{}/repos/{REPO}/actions/runners/generate-jitconfig", github.url());
+    let org_jit = format!("{}/orgs/{ORG}/actions/runners/generate-jitconfig", github.url());
+
+    github.set_access(TOKEN, REPO, fake_github::Access::Read);
+    let reader = send(reqwest::Method::POST, &repo_jit, TOKEN, Some(jit_body("a", 1, &["x"]))).await;
+    assert_eq!(reader.status, StatusCode::FORBIDDEN);
+    assert_eq!(reader.header("x-accepted-github-permissions"), Some("administration=write"));
+    let list = get(&format!("{}/repos/{REPO}/actions/runners", github.url())).await;
+    assert_eq!(
+        (list.status, list.header("x-accepted-github-permissions")),
+        (StatusCode::FORBIDDEN, Some("administration=read"))
+    );
+    github.set_org_access(TOKEN, ORG, fake_github::Access::FineGrainedWithoutAdminPermissions);
+    let fine_grained = send(reqwest::Method::POST, &org_jit, TOKEN, Some(jit_body("a", 1, &["x"]))).await;
+    assert_eq!(fine_grained.status, StatusCode::FORBIDDEN);
+    assert!(github.runners_of(ORG).is_empty() && github.runners_of(REPO).is_empty());
+
+    // An installation token reaches runners with the runner permission only.
+    let _all_the_apps = installation_token(&github, 12, &["acme/api"]).await;
+    let mint = format!("{}/app/installations/12/access_tokens", github.url());
+    let body = serde_json::json!({"permissions": {"actions": "read", "metadata": "read"}});
+    let read_only = send(reqwest::Method::POST, &mint, &jwt(31, github.now()), Some(body)).await;
+    let read_only = read_only.json()["token"].as_str().unwrap().to_owned();
+    let refused = send(reqwest::Method::POST, &repo_jit, &read_only, Some(jit_body("a", 1, &["x"]))).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("Resource not accessible by integration"), "{}", refused.body);
+    assert_eq!(refused.header("x-accepted-github-permissions"), Some("administration=write"));
+    let body =
+        serde_json::json!({"permissions": {"administration": "write", "organization_self_hosted_runners": "write"}});
+    let runner_admin = send(reqwest::Method::POST, &mint, &jwt(31, github.now()), Some(body)).await;
+    assert_eq!(runner_admin.json()["permissions"]["administration"], "write");
+    let runner_admin = runner_admin.json()["token"].as_str().unwrap().to_owned();
+    let repo_ok = send(reqwest::Method::POST, &repo_jit, &runner_admin, Some(jit_body("a", 1, &["x"]))).await;
+    assert_eq!(repo_ok.status, StatusCode::CREATED, "{}", repo_ok.body);
+    let org_ok = send(reqwest::Method::POST, &org_jit, &runner_admin, Some(jit_body("b", 1, &["x"]))).await;
+    assert_eq!(org_ok.status, StatusCode::CREATED, "{}", org_ok.body);
+    github.add_org("beta");
+    let other_org = format!("{}/orgs/beta/actions/runners/generate-jitconfig", github.url());
+    let outside = send(reqwest::Method::POST, &other_org, &runner_admin, Some(jit_body("c", 1, &["x"]))).await;
+    assert_eq!(outside.status, StatusCode::FORBIDDEN, "the installation is not on beta");
+    assert_eq!(github.installation_credits_used(12), 2);
+}
+
+#[tokio::test]
+async fn faults_and_rate_limits_reach_the_runner_endpoints() {
+    let github = github().await;
+    github.add_repo(REPO);
+    let url = format!("{}/repos/{REPO}/actions/runners/generate-jitconfig", github.url());
+
+    github.inject_on("generate-jitconfig", Fault::SecondaryLimit { retry_after_secs: 30, status: 429 });
+    let limited = send(reqwest::Method::POST, &url, TOKEN, Some(jit_body("a", 1, &["x"]))).await;
+    assert_eq!((limited.status, limited.header("retry-after")), (StatusCode::TOO_MANY_REQUESTS, Some("30")));
+    github.inject_on("/actions/runners", Fault::ServerError { status: 502 });
+    assert_eq!(get(&format!("{}/repos/{REPO}/actions/runners", github.url())).await.status, StatusCode::BAD_GATEWAY);
+    assert!(github.runners_of(REPO).is_empty() && github.jit_configs_minted().is_empty());
+
+    github.set_remaining(TOKEN, 1);
+    let last = send(reqwest::Method::POST, &url, TOKEN, Some(jit_body("a", 1, &["x"]))).await;
+    assert_eq!((last.status, last.number("x-ratelimit-remaining")), (StatusCode::CREATED, 0));
+    let exhausted = send(reqwest::Method::POST, &url, TOKEN, Some(jit_body("b", 1, &["x"]))).await;
+    assert_eq!(exhausted.status, StatusCode::FORBIDDEN);
+    assert!(exhausted.body.contains("rate limit"), "{}", exhausted.body);
+    assert_eq!(github.runners_of(REPO).len(), 1);
+}

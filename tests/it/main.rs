@@ -15,6 +15,7 @@ mod external_scaler;
 mod fake_github;
 mod github_app;
 mod github_client;
+mod github_jit;
 mod github_org;
 mod group_commit;
 mod journal_compaction;
