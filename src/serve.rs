@@ -40,6 +40,21 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
     served
 }
 
+/// Just-in-time configurations for ephemeral runners' pods: tokens reviewed by the cluster,
+/// registrations made with the credentials the catalog gives each runner.
+fn jit_service(
+    args: &ServeArgs,
+    client: kube::Client,
+    catalogs: crate::jit::Catalogs,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<crate::jit::JitService>, ServeError> {
+    let github = crate::github::GitHubClient::new(&args.github.github_api_url, metrics.clone())
+        .map_err(|e| ServeError::GitHub(e.to_string()))?;
+    let registrar = crate::jit::GitHubRegistrar::new(Arc::new(github), crate::clock::system_clock());
+    let identity = crate::jit::KubeIdentity::new(client);
+    Ok(Arc::new(crate::jit::JitService::new(Arc::new(identity), Arc::new(registrar), catalogs, metrics)))
+}
+
 async fn serve_with(
     args: &ServeArgs,
     source: catalog::Source,
@@ -52,8 +67,13 @@ async fn serve_with(
     let tokens = catalog::repo_tokens(&source.catalog, default_credential.as_ref());
     let runners = source.catalog.runners.clone();
     let state = source.state(store.clone(), metrics.clone());
+    let cluster = source.cluster.clone();
     let (followers, catalogs) =
         catalog::follow_cluster(source, &args.cluster, state.clone(), default_credential, workers_stop.clone());
+    let state = match (cluster, &catalogs) {
+        (Some(client), Some(catalogs)) => state.with_jit(jit_service(args, client, catalogs.clone(), metrics.clone())?),
+        _ => state,
+    };
     // The one shutdown token stops every listener; what is left after the grace is dropped.
     let shutdown = Shutdown::after(shutdown, args.http.shutdown_grace);
     let listeners = listeners::start(args, &state, store.board().clone(), &shutdown).await?;

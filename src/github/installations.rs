@@ -275,7 +275,7 @@ impl Installations {
     }
 
     /// The App's JWT: the cached one, or one signed now.
-    fn jwt(&self, app: &GitHubApp, now: i64) -> Result<Token, GitHubError> {
+    pub fn jwt(&self, app: &GitHubApp, now: i64) -> Result<Token, GitHubError> {
         if let Some(jwt) = self.cache().jwt(app.identity(), now) {
             return Ok(jwt);
         }

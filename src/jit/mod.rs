@@ -17,6 +17,9 @@ mod identity;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod registrar;
+pub use registrar::GitHubRegistrar;
+
 use futures::future::BoxFuture;
 use secrecy::SecretString;
 use tokio::sync::watch;

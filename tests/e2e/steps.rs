@@ -30,6 +30,7 @@ steps!(
     the_aggregator_serves_a_runners_demand_through_the_apiservice_the_core_registered,
     what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up,
     an_organisation_runner_onboarded_with_org_registers_at_its_organisation_and_counts_its_repositories,
+    an_ephemeral_runners_pod_gets_a_jit_configuration_through_a_real_token_review_and_no_one_else_does,
     prometheus_scrapes_serve_and_the_operator_and_finds_every_documented_series,
     the_operator_was_never_forbidden,
     an_idle_operator_makes_no_writes,
@@ -934,6 +935,119 @@ async fn an_organisation_runner_onboarded_with_org_registers_at_its_organisation
     until_serve_shows(&url, "the organisation runner's demand from two repositories", |_, body| body["demand"] == 2)
         .await?;
     ctx.kubectl(&["-n", "example-repo", "delete", "scaledactionrunner", "e2eorg-builders"])?;
+    Ok(())
+}
+
+/// An ephemeral runner of our own in `example-repo`, one pod kept by `minRunners`.
+fn ephemeral_runner(name: &str) -> String {
+    format!(
+        "apiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {{name: {name}, namespace: example-repo}}\n\
+         spec: {{owner: devjoes, repo: jit-probe, minRunners: 1, maxRunners: 2, githubTokenSecret: jit-github,\n\
+         runner: {{ephemeral: true, runnerLabels: linux}}}}\n"
+    )
+}
+
+/// POSTs to serve's jitconfig endpoint of runner `name` with `token`: the status and body.
+async fn ask_for_jitconfig(listen: &str, name: &str, token: &str) -> Res<(u16, Value)> {
+    let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/{name}/jitconfig");
+    let response = reqwest::Client::new().post(url).bearer_auth(token).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+async fn an_ephemeral_runners_pod_gets_a_jit_configuration_through_a_real_token_review_and_no_one_else_does(
+    ctx: &mut Ctx,
+) -> Res {
+    let github = crate::common::fake_github::FakeGitHub::start().await;
+    let token = "ghp_E2eJitRegistrationToken0123";
+    github.add_token(token, 5000);
+    github.add_repo("devjoes/jit-probe");
+    ctx.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: jit-github, namespace: example-repo}}\nstringData: {{token: {token}}}\n"
+    ))?;
+    ctx.apply(&ephemeral_runner("e2e-jit"))?;
+    ctx.apply(&ephemeral_runner("e2e-jit-other"))?;
+    wait_ready(ctx, &["-n", "example-repo", "scaledactionrunner", "e2e-jit"]).await?;
+    // No kubelet runs them, but the StatefulSet controller makes the pods: objects with uids.
+    let mut uids = std::collections::HashMap::new();
+    for pod in ["e2e-jit-0", "e2e-jit-other-0"] {
+        wait_for(&format!("pod {pod} to exist"), Duration::from_secs(60), || {
+            let found = get_json(ctx, &["-n", "example-repo", "pod", pod]).is_ok();
+            async move { Ok(found) }
+        })
+        .await?;
+        let object = get_json(ctx, &["-n", "example-repo", "pod", pod])?;
+        uids.insert(pod, object["metadata"]["uid"].as_str().ok_or("pod uid")?.to_owned());
+        let spec = object["spec"].to_string();
+        if spec.contains("secretKeyRef") || spec.contains("\"secret\"") || spec.contains(token) {
+            fail!("the ephemeral runner's pod holds a Secret or the GitHub token: {spec}");
+        }
+    }
+    let bound = |pod: &str, audience: Option<&str>| -> Res<String> {
+        let uid = uids.get(pod).ok_or("uid")?;
+        let mut args = vec!["-n", "example-repo", "create", "token", "e2e-jit-runner", "--bound-object-kind", "Pod"];
+        args.extend(["--bound-object-name", pod, "--bound-object-uid", uid, "--duration", "10m"]);
+        if let Some(audience) = audience {
+            args.extend(["--audience", audience]);
+        }
+        Ok(ctx.kubectl(&args)?.trim().to_owned())
+    };
+    let audience = Some(gaa::jit::AUDIENCE);
+    let own = bound("e2e-jit-0", audience)?;
+    let others = bound("e2e-jit-other-0", audience)?;
+    let kube_audience = bound("e2e-jit-0", None)?;
+    let unbound =
+        ctx.kubectl(&["-n", "example-repo", "create", "token", "e2e-jit-runner", "--audience", gaa::jit::AUDIENCE])?;
+    let dir = ctx.work.path().join("jit");
+    let (serve, listen) = serve_as_the_core_runs_it(ctx, &dir, &github.url()).await?;
+    // The catalog may reach serve a moment after /readyz: the first answer that is not 404.
+    let started = std::time::Instant::now();
+    let (answer, took) = loop {
+        let asked = std::time::Instant::now();
+        let answer = ask_for_jitconfig(&listen, "e2e-jit", &own).await?;
+        if answer.0 != 404 || started.elapsed() > Duration::from_secs(10) {
+            break (answer, asked.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if answer.0 != 200 || !answer.1["encodedJitConfig"].is_string() {
+        fail!("runner pod 0's own token got {} {}\n{}", answer.0, answer.1, serve.log());
+    }
+    println!("  a pod's request to its configuration (TokenReview, pod read, GitHub): {took:?}");
+    let runner_name = answer.1["runnerName"].as_str().ok_or("runnerName")?.to_owned();
+    let uid_start: String = uids["e2e-jit-0"].chars().filter(char::is_ascii_alphanumeric).take(8).collect();
+    if runner_name != format!("e2e-jit-0-{uid_start}") {
+        fail!("the registration is not named after the pod: {runner_name}");
+    }
+    let id = answer.1["runnerId"].as_u64().ok_or("runnerId")?;
+    // The runner takes a job: job code with the pod's token cannot register another.
+    github.set_runner_busy(id, true);
+    let busy = ask_for_jitconfig(&listen, "e2e-jit", &own).await?;
+    if busy.0 != 409 {
+        fail!("a request while the pod's runner is busy got {} {}", busy.0, busy.1);
+    }
+    for (what, token, want) in [
+        ("a token bound to another runner's pod", others.as_str(), 403),
+        ("a token for the Kubernetes API's audience", kube_audience.as_str(), 401),
+        ("a token bound to no pod", unbound.trim(), 401),
+        ("no ServiceAccount token at all", "not.a-token.at-all", 401),
+    ] {
+        let (status, body) = ask_for_jitconfig(&listen, "e2e-jit", token).await?;
+        if status != want {
+            fail!("{what}: {status} {body}, wanted {want}\n{}", serve.log());
+        }
+    }
+    let minted = github.jit_configs_minted().len();
+    if minted != 1 {
+        fail!("{minted} configurations minted; only pod 0's first request should have minted one");
+    }
+    let log = serve.log();
+    if log.contains(token) || log.contains(&own) {
+        fail!("serve logged a token:\n{log}");
+    }
+    for name in ["e2e-jit", "e2e-jit-other"] {
+        ctx.kubectl(&["-n", "example-repo", "delete", "scaledactionrunner", name])?;
+    }
     Ok(())
 }
 
