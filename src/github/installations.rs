@@ -211,30 +211,7 @@ impl Installations {
         spent: &mut u32,
     ) -> Result<Obtained, GitHubError> {
         let identity = app.identity();
-        let known = self.cache().installation(app, repo);
-        let installation = match known {
-            Some(id) => id,
-            None => {
-                let jwt = self.jwt(app, now)?;
-                // A name without `/` is an organisation: its installation reads all it was given.
-                let found = if repo.contains('/') {
-                    self.client.find_installation(&jwt, repo).await
-                } else {
-                    self.client.find_org_installation(&jwt, repo).await
-                };
-                *spent += 1;
-                match found?.value {
-                    Some(id) => {
-                        self.cache().set_installation(app, repo, id);
-                        id
-                    }
-                    None => {
-                        self.cache().set_not_installed(app, repo, now + NOT_INSTALLED_RETRY_SECS);
-                        return Err(GitHubError::NotInstalled(repo.to_string()));
-                    }
-                }
-            }
-        };
+        let installation = self.installation(app, repo, now, spent).await?;
         if let Some(token) = self.cache().token(identity, installation, now) {
             return Ok(Obtained { token, installation });
         }
@@ -264,6 +241,38 @@ impl Installations {
                 let mut cache = self.cache();
                 cache.forget_installation(identity, installation);
                 cache.set_not_installed(app, repo, now + NOT_INSTALLED_RETRY_SECS);
+                Err(GitHubError::NotInstalled(repo.to_string()))
+            }
+        }
+    }
+
+    /// The App's installation that reads `repo` (`owner/name`, or an organisation's name), from
+    /// the cache or looked up with the App's JWT (counted in `spent`); no token is minted.
+    pub async fn installation(
+        &self,
+        app: &GitHubApp,
+        repo: &str,
+        now: i64,
+        spent: &mut u32,
+    ) -> Result<u64, GitHubError> {
+        if let Some(id) = self.cache().installation(app, repo) {
+            return Ok(id);
+        }
+        let jwt = self.jwt(app, now)?;
+        // A name without `/` is an organisation: its installation reads all it was given.
+        let found = if repo.contains('/') {
+            self.client.find_installation(&jwt, repo).await
+        } else {
+            self.client.find_org_installation(&jwt, repo).await
+        };
+        *spent += 1;
+        match found?.value {
+            Some(id) => {
+                self.cache().set_installation(app, repo, id);
+                Ok(id)
+            }
+            None => {
+                self.cache().set_not_installed(app, repo, now + NOT_INSTALLED_RETRY_SECS);
                 Err(GitHubError::NotInstalled(repo.to_string()))
             }
         }

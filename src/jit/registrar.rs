@@ -60,9 +60,8 @@ impl GitHubRegistrar {
             Place::Repository { owner, repo } => format!("{owner}/{repo}"),
             Place::Organization { org, .. } => org.clone(),
         };
-        // The installation, looked up (and cached) as the resync does.
-        let (obtained, _) = self.installations.token(app, &key, now).await;
-        let installation = obtained?.installation;
+        // The installation, looked up once (and cached) as the resync does.
+        let installation = self.installations.installation(app, &key, now, &mut 0).await?;
         let cache_key = (app.issuer().to_string(), installation);
         if let Some((token, expires_at)) = self.lock_tokens().get(&cache_key)
             && *expires_at - RENEW_BEFORE > now

@@ -18,6 +18,7 @@ mod github_client;
 mod github_jit;
 mod github_org;
 mod group_commit;
+mod jit;
 mod journal_compaction;
 mod keda_process;
 mod lease;

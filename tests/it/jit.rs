@@ -1,0 +1,103 @@
+//! Just-in-time configurations minted through the fake GitHub over real HTTP: what each job
+//! costs on GitHub's API, with a token and with a GitHub App, and the one-registration rule held
+//! by GitHub's own records.
+
+use crate::common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::app_keys::app_key_pair;
+use common::fake_github::{FakeGitHub, JobState};
+use futures::future::BoxFuture;
+use gaa::demand::{Runner, RunnerIndex, RunnerKey, ScaleFactor};
+use gaa::github::reconciler::RepoTokens;
+use gaa::github::{Credential, GitHubApp, GitHubClient, Token};
+use gaa::jit::{BoundPod, GitHubRegistrar, IdentityError, JitService, PodIdentity};
+use gaa::metrics::Metrics;
+use secrecy::ExposeSecret;
+
+/// The pod the "cluster" vouches for (the real TokenReview is proven on the dev cluster).
+struct OnePod;
+
+impl PodIdentity for OnePod {
+    fn identify<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<BoundPod, IdentityError>> {
+        let pod = BoundPod {
+            namespace: "ci".into(),
+            name: "api-jit-0".into(),
+            uid: "5e1f0c2a-1111".into(),
+            stateful_set: Some("api-jit".into()),
+        };
+        Box::pin(async move { Ok(pod) })
+    }
+}
+
+fn service(github: &FakeGitHub, credential: Credential) -> JitService {
+    let mut runner = Runner::new(RunnerKey::new("ci", "api-jit"), "acme", "api", ["linux"], 0, 5, ScaleFactor::Linear);
+    runner.ephemeral = true;
+    let tokens = RepoTokens(HashMap::from([("acme/api".to_string(), vec![credential])]));
+    let (tx, catalogs) = tokio::sync::watch::channel((RunnerIndex::new([runner]), tokens));
+    std::mem::forget(tx);
+    let metrics = Arc::new(Metrics::new());
+    let client = Arc::new(GitHubClient::new(&github.url(), metrics.clone()).unwrap());
+    let registrar = GitHubRegistrar::new(client, gaa::clock::system_clock());
+    JitService::new(Arc::new(OnePod), Arc::new(registrar), catalogs, metrics)
+}
+
+/// `jobs` jobs, each on a fresh registration: mint, the runner connects, takes its job and
+/// finishes it (GitHub removes it). Returns GitHub's requests per job.
+async fn run_jobs(github: &FakeGitHub, service: &JitService, jobs: u64) -> f64 {
+    github.clear_requests();
+    for job in 1..=jobs {
+        let minted = service.issue("ci", "api-jit", Some("h.pod-token.s")).await.expect("a configuration");
+        assert_eq!(minted.runner_name, "api-jit-0-5e1f0c2a");
+        let id = github.start_jit_runner(minted.encoded.expose_secret()).expect("the configuration starts a runner");
+        github.add_job("acme/api", 700 + job, job, &["self-hosted", "linux"], JobState::Queued);
+        github.runner_takes_job(id, job);
+        // While it runs the job, the pod's token gets nothing.
+        let refused = service.issue("ci", "api-jit", Some("h.pod-token.s")).await.unwrap_err();
+        assert_eq!(refused.status(), 409);
+        github.runner_finishes_job(id);
+    }
+    let requests = github.requests().len() as f64;
+    requests / jobs as f64
+}
+
+#[tokio::test]
+async fn each_job_costs_one_registration_and_a_refused_request_while_busy_costs_one_lookup() {
+    let github = FakeGitHub::start().await;
+    github.add_token("ghp_jit_admin", 5000);
+    github.add_repo("acme/api");
+    let service = service(&github, Token::new("ghp_jit_admin").into());
+    let per_job = run_jobs(&github, &service, 20).await;
+    // Per job: the registration (1); the refused request: the mint GitHub refuses and the lookup
+    // that finds the runner busy (2).
+    assert_eq!(per_job, 3.0, "{:?}", github.requests());
+    assert_eq!(github.jit_configs_minted().len(), 20);
+    // A registration that never took a job is deleted before the next is minted.
+    let first = service.issue("ci", "api-jit", Some("h.pod-token.s")).await.unwrap();
+    let second = service.issue("ci", "api-jit", Some("h.pod-token.s")).await.unwrap();
+    assert_ne!(first.runner_id, second.runner_id);
+    assert!(github.runner(first.runner_id).is_none(), "the unused registration is gone");
+    assert_eq!(github.runners_of("acme/api").len(), 1, "one registration per pod");
+}
+
+#[tokio::test]
+async fn with_a_github_app_the_runner_token_is_minted_once_for_many_jobs() {
+    const APP_ID: u64 = 6262;
+    let github = FakeGitHub::start().await;
+    github.add_app(APP_ID, "Iv23liJitApp", &app_key_pair("jit").public);
+    github.add_installation(APP_ID, 41, &["acme/api"]);
+    github.add_repo("acme/api");
+    let app = GitHubApp::new(&APP_ID.to_string(), app_key_pair("jit").pkcs1.as_bytes(), None).unwrap();
+    let service = service(&github, Credential::App(app));
+    let per_job = run_jobs(&github, &service, 20).await;
+    let requests = github.requests();
+    let app_requests = requests.iter().filter(|r| !r.path.contains("/actions/runners")).count();
+    assert_eq!(app_requests, 2, "one installation lookup and one runner token: {requests:?}");
+    assert!(per_job <= 3.1, "{per_job}");
+    // The runner token may administer runners only.
+    let tokens: Vec<_> =
+        requests.iter().filter(|r| r.path.contains("/actions/runners")).filter_map(|r| r.token.clone()).collect();
+    assert!(tokens.iter().all(|t| t.starts_with("ghs_")), "{tokens:?}");
+}
