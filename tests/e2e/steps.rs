@@ -985,7 +985,9 @@ async fn an_ephemeral_runners_pod_gets_a_jit_configuration_through_a_real_token_
     }
     let bound = |pod: &str, audience: Option<&str>| -> Res<String> {
         let uid = uids.get(pod).ok_or("uid")?;
-        let mut args = vec!["-n", "example-repo", "create", "token", "e2e-jit-runner", "--bound-object-kind", "Pod"];
+        // The pod's own account: the runner's name (the pod's, without its ordinal) and `-runner`.
+        let account = format!("{}-runner", pod.rsplit_once('-').ok_or("ordinal")?.0);
+        let mut args = vec!["-n", "example-repo", "create", "token", &account, "--bound-object-kind", "Pod"];
         args.extend(["--bound-object-name", pod, "--bound-object-uid", uid, "--duration", "10m"]);
         if let Some(audience) = audience {
             args.extend(["--audience", audience]);
