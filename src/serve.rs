@@ -42,17 +42,33 @@ pub async fn run(args: ServeArgs, shutdown: CancellationToken) -> Result<(), Ser
 
 /// Just-in-time configurations for ephemeral runners' pods: tokens reviewed by the cluster,
 /// registrations made with the credentials the catalog gives each runner.
+/// Also starts the housekeeping of their registrations (counted for the status, stale ones
+/// deleted within `--cache-window-when-empty`), until `stop`.
 fn jit_service(
     args: &ServeArgs,
     client: kube::Client,
     catalogs: crate::jit::Catalogs,
+    store: &StoreHandle,
     metrics: Arc<Metrics>,
+    stop: CancellationToken,
 ) -> Result<Arc<crate::jit::JitService>, ServeError> {
     let github = crate::github::GitHubClient::new(&args.github.github_api_url, metrics.clone())
         .map_err(|e| ServeError::GitHub(e.to_string()))?;
-    let registrar = crate::jit::GitHubRegistrar::new(Arc::new(github), crate::clock::system_clock());
-    let identity = crate::jit::KubeIdentity::new(client);
-    Ok(Arc::new(crate::jit::JitService::new(Arc::new(identity), Arc::new(registrar), catalogs, metrics)))
+    let clock = crate::clock::system_clock();
+    let registrar = Arc::new(crate::jit::GitHubRegistrar::new(Arc::new(github), clock.clone()));
+    let identity = Arc::new(crate::jit::KubeIdentity::new(client));
+    let window = args.github.cache_window_when_empty;
+    let housekeeper = crate::jit::Housekeeper::new(
+        registrar.clone(),
+        registrar.clone(),
+        identity.clone(),
+        catalogs.clone(),
+        store.board().clone(),
+        window,
+    );
+    let every = (window / 2).clamp(std::time::Duration::from_secs(10), std::time::Duration::from_secs(60));
+    tokio::spawn(housekeeper.run(clock, every, stop));
+    Ok(Arc::new(crate::jit::JitService::new(identity, registrar, catalogs, metrics)))
 }
 
 async fn serve_with(
@@ -71,7 +87,10 @@ async fn serve_with(
     let (followers, catalogs) =
         catalog::follow_cluster(source, &args.cluster, state.clone(), default_credential, workers_stop.clone());
     let state = match (cluster, &catalogs) {
-        (Some(client), Some(catalogs)) => state.with_jit(jit_service(args, client, catalogs.clone(), metrics.clone())?),
+        (Some(client), Some(catalogs)) => {
+            let jit = jit_service(args, client, catalogs.clone(), store, metrics.clone(), workers_stop.clone())?;
+            state.with_jit(jit)
+        }
         _ => state,
     };
     // The one shutdown token stops every listener; what is left after the grace is dropped.

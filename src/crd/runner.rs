@@ -351,6 +351,14 @@ pub struct ScaledActionRunnerStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
 
+    /// Ephemeral runners: just-in-time registrations GitHub holds for the runner's pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered_runners: Option<i32>,
+
+    /// Ephemeral runners: of those registrations, the ones running a job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_runners: Option<i32>,
+
     /// `repository` (the runner serves `repo`) or `organization` (every repository of `owner`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<Scope>,

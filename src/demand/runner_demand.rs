@@ -43,6 +43,12 @@ pub struct RunnerDemand {
     /// known to GitHub; `desiredRunners` is `maxRunners` meanwhile.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub forced_scale_up: bool,
+    /// Ephemeral runners: registrations GitHub holds for this runner's pods, and of those the
+    /// ones running a job (at the last look).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered_runners: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_runners: Option<u32>,
 }
 
 impl RunnerDemand {
@@ -67,6 +73,8 @@ impl RunnerDemand {
             last_resync_time: None,
             last_drift: None,
             forced_scale_up: false,
+            registered_runners: None,
+            busy_runners: None,
         }
     }
 }

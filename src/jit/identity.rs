@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
-use super::{AUDIENCE, BoundPod, IdentityError, PodIdentity};
+use super::{AUDIENCE, BoundPod, IdentityError, PodIdentity, RunnerPods};
+use crate::demand::RunnerKey;
 
 /// The keys the API server puts in a pod-bound token's review.
 const POD_NAME: &str = "authentication.kubernetes.io/pod-name";
@@ -79,5 +80,33 @@ impl KubeIdentity {
 impl PodIdentity for KubeIdentity {
     fn identify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<BoundPod, IdentityError>> {
         Box::pin(self.review(token))
+    }
+}
+
+impl RunnerPods for KubeIdentity {
+    fn pods<'a>(&'a self, runner: &'a RunnerKey) -> BoxFuture<'a, Result<Vec<BoundPod>, String>> {
+        Box::pin(async move {
+            // The labels the operator gives a runner's pods.
+            let selector = format!(
+                "app.kubernetes.io/name=github-action-autoscaler,app.kubernetes.io/instance={},app.kubernetes.io/component=runner",
+                runner.name
+            );
+            let pods = Api::<Pod>::namespaced(self.client.clone(), &runner.namespace)
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(pods
+                .items
+                .into_iter()
+                .filter_map(|pod| {
+                    Some(BoundPod {
+                        namespace: runner.namespace.clone(),
+                        name: pod.metadata.name?,
+                        uid: pod.metadata.uid?,
+                        stateful_set: Some(runner.name.clone()),
+                    })
+                })
+                .collect())
+        })
     }
 }

@@ -17,7 +17,9 @@ mod identity;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod housekeeping;
 mod registrar;
+pub use housekeeping::{Housekeeper, ListRegistrations, Listed, RunnerPods, Swept};
 pub use registrar::GitHubRegistrar;
 
 use futures::future::BoxFuture;

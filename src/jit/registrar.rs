@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
 
-use super::{Deleted, EphemeralRunner, Minted, Place, Registered, Registrar, RegistrarError};
+use super::{
+    Deleted, EphemeralRunner, ListRegistrations, Listed, Minted, Place, Registered, Registrar, RegistrarError,
+};
 use crate::clock::Clock;
 use crate::github::installations::Installations;
+use crate::github::runners::RunnerStatus;
 use crate::github::runners::{DEFAULT_RUNNER_GROUP_ID, RunnerScope};
 use crate::github::{Credential, GitHubApp, GitHubClient, GitHubError, Token};
 
@@ -148,5 +151,20 @@ impl Registrar for GitHubRegistrar {
 
     fn delete<'a>(&'a self, runner: &'a EphemeralRunner, id: u64) -> BoxFuture<'a, Result<Deleted, RegistrarError>> {
         Box::pin(self.delete_inner(runner, id))
+    }
+}
+
+impl ListRegistrations for GitHubRegistrar {
+    fn list<'a>(&'a self, runner: &'a EphemeralRunner) -> BoxFuture<'a, Result<Vec<Listed>, RegistrarError>> {
+        Box::pin(async move {
+            let token = self.token(runner).await.map_err(failed)?;
+            // Conditional: an unchanged list answers 304, which costs no credit.
+            let listed = self.client.list_runners(&token, &Self::scope(&runner.place)).await.map_err(failed)?;
+            Ok(listed
+                .value
+                .into_iter()
+                .map(|r| Listed { id: r.id, name: r.name, online: r.status == RunnerStatus::Online, busy: r.busy })
+                .collect())
+        })
     }
 }

@@ -142,7 +142,7 @@ pub fn operator_rules() -> Vec<PolicyRule> {
         rule(&["", "events.k8s.io"], &["events"], &["create", "patch"]),
         // Granted on to the API server for just-in-time runners.
         rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-        rule(&[""], &["pods"], &["get"]),
+        rule(&[""], &["pods"], &["get", "list"]),
     ]
 }
 

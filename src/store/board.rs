@@ -18,8 +18,25 @@ pub struct ResyncInfo {
     pub last_drift: Option<i64>,
 }
 
-fn decorate(mut view: RunnerDemand, stale: bool, resync: Option<&ResyncInfo>, forced: bool) -> RunnerDemand {
+/// An ephemeral runner's registrations on GitHub, as the last housekeeping pass saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Registrations {
+    pub registered: u32,
+    pub busy: u32,
+}
+
+fn decorate(
+    mut view: RunnerDemand,
+    stale: bool,
+    resync: Option<&ResyncInfo>,
+    forced: bool,
+    registrations: Option<&Registrations>,
+) -> RunnerDemand {
     view.stale = stale;
+    if let Some(registrations) = registrations {
+        view.registered_runners = Some(registrations.registered);
+        view.busy_runners = Some(registrations.busy);
+    }
     if forced {
         view.forced_scale_up = true;
         view.desired_runners = view.max_runners;
@@ -54,6 +71,7 @@ pub struct Board {
     stale: AtomicBool,
     resync: RwLock<HashMap<RunnerKey, ResyncInfo>>,
     forced: RwLock<Forced>,
+    registrations: RwLock<HashMap<RunnerKey, Registrations>>,
 }
 
 /// The runners served and their counts. A runner's view is made from the two when it is read,
@@ -89,6 +107,7 @@ impl Default for Board {
             signals: RwLock::new(HashMap::new()),
             stale: AtomicBool::new(false),
             resync: RwLock::new(HashMap::new()),
+            registrations: RwLock::new(HashMap::new()),
             forced: RwLock::new(Forced::default()),
         }
     }
@@ -98,10 +117,11 @@ impl Board {
     pub fn get(&self, key: &RunnerKey) -> Option<RunnerDemand> {
         let stale = self.is_stale();
         let resync = self.resync.read().unwrap_or_else(|p| p.into_inner());
+        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
         let forced = self.forced.read().unwrap_or_else(|p| p.into_inner());
         let published = self.read();
         let view = published.view(published.position(key)?)?;
-        Some(decorate(view, stale, resync.get(key), forced.active.contains(key)))
+        Some(decorate(view, stale, resync.get(key), forced.active.contains(key), registrations.get(key)))
     }
 
     pub fn list(&self) -> Vec<RunnerDemand> {
@@ -116,13 +136,14 @@ impl Board {
     fn views(&self, positions: impl FnOnce(&RunnerIndex) -> std::ops::Range<usize>) -> Vec<RunnerDemand> {
         let stale = self.is_stale();
         let resync = self.resync.read().unwrap_or_else(|p| p.into_inner());
+        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
         let forced = self.forced.read().unwrap_or_else(|p| p.into_inner());
         let published = self.read();
         positions(&published.index)
             .filter_map(|position| {
                 let key = &published.index.at(position)?.key;
                 let view = published.view(position)?;
-                Some(decorate(view, stale, resync.get(key), forced.active.contains(key)))
+                Some(decorate(view, stale, resync.get(key), forced.active.contains(key), registrations.get(key)))
             })
             .collect()
     }
@@ -181,6 +202,11 @@ impl Board {
     }
 
     /// Records what the resync found for a runner.
+    /// An ephemeral runner's registrations on GitHub (shown in its view from now on).
+    pub fn set_registrations(&self, key: &RunnerKey, registrations: Registrations) {
+        self.registrations.write().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), registrations);
+    }
+
     pub fn set_resync(&self, key: &RunnerKey, info: ResyncInfo) {
         self.resync.write().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), info);
     }
@@ -262,6 +288,7 @@ impl Board {
         let stale = self.is_stale();
         // The same lock order as `get` and `list`: resync, forced, published.
         let resync = self.resync.read().unwrap_or_else(|p| p.into_inner());
+        let registrations = self.registrations.read().unwrap_or_else(|p| p.into_inner());
         let forced = self.forced.read().unwrap_or_else(|p| p.into_inner());
         let mut updated = Vec::new();
         let mut touched = Vec::new();
@@ -274,7 +301,13 @@ impl Board {
                 }
                 published.counts[position] = counts;
                 if let Some(view) = published.view(position) {
-                    updated.push(decorate(view, stale, resync.get(key), forced.active.contains(key)));
+                    updated.push(decorate(
+                        view,
+                        stale,
+                        resync.get(key),
+                        forced.active.contains(key),
+                        registrations.get(key),
+                    ));
                 }
                 touched.push(key);
             }

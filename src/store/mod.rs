@@ -9,7 +9,7 @@ pub mod memcached;
 pub mod shared;
 pub mod writer;
 
-pub use board::{Board, ResyncInfo};
+pub use board::{Board, Registrations, ResyncInfo};
 // The read API's view lives with the demand it reports; kept here for existing callers.
 pub use journal::{Journal, JournalError};
 pub use writer::{Recorded, StoreError, StoreHandle, WriterConfig};

@@ -101,3 +101,78 @@ async fn with_a_github_app_the_runner_token_is_minted_once_for_many_jobs() {
         requests.iter().filter(|r| r.path.contains("/actions/runners")).filter_map(|r| r.token.clone()).collect();
     assert!(tokens.iter().all(|t| t.starts_with("ghs_")), "{tokens:?}");
 }
+
+/// The pods the cluster holds for the runner: set by the test.
+#[derive(Default)]
+struct Pods(std::sync::Mutex<Vec<BoundPod>>);
+
+impl gaa::jit::RunnerPods for Pods {
+    fn pods<'a>(&'a self, _: &'a RunnerKey) -> BoxFuture<'a, Result<Vec<BoundPod>, String>> {
+        let pods = self.0.lock().unwrap().clone();
+        Box::pin(async move { Ok(pods) })
+    }
+}
+
+fn runner_pod(ordinal: u32, uid: &str) -> BoundPod {
+    BoundPod {
+        namespace: "ci".into(),
+        name: format!("api-jit-{ordinal}"),
+        uid: uid.into(),
+        stateful_set: Some("api-jit".into()),
+    }
+}
+
+#[tokio::test]
+async fn stale_registrations_are_deleted_busy_ones_never_and_the_counts_reach_the_runners_view() {
+    let github = FakeGitHub::start().await;
+    github.add_token("ghp_jit_admin", 5000);
+    github.add_repo("acme/api");
+    let mut runner = Runner::new(RunnerKey::new("ci", "api-jit"), "acme", "api", ["linux"], 0, 5, ScaleFactor::Linear);
+    runner.ephemeral = true;
+    let index = RunnerIndex::new([runner]);
+    let credential: Credential = Token::new("ghp_jit_admin").into();
+    let tokens = RepoTokens(HashMap::from([("acme/api".to_string(), vec![credential])]));
+    let (tx, catalogs) = tokio::sync::watch::channel((index.clone(), tokens));
+    std::mem::forget(tx);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = gaa::store::StoreHandle::start(dir.path(), index, Default::default(), metrics.clone()).unwrap();
+    let client = Arc::new(GitHubClient::new(&github.url(), metrics).unwrap());
+    let registrar = Arc::new(GitHubRegistrar::new(client, gaa::clock::system_clock()));
+    let pods = Arc::new(Pods::default());
+    *pods.0.lock().unwrap() =
+        vec![runner_pod(0, "aaaaaaaa-0"), runner_pod(1, "bbbbbbbb-1"), runner_pod(2, "cccccccc-2")];
+    let window = std::time::Duration::from_secs(600);
+    let mut keeper =
+        gaa::jit::Housekeeper::new(registrar.clone(), registrar, pods.clone(), catalogs, store.board().clone(), window);
+    // Pod 0's runner runs a job; pod 1's is online and idle; pod 2's never connected; a pod
+    // recreated under pod 3's name left its old registration behind; another runner's is not ours.
+    let busy = github.add_runner("acme/api", "api-jit-0-aaaaaaaa", &["linux"]);
+    github.set_runner_status(busy, "online");
+    github.set_runner_busy(busy, true);
+    let idle = github.add_runner("acme/api", "api-jit-1-bbbbbbbb", &["linux"]);
+    github.set_runner_status(idle, "online");
+    let unused = github.add_runner("acme/api", "api-jit-2-cccccccc", &["linux"]);
+    github.set_runner_status(unused, "offline");
+    let orphan = github.add_runner("acme/api", "api-jit-3-dddddddd", &["linux"]);
+    let foreign = github.add_runner("acme/api", "api-jit-other-0-eeeeeeee", &["linux"]);
+    let now = 1_900_000_000;
+    let swept = keeper.pass(now).await;
+    assert_eq!((swept.registered, swept.busy, swept.deleted), (3, 1, 1), "the orphan goes at once");
+    assert!(github.runner(orphan).is_none() && github.runner(foreign).is_some());
+    let view = store.board().get(&RunnerKey::new("ci", "api-jit")).unwrap();
+    assert_eq!((view.registered_runners, view.busy_runners), (Some(3), Some(1)));
+    // Within the window the registration that never connected stays; after it, it goes.
+    let swept = keeper.pass(now + 300).await;
+    assert_eq!(swept.deleted, 0);
+    let swept = keeper.pass(now + 601).await;
+    assert_eq!(swept.deleted, 1);
+    assert!(github.runner(unused).is_none());
+    // A busy runner is never deleted, even once its pod is gone (the drain has it finish).
+    pods.0.lock().unwrap().clear();
+    let swept = keeper.pass(now + 700).await;
+    assert!(github.runner(busy).is_some(), "a runner running a job stays");
+    assert!(github.runner(idle).is_none(), "an idle one whose pod is gone is deleted");
+    assert_eq!((swept.registered, swept.busy), (1, 1));
+    store.shutdown().await;
+}

@@ -31,6 +31,8 @@ pub struct DemandView {
     pub desired_runners: Option<i32>,
     pub last_resync_time: Option<String>,
     pub last_drift: Option<i64>,
+    pub registered_runners: Option<i32>,
+    pub busy_runners: Option<i32>,
 }
 
 impl DemandView {
@@ -47,6 +49,8 @@ impl DemandView {
         known(&self.desired_runners, &mut status.desired_runners);
         known(&self.last_resync_time, &mut status.last_resync_time);
         known(&self.last_drift, &mut status.last_drift);
+        known(&self.registered_runners, &mut status.registered_runners);
+        known(&self.busy_runners, &mut status.busy_runners);
     }
 }
 

@@ -51,11 +51,12 @@ pub(super) fn api_server_secret_access(
         rules.push(versions);
     }
     if ephemeral {
-        // To check that a token's pod is one of this runner's (a pod's name is not known ahead).
+        // To check that a token's pod is one of this runner's (a pod's name is not known ahead),
+        // and which registrations' pods are gone.
         rules.push(PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["pods".into()]),
-            verbs: vec!["get".into()],
+            verbs: vec!["get".into(), "list".into()],
             ..PolicyRule::default()
         });
     }

@@ -241,7 +241,7 @@ fn an_ephemeral_runners_pods_hold_no_github_credential_only_a_pod_bound_token_fo
     assert!(!objects.iter().any(|o| o["kind"] == "RoleBinding" && o["subjects"][0]["name"] == "web-runner"));
     let api_role = find(&objects, "Role", "web-api-server").expect("the API server's Role");
     let rules = api_role["rules"].as_array().unwrap();
-    assert!(rules.iter().any(|r| r["resources"][0] == "pods" && r["verbs"] == json!(["get"])), "{rules:?}");
+    assert!(rules.iter().any(|r| r["resources"][0] == "pods" && r["verbs"] == json!(["get", "list"])), "{rules:?}");
     // Pre-registered credentials and just-in-time registration exclude each other.
     let mut both = base();
     both["runnerSecrets"] = json!(["web-0"]);
