@@ -176,3 +176,21 @@ async fn stale_registrations_are_deleted_busy_ones_never_and_the_counts_reach_th
     assert_eq!((swept.registered, swept.busy), (1, 1));
     store.shutdown().await;
 }
+
+#[tokio::test]
+async fn githubs_limits_reach_the_pod_as_429_with_retry_after_and_its_outages_as_503() {
+    use common::fake_github::Fault;
+    let github = FakeGitHub::start().await;
+    github.add_token("ghp_jit_admin", 5000);
+    github.add_repo("acme/api");
+    let service = service(&github, Token::new("ghp_jit_admin").into());
+    github.inject_on("generate-jitconfig", Fault::SecondaryLimit { retry_after_secs: 42, status: 429 });
+    let limited = service.issue("ci", "api-jit", Some("h.pod-token.s")).await.unwrap_err();
+    assert_eq!((limited.status(), limited.retry_after()), (429, Some(std::time::Duration::from_secs(42))));
+    github.inject_on("generate-jitconfig", Fault::ServerError { status: 502 });
+    let down = service.issue("ci", "api-jit", Some("h.pod-token.s")).await.unwrap_err();
+    assert_eq!(down.status(), 503);
+    assert!(down.retry_after().is_some());
+    // And once GitHub answers again, the pod gets its configuration.
+    assert!(service.issue("ci", "api-jit", Some("h.pod-token.s")).await.is_ok());
+}
