@@ -658,8 +658,9 @@ mod tests {
 
     #[test]
     fn problems_name_the_runner_they_concern() {
-        let index =
-            listed(vec![runner("ci", "api", "api", Some("api-hook"), None), runner("ci", "bad", " ", None, None)]);
+        let mut bad = runner("ci", "bad", "web", None, None);
+        bad.spec.max_runners = -1;
+        let index = listed(vec![runner("ci", "api", "api", Some("api-hook"), None), bad]);
         let (catalog, problems) = index.build_catalog(None);
         assert_eq!(catalog.runners.len(), 1);
         let named: Vec<(String, bool)> = problems.iter().map(|(key, p)| (key.to_string(), p.is_warning())).collect();

@@ -148,11 +148,11 @@ fn a_listener_that_cannot_bind_fails_start_up_with_the_reason_and_the_journal_is
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_manifest_documents_are_reported_with_file_and_reason_and_the_rest_load() {
     let root = tempfile::tempdir().unwrap();
-    let broken = "apiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {name: no-repo, namespace: ci}\nspec: {owner: acme, maxRunners: 1}\n---\napiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {name: bad-factor, namespace: ci}\nspec: {owner: acme, repo: api, maxRunners: 1, scaleFactor: fast}\n";
+    let broken = "apiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {name: no-owner, namespace: ci}\nspec: {repo: api, maxRunners: 1}\n---\napiVersion: runner.devjoes.com/v1alpha1\nkind: ScaledActionRunner\nmetadata: {name: bad-factor, namespace: ci}\nspec: {owner: acme, repo: api, maxRunners: 1, scaleFactor: fast}\n";
     let manifests = manifests_dir(root.path(), broken);
     let server = Server::start(&root.path().join("data"), &manifests).await;
     let log = server.log();
-    assert!(log.contains("broken.yml (document 1)") && log.contains("missing field `repo`"), "{log}");
+    assert!(log.contains("broken.yml (document 1)") && log.contains("missing field `owner`"), "{log}");
     assert!(log.contains("broken.yml (document 2)") && log.contains("scaleFactor \"fast\""), "{log}");
     let list: Value = common::server::get(format!("http://{}/api/v1/scaledactionrunners", server.addr))
         .await
