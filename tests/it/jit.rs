@@ -194,3 +194,33 @@ async fn githubs_limits_reach_the_pod_as_429_with_retry_after_and_its_outages_as
     // And once GitHub answers again, the pod gets its configuration.
     assert!(service.issue("ci", "api-jit", Some("h.pod-token.s")).await.is_ok());
 }
+
+#[tokio::test]
+async fn an_organisation_runners_registration_is_made_in_its_runner_group_with_its_labels() {
+    let github = FakeGitHub::start().await;
+    github.add_token("ghp_org_admin", 5000);
+    github.add_org("acme");
+    let group = github.add_runner_group("acme", "builders");
+    let mut runner =
+        Runner::organization(RunnerKey::new("ci", "api-jit"), "acme", ["linux", "x64"], 0, 5, ScaleFactor::Linear);
+    runner.ephemeral = true;
+    runner.runner_group = Some("builders".into());
+    let credential: Credential = Token::new("ghp_org_admin").into();
+    let tokens = RepoTokens(HashMap::from([("acme".to_string(), vec![credential])]));
+    let (tx, catalogs) = tokio::sync::watch::channel((RunnerIndex::new([runner]), tokens));
+    std::mem::forget(tx);
+    let metrics = Arc::new(Metrics::new());
+    let client = Arc::new(GitHubClient::new(&github.url(), metrics.clone()).unwrap());
+    let registrar = GitHubRegistrar::new(client, gaa::clock::system_clock());
+    let service = JitService::new(Arc::new(OnePod), Arc::new(registrar), catalogs, metrics);
+    let minted = service.issue("ci", "api-jit", Some("h.pod-token.s")).await.unwrap();
+    let registered = github.runners_of("acme");
+    assert_eq!(registered.len(), 1);
+    let runner = &registered[0];
+    assert_eq!((runner.id, runner.name.as_str(), runner.group_id), (minted.runner_id, "api-jit-0-5e1f0c2a", group));
+    assert!(runner.jit);
+    for label in ["linux", "x64"] {
+        assert!(runner.labels.iter().any(|l| l == label), "{:?}", runner.labels);
+    }
+    assert!(github.runners_of("acme/api").is_empty());
+}
