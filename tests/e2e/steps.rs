@@ -947,6 +947,28 @@ fn ephemeral_runner(name: &str) -> String {
     )
 }
 
+/// `token` as the cluster would have issued it to expire `expires_in` seconds from now (in the
+/// past when negative): its claims with `exp` (and `iat`, `nbf`) moved, signed again with the
+/// dev cluster's service-account key (its state directory holds the key beside the admin
+/// kubeconfig). The API server issues no token of under ten minutes, so this is how an expired
+/// one is had at once.
+fn resigned_copy(token: &str, expires_in: i64) -> Res<String> {
+    use base64::Engine as _;
+    let kubeconfig = std::env::var("KUBECONFIG")?;
+    let key = std::path::Path::new(&kubeconfig).parent().ok_or("state directory")?.join("pki/sa.key");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&key)?)?;
+    let mut parts = token.split('.');
+    let (header, claims) = (parts.next().ok_or("header")?, parts.next().ok_or("claims")?);
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: jsonwebtoken::Header = serde_json::from_slice(&b64.decode(header)?)?;
+    let mut claims: Value = serde_json::from_slice(&b64.decode(claims)?)?;
+    let now = jiff::Timestamp::now().as_second();
+    claims["exp"] = serde_json::json!(now + expires_in);
+    claims["iat"] = serde_json::json!(now + expires_in - 600);
+    claims["nbf"] = serde_json::json!(now + expires_in - 600);
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
 /// POSTs to serve's jitconfig endpoint of runner `name` with `token`: the status and body.
 async fn ask_for_jitconfig(listen: &str, name: &str, token: &str) -> Res<(u16, Value)> {
     let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/{name}/jitconfig");
@@ -1028,7 +1050,12 @@ async fn an_ephemeral_runners_pod_gets_a_jit_configuration_through_a_real_token_
     if busy.0 != 409 {
         fail!("a request while the pod's runner is busy got {} {}", busy.0, busy.1);
     }
+    // Re-signed to expire in ten minutes it is the pod's token still (busy: 409); expired, 401.
+    let renewed = resigned_copy(&own, 600)?;
+    let expired = resigned_copy(&own, -60)?;
     for (what, token, want) in [
+        ("the pod's own token, re-signed", renewed.as_str(), 409),
+        ("the pod's own token, expired", expired.as_str(), 401),
         ("a token bound to another runner's pod", others.as_str(), 403),
         ("a token for the Kubernetes API's audience", kube_audience.as_str(), 401),
         ("a token bound to no pod", unbound.trim(), 401),
