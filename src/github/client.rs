@@ -435,20 +435,9 @@ impl GitHubClient {
         request: reqwest::RequestBuilder,
         fetched: &mut Fetched<T>,
     ) -> Result<Option<Bytes>, GitHubError> {
-        fetched.requests += 1;
-        let response = match request.header(header::AUTHORIZATION, jwt.authorization()?).send().await {
-            Ok(response) => response,
-            Err(error) => {
-                self.metrics.github_request(endpoint, None);
-                return Err(GitHubError::Http(describe(&error)));
-            }
-        };
+        let request = request.header(header::AUTHORIZATION, jwt.authorization()?);
+        let response = self.dispatch(jwt, endpoint, request, fetched).await?;
         let status = response.status();
-        self.metrics.github_request(endpoint, Some(status.as_u16()));
-        tracing::debug!(endpoint, budget = %jwt.budget(), status = status.as_u16(), "GitHub answered the App");
-        if let Some(rate) = RateLimit::from_headers(response.headers()) {
-            self.remember_rate_limit(jwt, rate);
-        }
         match status {
             status if status.is_success() => {
                 fetched.credits += 1;
@@ -484,21 +473,9 @@ impl GitHubClient {
         request: reqwest::RequestBuilder,
         fetched: &mut Fetched<T>,
     ) -> Result<Sent, GitHubError> {
-        fetched.requests += 1;
-        let response = match request.header(header::AUTHORIZATION, token.authorization()?).send().await {
-            Ok(response) => response,
-            Err(error) => {
-                self.metrics.github_request(endpoint, None);
-                tracing::debug!(endpoint, token = %token.id(), error = %describe(&error), "GitHub request failed");
-                return Err(GitHubError::Http(describe(&error)));
-            }
-        };
+        let request = request.header(header::AUTHORIZATION, token.authorization()?);
+        let response = self.dispatch(token, endpoint, request, fetched).await?;
         let status = response.status();
-        self.metrics.github_request(endpoint, Some(status.as_u16()));
-        tracing::debug!(endpoint, token = %token.id(), status = status.as_u16(), "GitHub answered");
-        if let Some(rate) = RateLimit::from_headers(response.headers()) {
-            self.remember_rate_limit(token, rate);
-        }
         match status {
             status if status.is_success() => {
                 fetched.credits += 1;
@@ -605,6 +582,33 @@ impl GitHubClient {
         }
     }
 
+    /// Sends one request authenticated with `token` (a token, or an App's JWT): counts it,
+    /// records its status, and remembers the rate limit its answer reports.
+    async fn dispatch<T>(
+        &self,
+        token: &Token,
+        endpoint: &'static str,
+        request: reqwest::RequestBuilder,
+        fetched: &mut Fetched<T>,
+    ) -> Result<reqwest::Response, GitHubError> {
+        fetched.requests += 1;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                self.metrics.github_request(endpoint, None);
+                tracing::debug!(endpoint, budget = %token.budget(), error = %describe(&error), "GitHub request failed");
+                return Err(GitHubError::Http(describe(&error)));
+            }
+        };
+        let status = response.status();
+        self.metrics.github_request(endpoint, Some(status.as_u16()));
+        tracing::debug!(endpoint, budget = %token.budget(), status = status.as_u16(), "GitHub answered");
+        if let Some(rate) = RateLimit::from_headers(response.headers()) {
+            self.remember_rate_limit(token, rate);
+        }
+        Ok(response)
+    }
+
     /// One GET, conditional when a page for this token and URL is cached.
     async fn get<T>(
         &self,
@@ -622,21 +626,8 @@ impl GitHubClient {
         if let Some(etag) = validator.clone() {
             request = request.header(header::IF_NONE_MATCH, etag);
         }
-        fetched.requests += 1;
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => {
-                self.metrics.github_request(endpoint, None);
-                tracing::debug!(endpoint, token = %token.id(), error = %describe(&error), "GitHub request failed");
-                return Err(GitHubError::Http(describe(&error)));
-            }
-        };
+        let response = self.dispatch(token, endpoint, request, fetched).await?;
         let status = response.status();
-        self.metrics.github_request(endpoint, Some(status.as_u16()));
-        tracing::debug!(endpoint, token = %token.id(), status = status.as_u16(), "GitHub answered");
-        if let Some(rate) = RateLimit::from_headers(response.headers()) {
-            self.remember_rate_limit(token, rate);
-        }
         match status {
             StatusCode::NOT_MODIFIED => match cached.filter(|_| validator.is_some()) {
                 Some(page) => {

@@ -286,17 +286,7 @@ impl FakeGitHub {
     /// Adds a hook to `repo` (creating the repository) as if made earlier; returns its id.
     pub fn add_hook(&self, repo: &str, url: &str, events: &[&str]) -> u64 {
         let mut world = self.world();
-        world.next_hook_id += 1;
-        let hook = HookView {
-            id: world.next_hook_id,
-            name: "web".into(),
-            active: true,
-            events: events.iter().map(|e| (*e).to_owned()).collect(),
-            url: url.to_owned(),
-            content_type: "json".into(),
-            insecure_ssl: "0".into(),
-            secret: None,
-        };
+        let hook = made_earlier(&mut world, url, events);
         let id = hook.id;
         world.repo_mut(repo).hooks.push(hook);
         id
@@ -343,17 +333,7 @@ impl FakeGitHub {
     /// Adds a hook to organisation `org` (creating it) as if made earlier; returns its id.
     pub fn add_org_hook(&self, org: &str, url: &str, events: &[&str]) -> u64 {
         let mut world = self.world();
-        world.next_hook_id += 1;
-        let hook = HookView {
-            id: world.next_hook_id,
-            name: "web".into(),
-            active: true,
-            events: events.iter().map(|e| (*e).to_owned()).collect(),
-            url: url.to_owned(),
-            content_type: "json".into(),
-            insecure_ssl: "0".into(),
-            secret: None,
-        };
+        let hook = made_earlier(&mut world, url, events);
         let id = hook.id;
         world.org_mut(org).hooks.push(hook);
         id
@@ -2130,5 +2110,20 @@ impl World {
                 .header("x-ratelimit-reset", quota.reset(now).to_string())
                 .header("x-ratelimit-resource", "core"),
         )
+    }
+}
+
+/// A webhook as if made earlier (active, JSON, no secret shown), with the next hook id.
+fn made_earlier(world: &mut World, url: &str, events: &[&str]) -> HookView {
+    world.next_hook_id += 1;
+    HookView {
+        id: world.next_hook_id,
+        name: "web".into(),
+        active: true,
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        url: url.to_owned(),
+        content_type: "json".into(),
+        insecure_ssl: "0".into(),
+        secret: None,
     }
 }

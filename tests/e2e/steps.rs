@@ -763,6 +763,20 @@ async fn the_aggregator_serves_a_runners_demand_through_the_apiservice_the_core_
     Ok(())
 }
 
+/// The webhook secret in what `onboard` printed (in `stringData` or base64 in `data`).
+fn webhook_secret_in(yaml: &str) -> Res<String> {
+    let secret = documents(yaml)?.into_iter().filter(|d| d["kind"] == "Secret").find_map(|d| {
+        let plain = d["stringData"]["webhook-secret"].as_str().map(str::to_owned);
+        plain.or_else(|| {
+            use base64::Engine as _;
+            let encoded = d["data"]["webhook-secret"].as_str()?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+            String::from_utf8(bytes).ok()
+        })
+    });
+    Ok(secret.ok_or_else(|| format!("onboard printed no webhook secret:\n{yaml}"))?)
+}
+
 async fn what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up(ctx: &mut Ctx) -> Res {
     // GitHub is the fake one on loopback: onboarding checks the tokens and the repository.
     let github = crate::common::fake_github::FakeGitHub::start().await;
@@ -801,19 +815,7 @@ async fn what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up(ctx:
     ];
     let yaml = crate::cluster::run(ctx.bin.to_str().ok_or("path")?, &args, None)?;
     ctx.apply(&yaml).map_err(|e| format!("what onboard printed does not apply: {e}"))?;
-    let secret = documents(&yaml)?
-        .into_iter()
-        .filter(|d| d["kind"] == "Secret")
-        .find_map(|d| {
-            let plain = d["stringData"]["webhook-secret"].as_str().map(str::to_owned);
-            plain.or_else(|| {
-                use base64::Engine as _;
-                let encoded = d["data"]["webhook-secret"].as_str()?;
-                let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-                String::from_utf8(bytes).ok()
-            })
-        })
-        .ok_or_else(|| format!("onboard printed no webhook secret:\n{yaml}"))?;
+    let secret = webhook_secret_in(&yaml)?;
 
     let (serve, listen) = serve_as_the_core_runs_it(ctx, &dir, &github.url()).await?;
     let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/onboarded");
@@ -901,19 +903,7 @@ async fn an_organisation_runner_onboarded_with_org_registers_at_its_organisation
     if env.iter().any(|(n, _)| n == "REPO_URL") {
         fail!("an organisation runner's pods got a REPO_URL: {env:?}");
     }
-    let secret = documents(&yaml)?
-        .into_iter()
-        .filter(|d| d["kind"] == "Secret")
-        .find_map(|d| {
-            let plain = d["stringData"]["webhook-secret"].as_str().map(str::to_owned);
-            plain.or_else(|| {
-                use base64::Engine as _;
-                let encoded = d["data"]["webhook-secret"].as_str()?;
-                let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-                String::from_utf8(bytes).ok()
-            })
-        })
-        .ok_or_else(|| format!("onboard printed no webhook secret:\n{yaml}"))?;
+    let secret = webhook_secret_in(&yaml)?;
     let (serve, listen) = serve_as_the_core_runs_it(ctx, &dir, &github.url()).await?;
     let url = format!("http://{listen}/api/v1/namespaces/example-repo/scaledactionrunners/e2eorg-builders");
     until_serve_shows(&url, "serve to show the organisation runner", |status, body| {
