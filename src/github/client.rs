@@ -200,6 +200,13 @@ pub struct InstallationToken {
     pub expires_at: i64,
 }
 
+/// Whether a refusal's message names the permissions GitHub's answer asked for.
+#[derive(Debug, Clone, Copy)]
+enum Permissions {
+    Named,
+    Unnamed,
+}
+
 /// What one GET brought.
 enum Answer {
     Fresh { etag: Option<String>, next: Option<Url>, body: Bytes },
@@ -486,15 +493,7 @@ impl GitHubClient {
             }
             StatusCode::UNAUTHORIZED => Err(GitHubError::Unauthorized),
             StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
-                let headers = response.headers().clone();
-                let message = error_message(response).await;
-                match rate_limit_wait(status.as_u16(), &headers, &message, (self.clock)()) {
-                    Some((retry_after, secondary)) => {
-                        tracing::warn!(endpoint, token = %token.id(), secondary, wait_s = retry_after.as_secs(), "GitHub rate limit");
-                        Err(GitHubError::RateLimited { retry_after, secondary })
-                    }
-                    None => Err(GitHubError::Forbidden { message: with_accepted_permissions(message, &headers) }),
-                }
+                Err(self.refusal(endpoint, token, response, Permissions::Named).await)
             }
             status if status.is_server_error() => Err(GitHubError::Server { status: status.as_u16() }),
             status => Err(GitHubError::Unexpected { status: status.as_u16() }),
@@ -609,6 +608,32 @@ impl GitHubClient {
         Ok(response)
     }
 
+    /// A 403 or 429: a rate limit (primary or secondary, with how long to wait), else a refusal,
+    /// naming the permissions GitHub asked for when `permissions` says so.
+    async fn refusal(
+        &self,
+        endpoint: &'static str,
+        token: &Token,
+        response: reqwest::Response,
+        permissions: Permissions,
+    ) -> GitHubError {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let message = error_message(response).await;
+        match rate_limit_wait(status.as_u16(), &headers, &message, (self.clock)()) {
+            Some((retry_after, secondary)) => {
+                tracing::warn!(endpoint, token = %token.id(), secondary, wait_s = retry_after.as_secs(), "GitHub rate limit");
+                GitHubError::RateLimited { retry_after, secondary }
+            }
+            None => GitHubError::Forbidden {
+                message: match permissions {
+                    Permissions::Named => with_accepted_permissions(message, &headers),
+                    Permissions::Unnamed => message,
+                },
+            },
+        }
+    }
+
     /// One GET, conditional when a page for this token and URL is cached.
     async fn get<T>(
         &self,
@@ -653,15 +678,7 @@ impl GitHubClient {
             }
             StatusCode::UNAUTHORIZED => Err(GitHubError::Unauthorized),
             StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS => {
-                let headers = response.headers().clone();
-                let message = error_message(response).await;
-                match rate_limit_wait(status.as_u16(), &headers, &message, (self.clock)()) {
-                    Some((retry_after, secondary)) => {
-                        tracing::warn!(endpoint, token = %token.id(), secondary, wait_s = retry_after.as_secs(), "GitHub rate limit");
-                        Err(GitHubError::RateLimited { retry_after, secondary })
-                    }
-                    None => Err(GitHubError::Forbidden { message }),
-                }
+                Err(self.refusal(endpoint, token, response, Permissions::Unnamed).await)
             }
             status if status.is_server_error() => Err(GitHubError::Server { status: status.as_u16() }),
             status => Err(GitHubError::Unexpected { status: status.as_u16() }),

@@ -777,43 +777,38 @@ fn webhook_secret_in(yaml: &str) -> Res<String> {
     Ok(secret.ok_or_else(|| format!("onboard printed no webhook secret:\n{yaml}"))?)
 }
 
-async fn what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up(ctx: &mut Ctx) -> Res {
-    // GitHub is the fake one on loopback: onboarding checks the tokens and the repository.
-    let github = crate::common::fake_github::FakeGitHub::start().await;
+/// What `onboard --dry-run` prints for `target` (the runner's name and what it serves): two
+/// runners in `example-repo` labelled `linux`, with read and admin tokens the fake `github`
+/// knows (written in `dir`), and a webhook URL.
+fn onboard_dry_run(
+    ctx: &Ctx,
+    github: &crate::common::fake_github::FakeGitHub,
+    dir: &std::path::Path,
+    target: &[&str],
+) -> Res<String> {
     let (admin, read) = ("ghp_E2eAdminToken0123456789", "ghp_E2eReadToken0123456789");
     github.add_token(admin, 5000);
     github.add_token(read, 5000);
-    github.add_repo("devjoes/onboarded");
-    let dir = ctx.work.path().join("onboard");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     let (admin_file, read_file) = (dir.join("admin"), dir.join("read"));
     std::fs::write(&admin_file, admin)?;
     std::fs::write(&read_file, read)?;
-    let args = [
-        "onboard",
-        "--dry-run",
-        "-n",
-        "onboarded",
-        "-o",
-        "devjoes",
-        "-r",
-        "onboarded",
-        "-m",
-        "2",
-        "-l",
-        "linux",
-        "-s",
-        "example-repo",
-        "-p",
-        read_file.to_str().ok_or("path")?,
-        "-a",
-        admin_file.to_str().ok_or("path")?,
-        "--github-api-url",
-        &github.url(),
-        "--webhook-url",
-        "https://ci.example.com/webhook",
-    ];
-    let yaml = crate::cluster::run(ctx.bin.to_str().ok_or("path")?, &args, None)?;
+    let url = github.url();
+    let mut args = vec!["onboard", "--dry-run"];
+    args.extend_from_slice(target);
+    args.extend(["-m", "2", "-l", "linux", "-s", "example-repo"]);
+    args.extend(["-p", read_file.to_str().ok_or("path")?, "-a", admin_file.to_str().ok_or("path")?]);
+    args.extend(["--github-api-url", &url, "--webhook-url", "https://ci.example.com/webhook"]);
+    crate::cluster::run(ctx.bin.to_str().ok_or("path")?, &args, None)
+}
+
+async fn what_onboard_prints_applies_as_it_is_and_serve_picks_the_runner_up(ctx: &mut Ctx) -> Res {
+    // GitHub is the fake one on loopback: onboarding checks the tokens and the repository.
+    let github = crate::common::fake_github::FakeGitHub::start().await;
+    github.add_repo("devjoes/onboarded");
+    let dir = ctx.work.path().join("onboard");
+    let target = ["-n", "onboarded", "-o", "devjoes", "-r", "onboarded"];
+    let yaml = onboard_dry_run(ctx, &github, &dir, &target)?;
     ctx.apply(&yaml).map_err(|e| format!("what onboard printed does not apply: {e}"))?;
     let secret = webhook_secret_in(&yaml)?;
 
@@ -841,40 +836,10 @@ async fn an_organisation_runner_onboarded_with_org_registers_at_its_organisation
     ctx: &mut Ctx,
 ) -> Res {
     let github = crate::common::fake_github::FakeGitHub::start().await;
-    let (admin, read) = ("ghp_E2eOrgAdminToken0123456789", "ghp_E2eOrgReadToken0123456789");
-    github.add_token(admin, 5000);
-    github.add_token(read, 5000);
     github.add_org("e2eorg");
     let dir = ctx.work.path().join("onboard-org");
-    std::fs::create_dir_all(&dir)?;
-    let (admin_file, read_file) = (dir.join("admin"), dir.join("read"));
-    std::fs::write(&admin_file, admin)?;
-    std::fs::write(&read_file, read)?;
-    let args = [
-        "onboard",
-        "--dry-run",
-        "-n",
-        "e2eorg-builders",
-        "--org",
-        "e2eorg",
-        "--runner-group",
-        "builders",
-        "-m",
-        "2",
-        "-l",
-        "linux",
-        "-s",
-        "example-repo",
-        "-p",
-        read_file.to_str().ok_or("path")?,
-        "-a",
-        admin_file.to_str().ok_or("path")?,
-        "--github-api-url",
-        &github.url(),
-        "--webhook-url",
-        "https://ci.example.com/webhook",
-    ];
-    let yaml = crate::cluster::run(ctx.bin.to_str().ok_or("path")?, &args, None)?;
+    let target = ["-n", "e2eorg-builders", "--org", "e2eorg", "--runner-group", "builders"];
+    let yaml = onboard_dry_run(ctx, &github, &dir, &target)?;
     if yaml.contains("repo:") || !yaml.contains("runnerGroup: builders") {
         fail!("onboard --org printed no organisation runner:\n{yaml}");
     }
