@@ -189,9 +189,13 @@ async fn soak(options: Options) -> Vec<String> {
     let memory = checks::memory(&samples, workload_for);
     let table: String = samples
         .iter()
-        .map(|s| format!("{:.0}\t{}\t{}\t{}\n", s.at, fleet::NAMES[s.replica], s.incarnation, s.rss_kib))
+        .map(|s| {
+            let replica = fleet::NAMES[s.replica];
+            format!("{:.0}\t{replica}\t{}\t{}\t{}\t{}\n", s.at, s.incarnation, s.rss_kib, s.anon_kib, s.file_kib)
+        })
         .collect();
-    let _ = std::fs::write(work.join("rss.tsv"), format!("seconds\treplica\tincarnation\tvm_rss_kib\n{table}"));
+    let header = "seconds\treplica\tincarnation\tvm_rss_kib\trss_anon_kib\trss_file_kib";
+    let _ = std::fs::write(work.join("rss.tsv"), format!("{header}\n{table}"));
     failures.extend(memory.iter().filter_map(|m| m.failure.clone()));
     failures.extend(fleet.crashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned());
     for i in 0..2 {
