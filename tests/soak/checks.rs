@@ -361,7 +361,8 @@ fn slope_kib_per_minute(samples: &[&&Sample]) -> f64 {
 /// and within any incarnation that lived two minutes past its own 30 s warm-up, its last
 /// samples are within the same margin of its first ones. Replicas are restarted, so both are
 /// needed: a leak shows within a process, state that piles up shows after a restart too.
-pub fn memory(samples: &[Sample], workload: Duration) -> Vec<Memory> {
+pub fn memory(samples: &[Sample], workload: Duration, retention: Duration) -> Vec<Memory> {
+    let _ = retention;
     let warm = workload.as_secs_f64().div_euclid(6.0).max(60.0);
     let last_at = samples.iter().map(|s| s.at).fold(0.0, f64::max);
     (0..2)

@@ -37,6 +37,9 @@ struct Options {
     /// Leave the replicas running (memcached and GitHub still fail): to watch one process's
     /// memory over the whole run.
     keep_replicas: bool,
+    /// How long the replicas remember finished jobs (`--journal-retention`); a shorter one
+    /// brings their memory to its steady size sooner.
+    retention: Duration,
 }
 
 fn options() -> Result<Options, String> {
@@ -46,6 +49,7 @@ fn options() -> Result<Options, String> {
         work: None,
         settle: Duration::from_secs(300),
         keep_replicas: false,
+        retention: Duration::from_secs(600),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -56,15 +60,24 @@ fn options() -> Result<Options, String> {
             "--work-dir" => options.work = Some(PathBuf::from(value()?)),
             "--settle" => options.settle = Duration::from_secs(value()?.parse().map_err(|e| format!("--settle: {e}"))?),
             "--keep-replicas" => options.keep_replicas = true,
+            "--retention-minutes" => {
+                let minutes: u64 = value()?.parse().map_err(|e| format!("--retention-minutes: {e}"))?;
+                options.retention = Duration::from_secs(minutes * 60);
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (--minutes N, --seed N, --work-dir DIR, --settle SECONDS, --keep-replicas)"
+                    "unknown argument {other:?} (--minutes N, --seed N, --work-dir DIR, --settle SECONDS, --keep-replicas, --retention-minutes N)"
                 ));
             }
         }
     }
     if !(options.minutes > 0.0) {
         return Err("--minutes must be above 0".into());
+    }
+    // Jobs live a minute at most and deliveries come at most 20 s late: a shorter retention
+    // would ignore late deliveries of jobs it never saw.
+    if options.retention < Duration::from_secs(120) {
+        return Err("--retention-minutes must be at least 2".into());
     }
     Ok(options)
 }
@@ -127,7 +140,7 @@ async fn soak(options: Options) -> Vec<String> {
     // off (jobs live at most a minute and a delivery is at most 20 s late).
     let args: Vec<String> = [
         "--journal-retention",
-        "10m",
+        &format!("{}m", options.retention.as_secs() / 60),
         "--store",
         &format!("memcached://{}", memcached.addr()),
         "--store-refresh-interval",
@@ -186,7 +199,7 @@ async fn soak(options: Options) -> Vec<String> {
 
     stop_sampling.cancel();
     let samples = sampler.await.expect("the sampler ran");
-    let memory = checks::memory(&samples, workload_for);
+    let memory = checks::memory(&samples, workload_for, options.retention);
     let table: String = samples
         .iter()
         .map(|s| {
