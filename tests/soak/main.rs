@@ -8,7 +8,8 @@
 //! Flags: `--minutes N` (workload with faults; default 3), `--seed N`, `--work-dir DIR`
 //! (journals, logs, `rss.tsv` and the `pids` file of the processes it owns), `--settle SECONDS`
 //! (the longest wait for the truth once faults have stopped; default 300), `--keep-replicas`
-//! (no replica is killed: one process's memory over the whole run).
+//! (no replica is killed: one process's memory over the whole run), `--retention-minutes N`
+//! (the replicas' journal retention; default 10, at least 2).
 
 mod checks;
 #[path = "../common/mod.rs"]
@@ -136,8 +137,8 @@ async fn soak(options: Options) -> Vec<String> {
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("the token file");
     // Short windows so the resync repairs within the soak: a busy repository every 3 s, an idle
     // one every 5 s (its settle time for jobs it cannot see is fixed at a minute). Finished jobs
-    // are forgotten after 10 minutes, so forgetting runs during the soak and memory can level
-    // off (jobs live at most a minute and a delivery is at most 20 s late).
+    // are forgotten after the retention (10 minutes), so forgetting runs during the soak and
+    // memory levels off once it has (jobs live at most a minute, deliveries are at most 20 s late).
     let args: Vec<String> = [
         "--journal-retention",
         &format!("{}m", options.retention.as_secs() / 60),
