@@ -418,10 +418,10 @@ impl Reconciler {
                 }
             }
         }
-        // Pages finished runs' lookups kept, and pages of tokens no longer used: nothing asks
+        // Pages kept by lookups of finished runs, and those of tokens no longer used: nothing asks
         // for them again within the windows. (Pages of runs that left the open lists went at once.)
-        let idle = i64::try_from(self.shared.config.windows.idle.as_secs()).unwrap_or(i64::MAX / 4);
-        self.shared.client.expire_pages(now.saturating_sub((2 * idle).max(PAGE_HORIZON_SECS)));
+        let idle = i64::try_from(self.shared.config.windows.idle.as_secs()).unwrap_or(i64::MAX);
+        self.shared.client.expire_pages(now.saturating_sub(idle.saturating_mul(2).max(PAGE_HORIZON_SECS)));
         pass
     }
 
