@@ -328,8 +328,10 @@ pub struct Memory {
     pub start_kib: u64,
     pub peak_kib: u64,
     pub end_kib: u64,
-    /// When `start_kib` was taken: once the retained state is steady ([`steady_after`]).
+    /// When `start_kib` was taken ([`steady_after`]), and whether the retained state was steady
+    /// by then (not in a run too short for it).
     pub start_at: f64,
+    pub steady: bool,
     /// Of `start_kib` and `end_kib`, anonymous memory (the rest is the binary's mapped code).
     pub start_anon_kib: u64,
     pub end_anon_kib: u64,
@@ -444,6 +446,7 @@ pub fn memory(samples: &[Sample], workload: Duration, retention: Duration) -> Ve
                 peak_kib,
                 end_kib,
                 start_at: warm,
+                steady: warm >= retention.as_secs_f64() + 120.0,
                 start_anon_kib,
                 end_anon_kib,
                 incarnations,
@@ -549,9 +552,10 @@ pub fn print_summary(
             within.push_str(&format!("; incarnation {n} ({lived:.0} s) grew {:.2} MiB a minute", slope / 1024.0));
         }
         println!(
-            "replica {} RSS: start (at {:.0} s, retained state steady) {}, peak {}, end {}; anonymous {} → {} ({} incarnations{within}){}",
+            "replica {} RSS: start (at {:.0} s{}) {}, peak {}, end {}; anonymous {} → {} ({} incarnations{within}){}",
             NAMES[m.replica],
             m.start_at,
+            if m.steady { ", retained state steady" } else { ", retained state still filling" },
             mib(m.start_kib),
             mib(m.peak_kib),
             mib(m.end_kib),
