@@ -8,10 +8,12 @@
 # The driver is tests/soak/ (`cargo test --release --test soak`); it prints a summary and ends
 # with `soak: 1 passed, 0 failed` or the failures.
 #
-#   scripts/soak.sh [--minutes N] [--seed N] [--settle SECONDS] [--keep-replicas]
+#   scripts/soak.sh [--minutes N] [--seed N] [--settle SECONDS] [--keep-replicas] [--retention-minutes N]
 #
 # --keep-replicas leaves the replicas running (memcached and GitHub still fail), to follow one
 # process's memory over the whole run; the samples are in the work directory's rss.tsv.
+# --retention-minutes N (default 10, at least 2) is the replicas' --journal-retention: memory
+# grows until then and is judged from two minutes after it.
 # Everything listens on loopback only, on free ports. Needs Debian's memcached (installed here
 # when missing). The processes the run starts are listed in its work directory's `pids` file and
 # ended by their ids if the run itself dies; the work directory (journals, logs) is kept when the
@@ -24,9 +26,9 @@ args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) minutes="${2:?--minutes needs a value}"; shift 2 ;;
-    --seed|--settle) args+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+    --seed|--settle|--retention-minutes) args+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     --keep-replicas) args+=("$1"); shift ;;
-    *) echo "usage: scripts/soak.sh [--minutes N] [--seed N] [--settle SECONDS] [--keep-replicas]" >&2; exit 2 ;;
+    *) echo "usage: scripts/soak.sh [--minutes N] [--seed N] [--settle SECONDS] [--keep-replicas] [--retention-minutes N]" >&2; exit 2 ;;
   esac
 done
 

@@ -341,9 +341,7 @@ impl GitHubClient {
         run_id: u64,
         filter: JobFilter,
     ) -> Result<Fetched<Vec<WorkflowJob>>, GitHubError> {
-        let repo = checked_repository(repo)?;
-        let url = self
-            .url(&format!("/repos/{repo}/actions/runs/{run_id}/jobs?per_page={PER_PAGE}&filter={}", filter.as_str()))?;
+        let url = self.jobs_url(repo, run_id, filter)?;
         self.list::<WorkflowJobList>(token, "jobs", url).await
     }
 
@@ -354,8 +352,7 @@ impl GitHubClient {
         repo: &str,
         run_id: u64,
     ) -> Result<Fetched<Option<WorkflowRun>>, GitHubError> {
-        let repo = checked_repository(repo)?;
-        let url = self.url(&format!("/repos/{repo}/actions/runs/{run_id}"))?;
+        let url = self.run_url(repo, run_id)?;
         self.get_one(token, "run", url).await
     }
 
@@ -528,6 +525,41 @@ impl GitHubClient {
         Url::parse(&format!("{}{path_and_query}", self.base_text)).map_err(|e| GitHubError::InvalidUrl(e.to_string()))
     }
 
+    fn jobs_url(&self, repo: &str, run_id: u64, filter: JobFilter) -> Result<Url, GitHubError> {
+        let repo = checked_repository(repo)?;
+        self.url(&format!("/repos/{repo}/actions/runs/{run_id}/jobs?per_page={PER_PAGE}&filter={}", filter.as_str()))
+    }
+
+    fn run_url(&self, repo: &str, run_id: u64) -> Result<Url, GitHubError> {
+        let repo = checked_repository(repo)?;
+        self.url(&format!("/repos/{repo}/actions/runs/{run_id}"))
+    }
+
+    /// Forgets the pages kept for run `run_id` of `repo` (its job lists, every page, and the
+    /// run): once a run has left the open lists nothing revalidates them, and kept they would
+    /// pile up (one or two pages a run) until the cache's bounds, hours later.
+    pub fn forget_run(&self, token: &Token, repo: &str, run_id: u64) {
+        let urls = [self.jobs_url(repo, run_id, JobFilter::Latest), self.jobs_url(repo, run_id, JobFilter::All)]
+            .into_iter()
+            .chain([self.run_url(repo, run_id)]);
+        let mut cache = lock(&self.cache);
+        for url in urls.flatten() {
+            cache.remove_pages(&CacheKey { token: token.cache_scope(), url: url.as_str().to_string() });
+        }
+    }
+
+    /// Drops the pages not asked for since `before` (clock seconds), whatever token they were
+    /// kept for: what no resync asks for within its windows is not asked for again (a finished
+    /// run's lookup, a token no longer used). Returns how many went.
+    pub fn expire_pages(&self, before: i64) -> usize {
+        lock(&self.cache).expire(before)
+    }
+
+    /// How many pages are kept for conditional requests.
+    pub fn cached_pages(&self) -> usize {
+        lock(&self.cache).len()
+    }
+
     /// Follows `rel="next"` from `first`, the union of all pages with duplicates (items that
     /// moved to a later page while we read) dropped.
     pub(super) async fn list<P: Page>(
@@ -576,7 +608,7 @@ impl GitHubClient {
         let key = CacheKey { token: token.cache_scope(), url: url.as_str().to_string() };
         let mut cache = lock(&self.cache);
         match etag.zip(serde_json::to_vec(value).ok()) {
-            Some((etag, body)) => cache.insert(key, etag, Bytes::from(body), next),
+            Some((etag, body)) => cache.insert(key, etag, Bytes::from(body), next, (self.clock)()),
             None => cache.remove(&key),
         }
     }
@@ -645,7 +677,7 @@ impl GitHubClient {
         let key = CacheKey { token: token.cache_scope(), url: url.as_str().to_string() };
         // Taken before sending, so a 304 always has the page it validated, whatever the cache
         // evicts meanwhile.
-        let cached = lock(&self.cache).get(&key);
+        let cached = lock(&self.cache).get(&key, (self.clock)());
         let mut request = self.http.get(url.clone()).header(header::AUTHORIZATION, token.authorization()?);
         let validator = cached.as_ref().and_then(|c| HeaderValue::from_str(&c.etag).ok());
         if let Some(etag) = validator.clone() {

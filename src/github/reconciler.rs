@@ -113,7 +113,14 @@ pub struct Footprint {
     pub paced_tokens: usize,
     /// What is kept of GitHub Apps: JWTs, repositories' installations, installation tokens.
     pub apps: CacheFootprint,
+    /// Pages kept for conditional requests: each repository's run lists and the job lists of
+    /// its open runs, and lookups of the last [`PAGE_HORIZON_SECS`] (or two idle windows).
+    pub cached_pages: usize,
 }
+
+/// A page kept for conditional requests that no resync has asked for in this long (or in two
+/// idle windows, when longer) is dropped.
+pub const PAGE_HORIZON_SECS: i64 = 600;
 
 /// Why one repository's resync failed, by the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +303,7 @@ impl Reconciler {
             job_lists: self.last_jobs.len(),
             paced_tokens: self.pace.len(),
             apps: self.shared.installations.footprint(),
+            cached_pages: self.shared.client.cached_pages(),
         }
     }
 
@@ -573,6 +581,10 @@ impl Reconciler {
                 }
             }
         }
+        // Pages kept by lookups of finished runs, and those of tokens no longer used: nothing asks
+        // for them again within the windows. (Pages of runs that left the open lists went at once.)
+        let idle = i64::try_from(self.shared.config.windows.idle.as_secs()).unwrap_or(i64::MAX);
+        self.shared.client.expire_pages(now.saturating_sub(idle.saturating_mul(2).max(PAGE_HORIZON_SECS)));
         pass
     }
 
@@ -771,6 +783,14 @@ async fn resync_repo(
     let running = client.list_runs(token, repo, RunStatus::InProgress).await?;
     count(running.requests, running.credits, running.not_modified);
     let unchanged = queued.credits == 0 && running.credits == 0;
+    let open_runs: HashSet<u64> = queued.value.iter().chain(running.value.iter()).map(|r| r.id).collect();
+    // Runs open at the last listing and not now: nothing lists their jobs again.
+    if let Some(before) = &cached {
+        let finished: HashSet<u64> = before.iter().map(|j| j.run_id).filter(|run| !open_runs.contains(run)).collect();
+        for run in finished {
+            client.forget_run(token, repo, run);
+        }
+    }
     let github: Vec<GitHubJob> = match cached {
         Some(jobs) if unchanged => jobs,
         _ => {
@@ -808,7 +828,6 @@ async fn resync_repo(
         compare(&repo_ref, &shared.index, &github, &ours, now, shared.config.settle);
     // Jobs GitHub's open lists no longer show: one question per run, however many were lost.
     let lookups = Lookups::new(&unseen, &ours);
-    let open_runs: HashSet<u64> = queued.value.iter().chain(running.value.iter()).map(|r| r.id).collect();
     let mut budget = shared.config.max_lookups;
     for (&run_id, job_ids) in &lookups.runs {
         if budget == 0 {

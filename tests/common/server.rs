@@ -11,6 +11,12 @@ use super::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_github-action-autoscaler");
 
+/// The program a test server runs: [`BIN`], or `GAA_TEST_SERVER_BIN` (a wrapper that ends by
+/// exec'ing it, to profile the server under a test, e.g. with heaptrack's preload library).
+fn bin() -> String {
+    std::env::var("GAA_TEST_SERVER_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// `serve`'s arguments for a resync against the GitHub at `url` with `token` (written to a file
 /// in `dir`), its windows `busy` and `idle` (durations such as `1s`).
 pub fn resync_args(dir: &Path, url: &str, token: &str, busy: &str, idle: &str) -> Vec<String> {
@@ -75,10 +81,10 @@ impl Server {
         let addr = free_port();
         let stderr = data.with_extension(format!("{}.log", addr.port()));
         let mut command = match open_files {
-            None => Command::new(BIN),
+            None => Command::new(bin()),
             Some(limit) => {
                 let mut shell = Command::new("sh");
-                shell.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), BIN]);
+                shell.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), &bin()]);
                 shell
             }
         };

@@ -143,6 +143,33 @@ async fn a_second_resync_of_an_unchanged_repository_is_conditional_and_free() {
 }
 
 #[tokio::test]
+async fn the_pages_of_finished_runs_are_not_kept() {
+    let mut world = World::new().await;
+    let resynced =
+        |world: &World| world.store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().last_resync_time;
+    // Run 900's completion arrives; run 901's is lost, so a lookup asks GitHub for the run.
+    for (run, job) in [(900, 1), (901, 2)] {
+        world.github.add_job("acme/api", run, job, &["self-hosted", "linux"], JobState::Queued);
+        world.store.record(&format!("q{job}"), webhook_of_run(run, job, JobStatus::Queued)).await.unwrap();
+    }
+    while resynced(&world).is_none() {
+        world.tick(10).await;
+    }
+    assert_eq!(world.reconciler.footprint().cached_pages, 4, "two run lists and each open run's jobs");
+    world.github.set_job_status(1, JobState::Completed);
+    world.store.record("c1", webhook_of_run(900, 1, JobStatus::Completed)).await.unwrap();
+    world.github.set_job_status(2, JobState::Completed);
+    world.until(600, |store| store.board().get(&RunnerKey::new("ci", "api-linux")).unwrap().demand == 0).await;
+    let pages = world.reconciler.footprint().cached_pages;
+    assert!(pages <= 3, "the finished runs' job lists went as they left the open lists: {pages} pages");
+    // An hour of passes later only the run lists are kept, not the lookup of run 901.
+    for _ in 0..360 {
+        world.tick(10).await;
+    }
+    assert_eq!(world.reconciler.footprint().cached_pages, 2);
+}
+
+#[tokio::test]
 async fn a_secondary_limit_pauses_the_token_for_retry_after_and_keeps_the_last_demand() {
     let mut world = World::new().await;
     world.github.add_job("acme/api", 900, 1, &["self-hosted", "linux"], JobState::Queued);

@@ -328,10 +328,17 @@ pub struct Memory {
     pub start_kib: u64,
     pub peak_kib: u64,
     pub end_kib: u64,
+    /// When `start_kib` was taken ([`steady_after`]), and whether the retained state was steady
+    /// by then (not in a run too short for it).
+    pub start_at: f64,
+    pub steady: bool,
+    /// Of `start_kib` and `end_kib`, anonymous memory (the rest is the binary's mapped code).
+    pub start_anon_kib: u64,
+    pub end_anon_kib: u64,
     pub incarnations: u32,
     /// The largest growth within one incarnation that lived long enough to judge.
     pub worst_incarnation: Option<(u32, u64, u64, f64)>,
-    /// Growth of the longest-lived incarnation past its warm-up, KiB a minute.
+    /// Growth of the longest-lived incarnation once steady, KiB a minute.
     pub longest_slope: Option<(u32, f64, f64)>,
     pub failure: Option<String>,
 }
@@ -356,22 +363,38 @@ fn slope_kib_per_minute(samples: &[&&Sample]) -> f64 {
     covariance / spread * 60.0
 }
 
-/// Flat memory, per replica: the resident size at the end (last 20 s) is at most the size after
-/// warm-up (a sixth of the workload, at least a minute) plus a margin (a fifth, at least 8 MiB);
-/// and within any incarnation that lived two minutes past its own 30 s warm-up, its last
-/// samples are within the same margin of its first ones. Replicas are restarted, so both are
-/// needed: a leak shows within a process, state that piles up shows after a restart too.
-pub fn memory(samples: &[Sample], workload: Duration) -> Vec<Memory> {
-    let warm = workload.as_secs_f64().div_euclid(6.0).max(60.0);
+/// When a replica's retained state has reached its steady size: finished jobs and their
+/// delivery ids are kept for `retention` (and forgotten within a minute after it), so until then
+/// each minute adds a minute's jobs to the state, to the journal sled caches and to what the
+/// allocator keeps around them. A run too short to see it is judged from half-way through.
+pub fn steady_after(workload: Duration, retention: Duration) -> f64 {
+    let workload = workload.as_secs_f64();
+    let steady = retention.as_secs_f64() + 120.0;
+    (workload / 6.0).max(60.0).max(steady.min(workload / 2.0))
+}
+
+/// Flat memory, per replica: the resident size at the end (last 20 s) is at most the size once
+/// the retained state is steady ([`steady_after`]: for a run of 24 minutes or more with the
+/// soak's 10-minute retention, 12 minutes in) plus a margin (a fifth, at least 8 MiB); and
+/// within any incarnation that lived two and a half minutes past its own 30 s warm-up (the
+/// first incarnation: past that steady point), its last samples are within the same margin of
+/// its first ones. Replicas are restarted, so both are needed: a leak shows within a process,
+/// state that piles up shows after a restart too.
+pub fn memory(samples: &[Sample], workload: Duration, retention: Duration) -> Vec<Memory> {
+    let warm = steady_after(workload, retention);
     let last_at = samples.iter().map(|s| s.at).fold(0.0, f64::max);
     (0..2)
         .map(|replica| {
             let mine: Vec<&Sample> = samples.iter().filter(|s| s.replica == replica).collect();
             let max_of = |f: &dyn Fn(&Sample) -> bool| mine.iter().filter(|s| f(s)).map(|s| s.rss_kib).max();
-            let start_kib = max_of(&|s| s.at >= warm - 20.0 && s.at <= warm)
-                .or_else(|| mine.iter().find(|s| s.at >= warm).map(|s| s.rss_kib))
-                .unwrap_or(0);
-            let end_kib = max_of(&|s| s.at >= last_at - 20.0).unwrap_or(0);
+            let start = mine
+                .iter()
+                .filter(|s| s.at >= warm - 20.0 && s.at <= warm)
+                .max_by_key(|s| s.rss_kib)
+                .or_else(|| mine.iter().find(|s| s.at >= warm));
+            let end = mine.iter().filter(|s| s.at >= last_at - 20.0).max_by_key(|s| s.rss_kib);
+            let (start_kib, start_anon_kib) = start.map_or((0, 0), |s| (s.rss_kib, s.anon_kib));
+            let (end_kib, end_anon_kib) = end.map_or((0, 0), |s| (s.rss_kib, s.anon_kib));
             let peak_kib = max_of(&|_| true).unwrap_or(0);
             let incarnations = mine.iter().map(|s| s.incarnation).max().unwrap_or(0);
             let mut failure = None;
@@ -379,7 +402,7 @@ pub fn memory(samples: &[Sample], workload: Duration) -> Vec<Memory> {
                 failure = Some(format!("no memory sample of replica {}", NAMES[replica]));
             } else if end_kib > start_kib + margin(start_kib) {
                 failure = Some(format!(
-                    "replica {}'s memory grew: {} MiB after warm-up, {} MiB at the end (allowed {} MiB)",
+                    "replica {}'s memory grew: {} MiB once its retained state was steady, {} MiB at the end (allowed {} MiB)",
                     NAMES[replica],
                     start_kib / 1024,
                     end_kib / 1024,
@@ -391,15 +414,18 @@ pub fn memory(samples: &[Sample], workload: Duration) -> Vec<Memory> {
             for incarnation in 1..=incarnations {
                 let its: Vec<&&Sample> = mine.iter().filter(|s| s.incarnation == incarnation).collect();
                 let (Some(first), Some(last)) = (its.first(), its.last()) else { continue };
-                let warmed: Vec<&&Sample> = its.iter().copied().filter(|s| s.at >= first.at + 30.0).collect();
+                // The first processes start with nothing retained: judged once it is steady. A
+                // restarted one recovers what its journal retains as it starts.
+                let from = if incarnation == 1 { first.at.max(warm - 30.0) } else { first.at };
+                let warmed: Vec<&&Sample> = its.iter().copied().filter(|s| s.at >= from + 30.0).collect();
                 let lived = last.at - first.at;
-                if lived >= 60.0 && longest_slope.is_none_or(|(_, l, _)| lived > l) {
+                if last.at - from >= 60.0 && longest_slope.is_none_or(|(_, l, _)| lived > l) {
                     longest_slope = Some((incarnation, lived, slope_kib_per_minute(&warmed)));
                 }
-                if lived < 150.0 {
+                if last.at - from < 150.0 {
                     continue;
                 }
-                let early = its.iter().filter(|s| s.at >= first.at + 30.0 && s.at <= first.at + 50.0).map(|s| s.rss_kib).max();
+                let early = its.iter().filter(|s| s.at >= from + 30.0 && s.at <= from + 50.0).map(|s| s.rss_kib).max();
                 let late = its.iter().rev().take(5).map(|s| s.rss_kib).max();
                 let (Some(early), Some(late)) = (early, late) else { continue };
                 if worst_incarnation.is_none_or(|(_, e, l, _)| late.saturating_sub(early) > l.saturating_sub(e)) {
@@ -407,14 +433,27 @@ pub fn memory(samples: &[Sample], workload: Duration) -> Vec<Memory> {
                 }
                 if late > early + margin(early) && failure.is_none() {
                     failure = Some(format!(
-                        "replica {}'s memory grew within incarnation {incarnation} ({lived:.0} s): {} MiB after warm-up, {} MiB at its end",
+                        "replica {}'s memory grew within incarnation {incarnation} ({lived:.0} s): {} MiB once steady, {} MiB at its end",
                         NAMES[replica],
                         early / 1024,
                         late / 1024
                     ));
                 }
             }
-            Memory { replica, start_kib, peak_kib, end_kib, incarnations, worst_incarnation, longest_slope, failure }
+            Memory {
+                replica,
+                start_kib,
+                peak_kib,
+                end_kib,
+                start_at: warm,
+                steady: warm >= retention.as_secs_f64() + 120.0,
+                start_anon_kib,
+                end_anon_kib,
+                incarnations,
+                worst_incarnation,
+                longest_slope,
+                failure,
+            }
         })
         .collect()
 }
@@ -513,11 +552,15 @@ pub fn print_summary(
             within.push_str(&format!("; incarnation {n} ({lived:.0} s) grew {:.2} MiB a minute", slope / 1024.0));
         }
         println!(
-            "replica {} RSS: start {}, peak {}, end {} ({} incarnations{within}){}",
+            "replica {} RSS: start (at {:.0} s{}) {}, peak {}, end {}; anonymous {} → {} ({} incarnations{within}){}",
             NAMES[m.replica],
+            m.start_at,
+            if m.steady { ", retained state steady" } else { ", retained state still filling" },
             mib(m.start_kib),
             mib(m.peak_kib),
             mib(m.end_kib),
+            mib(m.start_anon_kib),
+            mib(m.end_anon_kib),
             m.incarnations,
             if m.failure.is_some() { " GREW" } else { " flat" }
         );

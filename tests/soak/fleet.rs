@@ -272,12 +272,20 @@ pub struct Sample {
     pub replica: usize,
     pub incarnation: u32,
     pub rss_kib: u64,
+    /// Of `rss_kib`: anonymous memory (the heap, what the allocator holds) and pages of mapped
+    /// files (the binary's code, shared and bounded by its size).
+    pub anon_kib: u64,
+    pub file_kib: u64,
 }
 
-fn vm_rss_kib(pid: u32) -> Option<u64> {
+/// `VmRSS`, `RssAnon` and `RssFile` of `pid`, in KiB.
+fn rss_kib(pid: u32) -> Option<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some((field("VmRSS:")?, field("RssAnon:").unwrap_or(0), field("RssFile:").unwrap_or(0)))
 }
 
 /// Samples each replica's `VmRSS` every `every` until `stop` is cancelled.
@@ -291,12 +299,14 @@ pub async fn sample_memory(
     loop {
         for i in 0..2 {
             let slot = fleet.slot(i);
-            if let Some(rss_kib) = slot.pid.and_then(vm_rss_kib) {
+            if let Some((rss_kib, anon_kib, file_kib)) = slot.pid.and_then(rss_kib) {
                 samples.push(Sample {
                     at: start.elapsed().as_secs_f64(),
                     replica: i,
                     incarnation: slot.incarnation,
                     rss_kib,
+                    anon_kib,
+                    file_kib,
                 });
             }
         }

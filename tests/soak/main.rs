@@ -8,7 +8,8 @@
 //! Flags: `--minutes N` (workload with faults; default 3), `--seed N`, `--work-dir DIR`
 //! (journals, logs, `rss.tsv` and the `pids` file of the processes it owns), `--settle SECONDS`
 //! (the longest wait for the truth once faults have stopped; default 300), `--keep-replicas`
-//! (no replica is killed: one process's memory over the whole run).
+//! (no replica is killed: one process's memory over the whole run), `--retention-minutes N`
+//! (the replicas' journal retention; default 10, at least 2).
 
 mod checks;
 #[path = "../common/mod.rs"]
@@ -37,6 +38,9 @@ struct Options {
     /// Leave the replicas running (memcached and GitHub still fail): to watch one process's
     /// memory over the whole run.
     keep_replicas: bool,
+    /// How long the replicas remember finished jobs (`--journal-retention`); a shorter one
+    /// brings their memory to its steady size sooner.
+    retention: Duration,
 }
 
 fn options() -> Result<Options, String> {
@@ -46,6 +50,7 @@ fn options() -> Result<Options, String> {
         work: None,
         settle: Duration::from_secs(300),
         keep_replicas: false,
+        retention: Duration::from_secs(600),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -56,15 +61,24 @@ fn options() -> Result<Options, String> {
             "--work-dir" => options.work = Some(PathBuf::from(value()?)),
             "--settle" => options.settle = Duration::from_secs(value()?.parse().map_err(|e| format!("--settle: {e}"))?),
             "--keep-replicas" => options.keep_replicas = true,
+            "--retention-minutes" => {
+                let minutes: u64 = value()?.parse().map_err(|e| format!("--retention-minutes: {e}"))?;
+                options.retention = Duration::from_secs(minutes * 60);
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (--minutes N, --seed N, --work-dir DIR, --settle SECONDS, --keep-replicas)"
+                    "unknown argument {other:?} (--minutes N, --seed N, --work-dir DIR, --settle SECONDS, --keep-replicas, --retention-minutes N)"
                 ));
             }
         }
     }
     if !(options.minutes > 0.0) {
         return Err("--minutes must be above 0".into());
+    }
+    // Jobs live a minute at most and deliveries come at most 20 s late: a shorter retention
+    // would ignore late deliveries of jobs it never saw.
+    if options.retention < Duration::from_secs(120) {
+        return Err("--retention-minutes must be at least 2".into());
     }
     Ok(options)
 }
@@ -123,11 +137,11 @@ async fn soak(options: Options) -> Vec<String> {
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("the token file");
     // Short windows so the resync repairs within the soak: a busy repository every 3 s, an idle
     // one every 5 s (its settle time for jobs it cannot see is fixed at a minute). Finished jobs
-    // are forgotten after 10 minutes, so forgetting runs during the soak and memory can level
-    // off (jobs live at most a minute and a delivery is at most 20 s late).
+    // are forgotten after the retention (10 minutes), so forgetting runs during the soak and
+    // memory levels off once it has (jobs live at most a minute, deliveries are at most 20 s late).
     let args: Vec<String> = [
         "--journal-retention",
-        "10m",
+        &format!("{}m", options.retention.as_secs() / 60),
         "--store",
         &format!("memcached://{}", memcached.addr()),
         "--store-refresh-interval",
@@ -186,12 +200,16 @@ async fn soak(options: Options) -> Vec<String> {
 
     stop_sampling.cancel();
     let samples = sampler.await.expect("the sampler ran");
-    let memory = checks::memory(&samples, workload_for);
+    let memory = checks::memory(&samples, workload_for, options.retention);
     let table: String = samples
         .iter()
-        .map(|s| format!("{:.0}\t{}\t{}\t{}\n", s.at, fleet::NAMES[s.replica], s.incarnation, s.rss_kib))
+        .map(|s| {
+            let replica = fleet::NAMES[s.replica];
+            format!("{:.0}\t{replica}\t{}\t{}\t{}\t{}\n", s.at, s.incarnation, s.rss_kib, s.anon_kib, s.file_kib)
+        })
         .collect();
-    let _ = std::fs::write(work.join("rss.tsv"), format!("seconds\treplica\tincarnation\tvm_rss_kib\n{table}"));
+    let header = "seconds\treplica\tincarnation\tvm_rss_kib\trss_anon_kib\trss_file_kib";
+    let _ = std::fs::write(work.join("rss.tsv"), format!("{header}\n{table}"));
     failures.extend(memory.iter().filter_map(|m| m.failure.clone()));
     failures.extend(fleet.crashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned());
     for i in 0..2 {
