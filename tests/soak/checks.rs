@@ -198,12 +198,12 @@ pub async fn acknowledged_are_reflected(
                 }
             }
         }
-        for i in 0..2 {
+        for (i, name) in NAMES.iter().enumerate() {
             match read_api(&client, replicas, i).await {
                 Ok((counts, stale)) => {
-                    problems.extend(differences(&format!("replica {}", NAMES[i]), &counts, &from_shared));
+                    problems.extend(differences(&format!("replica {name}"), &counts, &from_shared));
                     if stale {
-                        problems.push(format!("replica {} marks runners stale", NAMES[i]));
+                        problems.push(format!("replica {name} marks runners stale"));
                     }
                 }
                 Err(error) => problems.push(error),
@@ -278,12 +278,12 @@ pub async fn demand_equals_github(
                 ));
             }
         }
-        for i in 0..2 {
+        for (i, name) in NAMES.iter().enumerate() {
             match read_api(&client, replicas, i).await {
                 Ok((counts, stale)) => {
-                    problems.extend(differences(&format!("replica {}", NAMES[i]), &counts, &truth));
+                    problems.extend(differences(&format!("replica {name}"), &counts, &truth));
                     if stale {
-                        problems.push(format!("replica {} marks runners stale", NAMES[i]));
+                        problems.push(format!("replica {name} marks runners stale"));
                     }
                 }
                 Err(error) => problems.push(error),

@@ -72,7 +72,8 @@ fn options() -> Result<Options, String> {
             }
         }
     }
-    if !(options.minutes > 0.0) {
+    // (NaN is refused too.)
+    if options.minutes.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return Err("--minutes must be above 0".into());
     }
     // Jobs live a minute at most and deliveries come at most 20 s late: a shorter retention
