@@ -191,3 +191,28 @@ impl DemandReader {
         Some(http)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_apis_view_reaches_the_status_and_what_it_does_not_say_keeps_its_last_value() {
+        // As serve answers for an ephemeral runner (the read API's camelCase fields).
+        let view: DemandView = serde_json::from_value(serde_json::json!({
+            "demand": 3, "queued": 1, "inProgress": 2, "desiredRunners": 3,
+            "registeredRunners": 4, "busyRunners": 2, "scope": "repository"
+        }))
+        .unwrap();
+        let mut status = ScaledActionRunnerStatus { last_drift: Some(5), ..ScaledActionRunnerStatus::default() };
+        view.write_into(&mut status);
+        assert_eq!((status.demand, status.queued, status.in_progress), (Some(3), Some(1), Some(2)));
+        assert_eq!((status.registered_runners, status.busy_runners), (Some(4), Some(2)));
+        assert_eq!(status.last_drift, Some(5), "a field the view leaves out keeps its value");
+        // A runner that is not ephemeral: no registration counts in the view, none in the status.
+        let plain: DemandView = serde_json::from_value(serde_json::json!({"demand": 0})).unwrap();
+        let mut status = ScaledActionRunnerStatus::default();
+        plain.write_into(&mut status);
+        assert_eq!((status.registered_runners, status.busy_runners), (None, None));
+    }
+}
