@@ -60,7 +60,6 @@ fn jit_service(
     let window = args.github.cache_window_when_empty;
     let housekeeper = crate::jit::Housekeeper::new(
         registrar.clone(),
-        registrar.clone(),
         identity.clone(),
         catalogs.clone(),
         store.board().clone(),

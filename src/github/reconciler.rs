@@ -251,16 +251,7 @@ impl Reconciler {
             repo.split_once('/')
                 .is_some_and(|(owner, _)| index.serves_organization(owner) && tokens.for_repo(repo).is_some())
         });
-        let covered = |repo: &String| {
-            repo.contains('/')
-                && (tokens.0.get(repo).is_some_and(|t| !t.is_empty()) || self.organisation_repos.contains(repo))
-        };
-        let repos: Vec<String> =
-            tokens.0.keys().chain(&self.organisation_repos).filter(|r| covered(r)).cloned().collect();
-        self.schedule.set_repos(repos, now, self.shared.config.windows);
-        self.last_jobs.retain(|repo, _| covered(repo));
-        self.run_of.retain(|repo, _| covered(repo));
-        self.rotation.retain(|repo, _| covered(repo));
+        self.reschedule(&tokens, now);
         let mut in_use: HashSet<Budget> = HashSet::new();
         let (mut apps, mut app_repos, mut named) = (HashSet::new(), HashSet::new(), HashSet::new());
         {
@@ -351,21 +342,26 @@ impl Reconciler {
         if wanted == self.organisation_repos {
             return;
         }
-        for gone in self.organisation_repos.difference(&wanted) {
-            self.last_jobs.remove(gone);
-            self.run_of.remove(gone);
-            self.rotation.remove(gone);
-        }
         self.organisation_repos = wanted;
-        let repos: Vec<String> = self
-            .tokens
+        let tokens = std::mem::take(&mut self.tokens);
+        self.reschedule(&tokens, now);
+        self.tokens = tokens;
+    }
+
+    /// Schedules the repositories the resync covers (those with credentials of their own, and
+    /// the organisations' covered ones) and forgets what it kept for any other.
+    fn reschedule(&mut self, tokens: &RepoTokens, now: i64) {
+        let covered: HashSet<String> = tokens
             .0
             .iter()
             .filter(|(repo, credentials)| repo.contains('/') && !credentials.is_empty())
             .map(|(repo, _)| repo.clone())
             .chain(self.organisation_repos.iter().cloned())
             .collect();
-        self.schedule.set_repos(repos, now, self.shared.config.windows);
+        self.last_jobs.retain(|repo, _| covered.contains(repo));
+        self.run_of.retain(|repo, _| covered.contains(repo));
+        self.rotation.retain(|repo, _| covered.contains(repo));
+        self.schedule.set_repos(covered, now, self.shared.config.windows);
     }
 
     /// Lists the repositories of one organisation not listed since start (one a pass, when its

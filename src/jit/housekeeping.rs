@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use super::{BoundPod, Catalogs, Deleted, EphemeralRunner, Registrar, RegistrarError, ephemeral_view, runner_name};
+use super::{BoundPod, Catalogs, Deleted, EphemeralRunner, Registrar, ephemeral_view, runner_name};
 use crate::demand::RunnerKey;
 use crate::store::{Board, Registrations};
 
@@ -38,7 +38,6 @@ pub struct Swept {
 /// Counts and sweeps the registrations of every ephemeral runner.
 pub struct Housekeeper {
     registrar: Arc<dyn Registrar>,
-    lister: Arc<dyn ListRegistrations>,
     pods: Arc<dyn RunnerPods>,
     catalogs: Catalogs,
     board: Arc<Board>,
@@ -48,21 +47,15 @@ pub struct Housekeeper {
     offline_since: HashMap<u64, i64>,
 }
 
-/// Lists the registrations of an ephemeral runner's place.
-pub trait ListRegistrations: Send + Sync {
-    fn list<'a>(&'a self, runner: &'a EphemeralRunner) -> BoxFuture<'a, Result<Vec<Listed>, RegistrarError>>;
-}
-
 impl Housekeeper {
     pub fn new(
         registrar: Arc<dyn Registrar>,
-        lister: Arc<dyn ListRegistrations>,
         pods: Arc<dyn RunnerPods>,
         catalogs: Catalogs,
         board: Arc<Board>,
         never_connected: Duration,
     ) -> Self {
-        Self { registrar, lister, pods, catalogs, board, never_connected, offline_since: HashMap::new() }
+        Self { registrar, pods, catalogs, board, never_connected, offline_since: HashMap::new() }
     }
 
     /// One look at every ephemeral runner (`now`: unix seconds).
@@ -94,7 +87,7 @@ impl Housekeeper {
     async fn sweep(&mut self, runner: &EphemeralRunner, now: i64, seen: &mut HashSet<u64>) -> Result<Swept, String> {
         let pods = self.pods.pods(&runner.key).await?;
         let current: HashSet<String> = pods.iter().map(runner_name).collect();
-        let listed = self.lister.list(runner).await.map_err(|e| e.to_string())?;
+        let listed = self.registrar.list(runner).await.map_err(|e| e.to_string())?;
         // This runner's registrations: named after one of its pods (`NAME-ORDINAL-UID`).
         let prefix = format!("{}-", runner.key.name);
         let ours = listed.into_iter().filter(|r| {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 mod housekeeping;
 mod registrar;
-pub use housekeeping::{Housekeeper, ListRegistrations, Listed, RunnerPods, Swept};
+pub use housekeeping::{Housekeeper, Listed, RunnerPods, Swept};
 pub use registrar::GitHubRegistrar;
 
 use futures::future::BoxFuture;
@@ -139,6 +139,8 @@ pub trait Registrar: Send + Sync {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<Registered>, RegistrarError>>;
     fn delete<'a>(&'a self, runner: &'a EphemeralRunner, id: u64) -> BoxFuture<'a, Result<Deleted, RegistrarError>>;
+    /// Every registration of the runner's place (a repository, or an organisation).
+    fn list<'a>(&'a self, runner: &'a EphemeralRunner) -> BoxFuture<'a, Result<Vec<Listed>, RegistrarError>>;
 }
 
 /// Why a configuration was not given, each with its HTTP status.
@@ -251,7 +253,13 @@ impl JitService {
             IdentityError::Refused(reason) => JitError::Unauthorized(reason),
             IdentityError::Unavailable(reason) => JitError::Unavailable(reason),
         })?;
-        let runner = self.ephemeral_runner(namespace, name)?;
+        // 404 before 403 before 409: what is not there, then whose pod it is, then what it is.
+        let runner = {
+            let (index, tokens) = &*self.catalogs.borrow();
+            let key = RunnerKey::new(namespace, name);
+            let runner = index.get(&key).ok_or_else(|| JitError::NotFound(format!("no ScaledActionRunner {key}")))?;
+            ephemeral_view(runner, tokens)
+        };
         if pod.namespace != namespace || pod.stateful_set.as_deref() != Some(name) {
             return Err(JitError::Forbidden(format!(
                 "the token is bound to pod {}/{}, which is not a runner pod of {namespace}/{name}",
@@ -261,17 +269,6 @@ impl JitService {
         let runner = runner?;
         let runner_name = runner_name(&pod);
         self.mint_once(&runner, &runner_name).await
-    }
-
-    /// The runner's minting view: 404 when there is no such runner; 409 (inside) when it is
-    /// not ephemeral or nothing can read GitHub for it.
-    fn ephemeral_runner(&self, namespace: &str, name: &str) -> Result<Result<EphemeralRunner, JitError>, JitError> {
-        let (index, tokens) = &*self.catalogs.borrow();
-        let key = RunnerKey::new(namespace, name);
-        let Some(runner) = index.get(&key) else {
-            return Err(JitError::NotFound(format!("no ScaledActionRunner {key}")));
-        };
-        Ok(ephemeral_view(runner, tokens))
     }
 
     /// Mints for `name`, unless a runner of that name is busy; one not running a job is deleted

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
 
-use super::{
-    Deleted, EphemeralRunner, ListRegistrations, Listed, Minted, Place, Registered, Registrar, RegistrarError,
-};
+use super::{Deleted, EphemeralRunner, Listed, Minted, Place, Registered, Registrar, RegistrarError};
 use crate::clock::Clock;
 use crate::github::installations::Installations;
 use crate::github::runners::RunnerStatus;
@@ -152,9 +150,7 @@ impl Registrar for GitHubRegistrar {
     fn delete<'a>(&'a self, runner: &'a EphemeralRunner, id: u64) -> BoxFuture<'a, Result<Deleted, RegistrarError>> {
         Box::pin(self.delete_inner(runner, id))
     }
-}
 
-impl ListRegistrations for GitHubRegistrar {
     fn list<'a>(&'a self, runner: &'a EphemeralRunner) -> BoxFuture<'a, Result<Vec<Listed>, RegistrarError>> {
         Box::pin(async move {
             let token = self.token(runner).await.map_err(failed)?;

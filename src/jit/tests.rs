@@ -64,6 +64,14 @@ impl Registrar for GitHub {
         let found = self.runners.lock().unwrap().get(name).copied();
         Box::pin(async move { Ok(found) })
     }
+    fn list<'a>(&'a self, _: &'a EphemeralRunner) -> BoxFuture<'a, Result<Vec<Listed>, RegistrarError>> {
+        let runners = self.runners.lock().unwrap();
+        let listed = runners
+            .iter()
+            .map(|(name, r)| Listed { id: r.id, name: name.clone(), online: true, busy: r.busy })
+            .collect();
+        Box::pin(async move { Ok(listed) })
+    }
     fn delete<'a>(&'a self, _: &'a EphemeralRunner, id: u64) -> BoxFuture<'a, Result<Deleted, RegistrarError>> {
         self.calls.lock().unwrap().push(format!("delete {id}"));
         let mut runners = self.runners.lock().unwrap();

@@ -143,8 +143,7 @@ async fn stale_registrations_are_deleted_busy_ones_never_and_the_counts_reach_th
     *pods.0.lock().unwrap() =
         vec![runner_pod(0, "aaaaaaaa-0"), runner_pod(1, "bbbbbbbb-1"), runner_pod(2, "cccccccc-2")];
     let window = std::time::Duration::from_secs(600);
-    let mut keeper =
-        gaa::jit::Housekeeper::new(registrar.clone(), registrar, pods.clone(), catalogs, store.board().clone(), window);
+    let mut keeper = gaa::jit::Housekeeper::new(registrar, pods.clone(), catalogs, store.board().clone(), window);
     // Pod 0's runner runs a job; pod 1's is online and idle; pod 2's never connected; a pod
     // recreated under pod 3's name left its old registration behind; another runner's is not ours.
     let busy = github.add_runner("acme/api", "api-jit-0-aaaaaaaa", &["linux"]);
