@@ -424,8 +424,7 @@ impl RunnerTemplate {
     }
 }
 
-/// The runner group of an organisation runner that names none.
-pub const DEFAULT_RUNNER_GROUP: &str = "Default";
+pub use crate::demand::runners::DEFAULT_RUNNER_GROUP;
 
 impl ScaledActionRunnerSpec {
     /// The repository's name, trimmed; `None` for an organisation runner.

@@ -10,6 +10,6 @@ pub mod state;
 
 pub use job::{Job, JobEvent, JobKey, JobStatus, JobView, RepoRef};
 pub use runner_demand::RunnerDemand;
-pub use runners::{Runner, RunnerIndex, RunnerKey, Scope};
+pub use runners::{GroupAccess, Runner, RunnerGroups, RunnerIndex, RunnerKey, Scope};
 pub use scaling::{ForcedScaleUp, ScaleFactor};
 pub use state::{Counts, DemandState};

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::job::normalize_labels;
 use super::scaling::{ForcedScaleUp, ScaleFactor};
 
+/// The runner group an organisation runner registers in unless it names one.
+pub const DEFAULT_RUNNER_GROUP: &str = "Default";
+
 /// The label every self-hosted runner carries without declaring it.
 pub const IMPLIED_LABEL: &str = "self-hosted";
 
@@ -52,6 +55,43 @@ impl Scope {
     }
 }
 
+/// Which repositories of its organisation an organisation runner may take jobs from, as its
+/// runner group's settings on GitHub say (visibility, public repositories, selected workflows).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum GroupAccess {
+    /// Every repository: the group admits all, or its settings are not known (yet). Not knowing
+    /// admits: a runner too many costs less than a job that never gets one.
+    #[default]
+    Every,
+    /// Only these repositories (lower-cased `owner/repo`).
+    Only(Arc<BTreeSet<String>>),
+    /// Every repository but these (public repositories the group does not admit).
+    Except(Arc<BTreeSet<String>>),
+}
+
+impl GroupAccess {
+    /// Whether the group's runners may take jobs of `repo` (lower-cased `owner/repo`).
+    pub fn admits(&self, repo: &str) -> bool {
+        match self {
+            Self::Every => true,
+            Self::Only(repos) => repos.contains(repo),
+            Self::Except(repos) => !repos.contains(repo),
+        }
+    }
+}
+
+/// What GitHub says each runner group of an organisation admits, by lower-cased owner and
+/// lower-cased group name. A group that is missing admits every repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerGroups(pub BTreeMap<(String, String), GroupAccess>);
+
+impl RunnerGroups {
+    /// The access of `owner`'s group `group` (any case).
+    pub fn access(&self, owner: &str, group: &str) -> GroupAccess {
+        self.0.get(&(owner.to_ascii_lowercase(), group.to_ascii_lowercase())).cloned().unwrap_or_default()
+    }
+}
+
 /// What demand needs to know of a ScaledActionRunner.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Runner {
@@ -71,6 +111,8 @@ pub struct Runner {
     pub ephemeral: bool,
     /// The runner group an organisation runner registers in (as written).
     pub runner_group: Option<String>,
+    /// The repositories an organisation runner's group admits ([`RunnerIndex::with_groups`]).
+    pub access: GroupAccess,
 }
 
 impl Runner {
@@ -96,6 +138,7 @@ impl Runner {
             forced: None,
             ephemeral: false,
             runner_group: None,
+            access: GroupAccess::Every,
         }
     }
 
@@ -119,9 +162,25 @@ impl Runner {
         self.repo.split_once('/').map_or(self.repo.as_str(), |(owner, _)| owner)
     }
 
+    /// The runner group an organisation runner registers in (`Default` unless it names one);
+    /// `None` for a repository runner.
+    pub fn group(&self) -> Option<&str> {
+        match self.scope {
+            Scope::Repository => None,
+            Scope::Organization => Some(self.runner_group.as_deref().unwrap_or(DEFAULT_RUNNER_GROUP)),
+        }
+    }
+
     /// Labels this runner has beyond the job's, or `None` when it cannot run the job.
     /// `job_labels` must be normalized (lower-case).
+    ///
+    /// A job without labels named only a runner group (`runs-on: {group: NAME}`; GitHub's
+    /// queued deliveries say which group only once a runner took the job): only an
+    /// organisation runner can take it.
     fn surplus(&self, job_labels: &[String]) -> Option<usize> {
+        if job_labels.is_empty() && self.scope == Scope::Repository {
+            return None;
+        }
         let mut shared = usize::from(!job_labels.iter().any(|l| l == IMPLIED_LABEL));
         for label in job_labels {
             if !self.labels.contains(label) {
@@ -224,8 +283,8 @@ impl RunnerIndex {
     }
 
     /// Every runner that may take jobs of a repository (lower-cased `owner/repo`): its repository
-    /// runners, then its owner's organisation runners.
-    pub fn candidates<'a>(&'a self, repo_full_name: &str) -> impl Iterator<Item = &'a Runner> + 'a {
+    /// runners, then its owner's organisation runners whose group admits the repository.
+    pub fn candidates<'a, 'r>(&'a self, repo_full_name: &'r str) -> impl Iterator<Item = &'a Runner> + use<'a, 'r> {
         let by_repo = &self.0.by_repo;
         // An organisation's runners are filed under the owner alone: a name without a `/` is no
         // repository and finds none.
@@ -238,6 +297,20 @@ impl RunnerIndex {
             .chain(organization)
             .flatten()
             .map(move |&position| &sorted[position as usize])
+            .filter(move |runner| runner.access.admits(repo_full_name))
+    }
+
+    /// This index with each organisation runner's [`GroupAccess`] as `groups` says (and every
+    /// repository admitted where it says nothing); the same index when nothing changes.
+    pub fn with_groups(&self, groups: &RunnerGroups) -> Self {
+        let access = |runner: &Runner| match runner.group() {
+            Some(group) => groups.access(runner.owner(), group),
+            None => GroupAccess::Every,
+        };
+        if self.iter().all(|runner| runner.access == access(runner)) {
+            return self.clone();
+        }
+        Self::new(self.iter().map(|runner| Runner { access: access(runner), ..runner.clone() }))
     }
 
     /// Whether any organisation runner serves `owner` (lower-cased).
@@ -345,9 +418,58 @@ mod tests {
         // A more specific organisation runner beats a less specific repository runner.
         let index = RunnerIndex::new([runner("z", "repo-plain", ""), org_runner("a", "org-linux", "acme", "linux")]);
         assert_eq!(index.assign("acme/api", &labels(&["linux"])), Some(&RunnerKey::new("a", "org-linux")));
-        assert_eq!(index.assign("acme/api", &labels(&[])), Some(&RunnerKey::new("z", "repo-plain")));
+        assert_eq!(index.assign("acme/api", &labels(&["self-hosted"])), Some(&RunnerKey::new("z", "repo-plain")));
         let candidates: Vec<String> = index.candidates("acme/api").map(|r| r.key.to_string()).collect();
         assert_eq!(candidates, ["z/repo-plain", "a/org-linux"]);
+    }
+
+    fn groups(entries: &[(&str, &str, GroupAccess)]) -> RunnerGroups {
+        RunnerGroups(entries.iter().map(|(o, g, a)| ((o.to_string(), g.to_string()), a.clone())).collect())
+    }
+
+    fn only(repos: &[&str]) -> GroupAccess {
+        GroupAccess::Only(Arc::new(repos.iter().map(|r| r.to_string()).collect()))
+    }
+
+    #[test]
+    fn an_organisation_runner_takes_only_jobs_of_repositories_its_group_admits() {
+        let mut builders = org_runner("a", "builders", "acme", "linux");
+        builders.runner_group = Some("Builders".into());
+        let index = RunnerIndex::new([builders, org_runner("b", "default", "acme", "linux")]);
+        let assign = |index: &RunnerIndex, repo: &str| index.assign(repo, &labels(&["linux"])).map(|k| k.to_string());
+        // Nothing read yet: every repository, and `a` wins the tie by name.
+        assert_eq!(assign(&index, "acme/web").as_deref(), Some("a/builders"));
+        let read = groups(&[
+            ("acme", "builders", only(&["acme/api"])),
+            ("acme", "default", GroupAccess::Except(Arc::new(["acme/site".to_string()].into()))),
+        ]);
+        let admitted = index.with_groups(&read);
+        assert_eq!(assign(&admitted, "acme/api").as_deref(), Some("a/builders"));
+        assert_eq!(assign(&admitted, "acme/web").as_deref(), Some("b/default"), "not selected for builders");
+        assert_eq!(assign(&admitted, "acme/site"), None, "a public repository neither group admits");
+        let candidates: Vec<String> = admitted.candidates("acme/web").map(|r| r.key.to_string()).collect();
+        assert_eq!(candidates, ["b/default"]);
+        // The same settings read again give the same index; other settings a new one.
+        assert!(admitted.with_groups(&read).same(&admitted));
+        assert!(!admitted.with_groups(&RunnerGroups::default()).same(&admitted));
+        assert_eq!(assign(&admitted.with_groups(&RunnerGroups::default()), "acme/site").as_deref(), Some("a/builders"));
+        // Another organisation's group of the same name changes nothing here.
+        assert!(index.with_groups(&groups(&[("other", "builders", only(&[]))])).same(&index));
+    }
+
+    #[test]
+    fn a_job_that_names_only_a_runner_group_goes_to_an_organisation_runner() {
+        // `runs-on: {group: gpu}` arrives with no labels: a repository runner is in no group.
+        let index = RunnerIndex::new([runner("a", "repo", "linux"), org_runner("z", "org-gpu", "acme", "gpu,large")]);
+        assert_eq!(index.assign("acme/api", &labels(&[])), Some(&RunnerKey::new("z", "org-gpu")));
+        let repository_only = RunnerIndex::new([runner("a", "repo", "linux")]);
+        assert_eq!(repository_only.assign("acme/api", &labels(&[])), None);
+        // A group that does not admit the repository cannot take it either.
+        let mut gpu = org_runner("z", "org-gpu", "acme", "gpu");
+        gpu.runner_group = Some("gpu".into());
+        let closed = RunnerIndex::new([gpu]).with_groups(&groups(&[("acme", "gpu", only(&["acme/web"]))]));
+        assert_eq!(closed.assign("acme/api", &labels(&[])), None);
+        assert_eq!(closed.assign("acme/web", &labels(&[])), Some(&RunnerKey::new("z", "org-gpu")));
     }
 
     #[test]

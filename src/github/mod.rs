@@ -1,12 +1,13 @@
 //! GitHub REST: the client the reconciler lists Actions runs and jobs with (its token, rate-limit
 //! accounting and ETag cache beside it), the repositories of organisations and installations,
-//! self-hosted runner registration (just-in-time configurations, runner lists and removal),
+//! the repositories organisations' runner groups admit, self-hosted runner registration (just-in-time configurations, runner lists and removal),
 //! GitHub App authentication, its models, and the resync built on it.
 
 pub mod app;
 pub mod client;
 pub mod error;
 mod etag_cache;
+pub mod groups;
 pub mod installations;
 pub mod models;
 pub mod org;

@@ -7,7 +7,7 @@
 //! runs (every page; skipped when both lists are unchanged), a lookup of each job we think is
 //! open that GitHub no longer lists, and the corrections through the journal like any delivery.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +17,13 @@ use tokio::task::JoinSet;
 use super::app::{Credential, GitHubApp};
 use super::client::{GitHubClient, JobFilter, RunStatus};
 use super::error::GitHubError;
+use super::groups;
 use super::installations::{CacheFootprint, Installations, Minted};
 use super::models::WorkflowJob;
 use super::resync::{Comparison, GitHubJob, KnownJob, Lookups, RunAnswer, Schedule, Windows, compare, repair_run};
 use super::token::{Budget, Token};
 use crate::demand::job::normalize_labels;
-use crate::demand::{JobEvent, JobStatus, RepoRef, RunnerIndex, RunnerKey};
+use crate::demand::{GroupAccess, JobEvent, JobStatus, RepoRef, RunnerGroups, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 use crate::store::{ResyncInfo, StoreError, StoreHandle};
 
@@ -33,6 +34,12 @@ const RECORD_CHUNK: usize = 1024;
 /// The shortest pause after a repeated secondary limit, and the longest the doubling reaches.
 const SECONDARY_REPEAT_FLOOR: Duration = Duration::from_secs(60);
 const SECONDARY_CAP: Duration = Duration::from_secs(900);
+/// How often an organisation's runner groups are read again (sooner when the idle window is
+/// shorter): a repository newly admitted to a group waits at most this long for runners.
+/// Settings that did not change answer 304, which costs no credit.
+const GROUP_REFRESH_SECS: i64 = 120;
+/// When runner groups that could not be read are tried again.
+const GROUP_RETRY_SECS: i64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -199,6 +206,14 @@ pub struct Reconciler {
     listing_retry: HashMap<String, i64>,
     /// Repositories a listing found, each resynced once whatever its activity.
     first_look: HashSet<String>,
+    /// The runners as the catalog has them; `shared.index` holds them with `groups` applied.
+    catalog: RunnerIndex,
+    /// What the organisations' runner groups admit, as last read.
+    groups: RunnerGroups,
+    /// Per organisation (lower-cased), when its runner groups are read next.
+    groups_due: HashMap<String, i64>,
+    /// Groups named by runners that GitHub does not know, already warned about.
+    groups_missing: HashSet<(String, String)>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -222,6 +237,10 @@ impl Reconciler {
             listed: HashSet::new(),
             listing_retry: HashMap::new(),
             first_look: HashSet::new(),
+            catalog: RunnerIndex::default(),
+            groups: RunnerGroups::default(),
+            groups_due: HashMap::new(),
+            groups_missing: HashSet::new(),
         }
     }
 
@@ -283,8 +302,167 @@ impl Reconciler {
         self.shared.installations.cache().retain(&apps, &app_repos, &named);
         // A paused budget is remembered until its pause ends, in case it comes back.
         self.pace.retain(|budget, pace| in_use.contains(budget) || pace.paused_until > now);
-        self.shared.index = Arc::new(index);
+        // A new organisation, or a runner in another group, has its groups read at once.
+        let wanted = group_names(&index);
+        let known = group_names(&self.catalog);
+        for (owner, names) in &wanted {
+            if known.get(owner) != Some(names) {
+                self.groups_due.insert(owner.clone(), now);
+            }
+        }
+        self.groups_due.retain(|owner, _| wanted.contains_key(owner));
+        self.groups.0.retain(|(owner, group), _| wanted.get(owner).is_some_and(|names| names.contains(group)));
+        self.shared.index = Arc::new(index.with_groups(&self.groups));
+        self.catalog = index;
         self.tokens = tokens;
+    }
+
+    /// What the organisations' runner groups admit, as last read.
+    pub fn runner_groups(&self) -> &RunnerGroups {
+        &self.groups
+    }
+
+    /// When an organisation's runner groups are read next, if any organisation has runners.
+    pub fn groups_due(&self) -> Option<i64> {
+        self.groups_due.values().min().copied()
+    }
+
+    /// Reads the runner groups of every organisation whose turn it is (see [`groups::access`])
+    /// and, when what they admit changed, hands it to the store, so each organisation runner
+    /// counts only jobs of repositories its group admits. Runs on every replica, leading or
+    /// not: each replica's demand must agree. Groups that cannot be read keep what was last
+    /// read (at first: every repository).
+    pub async fn refresh_groups(&mut self, now: i64) {
+        let due: Vec<String> =
+            self.groups_due.iter().filter(|(_, at)| **at <= now).map(|(owner, _)| owner.clone()).collect();
+        if due.is_empty() {
+            return;
+        }
+        let wanted = group_names(&self.catalog);
+        let idle = i64::try_from(self.shared.config.windows.idle.as_secs()).unwrap_or(i64::MAX);
+        let every = GROUP_REFRESH_SECS.min(idle.max(1));
+        let before = self.groups.clone();
+        for owner in due {
+            let Some(names) = wanted.get(&owner) else { continue };
+            let next = match self.read_groups(&owner, names, now).await {
+                None => now + GROUP_RETRY_SECS.min(every),
+                Some(Ok(read)) => {
+                    for (group, access) in read {
+                        self.groups.0.insert((owner.clone(), group), access);
+                    }
+                    now + every
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(
+                        organisation = %owner,
+                        %error,
+                        "the organisation's runner groups could not be read: its runners count the jobs of the repositories their groups admitted when last read (at first, every repository); reading them needs the organisation's self-hosted runners read permission (a token: admin:org)"
+                    );
+                    now + GROUP_RETRY_SECS.min(every)
+                }
+            };
+            self.groups_due.insert(owner, next);
+        }
+        if self.groups == before {
+            return;
+        }
+        for ((owner, group), access) in &self.groups.0 {
+            if before.0.get(&(owner.clone(), group.clone())) != Some(access) {
+                let admits = match access {
+                    GroupAccess::Every => "every repository".to_string(),
+                    GroupAccess::Only(repos) => format!("{} repositories", repos.len()),
+                    GroupAccess::Except(repos) => format!("every repository but {} public ones", repos.len()),
+                };
+                tracing::info!(organisation = %owner, runner_group = %group, admits, "runner group access read");
+            }
+        }
+        self.shared.index = Arc::new(self.catalog.with_groups(&self.groups));
+        if let Err(error) = self.shared.store.set_runner_groups(self.groups.clone()).await {
+            tracing::error!(%error, "the store stopped: runner group changes are no longer applied");
+        }
+    }
+
+    /// Reads what organisation `owner`'s groups `names` (lower-cased) admit; `None` when its
+    /// credential may not spend now.
+    async fn read_groups(
+        &mut self,
+        owner: &str,
+        names: &BTreeSet<String>,
+        now: i64,
+    ) -> Option<Result<BTreeMap<String, GroupAccess>, GitHubError>> {
+        let (token, budget) = match self.org_token(owner, now).await? {
+            Ok(found) => found,
+            Err(error) => return Some(Err(error)),
+        };
+        let client = self.shared.client.clone();
+        let mut requests = 0;
+        let result = async {
+            let listed = client.list_runner_groups(&token, owner).await?;
+            requests += listed.requests;
+            let mut found = Vec::new();
+            for name in names {
+                let exact = listed.value.iter().find(|g| g.name == *name);
+                match exact.or_else(|| listed.value.iter().find(|g| g.name.eq_ignore_ascii_case(name))) {
+                    Some(group) => found.push((name.clone(), group.clone())),
+                    None => {
+                        if self.groups_missing.insert((owner.to_string(), name.clone())) {
+                            tracing::warn!(organisation = %owner, runner_group = %name, "GitHub knows no such runner group: its runners cannot register, and count the jobs of every repository");
+                        }
+                    }
+                }
+            }
+            let public = if found.iter().any(|(_, group)| groups::needs_public_repositories(group)) {
+                let public = client.list_public_repos(&token, owner).await?;
+                requests += public.requests;
+                Some(public.value.iter().map(|r| r.full_name.to_ascii_lowercase()).collect::<BTreeSet<String>>())
+            } else {
+                None
+            };
+            let mut read = BTreeMap::new();
+            for name in names {
+                let access = match found.iter().find(|(found, _)| found == name) {
+                    None => GroupAccess::Every,
+                    Some((_, group)) => {
+                        let selected = if groups::needs_repositories(group) {
+                            let repos = client.list_group_repos(&token, owner, group.id).await?;
+                            requests += repos.requests;
+                            Some(repos.value)
+                        } else {
+                            None
+                        };
+                        groups::access(owner, group, selected.as_deref(), public.as_ref())
+                    }
+                };
+                read.insert(name.clone(), access);
+            }
+            Ok(read)
+        }
+        .await;
+        self.pace.entry(budget).or_default().spent.push_back((now, requests));
+        Some(result)
+    }
+
+    /// A token that reads organisation `owner` (its token, or its App's installation token on
+    /// the organisation) and the budget it spends; `None` when a token may not spend now.
+    async fn org_token(&mut self, owner: &str, now: i64) -> Option<Result<(Token, Budget), GitHubError>> {
+        let credential = self.tokens.0.get(owner).and_then(|c| c.first()).cloned()?;
+        match credential {
+            Credential::Token(token) => {
+                if self.ready_at(token.budget(), false, now) > now {
+                    return None;
+                }
+                let budget = token.budget().clone();
+                Some(Ok((token, budget)))
+            }
+            Credential::App(app) => {
+                let (obtained, spent) = self.shared.installations.token(&app, owner, now).await;
+                if spent > 0 {
+                    let app_budget = Budget::App(app.issuer().to_string());
+                    self.pace.entry(app_budget).or_default().spent.push_back((now, spent));
+                }
+                Some(obtained.map(|obtained| (obtained.token, Budget::Installation(obtained.installation))))
+            }
+        }
     }
 
     pub fn footprint(&self) -> Footprint {
@@ -375,36 +553,19 @@ impl Reconciler {
                 && self.tokens.0.get(*owner).is_some_and(|c| !c.is_empty())
         });
         let Some(owner) = owner.map(str::to_string) else { return };
-        let Some(credential) = self.tokens.0.get(&owner).and_then(|c| c.first()).cloned() else { return };
-        let listed = match &credential {
-            Credential::Token(token) => {
-                if self.ready_at(token.budget(), false, now) > now {
-                    return;
-                }
-                let listed = self.shared.client.list_org_repos(token, &owner).await;
+        let Some(found) = self.org_token(&owner, now).await else { return };
+        let listed = match found {
+            Ok((token, budget)) => {
+                let listed = match &budget {
+                    Budget::Installation(_) => self.shared.client.list_installation_repos(&token).await,
+                    _ => self.shared.client.list_org_repos(&token, &owner).await,
+                };
                 if let Ok(fetched) = &listed {
-                    self.pace.entry(token.budget().clone()).or_default().spent.push_back((now, fetched.requests));
+                    self.pace.entry(budget).or_default().spent.push_back((now, fetched.requests));
                 }
                 listed
             }
-            Credential::App(app) => {
-                let (obtained, spent) = self.shared.installations.token(app, &owner, now).await;
-                if spent > 0 {
-                    let app_budget = Budget::App(app.issuer().to_string());
-                    self.pace.entry(app_budget).or_default().spent.push_back((now, spent));
-                }
-                match obtained {
-                    Ok(obtained) => {
-                        let listed = self.shared.client.list_installation_repos(&obtained.token).await;
-                        if let Ok(fetched) = &listed {
-                            let budget = Budget::Installation(obtained.installation);
-                            self.pace.entry(budget).or_default().spent.push_back((now, fetched.requests));
-                        }
-                        listed
-                    }
-                    Err(error) => Err(error),
-                }
-            }
+            Err(error) => Err(error),
         };
         match listed {
             Ok(fetched) => {
@@ -618,7 +779,13 @@ impl Reconciler {
                 let (runners, tokens) = catalogs.borrow_and_update().clone();
                 self.set_catalog(runners, tokens, clock());
             }
-            // A replica without the lease only waits for the lease or a new catalog.
+            // Every replica reads the runner groups: each one's demand must agree.
+            tokio::select! {
+                () = self.refresh_groups(clock()) => {}
+                () = stop.cancelled() => return,
+            }
+            // A replica without the lease only waits for the lease, a new catalog, or its
+            // runner groups' turn.
             let mut sleep = Duration::from_secs(3600);
             if *leading.borrow_and_update() {
                 // A stop cancels a pass in flight (its requests are dropped): a slow GitHub must
@@ -636,6 +803,9 @@ impl Reconciler {
                 let next = self.next_due().unwrap_or(clock() + 60);
                 sleep = Duration::from_secs(u64::try_from((next - clock()).clamp(1, 60)).unwrap_or(1));
             }
+            if let Some(groups) = self.groups_due() {
+                sleep = sleep.min(Duration::from_secs(u64::try_from((groups - clock()).max(1)).unwrap_or(1)));
+            }
             let new_catalog = async {
                 match catalogs.as_mut() {
                     Some(catalogs) => catalogs.changed().await.is_ok(),
@@ -650,6 +820,17 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// Per organisation (lower-cased owner), the runner groups (lower-cased) its runners register in.
+fn group_names(index: &RunnerIndex) -> HashMap<String, BTreeSet<String>> {
+    let mut names: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for runner in index.iter() {
+        if let Some(group) = runner.group() {
+            names.entry(runner.owner().to_string()).or_default().insert(group.to_ascii_lowercase());
+        }
+    }
+    names
 }
 
 /// The pause after a secondary limit: what GitHub asks the first time; on a repeat twice the

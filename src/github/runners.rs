@@ -158,6 +158,17 @@ pub struct RunnerGroup {
     pub name: String,
     #[serde(default)]
     pub default: bool,
+    /// `all`, `selected` (the repositories GitHub lists for the group) or `private`.
+    #[serde(default)]
+    pub visibility: String,
+    /// Whether public repositories may use the group's runners (not every GitHub says).
+    #[serde(default)]
+    pub allows_public_repositories: Option<bool>,
+    #[serde(default)]
+    pub restricted_to_workflows: bool,
+    /// `owner/repo/.github/workflows/file.yml@ref`, when restricted to workflows.
+    #[serde(default)]
+    pub selected_workflows: Vec<String>,
 }
 
 /// A page of `GET /orgs/{org}/actions/runner-groups`.
@@ -424,7 +435,7 @@ mod tests {
 
     #[test]
     fn a_group_is_found_by_its_name_exactly_first_then_ignoring_case() {
-        let group = |id, name: &str| RunnerGroup { id, name: name.into(), default: id == 1 };
+        let group = |id, name: &str| RunnerGroup { id, name: name.into(), default: id == 1, ..RunnerGroup::default() };
         let groups = [group(1, "Default"), group(4, "GPU"), group(5, "gpu")];
         assert_eq!(group_named(&groups, "Default"), Some(1));
         assert_eq!(group_named(&groups, "default"), Some(1));

@@ -17,7 +17,7 @@ use super::journal::{Entry, Journal, JournalError};
 use super::shared::{self, SharedKv, SharedView, SyncConfig, SyncMessage, SyncSender};
 use crate::demand::job::delivery_key;
 use crate::demand::repo_jobs::join_open_jobs;
-use crate::demand::{DemandState, Job, JobEvent, JobKey, JobView, RunnerIndex, RunnerKey};
+use crate::demand::{DemandState, Job, JobEvent, JobKey, JobView, RunnerGroups, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 
 mod checkpoint;
@@ -111,6 +111,7 @@ pub enum Recorded {
 enum Command {
     Record { entry: Entry, reply: oneshot::Sender<Result<Recorded, StoreError>> },
     SetRunners(RunnerIndex),
+    SetGroups(RunnerGroups),
     Checkpoint,
     OpenJobs { repo: String, reply: oneshot::Sender<Vec<Job>> },
     ActiveRepos { owners: HashSet<String>, since: i64, reply: oneshot::Sender<Vec<String>> },
@@ -163,7 +164,7 @@ impl StoreHandle {
     ) -> Result<Self, JournalError> {
         let now = (config.clock)();
         let started = std::time::Instant::now();
-        let mut state = DemandState::new(runners);
+        let mut state = DemandState::new(runners.clone());
         let recovered = journal.recover_with(|job| state.restore(job))?;
         let applied = recovered.last_seq;
         let mut dirty = HashSet::new();
@@ -226,6 +227,8 @@ impl StoreHandle {
         let every = config.checkpoint_every;
         let mut writer = Writer {
             journal,
+            catalog: runners,
+            groups: RunnerGroups::default(),
             state,
             board,
             metrics,
@@ -302,6 +305,12 @@ impl StoreHandle {
         self.tx.send(Command::SetRunners(index)).await.map_err(|_| StoreError::Closed)
     }
 
+    /// Replaces what the organisations' runner groups admit; open jobs are reassigned when an
+    /// organisation runner's access changed.
+    pub async fn set_runner_groups(&self, groups: RunnerGroups) -> Result<(), StoreError> {
+        self.tx.send(Command::SetGroups(groups)).await.map_err(|_| StoreError::Closed)
+    }
+
     /// Asks for a checkpoint now (tests; the writer also checkpoints on its own timer).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         self.tx.send(Command::Checkpoint).await.map_err(|_| StoreError::Closed)
@@ -366,6 +375,10 @@ fn learned(tx: mpsc::Sender<Command>, clock: Clock) -> shared::Learned {
 
 struct Writer {
     journal: Journal,
+    /// The runners as the catalog has them; `state` holds them with `groups` applied.
+    catalog: RunnerIndex,
+    /// What GitHub's runner groups admit, as the resync last read them.
+    groups: RunnerGroups,
     state: DemandState,
     board: Arc<Board>,
     metrics: Arc<Metrics>,
@@ -425,7 +438,19 @@ impl Writer {
                             }
                         }
                     }
-                    Command::SetRunners(index) => self.set_runners(index),
+                    Command::SetRunners(index) => {
+                        self.catalog = index;
+                        self.set_runners(self.catalog.with_groups(&self.groups));
+                    }
+                    Command::SetGroups(groups) => {
+                        let index = self.catalog.with_groups(&groups);
+                        self.groups = groups;
+                        // Both come from the catalog: the same runners in the same order.
+                        let old = self.state.index().iter();
+                        if index.iter().zip(old).any(|(new, old)| new.access != old.access) {
+                            self.set_runners(index);
+                        }
+                    }
                     Command::Checkpoint => self.start_checkpoint(),
                     Command::OpenJobs { repo, reply } => {
                         let _ = reply.send(self.state.open_jobs(&repo).iter().map(JobView::to_job).collect());
