@@ -24,9 +24,11 @@
 //!
 //! Organisation endpoints ("Organization webhooks", "List organization repositories",
 //! "Self-hosted runner groups"): an organisation's hooks as a repository's, its repositories
-//! (newest first, paginated; an installation token sees only its installation's), its runner
-//! groups (`Default`, id 1, in every one) and runner registration tokens; per token and
-//! organisation access as for repositories, with the organisation permissions' names.
+//! (newest first, paginated, `type` `all`, `public` or `private`; an installation token sees only
+//! its installation's), its runner groups (`Default`, id 1, in every one) with their repository
+//! access ([`GroupAccess`]) and a `selected` group's repositories, and runner registration tokens;
+//! per token and organisation access as for repositories, with the organisation permissions'
+//! names. Repositories are private unless made public.
 //!
 //! Self-hosted runner endpoints ("Self-hosted runners", for a repository or an organisation):
 //! just-in-time configurations (`generate-jitconfig`: `409` for a name already registered there,
@@ -152,6 +154,34 @@ pub struct HookView {
     pub content_type: String,
     pub insecure_ssl: String,
     pub secret: Option<String>,
+}
+
+/// Which repositories' jobs an organisation's runner group serves, as its settings set it
+/// ("Self-hosted runner groups": visibility, public repositories, workflow restrictions).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupAccess {
+    /// `all` (every repository of the organisation), `selected` (the `selected_repositories`) or
+    /// `private` (every private repository).
+    pub visibility: &'static str,
+    /// Public repositories may use the group too (GitHub's default: no).
+    pub allows_public_repositories: bool,
+    /// `owner/name` of the repositories a `selected` group serves; empty for the other visibilities.
+    pub selected_repositories: Vec<String>,
+    /// The workflows it is restricted to, as `owner/repo/.github/workflows/build.yml@refs/heads/main`;
+    /// empty: any workflow.
+    pub selected_workflows: Vec<String>,
+}
+
+impl Default for GroupAccess {
+    /// A new group's access: every repository, public ones not allowed, any workflow.
+    fn default() -> Self {
+        Self {
+            visibility: "all",
+            allows_public_repositories: false,
+            selected_repositories: Vec::new(),
+            selected_workflows: Vec::new(),
+        }
+    }
 }
 
 pub struct FakeGitHub {
@@ -325,6 +355,11 @@ impl FakeGitHub {
         self.world().repo_mut(repo).archived = archived;
     }
 
+    /// Makes `repo` (created if needed) public, or private again (every repository starts private).
+    pub fn set_repo_public(&self, repo: &str, public: bool) {
+        self.world().repo_mut(repo).public = public;
+    }
+
     /// Sets what `token` may do on organisation `org` (default: [`Access::Admin`], an owner).
     pub fn set_org_access(&self, token: &str, org: &str, access: Access) {
         self.world().access.insert((token.to_owned(), repo_key(org)), access);
@@ -344,13 +379,46 @@ impl FakeGitHub {
         self.world().orgs.get(&repo_key(org)).map(|o| o.hooks.clone()).unwrap_or_default()
     }
 
-    /// Adds runner group `name` to organisation `org` (creating it); its id.
+    /// Adds runner group `name` to organisation `org` (creating it), serving every repository
+    /// but public ones, any workflow; its id.
     pub fn add_runner_group(&self, org: &str, name: &str) -> u64 {
         let mut world = self.world();
         world.next_runner_group_id += 1;
         let id = world.next_runner_group_id;
-        world.org_mut(org).runner_groups.push((id, name.to_owned()));
+        world.org_mut(org).runner_groups.push(RunnerGroup::new(id, name));
         id
+    }
+
+    /// Sets which repositories' jobs runner group `group` (by name, `Default` included) of
+    /// organisation `org` (created if needed) serves. Panics for an unknown group, a visibility
+    /// other than `all`, `selected` or `private`, or selected repositories on a group that is
+    /// not `selected`. Selected repositories need not exist; only existing ones are listed.
+    pub fn set_runner_group_access(&self, org: &str, group: &str, access: GroupAccess) {
+        let visibility = match access.visibility {
+            "all" => "all",
+            "selected" => "selected",
+            "private" => "private",
+            other => panic!("a runner group's visibility is all, selected or private, not {other:?}"),
+        };
+        assert!(
+            visibility == "selected" || access.selected_repositories.is_empty(),
+            "only a selected group has selected repositories"
+        );
+        let mut world = self.world();
+        let groups = &mut world.org_mut(org).runner_groups;
+        let found = groups.iter_mut().find(|g| g.name.eq_ignore_ascii_case(group));
+        let found = found.unwrap_or_else(|| panic!("no runner group {group} in organisation {org}"));
+        let mut repositories: Vec<String> = Vec::new();
+        for key in access.selected_repositories.iter().map(|r| repo_key(r)) {
+            if !repositories.contains(&key) {
+                repositories.push(key);
+            }
+        }
+        found.visibility = visibility;
+        found.allows_public_repositories = access.allows_public_repositories;
+        found.restricted_to_workflows = !access.selected_workflows.is_empty();
+        found.selected_workflows = access.selected_workflows;
+        found.selected_repositories = repositories;
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -468,6 +536,8 @@ struct Repo {
     id: u64,
     full_name: String,
     archived: bool,
+    /// Public (`"visibility": "public"`); private otherwise.
+    public: bool,
     runs: BTreeMap<u64, Run>,
     hooks: Vec<HookView>,
 }
@@ -478,7 +548,57 @@ struct Org {
     id: u64,
     login: String,
     hooks: Vec<HookView>,
-    runner_groups: Vec<(u64, String)>,
+    runner_groups: Vec<RunnerGroup>,
+}
+
+/// A runner group of an organisation, with the access its settings give it.
+struct RunnerGroup {
+    id: u64,
+    name: String,
+    /// `all`, `selected` or `private`.
+    visibility: &'static str,
+    allows_public_repositories: bool,
+    restricted_to_workflows: bool,
+    /// `owner/repo/.github/workflows/file.yml@ref`; empty unless restricted.
+    selected_workflows: Vec<String>,
+    /// Repository keys (lower-cased `owner/name`) a `selected` group serves, in the order set.
+    selected_repositories: Vec<String>,
+}
+
+impl RunnerGroup {
+    /// A new group as GitHub makes it: every repository but public ones, any workflow.
+    fn new(id: u64, name: &str) -> Self {
+        Self {
+            id,
+            name: name.to_owned(),
+            visibility: "all",
+            allows_public_repositories: false,
+            restricted_to_workflows: false,
+            selected_workflows: Vec::new(),
+            selected_repositories: Vec::new(),
+        }
+    }
+
+    /// The group as `GET /orgs/{org}/actions/runner-groups` lists it; `org_url` is the
+    /// organisation's API URL.
+    fn json(&self, org_url: &str) -> Value {
+        let url = format!("{org_url}/actions/runner-groups/{}", self.id);
+        let mut json = json!({
+            "id": self.id,
+            "name": self.name,
+            "visibility": self.visibility,
+            "default": self.id == DEFAULT_RUNNER_GROUP_ID,
+            "allows_public_repositories": self.allows_public_repositories,
+            "restricted_to_workflows": self.restricted_to_workflows,
+            "selected_workflows": self.selected_workflows,
+            "inherited": false,
+            "runners_url": format!("{url}/runners"),
+        });
+        if self.visibility == "selected" {
+            json["selected_repositories_url"] = json!(format!("{url}/repositories"));
+        }
+        json
+    }
 }
 
 struct Run {
@@ -625,6 +745,7 @@ impl World {
             id,
             full_name: repo.to_owned(),
             archived: false,
+            public: false,
             runs: BTreeMap::new(),
             hooks: Vec::new(),
         })
@@ -636,7 +757,7 @@ impl World {
             id,
             login: org.to_owned(),
             hooks: Vec::new(),
-            runner_groups: vec![(DEFAULT_RUNNER_GROUP_ID, "Default".to_owned())],
+            runner_groups: vec![RunnerGroup::new(DEFAULT_RUNNER_GROUP_ID, "Default")],
         })
     }
 
@@ -775,6 +896,9 @@ impl World {
             (_, ["hooks", id]) => Endpoint::Hook(id.parse().ok()?),
             (_, ["actions", "runners", "registration-token"]) => Endpoint::RegistrationToken,
             (Place::Org(_), ["actions", "runner-groups"]) => Endpoint::RunnerGroups,
+            (Place::Org(_), ["actions", "runner-groups", id, "repositories"]) => {
+                Endpoint::RunnerGroupRepositories(id.parse().ok()?)
+            }
             (_, ["actions", "runners"]) => Endpoint::Runners,
             (_, ["actions", "runners", "generate-jitconfig"]) => Endpoint::JitConfig,
             (_, ["actions", "runners", id]) => Endpoint::Runner(id.parse().ok()?),
@@ -842,7 +966,9 @@ impl World {
             (Endpoint::Hooks | Endpoint::Hook(_), true) => "organization_hooks=read",
             (Endpoint::RegistrationToken, false) => "administration=write",
             (Endpoint::RegistrationToken, true) => "organization_self_hosted_runners=write",
-            (Endpoint::RunnerGroups, _) => "organization_self_hosted_runners=read",
+            (Endpoint::RunnerGroups | Endpoint::RunnerGroupRepositories(_), _) => {
+                "organization_self_hosted_runners=read"
+            }
             (Endpoint::Runners | Endpoint::JitConfig | Endpoint::Runner(_), _) => runner_permission(org, writes),
         };
         let refused = match (endpoint, access) {
@@ -880,13 +1006,15 @@ impl World {
             (Endpoint::Repository, Method::GET) => {
                 let admin = access != Access::Read;
                 let name = full_name.split('/').nth(1).unwrap_or_default().to_owned();
+                let public = self.repos.get(key).is_some_and(|r| r.public);
                 Reply::json(
                     StatusCode::OK,
                     &json!({
                         "id": place_id,
                         "name": name,
                         "full_name": full_name,
-                        "private": false,
+                        "private": !public,
+                        "visibility": if public { "public" } else { "private" },
                         "html_url": format!("https://github.com/{full_name}"),
                         "permissions": {"admin": admin, "maintain": admin, "push": admin, "triage": admin, "pull": true},
                     }),
@@ -962,25 +1090,34 @@ impl World {
             (Endpoint::RunnerGroups, Method::GET) => {
                 let params: Vec<(String, String)> =
                     form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
-                let groups: Vec<Value> = self.orgs[key]
-                    .runner_groups
-                    .iter()
-                    .map(|(id, name)| {
-                        json!({
-                            "id": id,
-                            "name": name,
-                            "visibility": "all",
-                            "default": *id == DEFAULT_RUNNER_GROUP_ID,
-                            "allows_public_repositories": false,
-                            "runners_url": format!("{}/orgs/{full_name}/actions/runner-groups/{id}/runners", self.base_url),
-                        })
-                    })
-                    .collect();
+                let org_url = format!("{}/orgs/{full_name}", self.base_url);
+                let groups: Vec<Value> = self.orgs[key].runner_groups.iter().map(|g| g.json(&org_url)).collect();
                 let ((page, total), link) = self.paginate(uri, &params, groups);
                 let reply = Reply::json(StatusCode::OK, &json!({"total_count": total, "runner_groups": page}));
                 match link {
                     Some(link) => reply.header("link", link),
                     None => reply,
+                }
+            }
+            (Endpoint::RunnerGroupRepositories(id), Method::GET) => {
+                match self.orgs[key].runner_groups.iter().find(|g| g.id == id) {
+                    None => not_found(),
+                    Some(group) => {
+                        let params: Vec<(String, String)> =
+                            form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+                        let repos: Vec<Value> = group
+                            .selected_repositories
+                            .iter()
+                            .filter_map(|key| self.repos.get(key))
+                            .map(|r| self.repo_json(r))
+                            .collect();
+                        let ((page, total), link) = self.paginate(uri, &params, repos);
+                        let reply = Reply::json(StatusCode::OK, &json!({"total_count": total, "repositories": page}));
+                        match link {
+                            Some(link) => reply.header("link", link),
+                            None => reply,
+                        }
+                    }
                 }
             }
             (Endpoint::Runners, Method::GET) => self.list_runners(uri, key),
@@ -1027,12 +1164,20 @@ impl World {
                     return Err(not_found());
                 }
                 let visible = self.installation_of(token).map(|i| &i.repos);
+                // GitHub's `type`: `all` (the default), `public`, `private`; the others (forks,
+                // sources, member) list all here.
+                let wanted = match param("type") {
+                    Some("public") => Some(true),
+                    Some("private") => Some(false),
+                    _ => None,
+                };
                 let mut repos: Vec<&Repo> = self
                     .repos
                     .iter()
                     .filter(|(key, _)| key.split('/').next() == Some(org.as_str()))
                     .filter(|(key, _)| visible.is_none_or(|v| v.contains(*key)))
                     .map(|(_, repo)| repo)
+                    .filter(|repo| wanted.is_none_or(|public| repo.public == public))
                     .collect();
                 // GitHub's default order: newest first (`sort=created`), or by name with `sort=full_name`.
                 if param("sort") == Some("full_name") {
@@ -1143,13 +1288,13 @@ impl World {
             "node_id": format!("R_fake{}", repo.id),
             "name": name,
             "full_name": full,
-            "private": false,
+            "private": !repo.public,
             "owner": {"login": owner, "type": kind},
             "html_url": format!("https://github.com/{full}"),
             "url": format!("{}/repos/{full}", self.base_url),
             "archived": repo.archived,
             "disabled": false,
-            "visibility": "public",
+            "visibility": if repo.public { "public" } else { "private" },
         })
     }
 
@@ -1288,6 +1433,7 @@ enum Endpoint {
     Hook(u64),
     RegistrationToken,
     RunnerGroups,
+    RunnerGroupRepositories(u64),
     Runners,
     JitConfig,
     Runner(u64),
@@ -1526,7 +1672,7 @@ impl World {
             return runner_invalid(&format!("Invalid input: labels must hold 1 to {MAX_RUNNER_LABELS} names."));
         }
         let group_known = match self.orgs.get(key) {
-            Some(org) => org.runner_groups.iter().any(|(id, _)| *id == group_id),
+            Some(org) => org.runner_groups.iter().any(|g| g.id == group_id),
             None => group_id == DEFAULT_RUNNER_GROUP_ID,
         };
         if !group_known {

@@ -679,6 +679,177 @@ async fn organisation_registration_tokens_and_runner_groups_need_an_owner() {
     assert_eq!(github.registration_tokens().len(), 1);
 }
 
+fn names(list: &Value) -> Vec<String> {
+    list.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn repositories_are_private_until_made_public_and_listed_by_type() {
+    let github = github().await;
+    for name in ["api", "web", "docs"] {
+        github.add_org_repo(ORG, name);
+    }
+    github.set_repo_public("acme/web", true);
+    let repos = |query: &str| format!("{}/orgs/{ORG}/repos?{query}", github.url());
+
+    let api = get(&format!("{}/repos/acme/api", github.url())).await.json();
+    assert_eq!((api["private"].as_bool(), api["visibility"].as_str()), (Some(true), Some("private")));
+    let web = get(&format!("{}/repos/acme/web", github.url())).await.json();
+    assert_eq!((web["private"].as_bool(), web["visibility"].as_str()), (Some(false), Some("public")));
+
+    let public = get(&repos("type=public")).await.json();
+    assert_eq!(names(&public), ["web"]);
+    assert_eq!((public[0]["private"].as_bool(), public[0]["visibility"].as_str()), (Some(false), Some("public")));
+    let private = get(&repos("type=private")).await.json();
+    assert_eq!(names(&private), ["docs", "api"], "newest first");
+    assert_eq!((private[0]["private"].as_bool(), private[0]["visibility"].as_str()), (Some(true), Some("private")));
+    for all in ["", "type=all", "type=forks"] {
+        assert_eq!(names(&get(&repos(all)).await.json()), ["docs", "web", "api"], "{all:?} lists every one");
+    }
+
+    let first = get(&repos("type=private&per_page=1")).await;
+    assert_eq!(names(&first.json()), ["docs"]);
+    let next = first.link("next").expect("a second page");
+    assert!(next.contains("type=private"), "{next}");
+    assert_eq!(names(&get(&next).await.json()), ["api"]);
+
+    let listed = get(&repos("type=public")).await;
+    let etag = listed.header("etag").expect("an ETag").to_owned();
+    let unchanged =
+        get_with(client().get(repos("type=public")).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    github.set_repo_public("acme/docs", true);
+    github.set_repo_public("acme/web", false);
+    let changed = get_with(client().get(repos("type=public")).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_eq!(names(&changed.json()), ["docs"]);
+    let web = get(&format!("{}/repos/acme/web", github.url())).await.json();
+    assert_eq!((web["private"].as_bool(), web["visibility"].as_str()), (Some(true), Some("private")));
+}
+
+/// The runner group named `name` in a `GET /orgs/{org}/actions/runner-groups` answer.
+fn group_named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    let groups = list["runner_groups"].as_array().unwrap();
+    groups.iter().find(|g| g["name"] == name).unwrap_or_else(|| panic!("no group {name} in {list}"))
+}
+
+#[tokio::test]
+async fn a_runner_groups_access_shows_in_the_group_list() {
+    let github = github().await;
+    let gpu = github.add_runner_group(ORG, "gpu");
+    github.add_org_repo(ORG, "api");
+    let url = format!("{}/orgs/{ORG}/actions/runner-groups", github.url());
+    const BUILD: &str = "acme/api/.github/workflows/build.yml@refs/heads/main";
+
+    let before = get(&url).await;
+    assert_eq!(before.header("x-accepted-github-permissions"), Some("organization_self_hosted_runners=read"));
+    let fresh = group_named(&before.json(), "gpu").clone();
+    assert_eq!(
+        (fresh["visibility"].as_str(), fresh["allows_public_repositories"].as_bool()),
+        (Some("all"), Some(false))
+    );
+    assert_eq!((fresh["restricted_to_workflows"].as_bool(), fresh["inherited"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(fresh["selected_workflows"], serde_json::json!([]));
+    assert_eq!(fresh.get("selected_repositories_url"), None, "only a selected group has one");
+    assert_eq!(fresh["runners_url"], format!("{url}/{gpu}/runners"));
+
+    github.set_runner_group_access(
+        ORG,
+        "gpu",
+        fake_github::GroupAccess {
+            visibility: "selected",
+            allows_public_repositories: true,
+            selected_repositories: vec!["acme/api".to_owned()],
+            selected_workflows: vec![BUILD.to_owned()],
+        },
+    );
+    github.set_runner_group_access(
+        ORG,
+        "Default",
+        fake_github::GroupAccess { visibility: "private", ..fake_github::GroupAccess::default() },
+    );
+    let after =
+        get_with(client().get(&url).bearer_auth(TOKEN).header("if-none-match", before.header("etag").unwrap())).await;
+    assert_eq!(after.status, StatusCode::OK, "the access changed the list");
+    let selected = group_named(&after.json(), "gpu").clone();
+    assert_eq!(
+        (selected["id"].as_u64(), selected["visibility"].as_str(), selected["allows_public_repositories"].as_bool()),
+        (Some(gpu), Some("selected"), Some(true))
+    );
+    assert_eq!(selected["restricted_to_workflows"], true);
+    assert_eq!(selected["selected_workflows"], serde_json::json!([BUILD]));
+    assert_eq!(selected["selected_repositories_url"], format!("{url}/{gpu}/repositories"));
+    let default = group_named(&after.json(), "Default").clone();
+    assert_eq!(
+        (default["id"].as_u64(), default["default"].as_bool(), default["visibility"].as_str()),
+        (Some(1), Some(true), Some("private"))
+    );
+    assert_eq!(default.get("selected_repositories_url"), None);
+}
+
+#[tokio::test]
+async fn a_selected_groups_repositories_are_listed_over_linked_pages_and_revalidate_for_free() {
+    let github = github().await;
+    for name in ["api", "web", "docs", "unselected"] {
+        github.add_org_repo(ORG, name);
+    }
+    github.set_repo_public("acme/web", true);
+    let gpu = github.add_runner_group(ORG, "gpu");
+    let selected = |repos: &[&str]| fake_github::GroupAccess {
+        visibility: "selected",
+        selected_repositories: repos.iter().map(|r| (*r).to_owned()).collect(),
+        ..fake_github::GroupAccess::default()
+    };
+    github.set_runner_group_access(ORG, "gpu", selected(&["acme/api", "acme/web", "acme/docs", "acme/missing"]));
+    let groups = format!("{}/orgs/{ORG}/actions/runner-groups", github.url());
+    let first_url = format!("{groups}/{gpu}/repositories?per_page=2");
+
+    let first = get(&first_url).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.header("x-accepted-github-permissions"), Some("organization_self_hosted_runners=read"));
+    assert_eq!(first.json()["total_count"], 3, "only repositories that exist");
+    assert_eq!(names(&first.json()["repositories"]), ["api", "web"]);
+    let shown: Vec<(bool, String)> = first.json()["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["private"].as_bool().unwrap(), r["visibility"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(shown, [(true, "private".to_owned()), (false, "public".to_owned())], "api private, web public");
+    let next = first.link("next").expect("a second page");
+    assert_eq!(next, format!("{groups}/{gpu}/repositories?per_page=2&page=2"));
+    let second = get(&next).await;
+    assert_eq!(names(&second.json()["repositories"]), ["docs"]);
+    assert_eq!(second.link("next"), None);
+
+    let etag = first.header("etag").expect("an ETag").to_owned();
+    let credits = github.credits_used(TOKEN);
+    let unchanged = get_with(client().get(&first_url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(github.credits_used(TOKEN), credits, "a 304 is free");
+    github.set_runner_group_access(ORG, "gpu", selected(&["acme/docs"]));
+    let changed = get_with(client().get(&first_url).bearer_auth(TOKEN).header("if-none-match", &etag)).await;
+    assert_eq!(changed.status, StatusCode::OK, "a new selection changes the answer");
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    assert_eq!((changed.json()["total_count"].as_u64(), changed.link("next")), (Some(1), None));
+    assert_eq!(names(&changed.json()["repositories"]), ["docs"]);
+
+    let default = get(&format!("{groups}/1/repositories")).await;
+    assert_eq!((default.status, default.json()["total_count"].as_u64()), (StatusCode::OK, Some(0)));
+    for unknown in [format!("{groups}/999/repositories"), format!("{groups}/gpu/repositories")] {
+        assert_eq!(get(&unknown).await.status, StatusCode::NOT_FOUND, "{unknown}");
+    }
+    let nobody = format!("{}/orgs/nobody/actions/runner-groups/1/repositories", github.url());
+    assert_eq!(get(&nobody).await.status, StatusCode::NOT_FOUND);
+
+    github.set_org_access(TOKEN, ORG, fake_github::Access::Read);
+    for url in [groups.clone(), first_url] {
+        let member = get(&url).await;
+        assert_eq!(member.status, StatusCode::FORBIDDEN, "a member who is not an owner: {url}");
+        assert_eq!(member.header("x-accepted-github-permissions"), Some("organization_self_hosted_runners=read"));
+    }
+}
+
 // Self-hosted runners: just-in-time configurations, lists, removal, and the runner's side.
 
 fn jit_body(name: &str, group: u64, labels: &[&str]) -> Value {

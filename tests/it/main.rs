@@ -31,6 +31,7 @@ mod ordering;
 mod organisation;
 mod process;
 mod reconciler;
+mod runner_groups;
 mod shared_sync;
 mod test_data;
 mod tls;
