@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::client::{Fetched, GitHubClient, PER_PAGE};
+use super::client::{Fetched, GitHubClient, InstallationToken, PER_PAGE};
 use super::error::GitHubError;
 use super::org::{InstallationRepositoryPage, Repository, RepositoryPage, checked_organisation};
 use super::runners::{RunnerGroup, RunnerGroupPage};
@@ -40,6 +40,18 @@ impl GitHubClient {
         let org = checked_organisation(org)?;
         let url = self.url(&format!("/orgs/{org}/actions/runner-groups/{group}/repositories?per_page={PER_PAGE}"))?;
         self.list::<InstallationRepositoryPage>(token, "runner_group_repos", url).await
+    }
+
+    /// A token of App installation `installation` (with the App's `jwt`) that reads the
+    /// organisation's runner groups and repositories and nothing else: the resync's own
+    /// installation token reads Actions only. `None` when the installation is gone.
+    pub async fn create_group_reader_token(
+        &self,
+        jwt: &Token,
+        installation: u64,
+    ) -> Result<Fetched<Option<InstallationToken>>, GitHubError> {
+        let permissions = serde_json::json!({"organization_self_hosted_runners": "read", "metadata": "read"});
+        self.mint_installation_token(jwt, installation, permissions).await
     }
 
     /// The public repositories of organisation `org`, all pages.

@@ -40,6 +40,8 @@ const SECONDARY_CAP: Duration = Duration::from_secs(900);
 const GROUP_REFRESH_SECS: i64 = 120;
 /// When runner groups that could not be read are tried again.
 const GROUP_RETRY_SECS: i64 = 60;
+/// A runner-group reading installation token is replaced this long before it expires.
+const GROUP_TOKEN_RENEW_SECS: i64 = 300;
 
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -214,6 +216,10 @@ pub struct Reconciler {
     groups_due: HashMap<String, i64>,
     /// Groups named by runners that GitHub does not know, already warned about.
     groups_missing: HashSet<(String, String)>,
+    /// Organisations whose runner groups could not be read, already warned about.
+    groups_unreadable: HashSet<String>,
+    /// Per App and installation: the token that reads runner groups, and when it expires.
+    group_tokens: HashMap<(String, u64), (Token, i64)>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -241,6 +247,8 @@ impl Reconciler {
             groups: RunnerGroups::default(),
             groups_due: HashMap::new(),
             groups_missing: HashSet::new(),
+            groups_unreadable: HashSet::new(),
+            group_tokens: HashMap::new(),
         }
     }
 
@@ -347,10 +355,15 @@ impl Reconciler {
             let next = match self.read_groups(&owner, names, now).await {
                 None => now + GROUP_RETRY_SECS.min(every),
                 Some(Ok(read)) => {
+                    self.groups_unreadable.remove(&owner);
                     for (group, access) in read {
                         self.groups.0.insert((owner.clone(), group), access);
                     }
                     now + every
+                }
+                Some(Err(error)) if !self.groups_unreadable.insert(owner.clone()) => {
+                    tracing::debug!(organisation = %owner, %error, "the organisation's runner groups could not be read again");
+                    now + GROUP_RETRY_SECS.min(every)
                 }
                 Some(Err(error)) => {
                     tracing::warn!(
@@ -390,7 +403,7 @@ impl Reconciler {
         names: &BTreeSet<String>,
         now: i64,
     ) -> Option<Result<BTreeMap<String, GroupAccess>, GitHubError>> {
-        let (token, budget) = match self.org_token(owner, now).await? {
+        let (token, budget) = match self.group_token(owner, now).await? {
             Ok(found) => found,
             Err(error) => return Some(Err(error)),
         };
@@ -439,6 +452,40 @@ impl Reconciler {
         }
         .await;
         self.pace.entry(budget).or_default().spent.push_back((now, requests));
+        Some(result)
+    }
+
+    /// A token that reads organisation `owner`'s runner groups (its token, or a token of its
+    /// App's installation on the organisation asking for that alone) and the budget it spends;
+    /// `None` when a token may not spend now.
+    async fn group_token(&mut self, owner: &str, now: i64) -> Option<Result<(Token, Budget), GitHubError>> {
+        let credential = self.tokens.0.get(owner).and_then(|c| c.first()).cloned()?;
+        let Credential::App(app) = credential else { return self.org_token(owner, now).await };
+        let mut spent = 0;
+        let installations = self.shared.installations.clone();
+        let client = self.shared.client.clone();
+        let tokens = &mut self.group_tokens;
+        let result = async {
+            let installation = installations.installation(&app, owner, now, &mut spent).await?;
+            let key = (app.issuer().to_string(), installation);
+            if let Some((token, expires_at)) = tokens.get(&key)
+                && expires_at - GROUP_TOKEN_RENEW_SECS > now
+            {
+                return Ok((token.clone(), Budget::Installation(installation)));
+            }
+            let jwt = installations.jwt(&app, now)?;
+            spent += 1;
+            let minted = client.create_group_reader_token(&jwt, installation).await?;
+            let minted = minted.value.ok_or_else(|| GitHubError::NotInstalled(owner.to_string()))?;
+            tokens.retain(|_, (_, expires_at)| *expires_at > now);
+            tokens.insert(key, (minted.token.clone(), minted.expires_at));
+            Ok((minted.token, Budget::Installation(installation)))
+        }
+        .await;
+        if spent > 0 {
+            let app_budget = Budget::App(app.issuer().to_string());
+            self.pace.entry(app_budget).or_default().spent.push_back((now, spent));
+        }
         Some(result)
     }
 

@@ -1613,7 +1613,16 @@ impl World {
     /// An installation token may use the runner endpoints with the runner permission only, and
     /// an organisation's with an installation on that organisation.
     fn installation_refusal(&self, token: &str, endpoint: Endpoint, place: &Place, method: &Method) -> Option<Reply> {
-        if !matches!(endpoint, Endpoint::Runners | Endpoint::JitConfig | Endpoint::Runner(_)) {
+        // Runners, and runner groups (which an organisation's installation reads as runners).
+        let runners_or_groups = matches!(
+            endpoint,
+            Endpoint::Runners
+                | Endpoint::JitConfig
+                | Endpoint::Runner(_)
+                | Endpoint::RunnerGroups
+                | Endpoint::RunnerGroupRepositories(_)
+        );
+        if !runners_or_groups {
             return None;
         }
         let issued = self.apps.tokens.get(token)?;

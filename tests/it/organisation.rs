@@ -168,7 +168,8 @@ async fn repository_and_organisation_runners_of_two_organisations_share_one_serv
     assert_eq!(listings("/installation/repositories"), 1, "the App's organisation is listed once");
     assert_eq!(listings("/orgs/globex/repos"), 1, "the token's organisation is listed once");
     assert_eq!(listings("/orgs/acme/installation"), 1);
-    assert_eq!(github.installation_tokens_minted(31), 1);
+    // One reads Actions for the resync, one reads the organisation's runner groups.
+    assert_eq!(github.installation_tokens_minted(31), 2);
     let log = server.log();
     for secret in [ACME_SECRET, GLOBEX_SECRET, API_TOKEN, GLOBEX_TOKEN].into_iter().map(str::to_string).chain(web) {
         assert!(!log.contains(&secret), "{secret} leaked:\n{log}");

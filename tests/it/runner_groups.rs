@@ -7,6 +7,9 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+
+use common::app_keys::app_key_pair;
 use common::fake_github::{FakeGitHub, GroupAccess, JobState};
 use common::server::{Server, http};
 use serde_json::{Value, json};
@@ -26,8 +29,8 @@ fn document(kind: &str, name: &str, body: Value) -> String {
 }
 
 /// `builders` registers in group `builders`, `general` in `Default`; both carry `linux` and read
-/// GitHub with `token`.
-fn manifests(root: &Path, token: &str) -> PathBuf {
+/// GitHub with `credential` (a Secret's keys).
+fn manifests(root: &Path, credential: &[(&str, &str)]) -> PathBuf {
     let dir = root.join("manifests");
     std::fs::create_dir_all(&dir).unwrap();
     let runner = |group: Option<&str>| {
@@ -42,7 +45,7 @@ fn manifests(root: &Path, token: &str) -> PathBuf {
         document("ScaledActionRunner", "builders", runner(Some("builders"))),
         document("ScaledActionRunner", "general", runner(None)),
         document("Secret", "acme-hook", json!({"webhook-secret": ACME_SECRET})),
-        document("Secret", "acme-token", json!({"token": token})),
+        document("Secret", "acme-token", credential.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()),
     ];
     std::fs::write(dir.join("runners.yaml"), documents.join("\n---\n")).unwrap();
     dir
@@ -91,8 +94,8 @@ fn organisation(github: &FakeGitHub) {
     github.set_runner_group_access("acme", "builders", selected(&["acme/api"]));
 }
 
-async fn start(github: &FakeGitHub, root: &Path, token: &str) -> Server {
-    let manifests = manifests(root, token);
+async fn start(github: &FakeGitHub, root: &Path, credential: &[(&str, &str)]) -> Server {
+    let manifests = manifests(root, credential);
     let args = ["--github-api-url", &github.url(), "--cache-window", "1s", "--cache-window-when-empty", "2s"]
         .map(str::to_owned);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -119,7 +122,7 @@ async fn organisation_runners_count_only_jobs_of_repositories_their_runner_group
     github.add_token(ACME_TOKEN, 5000);
     organisation(&github);
     let root = tempfile::tempdir().unwrap();
-    let server = start(&github, root.path(), ACME_TOKEN).await;
+    let server = start(&github, root.path(), &[("token", ACME_TOKEN)]).await;
     queue_jobs(&github, &server).await;
     // builders: acme/api. general: acme/web's two jobs (the one naming only a group included:
     // no repository runner could take it). acme/site is public: neither group admits it.
@@ -165,7 +168,7 @@ async fn groups_that_cannot_be_read_admit_every_repository_and_say_why() {
     github.set_org_access(READER_TOKEN, "acme", common::fake_github::Access::Read);
     organisation(&github);
     let root = tempfile::tempdir().unwrap();
-    let server = start(&github, root.path(), READER_TOKEN).await;
+    let server = start(&github, root.path(), &[("token", READER_TOKEN)]).await;
     queue_jobs(&github, &server).await;
     // Nothing is known of the groups: every job counts, the most specific runner by name first
     // (a runner too many costs less than a job that never gets one).
@@ -178,4 +181,34 @@ async fn groups_that_cannot_be_read_admit_every_repository_and_say_why() {
     let log = server.log();
     assert!(log.contains("admin:org") && log.contains("403"), "the warning says what is missing:\n{log}");
     assert!(!log.contains(READER_TOKEN), "the token leaked:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_app_reads_the_groups_with_a_token_that_may_read_runner_groups_and_nothing_else() {
+    const APP_ID: u64 = 7272;
+    let github = FakeGitHub::start().await;
+    github.add_app(APP_ID, "Iv23liGroupsApp", &app_key_pair("groups").public);
+    organisation(&github);
+    github.add_installation(APP_ID, 41, &["acme/api", "acme/web", "acme/site", "acme/tools"]);
+    let root = tempfile::tempdir().unwrap();
+    let key = app_key_pair("groups").pkcs1;
+    let server = start(&github, root.path(), &[("app-id", &APP_ID.to_string()), ("private-key", &key)]).await;
+    queue_jobs(&github, &server).await;
+    // The fake refuses runner groups to a token without organization_self_hosted_runners (as
+    // GitHub does): had the resync's Actions-only token been used, every repository would count.
+    demands_until(&server, [1, 2], "each group's repositories, read through the App").await;
+    let requests = github.requests();
+    let tokens = |prefix: &str| -> HashSet<String> {
+        requests.iter().filter(|r| r.path.starts_with(prefix)).filter_map(|r| r.token.clone()).collect()
+    };
+    let groups = tokens("/orgs/acme/actions/runner-groups");
+    let resync = tokens("/repos/acme/");
+    assert!(!groups.is_empty() && groups.iter().all(|t| t.starts_with("ghs_")), "{groups:?}");
+    assert!(groups.is_disjoint(&resync), "groups {groups:?}, resync {resync:?}");
+    let refused = requests.iter().filter(|r| r.path.starts_with("/orgs/acme/actions/") && r.status == 403).count();
+    assert_eq!(refused, 0, "no group read was refused");
+    let log = server.log();
+    for token in groups.iter().chain(&resync) {
+        assert!(!log.contains(token.as_str()), "{token} leaked:\n{log}");
+    }
 }
