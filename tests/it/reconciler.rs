@@ -517,3 +517,48 @@ async fn at_start_an_organisations_repositories_are_listed_once_and_each_looked_
     assert_eq!(requests_for(&world.github, "acme/quiet"), 0, "a quiet repository leaves after its first look");
     assert!(requests_for(&world.github, "acme/busy") > 0);
 }
+
+#[tokio::test]
+async fn a_replica_without_the_lease_reads_the_runner_groups_and_counts_by_them_without_resyncing() {
+    use common::fake_github::GroupAccess;
+    use gaa::demand::{Runner, RunnerIndex, ScaleFactor};
+    let github = FakeGitHub::start().await;
+    github.add_token(TOKEN, 5000);
+    for repo in ["api", "web"] {
+        github.add_org_repo("acme", repo);
+    }
+    github.add_runner_group("acme", "builders");
+    let access = GroupAccess {
+        visibility: "selected",
+        selected_repositories: vec!["acme/api".into()],
+        ..GroupAccess::default()
+    };
+    github.set_runner_group_access("acme", "builders", access);
+    let mut builders =
+        Runner::organization(RunnerKey::new("ci", "builders"), "acme", ["linux"], 0, 10, ScaleFactor::Linear);
+    builders.runner_group = Some("builders".into());
+    let tokens = RepoTokens([("acme".to_string(), vec![Token::new(TOKEN).into()])].into());
+    let config = ReconcilerConfig { windows: WINDOWS, settle: SETTLE, ..ReconcilerConfig::default() };
+    let world = ResyncWorld::start(github, 1_800_000_000, RunnerIndex::new([builders]), tokens, config);
+    let event =
+        |repo: &str, job: u64| JobEvent::new(job, 900 + job, 1, RepoRef::new(job, repo), JobStatus::Queued, LABELS);
+    world.store.record("a1", event("acme/api", 1)).await.unwrap();
+    world.store.record("w2", event("acme/web", 2)).await.unwrap();
+    let demand = |store: &StoreHandle| store.board().get(&RunnerKey::new("ci", "builders")).unwrap().demand;
+    assert_eq!(demand(&world.store), 2, "before the groups are read, every repository counts");
+    let (_leading_tx, leading) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let clock = world.clock();
+    let ResyncWorld { github, store, reconciler, dir: _dir, .. } = world;
+    let running = tokio::spawn(reconciler.run(clock, leading, stop.clone(), None));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while demand(&store) != 1 {
+        assert!(std::time::Instant::now() < deadline, "the follower never applied the runner groups");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    running.await.unwrap();
+    let requests = github.requests();
+    assert!(requests.iter().any(|r| r.path == "/orgs/acme/actions/runner-groups"));
+    assert!(!requests.iter().any(|r| r.path.starts_with("/repos/")), "a follower must not resync");
+}
