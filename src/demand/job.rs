@@ -122,6 +122,19 @@ impl JobEvent {
         Self { job_id, run_id, run_attempt, repo, status, labels: normalize_labels(labels), since: None }
     }
 
+    /// Records the runner group GitHub says the job ran in (`runner_group_name`, known once a
+    /// runner took it): from then on the job counts toward a runner of that group only.
+    /// Ignored while queued or waiting (GitHub says nothing then) and for an empty name.
+    pub fn ran_in_group(mut self, group: Option<&str>) -> Self {
+        let group = group.map(str::trim).filter(|g| !g.is_empty());
+        if let (Some(group), JobStatus::InProgress | JobStatus::Completed) = (group, self.status) {
+            self.labels.retain(|label| !label.starts_with(GROUP_MARK));
+            self.labels.push(group_label(group));
+            self.labels.sort_unstable();
+        }
+        self
+    }
+
     pub fn since(mut self, unix_seconds: Option<i64>) -> Self {
         self.since = unix_seconds;
         self
@@ -142,6 +155,17 @@ impl JobEvent {
 pub(crate) type Rank<'a> = (JobStatus, &'a [String], u64, u32, Option<i64>);
 
 /// Labels compare case-insensitively; keep one canonical spelling, sorted.
+/// Starts the label that records the runner group a job ran in (see [`JobEvent::ran_in_group`]).
+/// No `runs-on` label starts with it (a control character), and it sorts after every ASCII
+/// label, so an observation that knows the group ranks above one of the same status that does
+/// not.
+pub const GROUP_MARK: &str = "\u{7f}group:";
+
+/// The label recording that a job ran in runner group `group` (lower-cased).
+pub fn group_label(group: &str) -> String {
+    format!("{GROUP_MARK}{}", group.trim().to_ascii_lowercase())
+}
+
 pub fn normalize_labels(labels: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {
     let mut out: Vec<String> =
         labels.into_iter().map(|l| l.as_ref().trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect();

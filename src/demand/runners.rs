@@ -8,7 +8,7 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::job::normalize_labels;
+use super::job::{GROUP_MARK, normalize_labels};
 use super::scaling::{ForcedScaleUp, ScaleFactor};
 
 /// The runner group an organisation runner registers in unless it names one.
@@ -176,17 +176,27 @@ impl Runner {
     ///
     /// A job without labels named only a runner group (`runs-on: {group: NAME}`; GitHub's
     /// queued deliveries say which group only once a runner took the job): only an
-    /// organisation runner can take it.
+    /// organisation runner can take it. A job GitHub says ran in a group (a label starting with
+    /// [`GROUP_MARK`]) counts toward organisation runners of that group only (a repository
+    /// runner, in no group of ours, may still have taken it).
     fn surplus(&self, job_labels: &[String]) -> Option<usize> {
-        if job_labels.is_empty() && self.scope == Scope::Repository {
-            return None;
-        }
         let mut shared = usize::from(!job_labels.iter().any(|l| l == IMPLIED_LABEL));
+        let mut labelled = false;
         for label in job_labels {
+            if let Some(group) = label.strip_prefix(GROUP_MARK) {
+                if self.group().is_some_and(|own| !own.eq_ignore_ascii_case(group)) {
+                    return None;
+                }
+                continue;
+            }
             if !self.labels.contains(label) {
                 return None;
             }
+            labelled = true;
             shared += 1;
+        }
+        if !labelled && self.scope == Scope::Repository {
+            return None;
         }
         Some(self.labels.len() - shared)
     }

@@ -486,6 +486,50 @@ mod tests {
     }
 
     #[test]
+    fn once_github_says_which_group_a_job_ran_in_it_counts_toward_that_groups_runner_whatever_the_order() {
+        // `general` (linux, Default) is the most specific for a `linux` job; `large` (linux,
+        // large, group `large`) is not, but GitHub ran the job there.
+        let general =
+            Runner::organization(RunnerKey::new("ci", "general"), "acme", ["linux"], 0, 5, ScaleFactor::Linear);
+        let mut large =
+            Runner::organization(RunnerKey::new("ci", "large"), "acme", ["linux", "large"], 0, 5, ScaleFactor::Linear);
+        large.runner_group = Some("Large".into());
+        let index = RunnerIndex::new([general, large]);
+        let (general, large) = (RunnerKey::new("ci", "general"), RunnerKey::new("ci", "large"));
+        let queued = ev(1, JobStatus::Queued, &["linux"]);
+        let started = ev(1, JobStatus::InProgress, &["linux"]);
+        let started_in_large = started.clone().ran_in_group(Some("large"));
+        for order in [
+            vec![&queued, &started_in_large],
+            vec![&started_in_large, &queued],
+            vec![&queued, &started_in_large, &started],
+            vec![&started, &started_in_large, &queued],
+        ] {
+            let mut state = DemandState::new(index.clone());
+            for (delivery, event) in order.iter().enumerate() {
+                state.record(delivery as u64 + 1, event, 100);
+            }
+            assert_eq!(state.counts(&large).in_progress, 1, "{order:?}");
+            assert_eq!(state.counts(&general).demand(), 0, "{order:?}");
+        }
+        let mut state = DemandState::new(index.clone());
+        state.record(1, &queued, 100);
+        assert_eq!(state.counts(&general).queued, 1, "while queued GitHub names no group");
+        // A group none of ours is (GitHub's hosted larger runners, say): counted toward none.
+        state.record(2, &ev(1, JobStatus::InProgress, &["linux"]).ran_in_group(Some("GitHub Actions")), 100);
+        assert_eq!((state.counts(&general).demand(), state.counts(&large).demand()), (0, 0));
+        // A repository runner is in no group of ours: it may still have taken the job.
+        let repo = Runner::new(RunnerKey::new("ci", "repo"), "acme", "api", ["linux"], 0, 5, ScaleFactor::Linear);
+        let mut state = DemandState::new(RunnerIndex::new([repo]));
+        state.record(1, &started.clone().ran_in_group(Some("Default")), 100);
+        assert_eq!(state.counts(&RunnerKey::new("ci", "repo")).in_progress, 1);
+        // Queued and waiting observations record no group; an empty name records none either.
+        assert_eq!(queued.clone().ran_in_group(Some("large")).labels, queued.labels);
+        assert_eq!(started.clone().ran_in_group(Some("  ")).labels, started.labels);
+        assert_eq!(started_in_large.clone().ran_in_group(Some("Large")).labels, started_in_large.labels, "one group");
+    }
+
+    #[test]
     fn queued_then_in_progress_then_completed_counts_then_releases() {
         let mut state = DemandState::new(index());
         let linux = RunnerKey::new("ci", "linux");

@@ -55,6 +55,9 @@ pub struct WorkflowJob {
     pub runner_id: Option<u64>,
     #[serde(default)]
     pub runner_name: Option<String>,
+    /// The group of the runner that took the job; `null` until one did.
+    #[serde(default)]
+    pub runner_group_name: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
 }

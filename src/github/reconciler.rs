@@ -22,7 +22,7 @@ use super::installations::{CacheFootprint, Installations, Minted};
 use super::models::WorkflowJob;
 use super::resync::{Comparison, GitHubJob, KnownJob, Lookups, RunAnswer, Schedule, Windows, compare, repair_run};
 use super::token::{Budget, Token};
-use crate::demand::job::normalize_labels;
+use crate::demand::job::{group_label, normalize_labels};
 use crate::demand::{GroupAccess, JobEvent, JobStatus, RepoRef, RunnerGroups, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 use crate::store::{ResyncInfo, StoreError, StoreHandle};
@@ -909,14 +909,16 @@ fn github_job(job: &WorkflowJob) -> GitHubJob {
     }
     .and_then(|t| t.parse::<jiff::Timestamp>().ok())
     .map(|t| t.as_second());
-    GitHubJob {
-        id: job.id,
-        run_id: job.run_id,
-        run_attempt: job.run_attempt.unwrap_or(1),
-        status: job.status.as_deref().and_then(JobStatus::parse),
-        labels: normalize_labels(&job.labels),
-        since,
+    let status = job.status.as_deref().and_then(JobStatus::parse);
+    let mut labels = normalize_labels(&job.labels);
+    // The group of the runner that took it, as a delivery records it.
+    if let (Some(JobStatus::InProgress | JobStatus::Completed), Some(group)) =
+        (status, job.runner_group_name.as_deref().map(str::trim).filter(|g| !g.is_empty()))
+    {
+        labels.push(group_label(group));
+        labels.sort_unstable();
     }
+    GitHubJob { id: job.id, run_id: job.run_id, run_attempt: job.run_attempt.unwrap_or(1), status, labels, since }
 }
 
 /// One repository's resync with `credential`: a token as it is; a GitHub App through its

@@ -52,6 +52,8 @@ pub struct WorkflowJob {
     pub labels: Option<Vec<String>>,
     pub created_at: Option<String>,
     pub started_at: Option<String>,
+    /// The group of the runner that took the job; `null` while queued.
+    pub runner_group_name: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -143,7 +145,7 @@ macro_rules! object_fields {
 }
 
 object_fields!(Payload { action, workflow_job, repository });
-object_fields!(WorkflowJob { id, run_id, run_attempt, status, labels, created_at, started_at });
+object_fields!(WorkflowJob { id, run_id, run_attempt, status, labels, created_at, started_at, runner_group_name });
 object_fields!(Repository { id, full_name });
 
 impl Payload {
@@ -240,6 +242,7 @@ impl JobDelivery {
                 status,
                 job.labels.iter().flatten(),
             )
+            .ran_in_group(job.runner_group_name.as_deref())
             .since(since),
         ))
     }
@@ -261,9 +264,28 @@ pub fn action_label(action: Option<&str>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::demand::job::group_label;
 
     fn parse(json: &str) -> Result<JobDelivery, PayloadError> {
         JobDelivery::from_payload(&serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn the_group_of_the_runner_that_took_a_job_is_recorded_once_it_runs() {
+        let body = |action: &str, group: &str| {
+            format!(
+                r#"{{"action":"{action}","workflow_job":{{"id":5,"run_id":6,"status":"{action}","labels":["Linux"],
+                "runner_group_name":{group}}},"repository":{{"id":9,"full_name":"acme/api"}}}}"#
+            )
+        };
+        let labels = |action: &str, group: &str| match parse(&body(action, group)) {
+            Ok(JobDelivery::Event(event)) => event.labels,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(labels("in_progress", r#""Large Runners""#), ["linux".to_string(), group_label("large runners")]);
+        assert_eq!(labels("completed", r#""Default""#), ["linux".to_string(), group_label("default")]);
+        assert_eq!(labels("queued", "null"), ["linux"]);
+        assert_eq!(labels("in_progress", "null"), ["linux"], "no runner group named");
     }
 
     #[test]

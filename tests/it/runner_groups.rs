@@ -1,6 +1,6 @@
 //! Runner groups in the real binary: two organisation runners of one organisation in two
 //! groups, each counting only the jobs of repositories its group admits on GitHub, following
-//! the groups' settings as they change.
+//! the groups' settings as they change, and a running job counted in the group it ran in.
 
 use crate::common;
 
@@ -143,6 +143,16 @@ async fn organisation_runners_count_only_jobs_of_repositories_their_runner_group
         GroupAccess { allows_public_repositories: true, ..GroupAccess::default() },
     );
     demands_until(&server, [3, 1], "Default open to public repositories").await;
+    // A runner of Default took acme/web's `linux` job after all (its runner was free first):
+    // the in-progress delivery names the group, and the job counts there from now on.
+    github.set_job_status(2, JobState::InProgress);
+    let mut started = common::job_payload("acme/web", 2, "in_progress", &["self-hosted", "linux"]);
+    started["repository"]["id"] = json!(2000);
+    started["workflow_job"]["run_id"] = json!(20);
+    started["workflow_job"]["runner_group_name"] = json!("Default");
+    let body = serde_json::to_vec(&started).unwrap();
+    assert_eq!(server.deliver_signed(&http(), "d2-started", body, ACME_SECRET).await, 202);
+    demands_until(&server, [2, 2], "the job counted in the group it ran in").await;
     // Settings read again unchanged cost nothing: GitHub answers 304.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let requests = github.requests();
