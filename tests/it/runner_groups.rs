@@ -169,6 +169,12 @@ async fn organisation_runners_count_only_jobs_of_repositories_their_runner_group
     let log = server.log();
     assert!(log.contains("runner group access read"), "{log}");
     assert!(!log.contains(ACME_TOKEN) && !log.contains(ACME_SECRET), "a secret leaked:\n{log}");
+    // The group a job ran in is journaled with it. Restarted with a token GitHub refuses (no
+    // resync, no groups read: every repository admitted), the journal alone still puts the
+    // running job in Default; builders takes the three others.
+    drop(server);
+    let server = start(&github, root.path(), &[("token", "ghp_a_token_github_does_not_know")]).await;
+    demands_until(&server, [3, 1], "after a restart, from the journal").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
