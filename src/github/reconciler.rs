@@ -414,8 +414,7 @@ impl Reconciler {
             requests += listed.requests;
             let mut found = Vec::new();
             for name in names {
-                let exact = listed.value.iter().find(|g| g.name == *name);
-                match exact.or_else(|| listed.value.iter().find(|g| g.name.eq_ignore_ascii_case(name))) {
+                match super::runners::find_group(&listed.value, name) {
                     Some(group) => found.push((name.clone(), group.clone())),
                     None => {
                         if self.groups_missing.insert((owner.to_string(), name.clone())) {

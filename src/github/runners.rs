@@ -231,8 +231,13 @@ fn decode_jit_answer(body: &[u8]) -> Result<JitAnswer, GitHubError> {
 /// The group named `name` among `groups`: exactly so if one is, else ignoring ASCII case
 /// (GitHub's group names are case-insensitive).
 fn group_named(groups: &[RunnerGroup], name: &str) -> Option<u64> {
+    find_group(groups, name).map(|g| g.id)
+}
+
+/// The group named `name`: exactly, else ignoring case.
+pub fn find_group<'a>(groups: &'a [RunnerGroup], name: &str) -> Option<&'a RunnerGroup> {
     let exact = groups.iter().find(|g| g.name == name);
-    exact.or_else(|| groups.iter().find(|g| g.name.eq_ignore_ascii_case(name))).map(|g| g.id)
+    exact.or_else(|| groups.iter().find(|g| g.name.eq_ignore_ascii_case(name)))
 }
 
 impl GitHubClient {
