@@ -128,7 +128,7 @@ pub struct Footprint {
 }
 
 /// A page kept for conditional requests that no resync has asked for in this long (or in two
-/// idle windows, when longer) is dropped.
+/// idle windows, or twice as far as the last repository is due, when longer) is dropped.
 pub const PAGE_HORIZON_SECS: i64 = 600;
 
 /// Why one repository's resync failed, by the step that failed.
@@ -786,8 +786,12 @@ impl Reconciler {
         }
         // Pages kept by lookups of finished runs, and those of tokens no longer used: nothing asks
         // for them again within the windows. (Pages of runs that left the open lists went at once.)
+        // While the budget's pacing defers repositories (a cold start of thousands), their next
+        // turn is further ahead than the idle window: their pages are kept until then.
         let idle = i64::try_from(self.shared.config.windows.idle.as_secs()).unwrap_or(i64::MAX);
-        self.shared.client.expire_pages(now.saturating_sub(idle.saturating_mul(2).max(PAGE_HORIZON_SECS)));
+        let reach = self.schedule.reach(now).saturating_mul(2);
+        let horizon = idle.saturating_mul(2).max(PAGE_HORIZON_SECS).max(reach);
+        self.shared.client.expire_pages(now.saturating_sub(horizon));
         pass
     }
 

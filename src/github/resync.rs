@@ -75,6 +75,12 @@ impl Schedule {
         self.due.iter().take_while(|(at, _)| *at <= now).take(limit).map(|(_, r)| r.clone()).collect()
     }
 
+    /// How far ahead the last repository is due (0 when none is ahead): while pacing defers
+    /// repositories, beyond the idle window.
+    pub fn reach(&self, now: i64) -> i64 {
+        self.due.last().map_or(0, |(at, _)| (at - now).max(0))
+    }
+
     /// How late the most overdue repository is.
     pub fn lag(&self, now: i64) -> i64 {
         self.due.first().map_or(0, |(at, _)| (now - at).max(0))
@@ -384,5 +390,19 @@ mod tests {
         assert!(!schedule.due(1199, usize::MAX).contains(&"acme/repo-2".to_string()));
         schedule.set_repos(["acme/repo-1".to_string()], 600, windows);
         assert_eq!(schedule.len(), 1);
+    }
+
+    #[test]
+    fn the_reach_is_how_far_ahead_the_last_repository_is_due() {
+        let windows = Windows { busy: Duration::from_secs(60), idle: Duration::from_secs(600) };
+        let mut schedule = Schedule::default();
+        assert_eq!(schedule.reach(0), 0);
+        schedule.set_repos(["acme/api".to_string(), "acme/web".to_string()], 0, windows);
+        schedule.done("acme/api", 100, false, windows);
+        assert_eq!(schedule.reach(100), 600, "an idle window ahead");
+        // Pacing defers a repository hours: its pages must outlive that.
+        schedule.defer("acme/web", 100 + 4 * 3600);
+        assert_eq!(schedule.reach(100), 4 * 3600);
+        assert_eq!(schedule.reach(100 + 5 * 3600), 0, "nothing ahead");
     }
 }
