@@ -5,14 +5,22 @@
 #![no_main]
 
 use gaa::demand::JobStatus;
-use gaa::demand::job::normalize_labels;
+use gaa::demand::job::{GROUP_MARK, group_label, normalize_labels};
 use gaa::webhook::payload::{JobDelivery, Payload, action_label, locate_repository};
 use libfuzzer_sys::fuzz_target;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
-type JobFields =
-    (Option<u64>, Option<u64>, Option<u32>, Option<String>, Option<Vec<String>>, Option<String>, Option<String>);
+type JobFields = (
+    Option<u64>,
+    Option<u64>,
+    Option<u32>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// Everything a `Payload` holds, comparable.
 #[derive(Debug, PartialEq)]
@@ -34,6 +42,7 @@ fn fields(payload: &Payload) -> Fields {
                 j.labels.clone(),
                 j.created_at.clone(),
                 j.started_at.clone(),
+                j.runner_group_name.clone(),
             )
         }),
         repository: payload.repository.as_ref().map(|r| (r.id, r.full_name.clone())),
@@ -81,6 +90,7 @@ fn expected(document: &Value) -> Result<Fields, ()> {
             field(job, "labels", labels).ok()?,
             field(job, "created_at", string).ok()?,
             field(job, "started_at", string).ok()?,
+            field(job, "runner_group_name", string).ok()?,
         ))
     })?;
     let repository = field(document, "repository", |repository| {
@@ -102,7 +112,16 @@ fn check_delivery(payload: &Payload) {
     let from_status = job.status.as_deref().and_then(JobStatus::parse);
     assert_eq!(Some(event.status), from_action.max(from_status), "the furthest state named wins");
     assert_eq!(event.repo.full_name, payload.repository_name().expect("an event has a repository"));
-    assert_eq!(event.labels, normalize_labels(job.labels.iter().flatten()));
+    // The job's labels, less any that look like the group mark, and the group of the runner that
+    // took it once it runs.
+    let mut labels = normalize_labels(job.labels.iter().flatten());
+    labels.retain(|label| !label.starts_with(GROUP_MARK));
+    let group = job.runner_group_name.as_deref().map(str::trim).filter(|group| !group.is_empty());
+    if let (Some(group), JobStatus::InProgress | JobStatus::Completed) = (group, event.status) {
+        labels.push(group_label(group));
+        labels.sort_unstable();
+    }
+    assert_eq!(event.labels, labels);
     assert!(event.labels.windows(2).all(|pair| pair[0] < pair[1]), "labels sorted and unique: {:?}", event.labels);
 }
 

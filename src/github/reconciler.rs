@@ -22,7 +22,7 @@ use super::installations::{CacheFootprint, Installations, Minted};
 use super::models::WorkflowJob;
 use super::resync::{Comparison, GitHubJob, KnownJob, Lookups, RunAnswer, Schedule, Windows, compare, repair_run};
 use super::token::{Budget, Token};
-use crate::demand::job::{group_label, normalize_labels};
+use crate::demand::job::{GROUP_MARK, group_label, normalize_labels};
 use crate::demand::{GroupAccess, JobEvent, JobStatus, RepoRef, RunnerGroups, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 use crate::store::{ResyncInfo, StoreError, StoreHandle};
@@ -914,6 +914,7 @@ fn github_job(job: &WorkflowJob) -> GitHubJob {
     .map(|t| t.as_second());
     let status = job.status.as_deref().and_then(JobStatus::parse);
     let mut labels = normalize_labels(&job.labels);
+    labels.retain(|label| !label.starts_with(GROUP_MARK));
     // The group of the runner that took it, as a delivery records it.
     if let (Some(JobStatus::InProgress | JobStatus::Completed), Some(group)) =
         (status, job.runner_group_name.as_deref().map(str::trim).filter(|g| !g.is_empty()))

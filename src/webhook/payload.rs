@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use crate::demand::job::GROUP_MARK;
 use crate::demand::{JobEvent, JobStatus, RepoRef};
 
 /// The event named by `X-GitHub-Event`.
@@ -233,18 +234,17 @@ impl JobDelivery {
             JobStatus::Waiting | JobStatus::Queued => job.created_at.as_deref(),
         }
         .and_then(parse_timestamp);
-        Ok(Self::Event(
-            JobEvent::new(
-                job_id,
-                job.run_id.unwrap_or(0),
-                job.run_attempt.unwrap_or(1),
-                RepoRef::new(repo_id, full_name),
-                status,
-                job.labels.iter().flatten(),
-            )
-            .ran_in_group(job.runner_group_name.as_deref())
-            .since(since),
-        ))
+        let mut event = JobEvent::new(
+            job_id,
+            job.run_id.unwrap_or(0),
+            job.run_attempt.unwrap_or(1),
+            RepoRef::new(repo_id, full_name),
+            status,
+            job.labels.iter().flatten(),
+        );
+        // No `runs-on` label starts with the group mark: one that does is not GitHub's.
+        event.labels.retain(|label| !label.starts_with(GROUP_MARK));
+        Ok(Self::Event(event.ran_in_group(job.runner_group_name.as_deref()).since(since)))
     }
 }
 
@@ -286,6 +286,12 @@ mod tests {
         assert_eq!(labels("completed", r#""Default""#), ["linux".to_string(), group_label("default")]);
         assert_eq!(labels("queued", "null"), ["linux"]);
         assert_eq!(labels("in_progress", "null"), ["linux"], "no runner group named");
+        // A label that looks like the mark is not GitHub's: it is dropped, and cannot name a group.
+        let forged = body("queued", "null").replace(r#"["Linux"]"#, r#"["Linux","\u007fgroup:large"]"#);
+        match parse(&forged) {
+            Ok(JobDelivery::Event(event)) => assert_eq!(event.labels, ["linux"]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
