@@ -122,16 +122,9 @@ impl JobEvent {
         Self { job_id, run_id, run_attempt, repo, status, labels: normalize_labels(labels), since: None }
     }
 
-    /// Records the runner group GitHub says the job ran in (`runner_group_name`, known once a
-    /// runner took it): from then on the job counts toward a runner of that group only.
-    /// Ignored while queued or waiting (GitHub says nothing then) and for an empty name.
+    /// Records the runner group GitHub says the job ran in (see [`mark_group`]).
     pub fn ran_in_group(mut self, group: Option<&str>) -> Self {
-        let group = group.map(str::trim).filter(|g| !g.is_empty());
-        if let (Some(group), JobStatus::InProgress | JobStatus::Completed) = (group, self.status) {
-            self.labels.retain(|label| !label.starts_with(GROUP_MARK));
-            self.labels.push(group_label(group));
-            self.labels.sort_unstable();
-        }
+        mark_group(&mut self.labels, Some(self.status), group);
         self
     }
 
@@ -164,6 +157,20 @@ pub const GROUP_MARK: &str = "\u{7f}group:";
 /// The label recording that a job ran in runner group `group` (lower-cased).
 pub fn group_label(group: &str) -> String {
     format!("{GROUP_MARK}{}", group.trim().to_ascii_lowercase())
+}
+
+/// Records in sorted `labels` the runner group GitHub says a job in `status` ran in
+/// (`runner_group_name`, known once a runner took it): from then on the job counts toward a
+/// runner of that group only. Any label already starting with [`GROUP_MARK`] goes first (no
+/// `runs-on` label does). Nothing is recorded while queued or waiting (GitHub says nothing
+/// then), nor for an empty name.
+pub fn mark_group(labels: &mut Vec<String>, status: Option<JobStatus>, group: Option<&str>) {
+    labels.retain(|label| !label.starts_with(GROUP_MARK));
+    let group = group.map(str::trim).filter(|g| !g.is_empty());
+    if let (Some(group), Some(JobStatus::InProgress | JobStatus::Completed)) = (group, status) {
+        labels.push(group_label(group));
+        labels.sort_unstable();
+    }
 }
 
 pub fn normalize_labels(labels: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {

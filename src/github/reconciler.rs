@@ -22,7 +22,7 @@ use super::installations::{CacheFootprint, Installations, Minted};
 use super::models::WorkflowJob;
 use super::resync::{Comparison, GitHubJob, KnownJob, Lookups, RunAnswer, Schedule, Windows, compare, repair_run};
 use super::token::{Budget, Token};
-use crate::demand::job::{GROUP_MARK, group_label, normalize_labels};
+use crate::demand::job::{mark_group, normalize_labels};
 use crate::demand::{GroupAccess, JobEvent, JobStatus, RepoRef, RunnerGroups, RunnerIndex, RunnerKey};
 use crate::metrics::Metrics;
 use crate::store::{ResyncInfo, StoreError, StoreHandle};
@@ -323,11 +323,6 @@ impl Reconciler {
         self.shared.index = Arc::new(index.with_groups(&self.groups));
         self.catalog = index;
         self.tokens = tokens;
-    }
-
-    /// What the organisations' runner groups admit, as last read.
-    pub fn runner_groups(&self) -> &RunnerGroups {
-        &self.groups
     }
 
     /// When an organisation's runner groups are read next, if any organisation has runners.
@@ -914,14 +909,8 @@ fn github_job(job: &WorkflowJob) -> GitHubJob {
     .map(|t| t.as_second());
     let status = job.status.as_deref().and_then(JobStatus::parse);
     let mut labels = normalize_labels(&job.labels);
-    labels.retain(|label| !label.starts_with(GROUP_MARK));
     // The group of the runner that took it, as a delivery records it.
-    if let (Some(JobStatus::InProgress | JobStatus::Completed), Some(group)) =
-        (status, job.runner_group_name.as_deref().map(str::trim).filter(|g| !g.is_empty()))
-    {
-        labels.push(group_label(group));
-        labels.sort_unstable();
-    }
+    mark_group(&mut labels, status, job.runner_group_name.as_deref());
     GitHubJob { id: job.id, run_id: job.run_id, run_attempt: job.run_attempt.unwrap_or(1), status, labels, since }
 }
 

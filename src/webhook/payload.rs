@@ -8,7 +8,6 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::demand::job::GROUP_MARK;
 use crate::demand::{JobEvent, JobStatus, RepoRef};
 
 /// The event named by `X-GitHub-Event`.
@@ -234,7 +233,7 @@ impl JobDelivery {
             JobStatus::Waiting | JobStatus::Queued => job.created_at.as_deref(),
         }
         .and_then(parse_timestamp);
-        let mut event = JobEvent::new(
+        let event = JobEvent::new(
             job_id,
             job.run_id.unwrap_or(0),
             job.run_attempt.unwrap_or(1),
@@ -242,8 +241,7 @@ impl JobDelivery {
             status,
             job.labels.iter().flatten(),
         );
-        // No `runs-on` label starts with the group mark: one that does is not GitHub's.
-        event.labels.retain(|label| !label.starts_with(GROUP_MARK));
+        // A label that looks like the group mark is not GitHub's: it goes.
         Ok(Self::Event(event.ran_in_group(job.runner_group_name.as_deref()).since(since)))
     }
 }
